@@ -1,0 +1,178 @@
+//! One logged-in WebSocket session.
+
+use crier_proto::protocol::{ClientFrame, PushFrame, ServerFrame};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::ClientError;
+
+/// Who logs in where. `user_sig` is made for `identifier` with the app's key.
+#[derive(Debug, Clone)]
+pub struct LoginOptions {
+    /// `ws://host:port/v4/ws`
+    pub url: String,
+    pub sdkappid: u64,
+    pub identifier: String,
+    pub user_sig: String,
+    pub platform: Option<String>,
+}
+
+/// What the server sent after login.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Push(PushFrame),
+    Error {
+        code: u32,
+        info: String,
+    },
+    Kicked {
+        reason: String,
+    },
+    Pong,
+    /// The server closed the connection with this close code.
+    Closed {
+        code: u16,
+        reason: String,
+    },
+}
+
+pub struct Connection {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The server's clock at login, Unix seconds.
+    pub server_time: u64,
+}
+
+impl Connection {
+    /// Connects and logs in; answers once `LoginOK` arrives.
+    pub async fn connect(options: &LoginOptions) -> Result<Connection, ClientError> {
+        let (mut socket, _) = tokio_tungstenite::connect_async(options.url.as_str()).await?;
+        let login = ClientFrame::Login {
+            sdk_app_id: options.sdkappid,
+            identifier: options.identifier.clone(),
+            user_sig: options.user_sig.clone(),
+            platform: options.platform.clone(),
+        };
+        socket
+            .send(Message::text(
+                serde_json::to_string(&login).expect("frames serialize"),
+            ))
+            .await?;
+        let mut connection = Connection {
+            socket,
+            server_time: 0,
+        };
+        loop {
+            match connection.next_frame().await? {
+                Some(ServerFrame::LoginOk { server_time, .. }) => {
+                    connection.server_time = server_time;
+                    return Ok(connection);
+                }
+                Some(ServerFrame::Error {
+                    error_code,
+                    error_info,
+                }) => {
+                    return Err(ClientError::LoginRefused {
+                        code: error_code,
+                        info: error_info,
+                    })
+                }
+                Some(other) => {
+                    return Err(ClientError::Protocol(format!("{other:?} before LoginOK")))
+                }
+                None => {
+                    return Err(ClientError::Closed {
+                        code: 1006,
+                        reason: "closed before LoginOK".into(),
+                    })
+                }
+            }
+        }
+    }
+
+    async fn next_frame(&mut self) -> Result<Option<ServerFrame>, ClientError> {
+        Ok(match self.next_event().await? {
+            Event::Push(push) => Some(ServerFrame::Push(push)),
+            Event::Error { code, info } => Some(ServerFrame::Error {
+                error_code: code,
+                error_info: info,
+            }),
+            Event::Kicked { reason } => Some(ServerFrame::Kicked { reason }),
+            Event::Pong => Some(ServerFrame::Pong),
+            Event::Closed { code: 1006, .. } => None,
+            Event::Closed { code, reason } => return Err(ClientError::Closed { code, reason }),
+        })
+    }
+
+    /// The next event; `Closed` once the connection has ended (1006 when it ended without a
+    /// close frame).
+    pub async fn next_event(&mut self) -> Result<Event, ClientError> {
+        loop {
+            let message = match self.socket.next().await {
+                None => {
+                    return Ok(Event::Closed {
+                        code: 1006,
+                        reason: String::new(),
+                    })
+                }
+                Some(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed)) => {
+                    return Ok(Event::Closed {
+                        code: 1006,
+                        reason: String::new(),
+                    })
+                }
+                Some(message) => message?,
+            };
+            let text = match message {
+                Message::Text(text) => text,
+                Message::Close(frame) => {
+                    let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                        (u16::from(f.code), f.reason.to_string())
+                    });
+                    return Ok(Event::Closed { code, reason });
+                }
+                _ => continue,
+            };
+            let frame: ServerFrame = serde_json::from_str(&text)
+                .map_err(|e| ClientError::Protocol(format!("{e}: {text}")))?;
+            return Ok(match frame {
+                ServerFrame::Push(push) => Event::Push(push),
+                ServerFrame::Error {
+                    error_code,
+                    error_info,
+                } => Event::Error {
+                    code: error_code,
+                    info: error_info,
+                },
+                ServerFrame::Kicked { reason } => Event::Kicked { reason },
+                ServerFrame::Pong => Event::Pong,
+                ServerFrame::LoginOk { .. } => continue,
+            });
+        }
+    }
+
+    pub async fn send(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
+        self.socket
+            .send(Message::text(
+                serde_json::to_string(frame).expect("frames serialize"),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn ack(&mut self, task_ids: Vec<String>) -> Result<(), ClientError> {
+        self.send(&ClientFrame::Ack { task_ids }).await
+    }
+
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        self.socket
+            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            }))
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,30 @@
+//! Client library for Crier, on the same wire types as the server (`crier-proto`).
+//!
+//! - [`Connection`]: one WebSocket session: log in, read pushes, acknowledge them.
+//! - [`Listener`]: a session that reconnects with back-off and drops repeated TaskIds, as the
+//!   protocol's at-least-once delivery asks of clients.
+//! - [`Admin`]: signed admin calls to the REST API (`im_push` and the rest).
+#![forbid(unsafe_code)]
+
+mod admin;
+mod connection;
+mod listener;
+
+pub use admin::Admin;
+pub use connection::{Connection, Event, LoginOptions};
+pub use crier_proto::protocol::PushFrame;
+pub use listener::Listener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("websocket: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("http: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("login refused ({code}): {info}")]
+    LoginRefused { code: u32, info: String },
+    #[error("the server closed the connection (code {code}): {reason}")]
+    Closed { code: u16, reason: String },
+    #[error("unexpected frame from the server: {0}")]
+    Protocol(String),
+}

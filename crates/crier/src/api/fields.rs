@@ -1,0 +1,123 @@
+//! Reading fields of Tencent request bodies, with the codes and messages the contract wants.
+
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+
+/// Tencent's limit on an account name (UserID).
+pub const MAX_ACCOUNT_BYTES: usize = 32;
+
+pub fn object<'a>(body: &'a Value, bad: u32) -> Result<&'a Map<String, Value>, Error> {
+    body.as_object()
+        .ok_or_else(|| Error::rejected(bad, "the request body must be a JSON object"))
+}
+
+pub fn account_name(value: &Value, place: &str, bad: u32) -> Result<String, Error> {
+    match value.as_str() {
+        Some(name) if !name.is_empty() && name.len() <= MAX_ACCOUNT_BYTES => Ok(name.to_owned()),
+        Some(name) => Err(Error::rejected(
+            bad,
+            format!("{place} {name:?} must be 1 to {MAX_ACCOUNT_BYTES} bytes"),
+        )),
+        None => Err(Error::rejected(
+            bad,
+            format!("{place} must be a string account name"),
+        )),
+    }
+}
+
+/// The array `body[key]`, refused past `max` entries with `too_many`.
+pub fn array<'a>(
+    body: &'a Value,
+    key: &str,
+    max: usize,
+    too_many: u32,
+    bad: u32,
+) -> Result<&'a [Value], Error> {
+    let items = body
+        .get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| Error::rejected(bad, format!("{key} is required and must be an array")))?;
+    if items.len() > max {
+        return Err(Error::rejected(
+            too_many,
+            format!(
+                "{key} holds {} entries; at most {max} per request",
+                items.len()
+            ),
+        ));
+    }
+    Ok(items)
+}
+
+/// The account names in `body[key]`.
+pub fn account_list(
+    body: &Value,
+    key: &str,
+    max: usize,
+    too_many: u32,
+    bad: u32,
+) -> Result<Vec<String>, Error> {
+    let items = array(body, key, max, too_many, bad)?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(n, item)| account_name(item, &format!("{key}[{n}]"), bad))
+        .collect()
+}
+
+/// Per-user entries of a tag or attribute write: `{"<list_key>":[{"To_Account":..,"<inner>":..}]}`,
+/// also accepting `<alt_key>` for the list and the flat `{"To_Account":..,"<inner>":..}` form.
+pub fn user_entries<'a>(
+    body: &'a Value,
+    list_key: &str,
+    alt_key: &str,
+    inner: &str,
+    max: usize,
+    too_many: u32,
+    bad: u32,
+) -> Result<Vec<(String, &'a Value)>, Error> {
+    let fields = object(body, bad)?;
+    let entries: Vec<&Value> = if fields.get("To_Account").is_some_and(Value::is_string) {
+        vec![body]
+    } else {
+        let key = if fields.get(list_key).is_some() {
+            list_key
+        } else {
+            alt_key
+        };
+        let items = fields.get(key).and_then(Value::as_array).ok_or_else(|| {
+            Error::rejected(
+                bad,
+                format!(
+                    "{list_key} is required: an array of {{\"To_Account\": ..., \"{inner}\": ...}}"
+                ),
+            )
+        })?;
+        if items.len() > max {
+            return Err(Error::rejected(
+                too_many,
+                format!(
+                    "{list_key} holds {} users; at most {max} per request",
+                    items.len()
+                ),
+            ));
+        }
+        items.iter().collect()
+    };
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(n, entry)| {
+            let account = account_name(
+                entry.get("To_Account").unwrap_or(&Value::Null),
+                &format!("{list_key}[{n}].To_Account"),
+                bad,
+            )?;
+            let value = entry.get(inner).ok_or_else(|| {
+                Error::rejected(bad, format!("{list_key}[{n}].{inner} is required"))
+            })?;
+            Ok((account, value))
+        })
+        .collect()
+}

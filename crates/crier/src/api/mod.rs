@@ -1,0 +1,152 @@
+//! The Tencent-compatible REST surface.
+//!
+//! One route, `POST /v4/{service}/{command}`, runs the contract's checks in order (command
+//! known → app → UserSig → admin → body) and hands the parsed body to a thin handler in
+//! [`tags`], [`attrs`], [`accounts`] or the push flow. Every answer, refusals included, is
+//! HTTP 200 with the Tencent envelope, built in [`respond`] and nowhere else.
+
+pub mod accounts;
+pub mod attrs;
+pub mod fields;
+pub mod tags;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use crier_proto::codes;
+use crier_proto::envelope::Envelope;
+use serde_json::{Map, Value};
+
+use crate::auth::{authenticate_admin, parse_query, AdminCall, Service};
+use crate::error::Error;
+use crate::server::AppState;
+
+/// Bodies past this are refused before parsing.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+type Answer = Result<Map<String, Value>, Error>;
+type Handler = fn(AdminCall, Value) -> Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+macro_rules! handler {
+    ($f:path) => {
+        (|call, body| Box::pin($f(call, body))) as Handler
+    };
+}
+
+/// The command table: (service path, command path) → service family and handler.
+fn command(service: &str, command: &str) -> Option<(Service, Handler)> {
+    use Service::*;
+    Some(match (service, command) {
+        ("all_member_push", "im_push") => (AllMemberPush, handler!(push)),
+        ("all_member_push", "im_set_attr_name") => (AllMemberPush, handler!(attrs::set_names)),
+        ("all_member_push", "im_get_attr_name") => (AllMemberPush, handler!(attrs::get_names)),
+        ("all_member_push", "im_get_attr") => (AllMemberPush, handler!(attrs::get)),
+        ("all_member_push", "im_set_attr") => (AllMemberPush, handler!(attrs::set)),
+        ("all_member_push", "im_remove_attr") => (AllMemberPush, handler!(attrs::remove)),
+        ("all_member_push", "im_get_tag") => (AllMemberPush, handler!(tags::get)),
+        ("all_member_push", "im_add_tag") => (AllMemberPush, handler!(tags::add)),
+        ("all_member_push", "im_remove_tag") => (AllMemberPush, handler!(tags::remove)),
+        ("all_member_push", "im_remove_all_tags") => (AllMemberPush, handler!(tags::remove_all)),
+        ("im_open_login_svc", "account_import") => (LoginSvc, handler!(accounts::import)),
+        ("im_open_login_svc", "multiaccount_import") => (LoginSvc, handler!(accounts::import_many)),
+        ("im_open_login_svc", "account_delete") => (LoginSvc, handler!(accounts::delete)),
+        ("im_open_login_svc", "account_check") => (LoginSvc, handler!(accounts::check)),
+        ("im_open_login_svc", "kick") => (LoginSvc, handler!(accounts::kick)),
+        ("openim", "query_online_status") => (OpenIm, handler!(accounts::query_online_status)),
+        _ => return None,
+    })
+}
+
+async fn push(call: AdminCall, body: Value) -> Answer {
+    let task_id = call.tenant.push(&body, &call.identifier).await?;
+    Ok(Map::from_iter([("TaskId".into(), Value::String(task_id))]))
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v4/{service}/{command}", any(dispatch))
+        .route("/v4/ws", get(crate::gateway::upgrade))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/metrics",
+            get(|State(state): State<Arc<AppState>>| async move { state.metrics.render() }),
+        )
+        .fallback(|| async { respond(Err(unknown_command())) })
+        .with_state(state)
+}
+
+fn unknown_command() -> Error {
+    Error::rejected(
+        codes::UNKNOWN_COMMAND,
+        "no such command: use POST /v4/{service}/{command} with a command of the REST API",
+    )
+}
+
+async fn dispatch(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    Path((service, command_name)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> Response {
+    let Some((service, handler)) =
+        command(&service, &command_name).filter(|_| method == Method::POST)
+    else {
+        return respond(Err(unknown_command()));
+    };
+    let result = async {
+        let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+            .await
+            .map_err(|_| {
+                Error::rejected(
+                    service.bad_request_code(),
+                    format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+                )
+            })?;
+        let call = authenticate_admin(&state.tenants, &parse_query(query.as_deref()), service)?;
+        let body = parse_body(&bytes, service)?;
+        handler(call, body).await
+    }
+    .await;
+    respond(result)
+}
+
+/// An empty body, `{}` and `[]` all mean "no parameters".
+fn parse_body(bytes: &[u8], service: Service) -> Result<Value, Error> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Map::new()));
+    }
+    match serde_json::from_slice(bytes) {
+        Ok(Value::Array(items)) if items.is_empty() => Ok(Value::Object(Map::new())),
+        Ok(value) => Ok(value),
+        Err(e) => Err(Error::rejected(
+            service.bad_request_code(),
+            format!("the request body is not valid JSON: {e}"),
+        )),
+    }
+}
+
+pub fn respond(result: Answer) -> Response {
+    let envelope = match result {
+        Ok(fields) => Envelope::ok(fields),
+        Err(error) if error.is_internal() => {
+            tracing::error!(%error, "request failed inside the server");
+            Envelope::fail(
+                error.tencent_code(),
+                "internal error: the server could not complete the request; retry later",
+            )
+        }
+        Err(error) => Envelope::fail(error.tencent_code(), error.to_string()),
+    };
+    Json(envelope).into_response()
+}

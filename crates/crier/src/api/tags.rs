@@ -1,0 +1,119 @@
+//! `im_get_tag`, `im_add_tag`, `im_remove_tag`, `im_remove_all_tags`.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crier_proto::codes;
+use serde_json::{json, Map, Value};
+
+use super::fields::{account_list, user_entries};
+use crate::auth::AdminCall;
+use crate::directory::{DirOp, UserTags};
+use crate::error::Error;
+use crate::push::validate::check_tag;
+
+pub const MAX_USERS: usize = 100;
+pub const MAX_TAGS_PER_CALL: usize = 10;
+
+pub async fn get(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
+    let accounts = account_list(
+        &body,
+        "To_Account",
+        MAX_USERS,
+        codes::TOO_MANY_USERS,
+        codes::BAD_JSON,
+    )?;
+    let user_tags: Vec<Value> = call.tenant.read(|d| {
+        accounts
+            .iter()
+            .map(|a| json!({"To_Account": a, "Tags": d.tags_of(a)}))
+            .collect()
+    });
+    Ok(Map::from_iter([(
+        "UserTags".into(),
+        Value::Array(user_tags),
+    )]))
+}
+
+/// Reads the per-user tag lists, checking each tag's own rules.
+fn read_user_tags(body: &Value, limit_per_user: Option<usize>) -> Result<Vec<UserTags>, Error> {
+    let entries = user_entries(
+        body,
+        "UserTags",
+        "Tags",
+        "Tags",
+        MAX_USERS,
+        codes::TOO_MANY_USERS,
+        codes::BAD_JSON,
+    )?;
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(n, (account, tags))| {
+            let place = format!("UserTags[{n}].Tags");
+            let tags = tags.as_array().ok_or_else(|| {
+                Error::rejected(codes::BAD_JSON, format!("{place} must be an array of tags"))
+            })?;
+            if let Some(limit) = limit_per_user {
+                if tags.len() > limit {
+                    return Err(Error::rejected(
+                        codes::TOO_MANY_TAGS,
+                        format!(
+                            "{place} holds {} tags; at most {limit} per user per call",
+                            tags.len()
+                        ),
+                    ));
+                }
+            }
+            let tags = tags
+                .iter()
+                .map(|tag| check_tag(tag, &place))
+                .collect::<Result<_, _>>()?;
+            Ok(UserTags { account, tags })
+        })
+        .collect()
+}
+
+pub async fn add(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
+    let users = read_user_tags(&body, Some(MAX_TAGS_PER_CALL))?;
+    let cap = call.tenant.config.max_tags_per_user;
+    call.tenant
+        .write(move |directory| {
+            let mut new_tags: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+            for user in &users {
+                let added = new_tags.entry(&user.account).or_default();
+                added.extend(user.tags.iter().map(String::as_str).filter(|tag| !directory.holds_tag(&user.account, tag)));
+                let total = directory.tag_count(&user.account) + added.len();
+                if total > cap {
+                    return Err(Error::rejected(
+                        codes::TOO_MANY_TAGS,
+                        format!("account {:?} would hold {total} tags; an account holds at most {cap}: remove some first", user.account),
+                    ));
+                }
+            }
+            Ok(vec![DirOp::AddTags { users }])
+        })
+        .await?;
+    Ok(Map::new())
+}
+
+pub async fn remove(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
+    let users = read_user_tags(&body, None)?;
+    call.tenant
+        .write(move |_| Ok(vec![DirOp::RemoveTags { users }]))
+        .await?;
+    Ok(Map::new())
+}
+
+pub async fn remove_all(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
+    let accounts = account_list(
+        &body,
+        "To_Account",
+        MAX_USERS,
+        codes::TOO_MANY_USERS,
+        codes::BAD_JSON,
+    )?;
+    call.tenant
+        .write(move |_| Ok(vec![DirOp::RemoveAllTags { accounts }]))
+        .await?;
+    Ok(Map::new())
+}

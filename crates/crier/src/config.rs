@@ -1,0 +1,325 @@
+//! Configuration: defaults < file (TOML) < `CRIER_*` environment < command-line flags.
+//!
+//! The file is validated once at start: unknown keys, a missing key or an app named twice are
+//! refused with the line of the problem. Secret keys never appear in `Debug` output or logs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./crier-data";
+/// Where the development app lives when no configuration file names any app.
+pub const DEV_APP_FILE: &str = "dev-app.toml";
+
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct SecretKey(pub String);
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(<redacted>)")
+    }
+}
+
+fn default_admins() -> Vec<String> {
+    vec!["administrator".into()]
+}
+fn default_true() -> bool {
+    true
+}
+fn default_daily_push_quota() -> u64 {
+    100
+}
+fn default_min_push_interval_ms() -> u64 {
+    1000
+}
+fn default_max_tags_per_user() -> usize {
+    100
+}
+
+/// One `[[app]]` table: an isolated tenant.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub sdkappid: u64,
+    pub secret_key: SecretKey,
+    #[serde(default = "default_admins")]
+    pub admins: Vec<String>,
+    #[serde(default = "default_true")]
+    pub push_enabled: bool,
+    #[serde(default = "default_daily_push_quota")]
+    pub daily_push_quota: u64,
+    #[serde(default = "default_min_push_interval_ms")]
+    pub min_push_interval_ms: u64,
+    /// Tencent's limit is 100 tags per account.
+    #[serde(default = "default_max_tags_per_user")]
+    pub max_tags_per_user: usize,
+}
+
+impl AppConfig {
+    pub fn is_admin(&self, identifier: &str) -> bool {
+        self.admins.iter().any(|admin| admin == identifier)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    #[serde(default, rename = "app")]
+    apps: Vec<toml::Spanned<AppConfig>>,
+}
+
+/// Everything `serve` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub apps: Vec<AppConfig>,
+}
+
+/// What the command line and environment said; `None` leaves the file or the default.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("listen address {0:?} is not HOST:PORT (for example 127.0.0.1:8080)")]
+    Listen(String),
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Parses a configuration file's text; `path` only names it in messages.
+fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        message,
+    };
+    let file: FileConfig = toml::from_str(text).map_err(|e| {
+        let place = e
+            .span()
+            .map(|span| format!("line {}: ", line_of(text, span.start)))
+            .unwrap_or_default();
+        invalid(format!("{place}{}", e.message()))
+    })?;
+    let mut seen = BTreeMap::new();
+    for app in &file.apps {
+        let line = line_of(text, app.span().start);
+        if let Some(first) = seen.insert(app.get_ref().sdkappid, line) {
+            return Err(invalid(format!(
+                "line {line}: app {} is already defined at line {first}; each sdkappid may appear once",
+                app.get_ref().sdkappid
+            )));
+        }
+        if app.get_ref().secret_key.0.is_empty() {
+            return Err(invalid(format!(
+                "line {line}: app {} has an empty secret_key",
+                app.get_ref().sdkappid
+            )));
+        }
+    }
+    Ok(file)
+}
+
+impl Config {
+    /// Resolves the configuration. Apps come from the file; with no file and none there,
+    /// the caller creates the development app (see [`load_or_create_dev_app`]).
+    pub fn resolve(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = match &overrides.config_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Some(parse_file(path, &text)?)
+            }
+            None => None,
+        };
+        let listen = overrides
+            .listen
+            .clone()
+            .or_else(|| file.as_ref().and_then(|f| f.listen.clone()))
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .or_else(|| file.as_ref().and_then(|f| f.data_dir.clone()))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let apps = file
+            .map(|f| f.apps.into_iter().map(toml::Spanned::into_inner).collect())
+            .unwrap_or_default();
+        Ok(Config {
+            listen: listen.parse().map_err(|_| ConfigError::Listen(listen))?,
+            data_dir,
+            apps,
+        })
+    }
+}
+
+/// The development app kept in the data directory: read it, or create it on first start.
+/// Answers the app and whether it was just created.
+pub fn load_or_create_dev_app(data_dir: &Path) -> Result<(AppConfig, bool), ConfigError> {
+    let path = data_dir.join(DEV_APP_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let mut file = parse_file(&path, &text)?;
+        if file.apps.len() == 1 {
+            return Ok((file.apps.remove(0).into_inner(), false));
+        }
+        return Err(ConfigError::Invalid {
+            path,
+            message: "expected exactly one [[app]]".into(),
+        });
+    }
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let app = AppConfig {
+        sdkappid: rng.gen_range(1_400_000_000..1_500_000_000),
+        secret_key: SecretKey(
+            (0..32)
+                .map(|_| format!("{:02x}", rng.gen::<u8>()))
+                .collect(),
+        ),
+        admins: default_admins(),
+        push_enabled: true,
+        daily_push_quota: default_daily_push_quota(),
+        min_push_interval_ms: default_min_push_interval_ms(),
+        max_tags_per_user: default_max_tags_per_user(),
+    };
+    let text = toml::to_string(&DevAppFile {
+        app: vec![app.clone()],
+    })
+    .expect("an app serializes");
+    let write_error = |source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(data_dir).map_err(write_error)?;
+    write_owner_only(
+        &path,
+        &format!("# The development app crier created on first start.\n{text}"),
+    )
+    .map_err(write_error)?;
+    Ok((app, true))
+}
+
+#[derive(Serialize)]
+struct DevAppFile {
+    app: Vec<AppConfig>,
+}
+
+fn write_owner_only(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FileConfig, String> {
+        parse_file(Path::new("crier.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_documented_example_parses_with_defaults() {
+        let file = parse("[[app]]\nsdkappid = 1400000001\nsecret_key = \"k\"\n").unwrap();
+        let app = file.apps[0].get_ref();
+        assert_eq!(
+            (
+                app.daily_push_quota,
+                app.min_push_interval_ms,
+                app.push_enabled
+            ),
+            (100, 1000, true)
+        );
+        assert_eq!(app.admins, ["administrator"]);
+        assert_eq!(format!("{:?}", app.secret_key), "SecretKey(<redacted>)");
+    }
+
+    #[test]
+    fn refusals_name_the_line() {
+        let twice = "[[app]]\nsdkappid = 1\nsecret_key = \"k\"\n\n[[app]]\nsdkappid = 1\nsecret_key = \"j\"\n";
+        assert!(
+            parse(twice)
+                .unwrap_err()
+                .contains("line 5: app 1 is already defined at line 1"),
+            "{}",
+            parse(twice).unwrap_err()
+        );
+        let missing = "[[app]]\nsdkappid = 1\n";
+        assert!(
+            parse(missing).unwrap_err().contains("secret_key"),
+            "{}",
+            parse(missing).unwrap_err()
+        );
+        let unknown = "[[app]]\nsdkappid = 1\nsecret_key = \"k\"\npush_enable = true\n";
+        assert!(
+            parse(unknown).unwrap_err().contains("line 4"),
+            "{}",
+            parse(unknown).unwrap_err()
+        );
+        assert!(parse("[[app]\n").unwrap_err().contains("line 1"));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crier.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            config_file: Some(path),
+            listen: Some("127.0.0.1:9001".into()),
+            data_dir: None,
+        };
+        let config = Config::resolve(&overrides).unwrap();
+        assert_eq!(config.listen.port(), 9001);
+        assert_eq!(config.data_dir, PathBuf::from("/from/file"));
+    }
+
+    #[test]
+    fn the_dev_app_is_created_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, created) = load_or_create_dev_app(dir.path()).unwrap();
+        let (again, created_again) = load_or_create_dev_app(dir.path()).unwrap();
+        assert!(created && !created_again);
+        assert_eq!(first, again);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(DEV_APP_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

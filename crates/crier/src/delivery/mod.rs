@@ -1,0 +1,220 @@
+//! Delivery of one app's pushes to its clients.
+//!
+//! - Online: when a push is accepted, its frame is queued on every session of
+//!   `audience AND online`, by a dedicated fan-out thread so neither the REST call nor the
+//!   async runtime waits on it ([`Delivery::accept`]).
+//! - Offline, by cursor rather than copies: pushes with a lifetime are kept in acceptance
+//!   order with their audience bitmap and a bitmap of who acknowledged them. On login an
+//!   account receives each unexpired kept push whose audience holds it and that it has not
+//!   acknowledged ([`Delivery::pending_for`]).
+//! - Acknowledgements are batched into one bitmap per push per batch ([`acks`]).
+
+pub mod acks;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use crier_proto::protocol::{close, PushFrame, ServerFrame};
+use parking_lot::RwLock;
+use roaring::RoaringBitmap;
+use serde_json::value::RawValue;
+use tracing::{info, warn};
+
+use crate::gateway::sessions::Sessions;
+use crate::metrics::Metrics;
+use crate::push::PushRecord;
+use crate::store::{Store, StoreError};
+
+/// The longest `MsgLifeTime`; pushes older than this are never kept.
+const MAX_KEEP_MS: u64 = 604_800 * 1000;
+
+struct KeptPush {
+    record: Arc<PushRecord>,
+    offline_frame: Utf8Bytes,
+    acked: RwLock<RoaringBitmap>,
+}
+
+struct FanOutJob {
+    record: Arc<PushRecord>,
+    frame: Utf8Bytes,
+}
+
+pub struct Delivery {
+    app: u64,
+    store: Arc<dyn Store>,
+    kept: RwLock<Vec<Arc<KeptPush>>>,
+    kept_by_task: RwLock<HashMap<String, Arc<KeptPush>>>,
+    pub sessions: Arc<Sessions>,
+    acks: acks::AckWriter,
+    fan_out: std::sync::mpsc::Sender<FanOutJob>,
+    metrics: Arc<Metrics>,
+}
+
+/// The frame a push becomes, online or kept.
+pub fn push_frame(record: &PushRecord, offline: bool) -> Utf8Bytes {
+    let raw = |text: &str| RawValue::from_string(text.to_owned()).ok();
+    let frame = ServerFrame::Push(PushFrame {
+        task_id: record.task_id.clone(),
+        from_account: record.from_account.clone(),
+        msg_time_stamp: record.created_ms / 1000,
+        msg_random: record.msg_random,
+        msg_body: raw(&record.msg_body).unwrap_or_else(|| raw("[]").expect("[] is JSON")),
+        offline_push_info: record.offline_push_info.as_deref().and_then(raw),
+        offline,
+    });
+    Utf8Bytes::from(serde_json::to_string(&frame).expect("frames serialize"))
+}
+
+impl Delivery {
+    /// Loads the app's kept pushes and their acknowledgements. Blocking.
+    pub fn open(
+        app: u64,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        now_ms: u64,
+    ) -> Result<Delivery, StoreError> {
+        let mut acked = store.load_acks(app)?;
+        let kept: Vec<Arc<KeptPush>> = store
+            .pushes_since(app, now_ms.saturating_sub(MAX_KEEP_MS))?
+            .into_iter()
+            .filter(|push| push.lifetime_secs > 0 && push.expires_at_ms() > now_ms)
+            .map(|push| {
+                let acked = acked.remove(&push.task_id).unwrap_or_default();
+                Arc::new(KeptPush {
+                    offline_frame: push_frame(&push, true),
+                    record: Arc::new(push),
+                    acked: RwLock::new(acked),
+                })
+            })
+            .collect();
+        info!(app, kept = kept.len(), "kept pushes loaded");
+        let kept_by_task = kept
+            .iter()
+            .map(|k| (k.record.task_id.clone(), Arc::clone(k)))
+            .collect();
+        let sessions = Arc::new(Sessions::default());
+        Ok(Delivery {
+            app,
+            acks: acks::AckWriter::start(app, Arc::clone(&store)),
+            fan_out: start_fan_out(Arc::clone(&sessions), Arc::clone(&metrics)),
+            store,
+            kept: RwLock::new(kept),
+            kept_by_task: RwLock::new(kept_by_task),
+            sessions,
+            metrics,
+        })
+    }
+
+    /// Takes a push that was just stored: keeps it if it has a lifetime, and queues it for
+    /// every session online now. Pushes are fanned out in the order they are accepted.
+    pub fn accept(&self, record: PushRecord) {
+        let record = Arc::new(record);
+        if record.lifetime_secs > 0 {
+            let kept = Arc::new(KeptPush {
+                offline_frame: push_frame(&record, true),
+                record: Arc::clone(&record),
+                acked: RwLock::default(),
+            });
+            self.kept_by_task
+                .write()
+                .insert(record.task_id.clone(), Arc::clone(&kept));
+            self.kept.write().push(kept);
+        }
+        let frame = push_frame(&record, false);
+        if self.fan_out.send(FanOutJob { record, frame }).is_err() {
+            warn!(
+                app = self.app,
+                "fan-out thread is gone; online sessions will get this push on their next login"
+            );
+        }
+    }
+
+    /// Frames of the kept pushes `account` has not acknowledged, oldest first.
+    pub fn pending_for(&self, account: u32, now_ms: u64) -> Vec<Utf8Bytes> {
+        self.kept
+            .read()
+            .iter()
+            .filter(|k| {
+                k.record.expires_at_ms() > now_ms
+                    && k.record.audience.contains(account)
+                    && !k.acked.read().contains(account)
+            })
+            .map(|k| k.offline_frame.clone())
+            .collect()
+    }
+
+    /// Records that `account` has these pushes; unknown or foreign TaskIds are ignored.
+    pub fn ack(&self, account: u32, task_ids: &[String]) {
+        let by_task = self.kept_by_task.read();
+        for task_id in task_ids {
+            let Some(kept) = by_task.get(task_id) else {
+                continue;
+            };
+            if kept.record.audience.contains(account) && kept.acked.write().insert(account) {
+                Metrics::add(&self.metrics.acks, 1);
+                self.acks.record(task_id.clone(), account);
+            }
+        }
+    }
+
+    /// A deleted account loses what was kept for it: it is acknowledged on its behalf, so a
+    /// later account of the same name does not inherit it.
+    pub fn forget_account(&self, account: u32) {
+        let task_ids: Vec<String> = self
+            .kept
+            .read()
+            .iter()
+            .filter(|k| k.record.audience.contains(account))
+            .map(|k| k.record.task_id.clone())
+            .collect();
+        self.ack(account, &task_ids);
+        self.sessions
+            .close_account(account, close::KICKED, "account deleted");
+    }
+
+    /// Drops expired kept pushes from memory and the store. Blocking.
+    pub fn purge_expired(&self, now_ms: u64) -> Result<u64, StoreError> {
+        self.kept
+            .write()
+            .retain(|k| k.record.expires_at_ms() > now_ms);
+        let live: std::collections::HashSet<String> = self
+            .kept
+            .read()
+            .iter()
+            .map(|k| k.record.task_id.clone())
+            .collect();
+        self.kept_by_task
+            .write()
+            .retain(|task_id, _| live.contains(task_id));
+        self.store
+            .purge_pushes(self.app, now_ms, crate::clock::utc_day_start_ms(now_ms))
+    }
+
+    /// Writes pending acknowledgements now. Blocking.
+    pub fn flush_acks(&self) {
+        self.acks.flush();
+    }
+
+    pub fn kept_count(&self) -> usize {
+        self.kept.read().len()
+    }
+}
+
+fn start_fan_out(
+    sessions: Arc<Sessions>,
+    metrics: Arc<Metrics>,
+) -> std::sync::mpsc::Sender<FanOutJob> {
+    let (sender, jobs) = std::sync::mpsc::channel::<FanOutJob>();
+    std::thread::Builder::new()
+        .name("crier-fan-out".into())
+        .spawn(move || {
+            for job in jobs {
+                let result = sessions.fan_out(&job.record.audience, &job.frame, close::TOO_SLOW);
+                Metrics::add(&metrics.deliveries_online, result.delivered);
+                Metrics::add(&metrics.slow_consumer_closes, result.too_slow);
+            }
+        })
+        .expect("the fan-out thread starts");
+    sender
+}

@@ -1,0 +1,304 @@
+//! The directory of one app: its accounts, their tags and attributes, and who is live.
+//!
+//! Every account gets a dense `u32` the first time it is named (import, login, or a tag or
+//! attribute written ahead of import). Each tag and each (attribute slot, value) pair owns a
+//! roaring bitmap of account numbers; `live` holds the imported or logged-in accounts that are
+//! not deleted. A push condition is then bitmap algebra ([`condition`]) cut to `live`.
+//!
+//! - [`accounts`]: the name ↔ number map.
+//! - [`ops`]: the writes, as logged.
+//! - [`snapshot`]: the versioned on-disk form, so start-up loads bitmaps instead of rebuilding
+//!   them from every write ever made.
+
+pub mod accounts;
+pub mod condition;
+pub mod ops;
+pub mod snapshot;
+
+use std::collections::{BTreeMap, HashMap};
+
+use roaring::RoaringBitmap;
+
+pub use accounts::AccountIds;
+pub use condition::Condition;
+pub use ops::{DirOp, UserAttrSlots, UserAttrValues, UserTags};
+
+/// Attribute slots `"0"`..`"9"`.
+pub const ATTR_SLOTS: usize = 10;
+
+#[derive(Default, Clone)]
+pub struct Directory {
+    accounts: AccountIds,
+    live: RoaringBitmap,
+    tag_numbers: HashMap<Box<str>, u32>,
+    tags: Vec<(Box<str>, RoaringBitmap)>,
+    /// Tags held per account number, so the per-user cap is checked without scanning tags.
+    tag_counts: Vec<u8>,
+    attr_names: [Option<String>; ATTR_SLOTS],
+    attr_values: [HashMap<Box<str>, RoaringBitmap>; ATTR_SLOTS],
+}
+
+/// Sizes for metrics and the benchmark's memory report.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DirectoryStats {
+    pub accounts: u64,
+    pub live: u64,
+    pub tags: u64,
+    pub attr_values: u64,
+    pub bitmap_bytes: u64,
+    pub account_map_bytes: u64,
+    pub tag_count_bytes: u64,
+}
+
+impl Directory {
+    pub fn apply(&mut self, op: &DirOp) {
+        match op {
+            DirOp::Import { accounts } => {
+                for name in accounts {
+                    let id = self.number(name);
+                    self.live.insert(id);
+                }
+            }
+            DirOp::Delete { accounts } => {
+                for name in accounts {
+                    if let Some(id) = self.accounts.get(name) {
+                        self.live.remove(id);
+                        self.clear_tags(id);
+                        for slot in 0..ATTR_SLOTS {
+                            self.clear_attr(id, slot);
+                        }
+                    }
+                }
+            }
+            DirOp::AddTags { users } => {
+                for user in users {
+                    let id = self.number(&user.account);
+                    for tag in &user.tags {
+                        let tag_number = self.tag_number(tag);
+                        if self.tags[tag_number as usize].1.insert(id) {
+                            self.tag_counts[id as usize] =
+                                self.tag_counts[id as usize].saturating_add(1);
+                        }
+                    }
+                }
+            }
+            DirOp::RemoveTags { users } => {
+                for user in users {
+                    let Some(id) = self.accounts.get(&user.account) else {
+                        continue;
+                    };
+                    for tag in &user.tags {
+                        let Some(&tag_number) = self.tag_numbers.get(tag.as_str()) else {
+                            continue;
+                        };
+                        if self.tags[tag_number as usize].1.remove(id) {
+                            self.tag_counts[id as usize] =
+                                self.tag_counts[id as usize].saturating_sub(1);
+                        }
+                    }
+                }
+            }
+            DirOp::RemoveAllTags { accounts } => {
+                for name in accounts {
+                    if let Some(id) = self.accounts.get(name) {
+                        self.clear_tags(id);
+                    }
+                }
+            }
+            DirOp::SetAttrs { users } => {
+                for user in users {
+                    let id = self.number(&user.account);
+                    for (slot, value) in &user.values {
+                        let slot = *slot as usize % ATTR_SLOTS;
+                        self.clear_attr(id, slot);
+                        self.attr_values[slot]
+                            .entry(value.as_str().into())
+                            .or_default()
+                            .insert(id);
+                    }
+                }
+            }
+            DirOp::RemoveAttrs { users } => {
+                for user in users {
+                    let Some(id) = self.accounts.get(&user.account) else {
+                        continue;
+                    };
+                    for slot in &user.slots {
+                        self.clear_attr(id, *slot as usize % ATTR_SLOTS);
+                    }
+                }
+            }
+            DirOp::SetAttrNames { names } => {
+                for (slot, name) in names {
+                    self.attr_names[*slot as usize % ATTR_SLOTS] = Some(name.clone());
+                }
+            }
+        }
+    }
+
+    fn number(&mut self, name: &str) -> u32 {
+        let id = self.accounts.get_or_insert(name);
+        if self.tag_counts.len() <= id as usize {
+            self.tag_counts.resize(id as usize + 1, 0);
+        }
+        id
+    }
+
+    fn tag_number(&mut self, tag: &str) -> u32 {
+        if let Some(&number) = self.tag_numbers.get(tag) {
+            return number;
+        }
+        let number = self.tags.len() as u32;
+        self.tags.push((tag.into(), RoaringBitmap::new()));
+        self.tag_numbers.insert(tag.into(), number);
+        number
+    }
+
+    fn clear_tags(&mut self, id: u32) {
+        if self.tag_counts.get(id as usize).copied().unwrap_or(0) == 0 {
+            return;
+        }
+        for (_, members) in &mut self.tags {
+            members.remove(id);
+        }
+        self.tag_counts[id as usize] = 0;
+    }
+
+    fn clear_attr(&mut self, id: u32, slot: usize) {
+        for members in self.attr_values[slot].values_mut() {
+            if members.remove(id) {
+                return;
+            }
+        }
+    }
+
+    pub fn account_number(&self, name: &str) -> Option<u32> {
+        self.accounts.get(name)
+    }
+
+    pub fn account_name(&self, id: u32) -> Option<&str> {
+        self.accounts.name(id)
+    }
+
+    pub fn is_live(&self, name: &str) -> bool {
+        self.accounts
+            .get(name)
+            .is_some_and(|id| self.live.contains(id))
+    }
+
+    pub fn live(&self) -> &RoaringBitmap {
+        &self.live
+    }
+
+    pub fn tag_count(&self, name: &str) -> usize {
+        self.accounts
+            .get(name)
+            .map_or(0, |id| self.tag_counts[id as usize] as usize)
+    }
+
+    pub fn holds_tag(&self, name: &str, tag: &str) -> bool {
+        match (self.accounts.get(name), self.tag_numbers.get(tag)) {
+            (Some(id), Some(&tag_number)) => self.tags[tag_number as usize].1.contains(id),
+            _ => false,
+        }
+    }
+
+    /// Tags of an account, in the order the tags were first used in the app.
+    pub fn tags_of(&self, name: &str) -> Vec<String> {
+        let Some(id) = self.accounts.get(name) else {
+            return Vec::new();
+        };
+        if self.tag_counts[id as usize] == 0 {
+            return Vec::new();
+        }
+        self.tags
+            .iter()
+            .filter(|(_, members)| members.contains(id))
+            .map(|(tag, _)| tag.to_string())
+            .collect()
+    }
+
+    /// Attribute values of an account by slot.
+    pub fn attrs_of(&self, name: &str) -> BTreeMap<u8, String> {
+        let Some(id) = self.accounts.get(name) else {
+            return BTreeMap::new();
+        };
+        let mut attrs = BTreeMap::new();
+        for (slot, values) in self.attr_values.iter().enumerate() {
+            if let Some((value, _)) = values.iter().find(|(_, members)| members.contains(id)) {
+                attrs.insert(slot as u8, value.to_string());
+            }
+        }
+        attrs
+    }
+
+    pub fn attr_names(&self) -> BTreeMap<u8, String> {
+        self.attr_names
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, name)| Some((slot as u8, name.clone()?)))
+            .collect()
+    }
+
+    pub fn attr_slot(&self, name: &str) -> Option<u8> {
+        self.attr_names
+            .iter()
+            .position(|n| n.as_deref() == Some(name))
+            .map(|slot| slot as u8)
+    }
+
+    /// The live accounts matching `condition`. Heavy at scale: call it off the async runtime.
+    pub fn audience(&self, condition: &Condition) -> RoaringBitmap {
+        match condition {
+            Condition::All => self.live.clone(),
+            Condition::Tags { and, or } => {
+                let tag = |t: &String| {
+                    self.tag_numbers
+                        .get(t.as_str())
+                        .map(|&n| &self.tags[n as usize].1)
+                };
+                let and = (!and.is_empty())
+                    .then(|| condition::intersect_all(and.iter().map(tag).collect()));
+                let or =
+                    (!or.is_empty()).then(|| condition::union_all(or.iter().map(tag).collect()));
+                condition::combine(and, or, &self.live)
+            }
+            Condition::Attrs { and, or } => {
+                let value = |(slot, v): &(u8, String)| {
+                    self.attr_values[*slot as usize % ATTR_SLOTS].get(v.as_str())
+                };
+                let and = (!and.is_empty())
+                    .then(|| condition::intersect_all(and.iter().map(value).collect()));
+                let or =
+                    (!or.is_empty()).then(|| condition::union_all(or.iter().map(value).collect()));
+                condition::combine(and, or, &self.live)
+            }
+        }
+    }
+
+    pub fn stats(&self) -> DirectoryStats {
+        let tag_bytes: u64 = self
+            .tags
+            .iter()
+            .map(|(_, m)| m.serialized_size() as u64)
+            .sum();
+        let attr_bytes: u64 = self
+            .attr_values
+            .iter()
+            .flat_map(|v| v.values())
+            .map(|m| m.serialized_size() as u64)
+            .sum();
+        DirectoryStats {
+            accounts: self.accounts.len() as u64,
+            live: self.live.len(),
+            tags: self.tags.len() as u64,
+            attr_values: self.attr_values.iter().map(|v| v.len() as u64).sum(),
+            bitmap_bytes: tag_bytes + attr_bytes + self.live.serialized_size() as u64,
+            account_map_bytes: self.accounts.heap_bytes() as u64,
+            tag_count_bytes: self.tag_counts.capacity() as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,137 @@
+//! The on-disk form of a [`Directory`]; it is an API, so it is versioned.
+//!
+//! Layout (little-endian): magic `CRIERDIR`, `u32` version, then
+//! - accounts: `u32` count, each a `u16` length and the UTF-8 name, in number order;
+//! - live accounts: a bitmap; tag counts: `u32` length and one byte per account;
+//! - tags: `u32` count, each a name and a bitmap;
+//! - attribute names: for each of the ten slots a `u8` present flag and a name;
+//! - attribute values: for each slot a `u32` count, each a value and a bitmap.
+//!
+//! A bitmap is a `u64` length and roaring's portable serialization, the format other roaring
+//! implementations read too.
+
+use std::io::{self, Read, Write};
+
+use roaring::RoaringBitmap;
+
+use super::{Directory, ATTR_SLOTS};
+
+const MAGIC: &[u8; 8] = b"CRIERDIR";
+pub const VERSION: u32 = 1;
+
+pub fn write(directory: &Directory, out: &mut (impl Write + ?Sized)) -> io::Result<()> {
+    out.write_all(MAGIC)?;
+    out.write_all(&VERSION.to_le_bytes())?;
+    out.write_all(&directory.accounts.len().to_le_bytes())?;
+    for name in directory.accounts.names() {
+        write_short_text(out, name)?;
+    }
+    write_bitmap(out, &directory.live)?;
+    out.write_all(&(directory.tag_counts.len() as u32).to_le_bytes())?;
+    out.write_all(&directory.tag_counts)?;
+    out.write_all(&(directory.tags.len() as u32).to_le_bytes())?;
+    for (tag, members) in &directory.tags {
+        write_short_text(out, tag)?;
+        write_bitmap(out, members)?;
+    }
+    for name in &directory.attr_names {
+        out.write_all(&[name.is_some() as u8])?;
+        write_short_text(out, name.as_deref().unwrap_or_default())?;
+    }
+    for values in &directory.attr_values {
+        out.write_all(&(values.len() as u32).to_le_bytes())?;
+        for (value, members) in values {
+            write_short_text(out, value)?;
+            write_bitmap(out, members)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a snapshot; `progress` is told how many accounts were read, now and then.
+pub fn read(input: &mut impl Read, mut progress: impl FnMut(u32, u32)) -> io::Result<Directory> {
+    let mut magic = [0u8; 8];
+    input.read_exact(&mut magic)?;
+    if &magic != MAGIC {
+        return Err(invalid("not a crier directory snapshot"));
+    }
+    let version = read_u32(input)?;
+    if version != VERSION {
+        return Err(invalid(&format!(
+            "snapshot version {version} is not supported (this build reads {VERSION})"
+        )));
+    }
+    let mut directory = Directory::default();
+    let accounts = read_u32(input)?;
+    directory
+        .accounts
+        .reserve(accounts as usize, accounts as usize * 12);
+    let mut name = Vec::new();
+    for n in 0..accounts {
+        let text = read_short_text(input, &mut name)?;
+        directory.accounts.get_or_insert(text);
+        if n % 1_000_000 == 999_999 {
+            progress(n + 1, accounts);
+        }
+    }
+    directory.live = read_bitmap(input)?;
+    let counts = read_u32(input)? as usize;
+    directory.tag_counts = vec![0; counts];
+    input.read_exact(&mut directory.tag_counts)?;
+    for _ in 0..read_u32(input)? {
+        let tag: Box<str> = read_short_text(input, &mut name)?.into();
+        let members = read_bitmap(input)?;
+        directory
+            .tag_numbers
+            .insert(tag.clone(), directory.tags.len() as u32);
+        directory.tags.push((tag, members));
+    }
+    for slot in 0..ATTR_SLOTS {
+        let mut present = [0u8];
+        input.read_exact(&mut present)?;
+        let text = read_short_text(input, &mut name)?;
+        directory.attr_names[slot] = (present[0] == 1).then(|| text.to_owned());
+    }
+    for slot in 0..ATTR_SLOTS {
+        for _ in 0..read_u32(input)? {
+            let value: Box<str> = read_short_text(input, &mut name)?.into();
+            directory.attr_values[slot].insert(value, read_bitmap(input)?);
+        }
+    }
+    Ok(directory)
+}
+
+fn invalid(message: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message.to_owned())
+}
+
+fn read_u32(input: &mut impl Read) -> io::Result<u32> {
+    let mut bytes = [0u8; 4];
+    input.read_exact(&mut bytes)?;
+    Ok(u32::from_le_bytes(bytes))
+}
+
+fn write_short_text(out: &mut (impl Write + ?Sized), text: &str) -> io::Result<()> {
+    let len = u16::try_from(text.len()).map_err(|_| invalid("name longer than 65535 bytes"))?;
+    out.write_all(&len.to_le_bytes())?;
+    out.write_all(text.as_bytes())
+}
+
+fn read_short_text<'a>(input: &mut impl Read, buffer: &'a mut Vec<u8>) -> io::Result<&'a str> {
+    let mut len = [0u8; 2];
+    input.read_exact(&mut len)?;
+    buffer.resize(u16::from_le_bytes(len) as usize, 0);
+    input.read_exact(buffer)?;
+    std::str::from_utf8(buffer).map_err(|_| invalid("name is not UTF-8"))
+}
+
+fn write_bitmap(out: &mut (impl Write + ?Sized), bitmap: &RoaringBitmap) -> io::Result<()> {
+    out.write_all(&(bitmap.serialized_size() as u64).to_le_bytes())?;
+    bitmap.serialize_into(out)
+}
+
+fn read_bitmap(input: &mut impl Read) -> io::Result<RoaringBitmap> {
+    let mut len = [0u8; 8];
+    input.read_exact(&mut len)?;
+    RoaringBitmap::deserialize_unchecked_from(input.take(u64::from_le_bytes(len)))
+}

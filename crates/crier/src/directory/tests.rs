@@ -1,0 +1,344 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn tags(account: &str, tags: &[&str]) -> UserTags {
+    UserTags {
+        account: account.into(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+    }
+}
+
+fn import(names: &[&str]) -> DirOp {
+    DirOp::Import {
+        accounts: names.iter().map(|n| n.to_string()).collect(),
+    }
+}
+
+fn names(directory: &Directory, audience: &RoaringBitmap) -> BTreeSet<String> {
+    audience
+        .iter()
+        .map(|id| directory.account_name(id).unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn tag_conditions_follow_tencents_rules() {
+    let mut d = Directory::default();
+    d.apply(&import(&["a", "b", "c", "d"]));
+    d.apply(&DirOp::AddTags {
+        users: vec![
+            tags("a", &["x", "y"]),
+            tags("b", &["x"]),
+            tags("c", &["y", "z"]),
+            tags("ghost", &["x"]),
+        ],
+    });
+    let run = |and: &[&str], or: &[&str]| {
+        let c = Condition::Tags {
+            and: and.iter().map(|t| t.to_string()).collect(),
+            or: or.iter().map(|t| t.to_string()).collect(),
+        };
+        names(&d, &d.audience(&c)).into_iter().collect::<Vec<_>>()
+    };
+    assert_eq!(run(&["x", "y"], &[]), ["a"]);
+    assert_eq!(run(&[], &["x", "z"]), ["a", "b", "c"]);
+    assert_eq!(run(&["y"], &["x", "nobody"]), ["a"]);
+    assert_eq!(run(&["x", "nobody"], &[]), Vec::<String>::new());
+    assert_eq!(
+        names(&d, &d.audience(&Condition::All)).len(),
+        4,
+        "ghost is tagged but never imported"
+    );
+}
+
+#[test]
+fn deleting_an_account_drops_it_everywhere() {
+    let mut d = Directory::default();
+    d.apply(&import(&["a"]));
+    d.apply(&DirOp::SetAttrNames {
+        names: vec![(0, "city".into())],
+    });
+    d.apply(&DirOp::AddTags {
+        users: vec![tags("a", &["x"])],
+    });
+    d.apply(&DirOp::SetAttrs {
+        users: vec![UserAttrValues {
+            account: "a".into(),
+            values: vec![(0, "sz".into())],
+        }],
+    });
+    d.apply(&DirOp::Delete {
+        accounts: vec!["a".into()],
+    });
+    assert!(!d.is_live("a"));
+    assert!(d.tags_of("a").is_empty());
+    assert!(d.attrs_of("a").is_empty());
+    assert_eq!(d.tag_count("a"), 0);
+}
+
+#[test]
+fn an_attribute_holds_one_value_per_account() {
+    let mut d = Directory::default();
+    d.apply(&import(&["a"]));
+    let set = |v: &str| DirOp::SetAttrs {
+        users: vec![UserAttrValues {
+            account: "a".into(),
+            values: vec![(1, v.into())],
+        }],
+    };
+    d.apply(&set("sz"));
+    d.apply(&set("bj"));
+    assert_eq!(d.attrs_of("a"), BTreeMap::from([(1, "bj".to_string())]));
+    let in_sz = Condition::Attrs {
+        and: vec![(1, "sz".into())],
+        or: vec![],
+    };
+    assert!(d.audience(&in_sz).is_empty());
+}
+
+#[test]
+fn tag_counts_track_adds_and_removes() {
+    let mut d = Directory::default();
+    d.apply(&DirOp::AddTags {
+        users: vec![tags("a", &["x", "y", "x"])],
+    });
+    assert_eq!(d.tag_count("a"), 2);
+    d.apply(&DirOp::RemoveTags {
+        users: vec![tags("a", &["x", "q"])],
+    });
+    assert_eq!(d.tag_count("a"), 1);
+    d.apply(&DirOp::RemoveAllTags {
+        accounts: vec!["a".into()],
+    });
+    assert_eq!(d.tag_count("a"), 0);
+}
+
+/// A user of the reference model: plain sets, no bitmaps.
+#[derive(Debug, Clone, Default)]
+struct PlainUser {
+    live: bool,
+    tags: BTreeSet<String>,
+    attrs: BTreeMap<u8, String>,
+}
+
+fn reference_audience(
+    users: &BTreeMap<String, PlainUser>,
+    condition: &Condition,
+) -> BTreeSet<String> {
+    let matches = |user: &PlainUser| match condition {
+        Condition::All => true,
+        Condition::Tags { and, or } => {
+            and.iter().all(|t| user.tags.contains(t))
+                && (or.is_empty() || or.iter().any(|t| user.tags.contains(t)))
+        }
+        Condition::Attrs { and, or } => {
+            let has = |(slot, v): &(u8, String)| user.attrs.get(slot) == Some(v);
+            and.iter().all(has) && (or.is_empty() || or.iter().any(has))
+        }
+    };
+    users
+        .iter()
+        .filter(|(_, u)| u.live && matches(u))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+fn arb_op() -> impl Strategy<Value = DirOp> {
+    let account = "u[0-9]{1,2}";
+    let tag = "t[0-9]";
+    let value = "v[0-3]";
+    prop_oneof![
+        prop::collection::vec(account, 1..5).prop_map(|accounts| DirOp::Import { accounts }),
+        prop::collection::vec(account, 1..2).prop_map(|accounts| DirOp::Delete { accounts }),
+        prop::collection::vec((account, prop::collection::vec(tag, 1..5)), 1..5).prop_map(
+            |users| DirOp::AddTags {
+                users: users
+                    .into_iter()
+                    .map(|(account, tags)| UserTags { account, tags })
+                    .collect()
+            }
+        ),
+        prop::collection::vec((account, prop::collection::vec(tag, 1..3)), 1..3).prop_map(
+            |users| DirOp::RemoveTags {
+                users: users
+                    .into_iter()
+                    .map(|(account, tags)| UserTags { account, tags })
+                    .collect()
+            }
+        ),
+        prop::collection::vec(account, 1..2).prop_map(|accounts| DirOp::RemoveAllTags { accounts }),
+        prop::collection::vec(
+            (account, prop::collection::vec((0u8..3, value), 1..3)),
+            1..5
+        )
+        .prop_map(|users| DirOp::SetAttrs {
+            users: users
+                .into_iter()
+                .map(|(account, values)| UserAttrValues { account, values })
+                .collect()
+        }),
+        prop::collection::vec((account, prop::collection::vec(0u8..3, 1..2)), 1..2).prop_map(
+            |users| DirOp::RemoveAttrs {
+                users: users
+                    .into_iter()
+                    .map(|(account, slots)| UserAttrSlots { account, slots })
+                    .collect()
+            }
+        ),
+    ]
+}
+
+fn arb_condition() -> impl Strategy<Value = Condition> {
+    let tags = prop::collection::vec("t[0-9]", 0..4);
+    let pairs = prop::collection::vec((0u8..3, "v[0-3]"), 0..4);
+    prop_oneof![
+        Just(Condition::All),
+        (tags.clone(), tags).prop_map(|(and, or)| Condition::Tags { and, or }),
+        (pairs.clone(), pairs).prop_map(|(and, or)| Condition::Attrs { and, or }),
+    ]
+}
+
+fn apply_plain(users: &mut BTreeMap<String, PlainUser>, op: &DirOp) {
+    match op {
+        DirOp::Import { accounts } => accounts
+            .iter()
+            .for_each(|a| users.entry(a.clone()).or_default().live = true),
+        DirOp::Delete { accounts } => {
+            for a in accounts {
+                if let Some(u) = users.get_mut(a) {
+                    *u = PlainUser::default();
+                }
+            }
+        }
+        DirOp::AddTags { users: list } => list.iter().for_each(|u| {
+            users
+                .entry(u.account.clone())
+                .or_default()
+                .tags
+                .extend(u.tags.iter().cloned())
+        }),
+        DirOp::RemoveTags { users: list } => {
+            for u in list {
+                if let Some(plain) = users.get_mut(&u.account) {
+                    u.tags.iter().for_each(|t| {
+                        plain.tags.remove(t);
+                    });
+                }
+            }
+        }
+        DirOp::RemoveAllTags { accounts } => accounts.iter().for_each(|a| {
+            if let Some(u) = users.get_mut(a) {
+                u.tags.clear();
+            }
+        }),
+        DirOp::SetAttrs { users: list } => list.iter().for_each(|u| {
+            users
+                .entry(u.account.clone())
+                .or_default()
+                .attrs
+                .extend(u.values.iter().cloned())
+        }),
+        DirOp::RemoveAttrs { users: list } => {
+            for u in list {
+                if let Some(plain) = users.get_mut(&u.account) {
+                    u.slots.iter().for_each(|s| {
+                        plain.attrs.remove(s);
+                    });
+                }
+            }
+        }
+        DirOp::SetAttrNames { .. } => {}
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn audience_equals_a_plain_filter(ops in prop::collection::vec(arb_op(), 0..40), conditions in prop::collection::vec(arb_condition(), 1..8)) {
+        let mut directory = Directory::default();
+        let mut plain = BTreeMap::new();
+        for op in &ops {
+            directory.apply(op);
+            apply_plain(&mut plain, op);
+        }
+        for condition in &conditions {
+            prop_assert_eq!(names(&directory, &directory.audience(condition)), reference_audience(&plain, condition), "{:?}", condition);
+        }
+        for (name, user) in &plain {
+            prop_assert_eq!(directory.tags_of(name).into_iter().collect::<BTreeSet<_>>(), user.tags.clone());
+            prop_assert_eq!(directory.tag_count(name), user.tags.len());
+            prop_assert_eq!(directory.attrs_of(name), user.attrs.clone());
+        }
+    }
+
+    #[test]
+    fn a_snapshot_reads_back_the_same_directory(ops in prop::collection::vec(arb_op(), 0..40), condition in arb_condition()) {
+        let mut directory = Directory::default();
+        directory.apply(&DirOp::SetAttrNames { names: vec![(0, "sex".into()), (2, "city".into())] });
+        ops.iter().for_each(|op| directory.apply(op));
+        let mut bytes = Vec::new();
+        snapshot::write(&directory, &mut bytes).unwrap();
+        let loaded = snapshot::read(&mut bytes.as_slice(), |_, _| {}).unwrap();
+        prop_assert_eq!(loaded.audience(&condition), directory.audience(&condition));
+        prop_assert_eq!(loaded.attr_names(), directory.attr_names());
+        prop_assert_eq!(loaded.live(), directory.live());
+        for id in 0..directory.stats().accounts as u32 {
+            let name = directory.account_name(id).unwrap();
+            prop_assert_eq!(loaded.account_number(name), Some(id));
+            prop_assert_eq!(loaded.tags_of(name), directory.tags_of(name));
+            prop_assert_eq!(loaded.attrs_of(name), directory.attrs_of(name));
+        }
+    }
+}
+
+#[test]
+fn a_version_1_snapshot_fixture_still_loads() {
+    let bytes = include_bytes!("../../tests/fixtures/directory-v1.snap");
+    let d = snapshot::read(&mut bytes.as_slice(), |_, _| {}).unwrap();
+    assert!(d.is_live("alice") && d.is_live("bob") && !d.is_live("carol"));
+    assert_eq!(d.tags_of("alice"), ["stock-a", "stock-b"]);
+    assert_eq!(
+        d.attrs_of("bob"),
+        BTreeMap::from([(1, "Shenzhen".to_string())])
+    );
+    assert_eq!(
+        d.attr_names(),
+        BTreeMap::from([(0, "tier".to_string()), (1, "city".to_string())])
+    );
+}
+
+/// Writes the fixture above; run with `--ignored` only when bumping the format on purpose.
+#[test]
+#[ignore]
+fn write_version_1_fixture() {
+    let mut d = Directory::default();
+    d.apply(&import(&["alice", "bob", "carol"]));
+    d.apply(&DirOp::SetAttrNames {
+        names: vec![(0, "tier".into()), (1, "city".into())],
+    });
+    d.apply(&DirOp::AddTags {
+        users: vec![
+            tags("alice", &["stock-a", "stock-b"]),
+            tags("carol", &["stock-a"]),
+        ],
+    });
+    d.apply(&DirOp::SetAttrs {
+        users: vec![UserAttrValues {
+            account: "bob".into(),
+            values: vec![(1, "Shenzhen".into())],
+        }],
+    });
+    d.apply(&DirOp::Delete {
+        accounts: vec!["carol".into()],
+    });
+    let mut out = std::fs::File::create(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/directory-v1.snap"
+    ))
+    .unwrap();
+    snapshot::write(&d, &mut out).unwrap();
+}

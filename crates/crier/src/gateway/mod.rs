@@ -1,0 +1,29 @@
+//! The WebSocket gateway at `GET /v4/ws`: the client protocol of
+//! `shared/spec/client-protocol.md`. [`session`] runs one connection; [`sessions`] is the
+//! per-app registry that fan-out and kicks go through.
+
+pub mod session;
+pub mod sessions;
+
+use std::sync::Arc;
+
+use axum::extract::{State, WebSocketUpgrade};
+use axum::response::Response;
+
+use crate::server::AppState;
+
+/// Client frames are small JSON objects; anything larger is not one.
+const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
+/// WebSocket libraries default to 128 KiB read and write buffers per connection, which would
+/// dwarf everything else an idle session holds. Frames are small, so small buffers suffice.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+const WRITE_BUFFER_BYTES: usize = 0;
+
+pub async fn upgrade(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
+        .on_upgrade(move |socket| session::run(socket, state))
+}

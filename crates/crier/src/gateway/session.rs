@@ -1,0 +1,309 @@
+//! One WebSocket connection: `Login` within ten seconds, then a `select!` loop over outbound
+//! pushes, inbound frames, the close signal (kick, too slow) and server shutdown.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use crier_proto::protocol::{close, ClientFrame, ServerFrame, LOGIN_PLATFORMS, LOGIN_TIMEOUT_SECS};
+use crier_proto::{codes, usersig};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use super::sessions::{CloseSignal, SessionHandle};
+use crate::clock::{now_ms, now_secs};
+use crate::directory::DirOp;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::server::AppState;
+use crate::tenant::Tenant;
+
+/// Frames a session may have queued before it counts as too slow.
+const OUTBOUND_QUEUE: usize = 256;
+/// A client that does not take a frame within this long is gone or hopelessly slow.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+const GOING_AWAY: u16 = 1001;
+
+static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
+
+fn frame_text(frame: &ServerFrame) -> Utf8Bytes {
+    Utf8Bytes::from(serde_json::to_string(frame).expect("frames serialize"))
+}
+
+fn error_frame(error: &Error) -> Utf8Bytes {
+    frame_text(&ServerFrame::Error {
+        error_code: error.tencent_code(),
+        error_info: error.to_string(),
+    })
+}
+
+async fn send(socket: &mut WebSocket, text: Utf8Bytes) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Text(text))).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn close_with(mut socket: WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    };
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+}
+
+/// The next text frame, skipping control frames; `None` when the client is gone.
+async fn next_text(socket: &mut WebSocket) -> Option<Utf8Bytes> {
+    loop {
+        match socket.recv().await? {
+            Ok(Message::Text(text)) => return Some(text),
+            Ok(Message::Binary(_)) => return Some(Utf8Bytes::from_static("<binary>")),
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Ok(Message::Close(_)) | Err(_) => return None,
+        }
+    }
+}
+
+struct LoggedIn {
+    tenant: Arc<Tenant>,
+    identifier: String,
+    platform: String,
+}
+
+async fn authenticate(state: &AppState, text: &str) -> Result<LoggedIn, Error> {
+    let frame: ClientFrame = serde_json::from_str(text).map_err(|e| {
+        Error::rejected(
+            codes::USERSIG_MALFORMED,
+            format!(
+                "the first frame must be a Login frame with SdkAppId, Identifier and UserSig: {e}"
+            ),
+        )
+    })?;
+    let ClientFrame::Login {
+        sdk_app_id,
+        identifier,
+        user_sig,
+        platform,
+    } = frame
+    else {
+        return Err(Error::rejected(
+            codes::USERSIG_MALFORMED,
+            "the first frame must be Login",
+        ));
+    };
+    let tenant = state.tenants.get(&sdk_app_id).ok_or_else(|| {
+        Error::rejected(
+            codes::UNKNOWN_APP,
+            format!("SdkAppId {sdk_app_id} is not an app of this server"),
+        )
+    })?;
+    usersig::verify(
+        &user_sig,
+        sdk_app_id,
+        &identifier,
+        &tenant.config.secret_key.0,
+        now_secs(),
+    )?;
+    if identifier.is_empty() || identifier.len() > crate::api::fields::MAX_ACCOUNT_BYTES {
+        return Err(Error::rejected(
+            codes::USERSIG_MALFORMED,
+            "Identifier must be 1 to 32 bytes",
+        ));
+    }
+    let platform = platform.unwrap_or_else(|| "Web".into());
+    if !LOGIN_PLATFORMS.contains(&platform.as_str()) {
+        return Err(Error::rejected(
+            codes::BAD_JSON,
+            format!("Platform {platform:?} is not one of {LOGIN_PLATFORMS:?}"),
+        ));
+    }
+    Ok(LoggedIn {
+        tenant: Arc::clone(tenant),
+        identifier,
+        platform,
+    })
+}
+
+async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
+}
+
+pub async fn run(mut socket: WebSocket, state: Arc<AppState>) {
+    let login = match tokio::time::timeout(
+        Duration::from_secs(LOGIN_TIMEOUT_SECS),
+        next_text(&mut socket),
+    )
+    .await
+    {
+        Err(_) => {
+            return close_with(socket, close::LOGIN_TIMEOUT, "no Login within 10 seconds").await
+        }
+        Ok(None) => return,
+        Ok(Some(text)) => text,
+    };
+    let LoggedIn {
+        tenant,
+        identifier,
+        platform,
+    } = match authenticate(&state, &login).await {
+        Ok(logged_in) => logged_in,
+        Err(error) => {
+            Metrics::add(&state.metrics.login_failures, 1);
+            send(&mut socket, error_frame(&error)).await;
+            return close_with(socket, close::LOGIN_FAILED, "login failed").await;
+        }
+    };
+    // A first login registers the account: from then on it is one of "all users".
+    let name = identifier.clone();
+    let registered = tenant
+        .write(move |d| {
+            Ok(if d.is_live(&name) {
+                vec![]
+            } else {
+                vec![DirOp::Import {
+                    accounts: vec![name],
+                }]
+            })
+        })
+        .await;
+    let Some(account) = registered
+        .ok()
+        .and_then(|()| tenant.read(|d| d.account_number(&identifier)))
+    else {
+        send(
+            &mut socket,
+            error_frame(&Error::Internal("registering the account failed".into())),
+        )
+        .await;
+        return close_with(socket, close::LOGIN_FAILED, "login failed").await;
+    };
+
+    let (outbound, queued) = mpsc::channel(OUTBOUND_QUEUE);
+    let handle = SessionHandle {
+        id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
+        platform,
+        outbound,
+        close: Arc::new(CloseSignal::default()),
+        kick_reason: Arc::new(Mutex::new(String::new())),
+    };
+    // Online before reading what was kept: a push accepted in between reaches the session one
+    // way or the other (possibly both; clients drop repeats by TaskId).
+    let delivery = &tenant.delivery;
+    delivery.sessions.register(account, handle.clone());
+    Metrics::add(&state.metrics.logins, 1);
+    state.metrics.sessions_open.fetch_add(1, Ordering::Relaxed);
+
+    let mut session = Session {
+        socket,
+        account,
+        tenant: Arc::clone(&tenant),
+        handle: handle.clone(),
+        state: Arc::clone(&state),
+        queued,
+    };
+    let close = session.serve(identifier).await;
+    delivery.sessions.unregister(account, handle.id);
+    state.metrics.sessions_open.fetch_sub(1, Ordering::Relaxed);
+    if let Some((code, reason)) = close {
+        if code == close::KICKED {
+            send(
+                &mut session.socket,
+                frame_text(&ServerFrame::Kicked {
+                    reason: reason.clone(),
+                }),
+            )
+            .await;
+        }
+        close_with(session.socket, code, &reason).await;
+    }
+}
+
+struct Session {
+    socket: WebSocket,
+    account: u32,
+    tenant: Arc<Tenant>,
+    handle: SessionHandle,
+    state: Arc<AppState>,
+    queued: mpsc::Receiver<Utf8Bytes>,
+}
+
+impl Session {
+    /// Runs the logged-in session; answers the close frame to end with, if any.
+    async fn serve(&mut self, identifier: String) -> Option<(u16, String)> {
+        let login_ok = frame_text(&ServerFrame::LoginOk {
+            identifier,
+            server_time: now_secs(),
+        });
+        if !send(&mut self.socket, login_ok).await {
+            return None;
+        }
+        let pending = self.tenant.delivery.pending_for(self.account, now_ms());
+        Metrics::add(&self.state.metrics.deliveries_offline, pending.len() as u64);
+        for frame in pending {
+            if !send(&mut self.socket, frame).await {
+                return None;
+            }
+        }
+        let mut shutdown = self.state.shutdown.subscribe();
+        let close = Arc::clone(&self.handle.close);
+        loop {
+            tokio::select! {
+                code = close.closed() => return Some(self.closing(code)),
+                () = stopped(&mut shutdown) => return Some((GOING_AWAY, "server shutting down".into())),
+                frame = self.queued.recv() => {
+                    let Some(frame) = frame else { return None };
+                    if !send(&mut self.socket, frame).await {
+                        return None;
+                    }
+                }
+                inbound = next_text(&mut self.socket) => {
+                    let Some(text) = inbound else { return None };
+                    if let Some(reply) = self.handle_frame(&text) {
+                        if !send(&mut self.socket, reply).await {
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn closing(&self, code: u16) -> (u16, String) {
+        if code == close::TOO_SLOW {
+            return (code, "too slow to keep up; log in again to catch up".into());
+        }
+        Metrics::add(&self.state.metrics.kicks, 1);
+        (code, self.handle.kick_reason.lock().clone())
+    }
+
+    fn handle_frame(&mut self, text: &str) -> Option<Utf8Bytes> {
+        let frame = match serde_json::from_str::<ClientFrame>(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let error = Error::rejected(
+                    codes::BAD_JSON,
+                    format!("malformed frame: {e}; frames are JSON objects with a Type field"),
+                );
+                return Some(error_frame(&error));
+            }
+        };
+        match frame {
+            ClientFrame::Ping => Some(frame_text(&ServerFrame::Pong)),
+            ClientFrame::Ack { task_ids } => {
+                self.tenant.delivery.ack(self.account, &task_ids);
+                None
+            }
+            ClientFrame::Login { .. } => Some(error_frame(&Error::rejected(
+                codes::BAD_JSON,
+                "this session is already logged in",
+            ))),
+            ClientFrame::RegisterDevice { .. } | ClientFrame::UnregisterDevice { .. } => {
+                Some(error_frame(&Error::rejected(
+                    codes::BAD_JSON,
+                    "offline notification devices are not supported by this server yet",
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The `crier` command: parse flags, set up logging, open the store, bind, serve.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use crier::config::{self, Config, Overrides};
+use crier::server::{serve, AppState};
+use crier_proto::usersig;
+
+#[derive(Parser)]
+#[command(
+    name = "crier",
+    version,
+    about = "A self-hostable push service that speaks Tencent Cloud Chat's Push to All Users REST API."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: the REST API (and health check) on one listener.
+    ///
+    /// Settings come from defaults, then the config file, then CRIER_* environment variables,
+    /// then these flags. With no config file naming apps, a development app is created in the
+    /// data directory on first start and reused afterwards; its sdkappid, admin and key are printed.
+    Serve {
+        /// TOML configuration file with [[app]] tables (see shared/spec/server-cli.md).
+        #[arg(long, env = "CRIER_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long, env = "CRIER_LISTEN", value_name = "ADDR")]
+        listen: Option<String>,
+        /// Where the embedded store keeps its files [default: ./crier-data].
+        #[arg(long, env = "CRIER_DATA_DIR", value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Log format: human-readable text or one JSON object per line.
+        #[arg(long, env = "CRIER_LOG_FORMAT", value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Print a UserSig v2 for an identifier, byte-compatible with Tencent's signing libraries.
+    Usersig {
+        /// The app's SDKAppID.
+        #[arg(long)]
+        sdkappid: u64,
+        /// The app's secret key (the string itself, as in the config file).
+        #[arg(long)]
+        key: String,
+        /// The account (or admin) the signature is for.
+        #[arg(long)]
+        identifier: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = usersig::DEFAULT_EXPIRE_SECONDS)]
+        expire: u64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("CRIER_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Usersig {
+            sdkappid,
+            key,
+            identifier,
+            expire,
+        } => {
+            println!(
+                "{}",
+                usersig::sign(
+                    sdkappid,
+                    &key,
+                    &identifier,
+                    expire,
+                    crier::clock::now_secs()
+                )
+            );
+            Ok(())
+        }
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+            log_format,
+        } => {
+            init_logging(log_format);
+            let overrides = Overrides {
+                config_file: config,
+                listen,
+                data_dir,
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(run_server(overrides))
+        }
+    }
+}
+
+async fn run_server(overrides: Overrides) -> anyhow::Result<()> {
+    let mut config = Config::resolve(&overrides)?;
+    if config.apps.is_empty() {
+        let (app, created) = config::load_or_create_dev_app(&config.data_dir)?;
+        let verb = if created { "created" } else { "using" };
+        println!(
+            "{verb} development app {sdkappid} (admin \"{admin}\"; key in {file})\nmake an admin UserSig with:\n  crier usersig --sdkappid {sdkappid} --key {key} --identifier {admin}",
+            sdkappid = app.sdkappid,
+            admin = app.admins.first().map(String::as_str).unwrap_or("administrator"),
+            file = config.data_dir.join(config::DEV_APP_FILE).display(),
+            key = app.secret_key.0,
+        );
+        config.apps.push(app);
+    }
+    tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), apps = config.apps.len(), "starting");
+    let data_dir = config.data_dir.clone();
+    let apps = config.apps.clone();
+    let state = tokio::task::spawn_blocking(move || AppState::open(&data_dir, apps))
+        .await?
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    serve(listener, Arc::new(state), shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutdown signal received");
+}

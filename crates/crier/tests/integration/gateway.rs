@@ -1,0 +1,405 @@
+//! The WebSocket client protocol, driven through the project's own client library.
+
+use std::time::Duration;
+
+use crier_client::{Connection, Event, LoginOptions, PushFrame};
+use crier_proto::protocol::ClientFrame;
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+fn login_options(server: &TestServer, identifier: &str) -> LoginOptions {
+    LoginOptions {
+        url: format!("{}/v4/ws", server.base.replace("http://", "ws://")),
+        sdkappid: APP,
+        identifier: identifier.into(),
+        user_sig: crier_proto::usersig::sign(APP, KEY, identifier, 3_600, crier::clock::now_secs()),
+        platform: None,
+    }
+}
+
+async fn login(server: &TestServer, identifier: &str) -> Connection {
+    Connection::connect(&login_options(server, identifier))
+        .await
+        .unwrap()
+}
+
+async fn next_event(connection: &mut Connection) -> Event {
+    tokio::time::timeout(Duration::from_secs(5), connection.next_event())
+        .await
+        .expect("an event within 5 s")
+        .unwrap()
+}
+
+async fn next_push(connection: &mut Connection) -> PushFrame {
+    match next_event(connection).await {
+        Event::Push(push) => push,
+        other => panic!("expected a Push, got {other:?}"),
+    }
+}
+
+async fn push(server: &TestServer, body: Value) -> String {
+    server.admin().ok("all_member_push/im_push", body).await["TaskId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn with_condition(msg_random: u32, condition: Value) -> Value {
+    let mut body = text_push(msg_random, "targeted");
+    body["Condition"] = condition;
+    body
+}
+
+/// Pushes `condition` and then a push to everyone; each session's first push shows whether
+/// the targeted one reached it (fan-outs run in acceptance order).
+async fn who_receives(
+    server: &TestServer,
+    sessions: &mut [(&str, Connection)],
+    condition: Value,
+) -> Vec<String> {
+    let targeted = push(server, with_condition(1, condition)).await;
+    let barrier = push(server, text_push(2, "barrier")).await;
+    let mut reached = Vec::new();
+    for (name, connection) in sessions.iter_mut() {
+        let first = next_push(connection).await;
+        if first.task_id == targeted {
+            reached.push(name.to_string());
+            assert_eq!(next_push(connection).await.task_id, barrier);
+        } else {
+            assert_eq!(first.task_id, barrier);
+        }
+        connection
+            .ack(vec![targeted.clone(), barrier.clone()])
+            .await
+            .unwrap();
+    }
+    reached
+}
+
+#[tokio::test]
+async fn online_users_in_the_audience_get_the_push_and_others_do_not() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let mut sessions = Vec::new();
+    for name in ["ann", "ben", "cat", "dan"] {
+        sessions.push((name, login(&server, name).await));
+    }
+    admin.ok("all_member_push/im_add_tag", json!({"UserTags": [
+        {"To_Account": "ann", "Tags": ["a", "b"]}, {"To_Account": "ben", "Tags": ["a"]}, {"To_Account": "cat", "Tags": ["b"]}
+    ]})).await;
+    admin
+        .ok(
+            "all_member_push/im_set_attr_name",
+            json!({"AttrNames": {"0": "tier", "1": "city"}}),
+        )
+        .await;
+    admin.ok("all_member_push/im_set_attr", json!({"UserAttrs": [
+        {"To_Account": "ann", "Attrs": {"tier": "gold", "city": "sz"}}, {"To_Account": "ben", "Attrs": {"tier": "gold", "city": "bj"}},
+        {"To_Account": "dan", "Attrs": {"tier": "silver", "city": "sz"}}
+    ]})).await;
+
+    assert_eq!(
+        who_receives(&server, &mut sessions, json!({"TagsAnd": ["a", "b"]})).await,
+        ["ann"]
+    );
+    assert_eq!(
+        who_receives(&server, &mut sessions, json!({"TagsOr": ["a", "b"]})).await,
+        ["ann", "ben", "cat"]
+    );
+    assert_eq!(
+        who_receives(
+            &server,
+            &mut sessions,
+            json!({"AttrsAnd": {"tier": "gold", "city": "sz"}})
+        )
+        .await,
+        ["ann"]
+    );
+    assert_eq!(
+        who_receives(
+            &server,
+            &mut sessions,
+            json!({"AttrsOr": {"tier": "silver", "city": "bj"}})
+        )
+        .await,
+        ["ben", "dan"]
+    );
+    assert_eq!(
+        who_receives(&server, &mut sessions, json!({})).await,
+        ["ann", "ben", "cat", "dan"]
+    );
+}
+
+#[tokio::test]
+async fn every_session_of_a_user_gets_the_push_with_its_fields() {
+    let server = TestServer::start().await;
+    let mut phone = login(&server, "ann").await;
+    let mut web = login(&server, "ann").await;
+    let mut body = text_push(77, "hello");
+    body["OfflinePushInfo"] = json!({"PushFlag": 0, "Desc": "offline text"});
+    let task_id = push(&server, body).await;
+    for session in [&mut phone, &mut web] {
+        let frame = next_push(session).await;
+        assert_eq!(
+            (
+                frame.task_id.as_str(),
+                frame.from_account.as_str(),
+                frame.msg_random,
+                frame.offline
+            ),
+            (task_id.as_str(), ADMIN, 77, false)
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(frame.msg_body.get()).unwrap()[0]["MsgContent"]["Text"],
+            "hello"
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(frame.offline_push_info.unwrap().get()).unwrap()["Desc"],
+            "offline text"
+        );
+        assert!(frame.msg_time_stamp.abs_diff(crier::clock::now_secs()) < 5);
+    }
+}
+
+#[tokio::test]
+async fn an_offline_user_gets_kept_pushes_on_login_until_it_acks() {
+    let server = TestServer::start().await;
+    server.admin().import(&["ann"]).await;
+    let first = push(&server, text_push(1, "one")).await;
+    let second = push(&server, text_push(2, "two")).await;
+    let online_only = push(&server, json!({"MsgRandom": 3, "MsgLifeTime": 0, "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "now"}}]})).await;
+
+    let mut session = login(&server, "ann").await;
+    let (a, b) = (next_push(&mut session).await, next_push(&mut session).await);
+    assert_eq!(
+        (a.task_id.as_str(), a.offline, b.task_id.as_str(), b.offline),
+        (first.as_str(), true, second.as_str(), true)
+    );
+    session.ack(vec![first.clone()]).await.unwrap();
+    session.send(&ClientFrame::Ping).await.unwrap();
+    assert!(
+        matches!(next_event(&mut session).await, Event::Pong),
+        "the lifetime-0 push {online_only} is never kept"
+    );
+    session.close().await.unwrap();
+
+    let mut session = login(&server, "ann").await;
+    assert_eq!(
+        next_push(&mut session).await.task_id,
+        second,
+        "not acked: delivered again"
+    );
+    session.ack(vec![second]).await.unwrap();
+    session.send(&ClientFrame::Ping).await.unwrap();
+    assert!(matches!(next_event(&mut session).await, Event::Pong));
+    session.close().await.unwrap();
+
+    let mut session = login(&server, "ann").await;
+    session.send(&ClientFrame::Ping).await.unwrap();
+    assert!(
+        matches!(next_event(&mut session).await, Event::Pong),
+        "everything was acked"
+    );
+}
+
+#[tokio::test]
+async fn expired_pushes_and_later_accounts_get_nothing() {
+    let server = TestServer::start().await;
+    server.admin().import(&["ann"]).await;
+    let mut short = text_push(1, "short");
+    short["MsgLifeTime"] = json!(1);
+    push(&server, short).await;
+    push(&server, text_push(2, "before bob existed")).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    for name in ["ann", "bob"] {
+        let mut session = login(&server, name).await;
+        if name == "ann" {
+            assert_eq!(
+                next_push(&mut session).await.msg_random,
+                2,
+                "the expired push is skipped"
+            );
+        }
+        session.send(&ClientFrame::Ping).await.unwrap();
+        assert!(
+            matches!(next_event(&mut session).await, Event::Pong),
+            "{name} has nothing more"
+        );
+    }
+}
+
+#[tokio::test]
+async fn kept_pushes_and_acks_survive_a_restart() {
+    let server = TestServer::start().await;
+    server.admin().import(&["ann", "ben"]).await;
+    let task_id = push(&server, text_push(1, "kept")).await;
+    let mut ben = login(&server, "ben").await;
+    assert!(next_push(&mut ben).await.offline);
+    ben.ack(vec![task_id.clone()]).await.unwrap();
+    ben.close().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let data = server.stop().await;
+
+    let server = TestServer::start_in(data, default_apps()).await;
+    let mut ann = login(&server, "ann").await;
+    let frame = next_push(&mut ann).await;
+    assert_eq!((frame.task_id, frame.offline), (task_id, true));
+    let mut ben = login(&server, "ben").await;
+    ben.send(&ClientFrame::Ping).await.unwrap();
+    assert!(
+        matches!(next_event(&mut ben).await, Event::Pong),
+        "ben's ack survived the restart"
+    );
+}
+
+#[tokio::test]
+async fn deleted_and_kicked_accounts_are_told_and_closed() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let mut ann = login(&server, "ann").await;
+    let mut ben = login(&server, "ben").await;
+    admin
+        .ok("im_open_login_svc/kick", json!({"UserID": "ann"}))
+        .await;
+    assert!(matches!(next_event(&mut ann).await, Event::Kicked { .. }));
+    assert!(matches!(
+        next_event(&mut ann).await,
+        Event::Closed { code: 4003, .. }
+    ));
+
+    push(&server, text_push(1, "for ben, before deletion")).await;
+    assert!(!next_push(&mut ben).await.offline);
+    admin
+        .ok(
+            "im_open_login_svc/account_delete",
+            json!({"DeleteItem": [{"UserID": "ben"}]}),
+        )
+        .await;
+    assert!(
+        matches!(next_event(&mut ben).await, Event::Kicked { reason } if reason.contains("deleted"))
+    );
+    assert!(matches!(
+        next_event(&mut ben).await,
+        Event::Closed { code: 4003, .. }
+    ));
+
+    // Logging in again registers a new ben, who does not inherit the old one's pushes.
+    let mut ben = login(&server, "ben").await;
+    ben.send(&ClientFrame::Ping).await.unwrap();
+    assert!(matches!(next_event(&mut ben).await, Event::Pong));
+}
+
+#[tokio::test]
+async fn online_status_reflects_sessions_and_platforms() {
+    let server = TestServer::start().await;
+    server.admin().import(&["ben"]).await;
+    let mut options = login_options(&server, "ann");
+    options.platform = Some("iPhone".into());
+    let _ann = Connection::connect(&options).await.unwrap();
+    let answer = server
+        .admin()
+        .ok(
+            "openim/query_online_status",
+            json!({"To_Account": ["ann", "ben"], "IsNeedDetail": 1}),
+        )
+        .await;
+    assert_eq!(
+        answer["QueryResult"],
+        json!([
+            {"To_Account": "ann", "Status": "Online", "Detail": [{"Platform": "iPhone", "Status": "Online"}]},
+            {"To_Account": "ben", "Status": "Offline", "Detail": []}
+        ])
+    );
+}
+
+#[tokio::test]
+async fn bad_logins_and_bad_frames_behave_as_the_protocol_says() {
+    let server = TestServer::start().await;
+    let mut wrong_key = login_options(&server, "ann");
+    wrong_key.user_sig =
+        crier_proto::usersig::sign(APP, "not the key", "ann", 600, crier::clock::now_secs());
+    assert!(matches!(
+        Connection::connect(&wrong_key).await,
+        Err(crier_client::ClientError::LoginRefused { code: 70009, .. })
+    ));
+    let mut other_app = login_options(&server, "ann");
+    other_app.sdkappid = 42;
+    assert!(matches!(
+        Connection::connect(&other_app).await,
+        Err(crier_client::ClientError::LoginRefused { code: 70020, .. })
+    ));
+    let mut bad_platform = login_options(&server, "ann");
+    bad_platform.platform = Some("Toaster".into());
+    assert!(Connection::connect(&bad_platform).await.is_err());
+
+    // A malformed frame gets an Error and the session stays open.
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("{}/v4/ws", server.base.replace("http://", "ws://"));
+    let (mut raw, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let options = login_options(&server, "ann");
+    let login =
+        json!({"Type": "Login", "SdkAppId": APP, "Identifier": "ann", "UserSig": options.user_sig});
+    raw.send(Message::text(login.to_string())).await.unwrap();
+    let text = |m: Option<Result<Message, _>>| -> Value {
+        serde_json::from_str(m.unwrap().unwrap().to_text().unwrap()).unwrap()
+    };
+    assert_eq!(text(raw.next().await)["Type"], "LoginOK");
+    for bad in [
+        "not json",
+        r#"{"Type":"Nope"}"#,
+        r#"{"Type":"Ack","TaskIds":"x"}"#,
+    ] {
+        raw.send(Message::text(bad)).await.unwrap();
+        let error = text(raw.next().await);
+        assert_eq!(
+            (error["Type"].as_str(), error["ErrorCode"].as_u64()),
+            (Some("Error"), Some(90001)),
+            "{bad}"
+        );
+    }
+    raw.send(Message::text(r#"{"Type":"Ping"}"#)).await.unwrap();
+    assert_eq!(text(raw.next().await)["Type"], "Pong");
+
+    // Not logging in at all: `Login` must come first, within 10 seconds.
+    let (mut silent, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(12), silent.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    match closed {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 4002),
+        other => panic!("expected close 4002, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let server = TestServer::start().await;
+    let mut ann = login(&server, "ann").await;
+    push(&server, text_push(1, "m")).await;
+    next_push(&mut ann).await;
+    let text = server
+        .http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "crier_sessions_open 1",
+        "crier_pushes_accepted_total 1",
+        "crier_deliveries_online_total 1",
+        "crier_logins_total 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+}

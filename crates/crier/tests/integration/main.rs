@@ -1,0 +1,16 @@
+//! Integration tests: the real server on an ephemeral port, spoken to over HTTP.
+//! One test binary with a module per area keeps link time down.
+// A failed unwrap is a failed test, with the value in the message.
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+mod observe;
+mod process;
+
+mod accounts;
+mod attrs;
+mod auth;
+mod crash;
+mod gateway;
+mod push;
+mod tags;

@@ -1,0 +1,83 @@
+//! The real `crier` binary as a child process, for what only a process can show: `kill -9`,
+//! signals, the command line.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub fn crier_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_crier")
+}
+
+pub struct ServerProcess {
+    pub child: Child,
+    pub base: String,
+}
+
+/// Writes a config file naming the test apps into `dir`.
+pub fn write_config(dir: &Path, extra_app_lines: &str) -> std::path::PathBuf {
+    use crate::harness::{ADMIN, APP, KEY};
+    let path = dir.join("crier.toml");
+    let text = format!(
+        "[[app]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\nadmins = [\"{ADMIN}\"]\nmin_push_interval_ms = 0\n{extra_app_lines}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+impl ServerProcess {
+    /// Starts `crier serve` on port 0 and learns the bound address from its JSON log.
+    pub fn start(config: &Path, data_dir: &Path) -> ServerProcess {
+        let mut child = Command::new(crier_binary())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--config",
+            ])
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("crier starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("crier logs until it listens").unwrap();
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if event["message"] == "listening" {
+                break event["addr"].as_str().unwrap().to_owned();
+            }
+        };
+        // Keep draining the log so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        ServerProcess {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    pub fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        for _ in 0..100 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("crier did not stop within 10 s of SIGTERM");
+    }
+}
