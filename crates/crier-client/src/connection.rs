@@ -20,6 +20,11 @@ pub struct LoginOptions {
     pub platform: Option<String>,
 }
 
+enum Incoming {
+    Frame(ServerFrame),
+    Closed { code: u16, reason: String },
+}
+
 /// What the server sent after login.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -64,61 +69,52 @@ impl Connection {
             socket,
             server_time: 0,
         };
-        loop {
-            match connection.next_frame().await? {
-                Some(ServerFrame::LoginOk { server_time, .. }) => {
-                    connection.server_time = server_time;
-                    return Ok(connection);
-                }
-                Some(ServerFrame::Error {
-                    error_code,
-                    error_info,
-                }) => {
-                    return Err(ClientError::LoginRefused {
-                        code: error_code,
-                        info: error_info,
-                    })
-                }
-                Some(other) => {
-                    return Err(ClientError::Protocol(format!("{other:?} before LoginOK")))
-                }
-                None => {
-                    return Err(ClientError::Closed {
-                        code: 1006,
-                        reason: "closed before LoginOK".into(),
-                    })
-                }
+        match connection.read_frame().await? {
+            Incoming::Frame(ServerFrame::LoginOk { server_time, .. }) => {
+                connection.server_time = server_time;
+                Ok(connection)
             }
-        }
-    }
-
-    async fn next_frame(&mut self) -> Result<Option<ServerFrame>, ClientError> {
-        Ok(match self.next_event().await? {
-            Event::Push(push) => Some(ServerFrame::Push(push)),
-            Event::Error { code, info } => Some(ServerFrame::Error {
-                error_code: code,
-                error_info: info,
+            Incoming::Frame(ServerFrame::Error {
+                error_code,
+                error_info,
+            }) => Err(ClientError::LoginRefused {
+                code: error_code,
+                info: error_info,
             }),
-            Event::Kicked { reason } => Some(ServerFrame::Kicked { reason }),
-            Event::Pong => Some(ServerFrame::Pong),
-            Event::Closed { code: 1006, .. } => None,
-            Event::Closed { code, reason } => return Err(ClientError::Closed { code, reason }),
-        })
+            Incoming::Frame(other) => {
+                Err(ClientError::Protocol(format!("{other:?} before LoginOK")))
+            }
+            Incoming::Closed { code, reason } => Err(ClientError::Closed { code, reason }),
+        }
     }
 
     /// The next event; `Closed` once the connection has ended (1006 when it ended without a
     /// close frame).
     pub async fn next_event(&mut self) -> Result<Event, ClientError> {
         loop {
+            return Ok(match self.read_frame().await? {
+                Incoming::Closed { code, reason } => Event::Closed { code, reason },
+                Incoming::Frame(ServerFrame::Push(push)) => Event::Push(push),
+                Incoming::Frame(ServerFrame::Error {
+                    error_code,
+                    error_info,
+                }) => Event::Error {
+                    code: error_code,
+                    info: error_info,
+                },
+                Incoming::Frame(ServerFrame::Kicked { reason }) => Event::Kicked { reason },
+                Incoming::Frame(ServerFrame::Pong) => Event::Pong,
+                // A second LoginOK carries nothing a logged-in client needs.
+                Incoming::Frame(ServerFrame::LoginOk { .. }) => continue,
+            });
+        }
+    }
+
+    async fn read_frame(&mut self) -> Result<Incoming, ClientError> {
+        loop {
             let message = match self.socket.next().await {
-                None => {
-                    return Ok(Event::Closed {
-                        code: 1006,
-                        reason: String::new(),
-                    })
-                }
-                Some(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed)) => {
-                    return Ok(Event::Closed {
+                None | Some(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed)) => {
+                    return Ok(Incoming::Closed {
                         code: 1006,
                         reason: String::new(),
                     })
@@ -131,25 +127,13 @@ impl Connection {
                     let (code, reason) = frame.map_or((1005, String::new()), |f| {
                         (u16::from(f.code), f.reason.to_string())
                     });
-                    return Ok(Event::Closed { code, reason });
+                    return Ok(Incoming::Closed { code, reason });
                 }
                 _ => continue,
             };
             let frame: ServerFrame = serde_json::from_str(&text)
                 .map_err(|e| ClientError::Protocol(format!("{e}: {text}")))?;
-            return Ok(match frame {
-                ServerFrame::Push(push) => Event::Push(push),
-                ServerFrame::Error {
-                    error_code,
-                    error_info,
-                } => Event::Error {
-                    code: error_code,
-                    info: error_info,
-                },
-                ServerFrame::Kicked { reason } => Event::Kicked { reason },
-                ServerFrame::Pong => Event::Pong,
-                ServerFrame::LoginOk { .. } => continue,
-            });
+            return Ok(Incoming::Frame(frame));
         }
     }
 

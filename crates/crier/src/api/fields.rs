@@ -7,7 +7,7 @@ use crate::error::Error;
 /// Tencent's limit on an account name (UserID).
 pub const MAX_ACCOUNT_BYTES: usize = 32;
 
-pub fn object<'a>(body: &'a Value, bad: u32) -> Result<&'a Map<String, Value>, Error> {
+pub fn object(body: &Value, bad: u32) -> Result<&Map<String, Value>, Error> {
     body.as_object()
         .ok_or_else(|| Error::rejected(bad, "the request body must be a JSON object"))
 }

@@ -252,14 +252,12 @@ impl Session {
                 code = close.closed() => return Some(self.closing(code)),
                 () = stopped(&mut shutdown) => return Some((GOING_AWAY, "server shutting down".into())),
                 frame = self.queued.recv() => {
-                    let Some(frame) = frame else { return None };
-                    if !send(&mut self.socket, frame).await {
+                    if !send(&mut self.socket, frame?).await {
                         return None;
                     }
                 }
                 inbound = next_text(&mut self.socket) => {
-                    let Some(text) = inbound else { return None };
-                    if let Some(reply) = self.handle_frame(&text) {
+                    if let Some(reply) = self.handle_frame(&inbound?) {
                         if !send(&mut self.socket, reply).await {
                             return None;
                         }

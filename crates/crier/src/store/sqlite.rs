@@ -337,11 +337,11 @@ mod tests {
             accounts: vec!["a".into()],
         };
         let first = store.append_dir_ops(7, &[op.clone(), op.clone()]).unwrap();
-        store.append_dir_ops(8, &[op.clone()]).unwrap();
+        store.append_dir_ops(8, std::slice::from_ref(&op)).unwrap();
         store
             .save_dir_snapshot(7, first, &mut |out| out.write_all(b"state"))
             .unwrap();
-        let later = store.append_dir_ops(7, &[op.clone()]).unwrap();
+        let later = store.append_dir_ops(7, std::slice::from_ref(&op)).unwrap();
         assert!(
             later > first,
             "sequence numbers are never reused after the log is cut"
