@@ -131,7 +131,7 @@ impl Connection {
                 }
                 _ => continue,
             };
-            let frame: ServerFrame = serde_json::from_str(&text)
+            let frame = ServerFrame::parse(&text)
                 .map_err(|e| ClientError::Protocol(format!("{e}: {text}")))?;
             return Ok(Incoming::Frame(frame));
         }

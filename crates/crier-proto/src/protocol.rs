@@ -50,7 +50,9 @@ pub enum ClientFrame {
 /// Login platforms a client may name; `Web` when it names none.
 pub const LOGIN_PLATFORMS: &[&str] = &["iPhone", "Android", "Web", "PC", "iPad", "Mac"];
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Serialize-only: serde's internally tagged enums buffer their content, which `RawValue`
+/// cannot pass through, so frames are read back with [`ServerFrame::parse`].
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "Type")]
 pub enum ServerFrame {
     #[serde(rename = "LoginOK")]
@@ -72,6 +74,64 @@ pub enum ServerFrame {
         #[serde(rename = "Reason")]
         reason: String,
     },
+}
+
+/// The frames without a raw payload, which serde's tagged enums can read directly.
+#[derive(Deserialize)]
+#[serde(tag = "Type")]
+enum PlainServerFrame {
+    #[serde(rename = "LoginOK")]
+    LoginOk {
+        #[serde(rename = "Identifier")]
+        identifier: String,
+        #[serde(rename = "ServerTime")]
+        server_time: u64,
+    },
+    Error {
+        #[serde(rename = "ErrorCode")]
+        error_code: u32,
+        #[serde(rename = "ErrorInfo")]
+        error_info: String,
+    },
+    Pong,
+    Kicked {
+        #[serde(rename = "Reason")]
+        reason: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct FrameType<'a> {
+    #[serde(rename = "Type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+}
+
+impl ServerFrame {
+    /// Reads one text frame.
+    pub fn parse(text: &str) -> Result<ServerFrame, serde_json::Error> {
+        let FrameType { kind } = serde_json::from_str(text)?;
+        if kind == "Push" {
+            return serde_json::from_str(text).map(ServerFrame::Push);
+        }
+        Ok(match serde_json::from_str(text)? {
+            PlainServerFrame::LoginOk {
+                identifier,
+                server_time,
+            } => ServerFrame::LoginOk {
+                identifier,
+                server_time,
+            },
+            PlainServerFrame::Error {
+                error_code,
+                error_info,
+            } => ServerFrame::Error {
+                error_code,
+                error_info,
+            },
+            PlainServerFrame::Pong => ServerFrame::Pong,
+            PlainServerFrame::Kicked { reason } => ServerFrame::Kicked { reason },
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,9 +196,16 @@ mod tests {
             offline_push_info: None,
             offline: true,
         });
+        let text = serde_json::to_string(&push).unwrap();
         assert_eq!(
-            serde_json::to_string(&push).unwrap(),
+            text,
             r#"{"Type":"Push","TaskId":"t","From_Account":"admin","MsgTimeStamp":1,"MsgRandom":2,"MsgBody":[],"Offline":true}"#
         );
+        for frame in [push, ok, ServerFrame::Pong] {
+            let text = serde_json::to_string(&frame).unwrap();
+            let back = serde_json::to_string(&ServerFrame::parse(&text).unwrap()).unwrap();
+            assert_eq!(back, text);
+        }
+        assert!(ServerFrame::parse(r#"{"Type":"Nope"}"#).is_err());
     }
 }

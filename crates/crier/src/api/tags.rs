@@ -75,6 +75,22 @@ fn read_user_tags(body: &Value, limit_per_user: Option<usize>) -> Result<Vec<Use
 
 pub async fn add(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
     let users = read_user_tags(&body, Some(MAX_TAGS_PER_CALL))?;
+    // The per-call limit is per user, so entries naming the same user count together.
+    let mut per_user: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    for user in &users {
+        let tags = per_user.entry(&user.account).or_default();
+        tags.extend(user.tags.iter().map(String::as_str));
+        if tags.len() > MAX_TAGS_PER_CALL {
+            return Err(Error::rejected(
+                codes::TOO_MANY_TAGS,
+                format!(
+                    "account {:?} is given {} distinct tags across its entries; at most {MAX_TAGS_PER_CALL} per user per call",
+                    user.account,
+                    tags.len()
+                ),
+            ));
+        }
+    }
     let cap = call.tenant.config.max_tags_per_user;
     call.tenant
         .write(move |directory| {

@@ -58,8 +58,11 @@ async fn who_receives(
     sessions: &mut [(&str, Connection)],
     condition: Value,
 ) -> Vec<String> {
-    let targeted = push(server, with_condition(1, condition)).await;
-    let barrier = push(server, text_push(2, "barrier")).await;
+    // Fresh MsgRandoms: a repeat within the retry window would be answered as a retry.
+    static NEXT_RANDOM: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let random = NEXT_RANDOM.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+    let targeted = push(server, with_condition(random, condition)).await;
+    let barrier = push(server, text_push(random + 1, "barrier")).await;
     let mut reached = Vec::new();
     for (name, connection) in sessions.iter_mut() {
         let first = next_push(connection).await;

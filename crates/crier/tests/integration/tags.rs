@@ -127,7 +127,6 @@ async fn more_than_10_tags_per_user_per_call_is_90032() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: a user named twice in one im_add_tag gets 12 tags in one call; the limit is checked per entry, not per user"]
 async fn a_user_named_twice_in_one_call_is_still_held_to_10_tags() {
     let server = TestServer::start().await;
     let admin = server.admin();
