@@ -1,8 +1,8 @@
 //! Client library for Crier, on the same wire types as the server (`crier-proto`).
 //!
 //! - [`Connection`]: one WebSocket session: log in, read pushes, acknowledge them.
-//! - [`Listener`]: a session that reconnects with back-off and drops repeated TaskIds, as the
-//!   protocol's at-least-once delivery asks of clients.
+//! - [`Listener`]: a session that reconnects with back-off, drops repeated TaskIds and sends the
+//!   application's acks, as the protocol's at-least-once delivery asks of clients.
 //! - [`Admin`]: signed admin calls to the REST API (`im_push` and the rest).
 #![forbid(unsafe_code)]
 

@@ -1,5 +1,6 @@
-//! A session that stays up: reconnects with exponential back-off (with jitter), acknowledges
-//! what it hands over, and drops pushes it has already seen (delivery is at least once).
+//! A session that stays up: reconnects with exponential back-off (with jitter), drops pushes it
+//! has already handed over (delivery is at least once), and sends the application's acks on
+//! whichever connection is current.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -16,28 +17,74 @@ const SEEN_CAPACITY: usize = 10_000;
 
 pub struct Listener {
     pushes: mpsc::Receiver<PushFrame>,
+    acks: mpsc::UnboundedSender<String>,
     task: tokio::task::JoinHandle<ClientError>,
 }
 
 impl Listener {
     /// Starts listening in the background. `sign` makes a fresh UserSig for each (re)login.
     pub fn start(options: LoginOptions, sign: impl Fn() -> String + Send + 'static) -> Listener {
-        let (sender, pushes) = mpsc::channel(1024);
-        let task = tokio::spawn(run(options, sign, sender));
-        Listener { pushes, task }
+        let (push_sender, pushes) = mpsc::channel(1024);
+        let (acks, ack_receiver) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(options, sign, push_sender, ack_receiver));
+        Listener { pushes, acks, task }
     }
 
-    /// The next new push, already acknowledged to the server. `None` when listening stopped
-    /// for good (login refused, kicked); [`Listener::stop_reason`] says why.
+    /// The next push not handed over before. `None` when listening stopped for good (login
+    /// refused, kicked, closed); [`Listener::stop_reason`] says why.
     pub async fn next(&mut self) -> Option<PushFrame> {
         self.pushes.recv().await
     }
 
+    /// Acknowledges a push once the application has dealt with it; until then the server keeps
+    /// it and redelivers it at the next login.
+    pub fn ack(&self, task_id: String) {
+        // A send error means the task has stopped; `stop_reason` reports why.
+        let _ = self.acks.send(task_id);
+    }
+
+    /// Sends the acks given so far, closes the connection and answers why listening ended.
+    pub async fn close(self) -> ClientError {
+        let Listener {
+            pushes,
+            acks,
+            task,
+        } = self;
+        // Dropping the ack sender is what tells the task to finish up.
+        drop((pushes, acks));
+        outcome(task).await
+    }
+
     pub async fn stop_reason(self) -> ClientError {
-        match self.task.await {
-            Ok(error) => error,
-            Err(e) => ClientError::Protocol(format!("listener task failed: {e}")),
+        outcome(self.task).await
+    }
+}
+
+async fn outcome(task: tokio::task::JoinHandle<ClientError>) -> ClientError {
+    match task.await {
+        Ok(error) => error,
+        Err(e) => ClientError::Protocol(format!("listener task failed: {e}")),
+    }
+}
+
+struct Seen {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Seen {
+    /// True the first time a TaskId comes by.
+    fn first_time(&mut self, task_id: &str) -> bool {
+        if !self.ids.insert(task_id.to_owned()) {
+            return false;
         }
+        self.order.push_back(task_id.to_owned());
+        if self.order.len() > SEEN_CAPACITY {
+            if let Some(oldest) = self.order.pop_front() {
+                self.ids.remove(&oldest);
+            }
+        }
+        true
     }
 }
 
@@ -45,25 +92,28 @@ async fn run(
     mut options: LoginOptions,
     sign: impl Fn() -> String,
     pushes: mpsc::Sender<PushFrame>,
+    mut acks: mpsc::UnboundedReceiver<String>,
 ) -> ClientError {
-    let mut seen = (HashSet::new(), VecDeque::new());
+    let mut seen = Seen {
+        ids: HashSet::new(),
+        order: VecDeque::new(),
+    };
     let mut backoff = FIRST_BACKOFF;
     loop {
         options.user_sig = sign();
         let outcome = match Connection::connect(&options).await {
             Ok(connection) => {
                 backoff = FIRST_BACKOFF;
-                listen(connection, &pushes, &mut seen).await
+                listen(connection, &pushes, &mut acks, &mut seen).await
             }
             Err(error) => error,
         };
         match outcome {
             ClientError::LoginRefused { .. } => return outcome,
             ClientError::Closed {
-                code: close::KICKED | close::LOGIN_FAILED,
+                code: close::KICKED | close::LOGIN_FAILED | 1000,
                 ..
             } => return outcome,
-            _ if pushes.is_closed() => return outcome,
             error => {
                 tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "connection lost; reconnecting")
             }
@@ -75,38 +125,47 @@ async fn run(
     }
 }
 
+fn closed_by_us() -> ClientError {
+    ClientError::Closed {
+        code: 1000,
+        reason: "listener closed".into(),
+    }
+}
+
 async fn listen(
     mut connection: Connection,
     pushes: &mpsc::Sender<PushFrame>,
-    seen: &mut (HashSet<String>, VecDeque<String>),
+    acks: &mut mpsc::UnboundedReceiver<String>,
+    seen: &mut Seen,
 ) -> ClientError {
     loop {
-        let event = match connection.next_event().await {
-            Ok(event) => event,
-            Err(error) => return error,
-        };
-        match event {
-            Event::Push(push) => {
-                let task_id = push.task_id.clone();
-                if seen.0.insert(task_id.clone()) {
-                    seen.1.push_back(task_id.clone());
-                    if seen.1.len() > SEEN_CAPACITY {
-                        let oldest = seen.1.pop_front().expect("not empty");
-                        seen.0.remove(&oldest);
-                    }
-                    if pushes.send(push).await.is_err() {
-                        return ClientError::Closed {
-                            code: 1000,
-                            reason: "listener dropped".into(),
-                        };
-                    }
+        tokio::select! {
+            ack = acks.recv() => {
+                let Some(first) = ack else {
+                    // The application is done: what it acknowledged is sent, so close cleanly.
+                    return match connection.close().await {
+                        Ok(()) => closed_by_us(),
+                        Err(error) => error,
+                    };
+                };
+                let mut batch = vec![first];
+                while let Ok(more) = acks.try_recv() {
+                    batch.push(more);
                 }
-                if let Err(error) = connection.ack(vec![task_id]).await {
+                if let Err(error) = connection.ack(batch).await {
                     return error;
                 }
             }
-            Event::Closed { code, reason } => return ClientError::Closed { code, reason },
-            Event::Kicked { .. } | Event::Error { .. } | Event::Pong => {}
+            event = connection.next_event() => match event {
+                Err(error) => return error,
+                Ok(Event::Push(push)) => {
+                    if seen.first_time(&push.task_id) && pushes.send(push).await.is_err() {
+                        return closed_by_us();
+                    }
+                }
+                Ok(Event::Closed { code, reason }) => return ClientError::Closed { code, reason },
+                Ok(Event::Kicked { .. } | Event::Error { .. } | Event::Pong) => {}
+            },
         }
     }
 }

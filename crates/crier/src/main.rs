@@ -1,5 +1,7 @@
 //! The `crier` command: parse flags, set up logging, open the store, bind, serve.
 
+mod cli;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -56,6 +58,13 @@ enum Command {
         #[arg(long, default_value_t = usersig::DEFAULT_EXPIRE_SECONDS)]
         expire: u64,
     },
+    /// Log in as an account over WebSocket and print each push as one JSON line, acknowledging it.
+    ///
+    /// Reconnects with back-off when the connection drops; stops when the login is refused or
+    /// the account is kicked.
+    Listen(cli::listen::ListenArgs),
+    /// Send one im_push (to everyone, or by tags or attributes) and print its TaskId.
+    Push(cli::push::PushArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -96,6 +105,8 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Listen(args) => client_runtime()?.block_on(cli::listen::run(args)),
+        Command::Push(args) => client_runtime()?.block_on(cli::push::run(args)),
         Command::Serve {
             config,
             listen,
@@ -114,6 +125,13 @@ fn main() -> anyhow::Result<()> {
                 .block_on(run_server(overrides))
         }
     }
+}
+
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    init_logging(LogFormat::Text);
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 async fn run_server(overrides: Overrides) -> anyhow::Result<()> {

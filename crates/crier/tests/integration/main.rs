@@ -10,6 +10,7 @@ mod process;
 mod accounts;
 mod attrs;
 mod auth;
+mod cli;
 mod crash;
 mod gateway;
 mod push;
