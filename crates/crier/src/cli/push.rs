@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn flags_become_the_condition() {
-        let body = body(&[
+        let by_tags = body(&[
             "--text",
             "hi",
             "--tags-or",
@@ -169,13 +169,13 @@ mod tests {
             "--msg-random",
             "7",
         ]);
-        assert_eq!(body["MsgRandom"], 7);
-        assert_eq!(body["MsgBody"][0]["MsgContent"]["Text"], "hi");
+        assert_eq!(by_tags["MsgRandom"], 7);
+        assert_eq!(by_tags["MsgBody"][0]["MsgContent"]["Text"], "hi");
         assert_eq!(
-            body["Condition"],
+            by_tags["Condition"],
             json!({"TagsOr": ["a", "b"], "TagsAnd": ["c"]})
         );
-        let body = body(&[
+        let by_attrs = body(&[
             "--text",
             "hi",
             "--attrs-and",
@@ -191,8 +191,8 @@ mod tests {
 
     #[test]
     fn no_condition_means_everyone() {
-        let body = body(&["--text", "hi", "--lifetime", "60"]);
-        assert!(body.get("Condition").is_none());
-        assert_eq!(body["MsgLifeTime"], 60);
+        let to_all = body(&["--text", "hi", "--lifetime", "60"]);
+        assert!(to_all.get("Condition").is_none());
+        assert_eq!(to_all["MsgLifeTime"], 60);
     }
 }
