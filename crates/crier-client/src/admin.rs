@@ -43,14 +43,15 @@ impl Admin {
             self.identifier,
             rand::random::<u32>()
         );
-        Ok(self
+        // Errors leave the URL out: its query string carries a live signature.
+        let response = self
             .http
             .post(url)
             .body(body.to_string())
             .send()
-            .await?
-            .json()
-            .await?)
+            .await
+            .map_err(reqwest::Error::without_url)?;
+        Ok(response.json().await.map_err(reqwest::Error::without_url)?)
     }
 
     /// Makes a UserSig for one of the app's accounts (for tests and tools holding the key).

@@ -17,9 +17,9 @@ pub use listener::Listener;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("websocket: {0}")]
+    #[error("WebSocket failed")]
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
-    #[error("http: {0}")]
+    #[error("HTTP request failed")]
     Http(#[from] reqwest::Error),
     #[error("login refused ({code}): {info}")]
     LoginRefused { code: u32, info: String },

@@ -45,11 +45,7 @@ impl Listener {
 
     /// Sends the acks given so far, closes the connection and answers why listening ended.
     pub async fn close(self) -> ClientError {
-        let Listener {
-            pushes,
-            acks,
-            task,
-        } = self;
+        let Listener { pushes, acks, task } = self;
         // Dropping the ack sender is what tells the task to finish up.
         drop((pushes, acks));
         outcome(task).await
@@ -115,6 +111,11 @@ async fn run(
                 ..
             } => return outcome,
             error => {
+                let error =
+                    std::iter::successors(Some(&error as &dyn std::error::Error), |e| e.source())
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(": ");
                 tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "connection lost; reconnecting")
             }
         }
