@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crier::config::{AppConfig, SecretKey};
+use crier::config::AppConfig;
 use crier::directory::{
     snapshot, Condition, DirOp, Directory, DirectoryStats, UserAttrValues, UserTags,
 };
@@ -25,13 +25,10 @@ const BATCH: u32 = 10_000;
 
 pub fn app_config() -> AppConfig {
     AppConfig {
-        sdkappid: APP,
-        secret_key: SecretKey(KEY.into()),
         admins: vec![ADMIN.into()],
-        push_enabled: true,
         daily_push_quota: 1_000_000,
         min_push_interval_ms: 0,
-        max_tags_per_user: 100,
+        ..AppConfig::new(APP, KEY)
     }
 }
 

@@ -58,9 +58,33 @@ pub struct AppConfig {
     /// Tencent's limit is 100 tags per account.
     #[serde(default = "default_max_tags_per_user")]
     pub max_tags_per_user: usize,
+    /// Offline notifications through APNs (`[app.apns]`), FCM (`[app.fcm]`) and an operator's
+    /// webhook (`[app.webhook]`); an app without them sends none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apns: Option<crate::notify::apns::ApnsConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fcm: Option<crate::notify::fcm::FcmConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<crate::notify::webhook::WebhookConfig>,
 }
 
 impl AppConfig {
+    /// An app with Tencent's default limits and no notification providers.
+    pub fn new(sdkappid: u64, secret_key: impl Into<String>) -> AppConfig {
+        AppConfig {
+            sdkappid,
+            secret_key: SecretKey(secret_key.into()),
+            admins: default_admins(),
+            push_enabled: true,
+            daily_push_quota: default_daily_push_quota(),
+            min_push_interval_ms: default_min_push_interval_ms(),
+            max_tags_per_user: default_max_tags_per_user(),
+            apns: None,
+            fcm: None,
+            webhook: None,
+        }
+    }
+
     pub fn is_admin(&self, identifier: &str) -> bool {
         self.admins.iter().any(|admin| admin == identifier)
     }
@@ -191,19 +215,10 @@ pub fn load_or_create_dev_app(data_dir: &Path) -> Result<(AppConfig, bool), Conf
     }
     use rand::Rng;
     let mut rng = rand::thread_rng();
-    let app = AppConfig {
-        sdkappid: rng.gen_range(1_400_000_000..1_500_000_000),
-        secret_key: SecretKey(
-            (0..32)
-                .map(|_| format!("{:02x}", rng.gen::<u8>()))
-                .collect(),
-        ),
-        admins: default_admins(),
-        push_enabled: true,
-        daily_push_quota: default_daily_push_quota(),
-        min_push_interval_ms: default_min_push_interval_ms(),
-        max_tags_per_user: default_max_tags_per_user(),
-    };
+    let key: String = (0..32)
+        .map(|_| format!("{:02x}", rng.gen::<u8>()))
+        .collect();
+    let app = AppConfig::new(rng.gen_range(1_400_000_000..1_500_000_000), key);
     let text = toml::to_string(&DevAppFile {
         app: vec![app.clone()],
     })

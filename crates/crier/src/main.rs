@@ -65,6 +65,8 @@ enum Command {
     Listen(cli::listen::ListenArgs),
     /// Send one im_push (to everyone, or by tags or attributes) and print its TaskId.
     Push(cli::push::PushArgs),
+    /// Print the report of pushes: audience, online and offline deliveries, acks, notifications.
+    Tasks(cli::tasks::TasksArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -118,6 +120,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Listen(args) => client_runtime()?.block_on(cli::listen::run(args)),
         Command::Push(args) => client_runtime()?.block_on(cli::push::run(args)),
+        Command::Tasks(args) => client_runtime()?.block_on(cli::tasks::run(args)),
         Command::Serve {
             config,
             listen,

@@ -1,5 +1,6 @@
 //! Counters served at `GET /metrics` in Prometheus' text format.
 
+use crate::notify::Provider;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -14,11 +15,54 @@ pub struct Metrics {
     pub acks: AtomicU64,
     pub slow_consumer_closes: AtomicU64,
     pub kicks: AtomicU64,
+    /// Offline notifications by provider (`Provider::ALL` order) and by how they ended.
+    pub notifications: [[AtomicU64; NotificationEnd::ALL.len()]; 3],
+}
+
+/// How one notification ended, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationEnd {
+    Sent,
+    Failed,
+    /// A provider said to try again later; the notification was (or will be) resent.
+    Retried,
+    /// The provider reported the token dead; the device was removed.
+    DeadToken,
+}
+
+impl NotificationEnd {
+    pub const ALL: [NotificationEnd; 4] = [
+        NotificationEnd::Sent,
+        NotificationEnd::Failed,
+        NotificationEnd::Retried,
+        NotificationEnd::DeadToken,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            NotificationEnd::Sent => "sent",
+            NotificationEnd::Failed => "failed",
+            NotificationEnd::Retried => "retried",
+            NotificationEnd::DeadToken => "dead_token",
+        }
+    }
 }
 
 impl Metrics {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn notification(&self, provider: Provider, end: NotificationEnd) {
+        let row = Provider::ALL
+            .iter()
+            .position(|p| *p == provider)
+            .unwrap_or(0);
+        let column = NotificationEnd::ALL
+            .iter()
+            .position(|e| *e == end)
+            .unwrap_or(0);
+        Metrics::add(&self.notifications[row][column], 1);
     }
 
     pub fn render(&self) -> String {
@@ -73,6 +117,18 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
                 counter.load(Ordering::Relaxed)
             );
+        }
+        let _ = writeln!(out, "# HELP crier_notifications_total Offline notifications by provider and outcome.\n# TYPE crier_notifications_total counter");
+        for (provider, row) in Provider::ALL.iter().zip(&self.notifications) {
+            for (end, counter) in NotificationEnd::ALL.iter().zip(row) {
+                let _ = writeln!(
+                    out,
+                    "crier_notifications_total{{provider=\"{}\",outcome=\"{}\"}} {}",
+                    provider.name(),
+                    end.label(),
+                    counter.load(Ordering::Relaxed)
+                );
+            }
         }
         out
     }

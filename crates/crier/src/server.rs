@@ -14,8 +14,8 @@ use crate::clock::now_ms;
 use crate::config::AppConfig;
 use crate::metrics::Metrics;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, StoreError};
-use crate::tenant::Tenant;
+use crate::store::Store;
+use crate::tenant::{OpenError, Tenant};
 
 pub struct AppState {
     pub tenants: HashMap<u64, Arc<Tenant>>,
@@ -27,12 +27,12 @@ pub struct AppState {
 
 impl AppState {
     /// Opens the embedded store under `data_dir` and loads every app. Blocking.
-    pub fn open(data_dir: &std::path::Path, apps: Vec<AppConfig>) -> Result<AppState, StoreError> {
+    pub fn open(data_dir: &std::path::Path, apps: Vec<AppConfig>) -> Result<AppState, OpenError> {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(data_dir)?);
         Self::with_store(store, apps)
     }
 
-    pub fn with_store(store: Arc<dyn Store>, apps: Vec<AppConfig>) -> Result<AppState, StoreError> {
+    pub fn with_store(store: Arc<dyn Store>, apps: Vec<AppConfig>) -> Result<AppState, OpenError> {
         let metrics = Arc::new(Metrics::default());
         let mut tenants = HashMap::new();
         for app in apps {
@@ -70,6 +70,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     info!(addr = %listener.local_addr()?, "listening");
     let purger = tokio::spawn(purge_expired_pushes(Arc::clone(&state)));
+    for tenant in state.tenants.values() {
+        tokio::spawn(crate::notify::worker::run(
+            Arc::clone(tenant),
+            state.shutdown.subscribe(),
+        ));
+    }
     let sessions_stop = state.shutdown.clone();
     let shutdown = async move {
         shutdown.await;

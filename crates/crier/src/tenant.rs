@@ -18,6 +18,10 @@ use crate::delivery::Delivery;
 use crate::directory::{snapshot, DirOp, Directory};
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::notify::devices::Devices;
+use crate::notify::shape::wants_notifications;
+use crate::notify::worker::Notify;
+use crate::notify::{channels, Provider};
 use crate::push::limits::PushLimits;
 use crate::push::validate::parse_push;
 use crate::push::PushRecord;
@@ -38,13 +42,32 @@ pub struct Tenant {
     writer: Mutex<WriterState>,
     pushes: tokio::sync::Mutex<PushLimits>,
     pub delivery: Delivery,
+    pub notify: Notify,
     metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("app {app}: the {} provider cannot start: {error:#}", provider.name())]
+    Provider {
+        app: u64,
+        provider: Provider,
+        error: anyhow::Error,
+    },
+}
+
+impl From<std::io::Error> for OpenError {
+    fn from(error: std::io::Error) -> Self {
+        OpenError::Store(error.into())
+    }
 }
 
 impl Tenant {
     /// Loads the app's directory (snapshot, then the writes logged after it) and its push counts.
     /// Blocking.
-    pub fn open(config: AppConfig, store: Arc<dyn Store>) -> Result<Tenant, StoreError> {
+    pub fn open(config: AppConfig, store: Arc<dyn Store>) -> Result<Tenant, OpenError> {
         Self::open_with_metrics(config, store, Arc::default())
     }
 
@@ -52,8 +75,14 @@ impl Tenant {
         config: AppConfig,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
-    ) -> Result<Tenant, StoreError> {
+    ) -> Result<Tenant, OpenError> {
         let app = config.sdkappid;
+        let channels =
+            channels::open(&config).map_err(|(provider, error)| OpenError::Provider {
+                app,
+                provider,
+                error,
+            })?;
         let started = std::time::Instant::now();
         let (mut directory, mut last_seq) = match store.load_dir_snapshot(app)? {
             Some(mut stored) => {
@@ -87,10 +116,22 @@ impl Tenant {
         let now = now_ms();
         let counts = store.push_counts(app, utc_day_start_ms(now))?;
         let delivery = Delivery::open(app, Arc::clone(&store), Arc::clone(&metrics), now)?;
+        let devices = Devices::load(app, Arc::clone(&store), |name| {
+            directory.account_number(name)
+        })?;
+        info!(app, devices = devices.count(), "devices loaded");
+        let notify = Notify::new(
+            app,
+            Arc::clone(&store),
+            devices,
+            channels,
+            Arc::clone(&metrics),
+        );
         Ok(Tenant {
             config,
             store,
             delivery,
+            notify,
             metrics,
             directory: RwLock::new(directory),
             writer: Mutex::new(WriterState {
@@ -103,6 +144,10 @@ impl Tenant {
 
     pub fn sdkappid(&self) -> u64 {
         self.config.sdkappid
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
     }
 
     /// Runs `f` on the current directory. Keep `f` short: writers wait for it.
@@ -212,10 +257,21 @@ impl Tenant {
             condition: request.condition_text,
             audience,
         };
-        let store = Arc::clone(&self.store);
-        let record =
-            tokio::task::spawn_blocking(move || store.insert_push(&record).map(|()| record))
-                .await??;
+        // Who gets a notification is fixed now, like the audience: offline accounts with devices.
+        let tenant = Arc::clone(self);
+        let (record, notifying) = tokio::task::spawn_blocking(move || {
+            let targets = wants_notifications(&record)
+                .then(|| {
+                    let online = tenant.delivery.sessions.online();
+                    tenant.notify.devices.targets(&record.audience, &online)
+                })
+                .filter(|targets| !targets.is_empty());
+            tenant
+                .store
+                .insert_push(&record, targets.as_ref())
+                .map(|()| (record, targets.is_some()))
+        })
+        .await??;
         limits.record(
             now,
             request.msg_random,
@@ -226,6 +282,9 @@ impl Tenant {
         info!(app = self.sdkappid(), task_id = %record.task_id, audience = record.audience.len(), lifetime_secs = record.lifetime_secs, "push accepted");
         let task_id = record.task_id.clone();
         self.delivery.accept(record);
+        if notifying {
+            self.notify.wake();
+        }
         Ok(task_id)
     }
 }

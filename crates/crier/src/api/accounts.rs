@@ -105,11 +105,24 @@ pub async fn delete(call: AdminCall, body: Value) -> Result<Map<String, Value>, 
             })
         })
         .await?;
-    for (account, _) in results.iter().zip(&found).filter(|(_, found)| **found) {
-        if let Some(number) = call.tenant.read(|d| d.account_number(account)) {
-            call.tenant.delivery.forget_account(number);
+    let deleted: Vec<(u32, String)> = results
+        .iter()
+        .zip(&found)
+        .filter(|(_, found)| **found)
+        .filter_map(|(account, _)| {
+            let number = call.tenant.read(|d| d.account_number(account))?;
+            Some((number, account.clone()))
+        })
+        .collect();
+    let tenant = std::sync::Arc::clone(&call.tenant);
+    tokio::task::spawn_blocking(move || {
+        for (number, account) in deleted {
+            tenant.delivery.forget_account(number);
+            tenant.notify.devices.forget_account(number, &account)?;
         }
-    }
+        Ok::<_, crate::store::StoreError>(())
+    })
+    .await??;
     let items = results
         .iter()
         .zip(found)

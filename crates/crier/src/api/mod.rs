@@ -60,6 +60,8 @@ fn command(service: &str, command: &str) -> Option<(Service, Handler)> {
         ("im_open_login_svc", "account_check") => (LoginSvc, handler!(accounts::check)),
         ("im_open_login_svc", "kick") => (LoginSvc, handler!(accounts::kick)),
         ("openim", "query_online_status") => (OpenIm, handler!(accounts::query_online_status)),
+        // Crier's own extensions, in Tencent's style.
+        ("crier", "task_report") => (AllMemberPush, handler!(task_report)),
         _ => return None,
     })
 }
@@ -67,6 +69,30 @@ fn command(service: &str, command: &str) -> Option<(Service, Handler)> {
 async fn push(call: AdminCall, body: Value) -> Answer {
     let task_id = call.tenant.push(&body, &call.identifier).await?;
     Ok(Map::from_iter([("TaskId".into(), Value::String(task_id))]))
+}
+
+async fn task_report(call: AdminCall, body: Value) -> Answer {
+    let task_id = match &body["TaskId"] {
+        Value::String(task_id) if !task_id.is_empty() => task_id.clone(),
+        _ => {
+            return Err(Error::rejected(
+                codes::BAD_JSON,
+                "TaskId must be the string im_push answered",
+            ))
+        }
+    };
+    let tenant = Arc::clone(&call.tenant);
+    let wanted = task_id.clone();
+    let report =
+        tokio::task::spawn_blocking(move || crate::report::task_report(&tenant, &wanted)).await??;
+    let Some(report) = report else {
+        return Err(Error::rejected(
+            codes::BAD_JSON,
+            format!("this app has no push with TaskId {task_id:?} (reports last as long as the push is stored)"),
+        ));
+    };
+    let report = serde_json::to_value(report).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(Map::from_iter([("Report".into(), report)]))
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

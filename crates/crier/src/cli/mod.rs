@@ -1,8 +1,9 @@
-//! The `crier` binary's client commands: `listen` and `push`, built on `crier-client` the way
-//! any other application would use it.
+//! The `crier` binary's client commands: `listen`, `push` and `tasks`, built on `crier-client`
+//! the way any other application would use it.
 
 pub mod listen;
 pub mod push;
+pub mod tasks;
 
 use clap::Args;
 

@@ -12,6 +12,7 @@
 pub mod acks;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
@@ -33,11 +34,31 @@ struct KeptPush {
     record: Arc<PushRecord>,
     offline_frame: Utf8Bytes,
     acked: RwLock<RoaringBitmap>,
+    stats: Arc<TaskStats>,
 }
 
 struct FanOutJob {
     record: Arc<PushRecord>,
     frame: Utf8Bytes,
+    stats: Arc<TaskStats>,
+}
+
+/// Deliveries of one push since this process started (kept in memory only).
+#[derive(Default)]
+pub struct TaskStats {
+    /// Sessions that got it as it was accepted.
+    pub online: AtomicU64,
+    /// Logins that got it from the kept pushes.
+    pub offline: AtomicU64,
+}
+
+/// What the report of one push says about its delivery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    pub delivered_online: u64,
+    pub delivered_offline: u64,
+    /// `None` for pushes that are not kept (lifetime 0) or no longer kept (expired).
+    pub acknowledged: Option<u64>,
 }
 
 pub struct Delivery {
@@ -45,6 +66,7 @@ pub struct Delivery {
     store: Arc<dyn Store>,
     kept: RwLock<Vec<Arc<KeptPush>>>,
     kept_by_task: RwLock<HashMap<String, Arc<KeptPush>>>,
+    task_stats: RwLock<HashMap<String, Arc<TaskStats>>>,
     pub sessions: Arc<Sessions>,
     acks: acks::AckWriter,
     fan_out: std::sync::mpsc::Sender<FanOutJob>,
@@ -85,6 +107,7 @@ impl Delivery {
                     offline_frame: push_frame(&push, true),
                     record: Arc::new(push),
                     acked: RwLock::new(acked),
+                    stats: Arc::default(),
                 })
             })
             .collect();
@@ -92,6 +115,10 @@ impl Delivery {
         let kept_by_task = kept
             .iter()
             .map(|k| (k.record.task_id.clone(), Arc::clone(k)))
+            .collect();
+        let task_stats = kept
+            .iter()
+            .map(|k| (k.record.task_id.clone(), Arc::clone(&k.stats)))
             .collect();
         let sessions = Arc::new(Sessions::default());
         Ok(Delivery {
@@ -101,6 +128,7 @@ impl Delivery {
             store,
             kept: RwLock::new(kept),
             kept_by_task: RwLock::new(kept_by_task),
+            task_stats: RwLock::new(task_stats),
             sessions,
             metrics,
         })
@@ -110,11 +138,16 @@ impl Delivery {
     /// every session online now. Pushes are fanned out in the order they are accepted.
     pub fn accept(&self, record: PushRecord) {
         let record = Arc::new(record);
+        let stats = Arc::<TaskStats>::default();
+        self.task_stats
+            .write()
+            .insert(record.task_id.clone(), Arc::clone(&stats));
         if record.lifetime_secs > 0 {
             let kept = Arc::new(KeptPush {
                 offline_frame: push_frame(&record, true),
                 record: Arc::clone(&record),
                 acked: RwLock::default(),
+                stats: Arc::clone(&stats),
             });
             self.kept_by_task
                 .write()
@@ -122,7 +155,15 @@ impl Delivery {
             self.kept.write().push(kept);
         }
         let frame = push_frame(&record, false);
-        if self.fan_out.send(FanOutJob { record, frame }).is_err() {
+        if self
+            .fan_out
+            .send(FanOutJob {
+                record,
+                frame,
+                stats,
+            })
+            .is_err()
+        {
             warn!(
                 app = self.app,
                 "fan-out thread is gone; online sessions will get this push on their next login"
@@ -140,8 +181,48 @@ impl Delivery {
                     && k.record.audience.contains(account)
                     && !k.acked.read().contains(account)
             })
-            .map(|k| k.offline_frame.clone())
+            .map(|k| {
+                k.stats.offline.fetch_add(1, Ordering::Relaxed);
+                k.offline_frame.clone()
+            })
             .collect()
+    }
+
+    /// How many kept pushes `account` has not acknowledged (a notification's badge).
+    pub fn pending_count(&self, account: u32, now_ms: u64) -> u32 {
+        self.kept
+            .read()
+            .iter()
+            .filter(|k| {
+                k.record.expires_at_ms() > now_ms
+                    && k.record.audience.contains(account)
+                    && !k.acked.read().contains(account)
+            })
+            .count() as u32
+    }
+
+    /// A kept push by TaskId, while it is kept.
+    pub fn kept_record(&self, task_id: &str) -> Option<Arc<PushRecord>> {
+        self.kept_by_task
+            .read()
+            .get(task_id)
+            .map(|k| Arc::clone(&k.record))
+    }
+
+    pub fn report(&self, task_id: &str) -> DeliveryReport {
+        let stats = self.task_stats.read().get(task_id).cloned();
+        let acknowledged = self
+            .kept_by_task
+            .read()
+            .get(task_id)
+            .map(|k| k.acked.read().len());
+        DeliveryReport {
+            delivered_online: stats
+                .as_ref()
+                .map_or(0, |s| s.online.load(Ordering::Relaxed)),
+            delivered_offline: stats.map_or(0, |s| s.offline.load(Ordering::Relaxed)),
+            acknowledged,
+        }
     }
 
     /// Records that `account` has these pushes; unknown or foreign TaskIds are ignored.
@@ -187,6 +268,11 @@ impl Delivery {
         self.kept_by_task
             .write()
             .retain(|task_id, _| live.contains(task_id));
+        // Online-only pushes are reported for as long as kept ones are.
+        let oldest_kept_ms = now_ms.saturating_sub(MAX_KEEP_MS);
+        self.task_stats.write().retain(|task_id, _| {
+            live.contains(task_id) || task_created_ms(task_id).is_some_and(|ms| ms > oldest_kept_ms)
+        });
         self.store
             .purge_pushes(self.app, now_ms, crate::clock::utc_day_start_ms(now_ms))
     }
@@ -201,6 +287,11 @@ impl Delivery {
     }
 }
 
+/// The acceptance time a TaskId carries (`{sdkappid}_{ms}_{msgrandom}_{rand}`).
+fn task_created_ms(task_id: &str) -> Option<u64> {
+    task_id.split('_').nth(1)?.parse().ok()
+}
+
 fn start_fan_out(
     sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
@@ -211,6 +302,9 @@ fn start_fan_out(
         .spawn(move || {
             for job in jobs {
                 let result = sessions.fan_out(&job.record.audience, &job.frame, close::TOO_SLOW);
+                job.stats
+                    .online
+                    .fetch_add(result.delivered, Ordering::Relaxed);
                 Metrics::add(&metrics.deliveries_online, result.delivered);
                 Metrics::add(&metrics.slow_consumer_closes, result.too_slow);
             }

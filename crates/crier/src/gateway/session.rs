@@ -16,6 +16,8 @@ use crate::clock::{now_ms, now_secs};
 use crate::directory::DirOp;
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::notify::devices::{Device, MAX_TOKEN_BYTES};
+use crate::notify::Provider;
 use crate::server::AppState;
 use crate::tenant::Tenant;
 
@@ -197,6 +199,7 @@ pub async fn run(mut socket: WebSocket, state: Arc<AppState>) {
     let mut session = Session {
         socket,
         account,
+        identifier: identifier.clone(),
         tenant: Arc::clone(&tenant),
         handle: handle.clone(),
         state: Arc::clone(&state),
@@ -222,6 +225,7 @@ pub async fn run(mut socket: WebSocket, state: Arc<AppState>) {
 struct Session {
     socket: WebSocket,
     account: u32,
+    identifier: String,
     tenant: Arc<Tenant>,
     handle: SessionHandle,
     state: Arc<AppState>,
@@ -247,17 +251,22 @@ impl Session {
         }
         let mut shutdown = self.state.shutdown.subscribe();
         let close = Arc::clone(&self.handle.close);
+        // The long waits are set up once: registering them again with their notifiers on
+        // every frame would cost each of N sessions as much per push as sending the frame.
+        let closed = close.closed();
+        let stopping = stopped(&mut shutdown);
+        tokio::pin!(closed, stopping);
         loop {
             tokio::select! {
-                code = close.closed() => return Some(self.closing(code)),
-                () = stopped(&mut shutdown) => return Some((GOING_AWAY, "server shutting down".into())),
+                code = &mut closed => return Some(self.closing(code)),
+                () = &mut stopping => return Some((GOING_AWAY, "server shutting down".into())),
                 frame = self.queued.recv() => {
                     if !send(&mut self.socket, frame?).await {
                         return None;
                     }
                 }
                 inbound = next_text(&mut self.socket) => {
-                    if let Some(reply) = self.handle_frame(&inbound?) {
+                    if let Some(reply) = self.handle_frame(&inbound?).await {
                         if !send(&mut self.socket, reply).await {
                             return None;
                         }
@@ -275,7 +284,7 @@ impl Session {
         (code, self.handle.kick_reason.lock().clone())
     }
 
-    fn handle_frame(&mut self, text: &str) -> Option<Utf8Bytes> {
+    async fn handle_frame(&mut self, text: &str) -> Option<Utf8Bytes> {
         let frame = match serde_json::from_str::<ClientFrame>(text) {
             Ok(frame) => frame,
             Err(e) => {
@@ -296,12 +305,52 @@ impl Session {
                 codes::BAD_JSON,
                 "this session is already logged in",
             ))),
-            ClientFrame::RegisterDevice { .. } | ClientFrame::UnregisterDevice { .. } => {
-                Some(error_frame(&Error::rejected(
-                    codes::BAD_JSON,
-                    "offline notification devices are not supported by this server yet",
-                )))
+            ClientFrame::RegisterDevice { platform, token } => {
+                let owner = (self.account, self.identifier.clone());
+                change_device(Arc::clone(&self.tenant), owner, &platform, token, true).await
+            }
+            ClientFrame::UnregisterDevice { platform, token } => {
+                let owner = (self.account, self.identifier.clone());
+                change_device(Arc::clone(&self.tenant), owner, &platform, token, false).await
             }
         }
+    }
+}
+
+/// Registers or forgets a notification device; answers an `Error` frame if it could not.
+/// The session waits for the store so a later frame cannot overtake this one.
+async fn change_device(
+    tenant: Arc<Tenant>,
+    (account, name): (u32, String),
+    platform: &str,
+    token: String,
+    register: bool,
+) -> Option<Utf8Bytes> {
+    let Some(provider) = Provider::parse(platform) else {
+        return Some(error_frame(&Error::rejected(
+            codes::BAD_JSON,
+            format!("Platform {platform:?} is not one of \"apns\", \"fcm\", \"webhook\""),
+        )));
+    };
+    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+        return Some(error_frame(&Error::rejected(
+            codes::BAD_JSON,
+            format!("Token must be 1 to {MAX_TOKEN_BYTES} bytes"),
+        )));
+    }
+    let device = Device { provider, token };
+    let changed = tokio::task::spawn_blocking(move || {
+        let devices = &tenant.notify.devices;
+        if register {
+            devices.register(account, &name, device)
+        } else {
+            devices.unregister(&device).map(drop)
+        }
+    })
+    .await;
+    match changed {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some(error_frame(&Error::Store(error))),
+        Err(error) => Some(error_frame(&Error::from(error))),
     }
 }

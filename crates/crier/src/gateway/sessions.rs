@@ -145,6 +145,11 @@ impl Sessions {
             .collect()
     }
 
+    /// Who is online now.
+    pub fn online(&self) -> RoaringBitmap {
+        self.registry.lock().online.clone()
+    }
+
     pub fn is_online(&self, account: u32) -> bool {
         self.registry.lock().online.contains(account)
     }

@@ -2,10 +2,13 @@
 //! interchangeable.
 //!
 //! What is stored: the log of directory writes since the last snapshot, directory snapshots,
-//! push records, and acknowledgements as one bitmap of accounts per batch (never a row per
-//! recipient). Calls block; the async layers run them on blocking threads.
+//! push records, acknowledgements as one bitmap of accounts per batch (never a row per
+//! recipient), and notification devices and jobs ([`notify`]). Calls block; the async layers
+//! run them on blocking threads.
 
+pub mod notify;
 pub mod sqlite;
+mod sqlite_notify;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -38,7 +41,15 @@ pub struct PushCounts {
     pub last_created_ms: Option<u64>,
 }
 
-pub trait Store: Send + Sync + 'static {
+/// What a task report says about the push itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushSummary {
+    pub created_ms: u64,
+    pub lifetime_secs: u32,
+    pub audience_size: u64,
+}
+
+pub trait Store: notify::NotifyStore + Send + Sync + 'static {
     /// Durably appends directory writes of `app`; answers the sequence number of the last.
     fn append_dir_ops(&self, app: u64, ops: &[DirOp]) -> Result<u64, StoreError>;
 
@@ -61,7 +72,16 @@ pub trait Store: Send + Sync + 'static {
 
     fn load_dir_snapshot(&self, app: u64) -> Result<Option<StoredSnapshot>, StoreError>;
 
-    fn insert_push(&self, push: &PushRecord) -> Result<(), StoreError>;
+    /// Stores the push and, when some of its audience is to be notified offline, its
+    /// notification job, in one transaction.
+    fn insert_push(
+        &self,
+        push: &PushRecord,
+        notify_targets: Option<&RoaringBitmap>,
+    ) -> Result<(), StoreError>;
+
+    /// The stored facts of one push, without its audience.
+    fn push_summary(&self, app: u64, task_id: &str) -> Result<Option<PushSummary>, StoreError>;
 
     /// Pushes of `app` accepted at or after `since_ms`, oldest first.
     fn pushes_since(&self, app: u64, since_ms: u64) -> Result<Vec<PushRecord>, StoreError>;

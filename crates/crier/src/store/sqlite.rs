@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use roaring::RoaringBitmap;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{PushCounts, Store, StoreError, StoredSnapshot};
+use super::{PushCounts, PushSummary, Store, StoreError, StoredSnapshot};
 use crate::directory::DirOp;
 use crate::push::PushRecord;
 
@@ -55,13 +55,33 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX acks_by_task ON acks (app, task_id);
 "#,
+    r#"
+    CREATE TABLE devices (
+        app INTEGER NOT NULL,
+        platform TEXT NOT NULL,
+        token TEXT NOT NULL,
+        account TEXT NOT NULL,
+        PRIMARY KEY (app, platform, token)
+    ) WITHOUT ROWID;
+    CREATE INDEX devices_by_account ON devices (app, account);
+    CREATE TABLE notify_jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        app INTEGER NOT NULL,
+        task_id TEXT NOT NULL,
+        targets BLOB NOT NULL,
+        cursor INTEGER NOT NULL DEFAULT 0,
+        counts TEXT NOT NULL DEFAULT '{}',
+        done INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (app, task_id)
+    );
+"#,
 ];
 
 /// Snapshot file header: magic and the last directory write the snapshot includes.
 const SNAPSHOT_FILE_MAGIC: &[u8; 8] = b"CRIERSNP";
 
 pub struct SqliteStore {
-    connection: Mutex<Connection>,
+    pub(super) connection: Mutex<Connection>,
     snapshot_dir: PathBuf,
 }
 
@@ -206,10 +226,16 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn insert_push(&self, push: &PushRecord) -> Result<(), StoreError> {
+    fn insert_push(
+        &self,
+        push: &PushRecord,
+        notify_targets: Option<&RoaringBitmap>,
+    ) -> Result<(), StoreError> {
         let mut audience = Vec::with_capacity(push.audience.serialized_size());
         push.audience.serialize_into(&mut audience)?;
-        self.connection.lock().execute(
+        let mut connection = self.connection.lock();
+        let tx = connection.transaction()?;
+        tx.execute(
             "INSERT INTO pushes (app, task_id, created_ms, lifetime_secs, from_account, msg_random, msg_body,
                                  offline_push_info, condition, audience_size, audience)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -227,7 +253,34 @@ impl Store for SqliteStore {
                 audience
             ],
         )?;
+        if let Some(targets) = notify_targets {
+            let mut blob = Vec::with_capacity(targets.serialized_size());
+            targets.serialize_into(&mut blob)?;
+            tx.execute(
+                "INSERT INTO notify_jobs (app, task_id, targets) VALUES (?1, ?2, ?3)",
+                params![push.app as i64, push.task_id, blob],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
+    }
+
+    fn push_summary(&self, app: u64, task_id: &str) -> Result<Option<PushSummary>, StoreError> {
+        let connection = self.connection.lock();
+        let summary = connection
+            .query_row(
+                "SELECT created_ms, lifetime_secs, audience_size FROM pushes WHERE app = ?1 AND task_id = ?2",
+                params![app as i64, task_id],
+                |row| {
+                    Ok(PushSummary {
+                        created_ms: row.get::<_, i64>(0)? as u64,
+                        lifetime_secs: row.get(1)?,
+                        audience_size: row.get::<_, i64>(2)? as u64,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(summary)
     }
 
     fn pushes_since(&self, app: u64, since_ms: u64) -> Result<Vec<PushRecord>, StoreError> {
@@ -313,6 +366,7 @@ impl Store for SqliteStore {
             params![app as i64, expired_before_ms as i64, created_before_ms as i64],
         )?;
         tx.execute("DELETE FROM acks WHERE app = ?1 AND task_id NOT IN (SELECT task_id FROM pushes WHERE app = ?1)", params![app as i64])?;
+        tx.execute("DELETE FROM notify_jobs WHERE app = ?1 AND task_id NOT IN (SELECT task_id FROM pushes WHERE app = ?1)", params![app as i64])?;
         tx.commit()?;
         Ok(purged as u64)
     }
@@ -378,7 +432,7 @@ mod tests {
             condition: Some("{}".into()),
             audience: (0..100_000).collect(),
         };
-        store.insert_push(&push).unwrap();
+        store.insert_push(&push, None).unwrap();
         drop(store);
         let store = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(store.pushes_since(1, 0).unwrap(), vec![push]);

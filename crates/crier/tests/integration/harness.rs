@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crier::config::{AppConfig, SecretKey};
+use crier::config::AppConfig;
 use crier::server::{serve, AppState};
 use crier_proto::usersig;
 use serde_json::Value;
@@ -17,14 +17,11 @@ pub const ADMIN: &str = "administrator";
 
 pub fn app_config(sdkappid: u64, key: &str) -> AppConfig {
     AppConfig {
-        sdkappid,
-        secret_key: SecretKey(key.into()),
         admins: vec![ADMIN.into()],
-        push_enabled: true,
         daily_push_quota: 100,
         // Tests push back to back; the interval has its own test.
         min_push_interval_ms: 0,
-        max_tags_per_user: 100,
+        ..AppConfig::new(sdkappid, key)
     }
 }
 

@@ -1,0 +1,218 @@
+//! The devices of each account, durable in the store and mirrored in memory with a bitmap of
+//! the accounts that have any, so a push's notification targets are
+//! `audience AND has-devices AND NOT online`: bitmap algebra, not a scan.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use roaring::RoaringBitmap;
+use tracing::warn;
+
+use super::Provider;
+use crate::store::{Store, StoreError};
+
+/// Longest device token accepted (FCM tokens run to a few hundred bytes).
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Device {
+    pub provider: Provider,
+    pub token: String,
+}
+
+#[derive(Default)]
+struct Registry {
+    by_account: HashMap<u32, Vec<Device>>,
+    owner: HashMap<Device, u32>,
+    with_devices: RoaringBitmap,
+}
+
+impl Registry {
+    fn insert(&mut self, account: u32, device: Device) {
+        if let Some(previous) = self.owner.insert(device.clone(), account) {
+            if previous == account {
+                return;
+            }
+            self.detach(previous, &device);
+        }
+        self.by_account.entry(account).or_default().push(device);
+        self.with_devices.insert(account);
+    }
+
+    fn detach(&mut self, account: u32, device: &Device) {
+        if let Some(devices) = self.by_account.get_mut(&account) {
+            devices.retain(|d| d != device);
+            if devices.is_empty() {
+                self.by_account.remove(&account);
+                self.with_devices.remove(account);
+            }
+        }
+    }
+
+    fn remove(&mut self, device: &Device) -> bool {
+        match self.owner.remove(device) {
+            Some(account) => {
+                self.detach(account, device);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+pub struct Devices {
+    app: u64,
+    store: Arc<dyn Store>,
+    registry: RwLock<Registry>,
+}
+
+impl Devices {
+    /// Loads the app's devices; `account_number` maps a stored account name to its number
+    /// (devices of accounts that no longer exist are dropped). Blocking.
+    pub fn load(
+        app: u64,
+        store: Arc<dyn Store>,
+        account_number: impl Fn(&str) -> Option<u32>,
+    ) -> Result<Devices, StoreError> {
+        let mut registry = Registry::default();
+        for stored in store.load_devices(app)? {
+            let (Some(provider), Some(account)) = (
+                Provider::parse(&stored.platform),
+                account_number(&stored.account),
+            ) else {
+                warn!(app, account = %stored.account, platform = %stored.platform, "skipping a stored device of an unknown account or platform");
+                continue;
+            };
+            registry.insert(
+                account,
+                Device {
+                    provider,
+                    token: stored.token,
+                },
+            );
+        }
+        Ok(Devices {
+            app,
+            store,
+            registry: RwLock::new(registry),
+        })
+    }
+
+    /// Durably registers a device for `account` (named `name`). Registering it again is a
+    /// no-op; a token another account had moves to this one. Blocking.
+    pub fn register(&self, account: u32, name: &str, device: Device) -> Result<(), StoreError> {
+        // Holding the lock across the write keeps memory and store in the same order.
+        let mut registry = self.registry.write();
+        if registry.owner.get(&device) == Some(&account) {
+            return Ok(());
+        }
+        self.store
+            .put_device(self.app, name, device.provider.name(), &device.token)?;
+        registry.insert(account, device);
+        Ok(())
+    }
+
+    /// Durably forgets a device; answers whether it was registered. Blocking.
+    pub fn unregister(&self, device: &Device) -> Result<bool, StoreError> {
+        let mut registry = self.registry.write();
+        self.store
+            .delete_device(self.app, device.provider.name(), &device.token)?;
+        Ok(registry.remove(device))
+    }
+
+    /// Forgets every device of a deleted account. Blocking.
+    pub fn forget_account(&self, account: u32, name: &str) -> Result<(), StoreError> {
+        let mut registry = self.registry.write();
+        self.store.delete_account_devices(self.app, name)?;
+        for device in registry.by_account.remove(&account).unwrap_or_default() {
+            registry.owner.remove(&device);
+        }
+        registry.with_devices.remove(account);
+        Ok(())
+    }
+
+    pub fn of(&self, account: u32) -> Vec<Device> {
+        self.registry
+            .read()
+            .by_account
+            .get(&account)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The accounts of `audience` that have a device and are not in `online`.
+    pub fn targets(&self, audience: &RoaringBitmap, online: &RoaringBitmap) -> RoaringBitmap {
+        let mut targets = audience & &self.registry.read().with_devices;
+        targets -= online;
+        targets
+    }
+
+    pub fn count(&self) -> usize {
+        self.registry.read().owner.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    fn device(provider: Provider, token: &str) -> Device {
+        Device {
+            provider,
+            token: token.into(),
+        }
+    }
+
+    #[test]
+    fn devices_survive_a_reopen_and_move_between_accounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let number = |name: &str| match name {
+            "a" => Some(1),
+            "b" => Some(2),
+            _ => None,
+        };
+        let devices = Devices::load(7, Arc::clone(&store), number).unwrap();
+        devices
+            .register(1, "a", device(Provider::Apns, "t1"))
+            .unwrap();
+        devices
+            .register(1, "a", device(Provider::Apns, "t1"))
+            .unwrap();
+        devices
+            .register(1, "a", device(Provider::Fcm, "t2"))
+            .unwrap();
+        devices
+            .register(2, "b", device(Provider::Fcm, "t3"))
+            .unwrap();
+        assert_eq!(devices.count(), 3);
+        let everyone: RoaringBitmap = (0..10).collect();
+        let online: RoaringBitmap = [2].into_iter().collect();
+        assert_eq!(
+            devices.targets(&everyone, &online),
+            [1].into_iter().collect()
+        );
+
+        // The phone changed hands: the token now notifies b.
+        devices
+            .register(2, "b", device(Provider::Apns, "t1"))
+            .unwrap();
+        assert!(devices.unregister(&device(Provider::Fcm, "t3")).unwrap());
+        assert!(!devices.unregister(&device(Provider::Fcm, "t3")).unwrap());
+        drop(devices);
+
+        let devices = Devices::load(7, Arc::clone(&store), number).unwrap();
+        assert_eq!(devices.of(1), vec![device(Provider::Fcm, "t2")]);
+        assert_eq!(devices.of(2), vec![device(Provider::Apns, "t1")]);
+        devices.forget_account(1, "a").unwrap();
+        assert!(devices.of(1).is_empty());
+        let devices = Devices::load(7, store, number).unwrap();
+        assert_eq!(devices.count(), 1);
+        assert_eq!(
+            devices.targets(&everyone, &RoaringBitmap::new()),
+            [2].into_iter().collect()
+        );
+    }
+}

@@ -1,0 +1,348 @@
+//! Runs notification jobs: one per push, walking its target accounts in batches in account
+//! order. After each batch the cursor and the counts are stored, so a restart resumes where
+//! the last finished batch ended (a batch in flight at a crash is sent again: at least once).
+//! Memory stays bounded whatever the audience: one batch in flight per app.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::devices::{Device, Devices};
+use super::shape::Template;
+use super::{Notification, Notifier, Outcome, Provider};
+use crate::clock::{now_ms, now_secs};
+use crate::metrics::{Metrics, NotificationEnd};
+use crate::store::notify::StoredJob;
+use crate::store::{Store, StoreError};
+use crate::tenant::Tenant;
+
+/// Accounts per batch; the cursor is stored after each.
+const BATCH_ACCOUNTS: usize = 512;
+/// Sends in flight at once per app.
+const IN_FLIGHT: usize = 64;
+/// Tries per notification before it counts as failed.
+const MAX_ATTEMPTS: u32 = 5;
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What a run has done for one provider.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProviderCounts {
+    pub sent: u64,
+    pub failed: u64,
+    /// Sends a provider asked to repeat (each repeat counts once).
+    pub retried: u64,
+    pub dead_tokens: u64,
+}
+
+pub type JobCounts = BTreeMap<Provider, ProviderCounts>;
+
+/// Spaces sends to one provider at its configured rate.
+struct Pacer {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl Pacer {
+    fn new(per_sec: u32) -> Pacer {
+        Pacer {
+            interval: Duration::from_secs(1) / per_sec.max(1),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    async fn wait(&self) {
+        let slot = {
+            let mut next = self.next.lock();
+            let slot = (*next).max(Instant::now());
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
+    }
+}
+
+pub struct Channel {
+    notifier: Arc<dyn Notifier>,
+    pacer: Pacer,
+}
+
+impl Channel {
+    pub fn new(notifier: Arc<dyn Notifier>, per_sec: u32) -> Channel {
+        Channel {
+            notifier,
+            pacer: Pacer::new(per_sec),
+        }
+    }
+}
+
+/// Notifications of one app: its devices, its providers and its job runner.
+pub struct Notify {
+    app: u64,
+    store: Arc<dyn Store>,
+    pub devices: Devices,
+    channels: HashMap<Provider, Channel>,
+    wake: tokio::sync::Notify,
+    metrics: Arc<Metrics>,
+}
+
+/// How a run stands, for task reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobReport {
+    pub targets: u64,
+    pub done: bool,
+    pub counts: JobCounts,
+}
+
+/// How one notification ended, after its retries.
+struct Ended {
+    provider: Provider,
+    device: Device,
+    outcome: Outcome,
+    retries: u64,
+}
+
+impl Notify {
+    pub fn new(
+        app: u64,
+        store: Arc<dyn Store>,
+        devices: Devices,
+        channels: HashMap<Provider, Channel>,
+        metrics: Arc<Metrics>,
+    ) -> Notify {
+        Notify {
+            app,
+            store,
+            devices,
+            channels,
+            wake: tokio::sync::Notify::new(),
+            metrics,
+        }
+    }
+
+    /// A new job was stored.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn report(&self, task_id: &str) -> Result<Option<JobReport>, StoreError> {
+        Ok(self.store.job(self.app, task_id)?.map(|job| JobReport {
+            targets: job.targets.len(),
+            done: job.done,
+            counts: serde_json::from_str(&job.counts).unwrap_or_default(),
+        }))
+    }
+
+    async fn deliver(&self, notification: Notification, device: Device) -> Ended {
+        let provider = device.provider;
+        let Some(channel) = self.channels.get(&provider) else {
+            return Ended {
+                provider,
+                device,
+                outcome: Outcome::Failed {
+                    reason: format!("no {} provider is configured for this app", provider.name()),
+                },
+                retries: 0,
+            };
+        };
+        let mut retries = 0;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            channel.pacer.wait().await;
+            let outcome = channel.notifier.send(&notification).await;
+            let Outcome::Retry { after, reason } = outcome else {
+                return Ended {
+                    provider,
+                    device,
+                    outcome,
+                    retries,
+                };
+            };
+            retries += 1;
+            self.metrics
+                .notification(provider, NotificationEnd::Retried);
+            if retries >= u64::from(MAX_ATTEMPTS) || now_secs() >= notification.expires_at {
+                return Ended {
+                    provider,
+                    device,
+                    outcome: Outcome::Failed {
+                        reason: format!("gave up after {retries} tries: {reason}"),
+                    },
+                    retries,
+                };
+            }
+            tokio::time::sleep(after.unwrap_or(backoff).min(MAX_BACKOFF)).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn count(&self, counts: &mut JobCounts, ended: &Ended) {
+        let entry = counts.entry(ended.provider).or_default();
+        entry.retried += ended.retries;
+        let end = match &ended.outcome {
+            Outcome::Sent => {
+                entry.sent += 1;
+                NotificationEnd::Sent
+            }
+            Outcome::DeadToken { .. } => {
+                entry.dead_tokens += 1;
+                entry.failed += 1;
+                NotificationEnd::DeadToken
+            }
+            Outcome::Failed { .. } | Outcome::Retry { .. } => {
+                entry.failed += 1;
+                NotificationEnd::Failed
+            }
+        };
+        self.metrics.notification(ended.provider, end);
+    }
+}
+
+/// Runs the app's notification jobs until shutdown: unfinished ones at start, then each new one.
+pub async fn run(tenant: Arc<Tenant>, mut shutdown: watch::Receiver<bool>) {
+    let app = tenant.sdkappid();
+    loop {
+        let store = Arc::clone(&tenant.store());
+        let jobs = match tokio::task::spawn_blocking(move || store.unfinished_jobs(app)).await {
+            Ok(Ok(jobs)) => jobs,
+            Ok(Err(error)) => {
+                warn!(app, %error, "cannot read notification jobs; retrying in 5 s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+            Err(error) => {
+                warn!(app, %error, "notification job query failed");
+                return;
+            }
+        };
+        let idle = jobs.is_empty();
+        for job in jobs {
+            if !run_job(&tenant, job, &mut shutdown).await {
+                if *shutdown.borrow() {
+                    return;
+                }
+                // The store failed mid-run; the job resumes from its last stored batch.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                break;
+            }
+        }
+        if idle {
+            tokio::select! {
+                () = tenant.notify.wake.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Answers false when the server is stopping (the job resumes at the next start).
+async fn run_job(
+    tenant: &Arc<Tenant>,
+    job: StoredJob,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let app = tenant.sdkappid();
+    let notify = &tenant.notify;
+    let mut counts: JobCounts = serde_json::from_str(&job.counts).unwrap_or_default();
+    let Some(record) = tenant.delivery.kept_record(&job.task_id) else {
+        // Expired (or purged) before its run ended: what is left would arrive too late.
+        info!(app, task_id = %job.task_id, "notification job ended with its push's lifetime");
+        return finish(tenant, &job, job.cursor, &counts, true).await;
+    };
+    let template = Template::of(&record);
+    let started = Instant::now();
+    let total = job.targets.len();
+    info!(app, task_id = %job.task_id, targets = total, resumed_at = job.cursor, "notification run starting");
+    let mut cursor = job.cursor;
+    loop {
+        if *shutdown.borrow() {
+            return false;
+        }
+        let batch: Vec<u32> = job.targets.range(cursor..).take(BATCH_ACCOUNTS).collect();
+        let Some(&last) = batch.last() else { break };
+        let now = now_ms();
+        let mut sends = Vec::new();
+        for account in batch {
+            let Some(name) = tenant.read(|d| d.account_name(account).map(str::to_owned)) else {
+                continue;
+            };
+            let badge = tenant.delivery.pending_count(account, now);
+            for device in notify.devices.of(account) {
+                let notification = template.for_device(&name, &device.token, badge);
+                sends.push((notification, device));
+            }
+        }
+        let ended: Vec<Ended> = stream::iter(sends)
+            .map(|(notification, device)| notify.deliver(notification, device))
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
+        for ended in &ended {
+            notify.count(&mut counts, ended);
+            match &ended.outcome {
+                Outcome::DeadToken { reason } => {
+                    info!(app, provider = ended.provider.name(), %reason, "removing a dead device token");
+                    let tenant = Arc::clone(tenant);
+                    let device = ended.device.clone();
+                    let removed = tokio::task::spawn_blocking(move || {
+                        tenant.notify.devices.unregister(&device)
+                    })
+                    .await;
+                    if !matches!(removed, Ok(Ok(_))) {
+                        warn!(
+                            app,
+                            "could not remove a dead device token; it will be tried again"
+                        );
+                    }
+                }
+                Outcome::Failed { reason } => {
+                    warn!(app, task_id = %job.task_id, provider = ended.provider.name(), %reason, "notification failed");
+                }
+                Outcome::Sent | Outcome::Retry { .. } => {}
+            }
+        }
+        cursor = last.saturating_add(1);
+        if !finish(tenant, &job, cursor, &counts, false).await {
+            return false;
+        }
+        let done = job.targets.range(..cursor).len();
+        info!(app, task_id = %job.task_id, done, total, "notification progress");
+        if last == u32::MAX {
+            break;
+        }
+    }
+    info!(app, task_id = %job.task_id, elapsed_ms = started.elapsed().as_millis() as u64, counts = %serde_json::to_string(&counts).unwrap_or_default(), "notification run finished");
+    finish(tenant, &job, cursor, &counts, true).await
+}
+
+/// Stores how far the job got; answers false if the store failed (the job resumes later).
+async fn finish(
+    tenant: &Arc<Tenant>,
+    job: &StoredJob,
+    cursor: u32,
+    counts: &JobCounts,
+    done: bool,
+) -> bool {
+    let store = tenant.store();
+    let (app, task_id) = (tenant.sdkappid(), job.task_id.clone());
+    let counts = serde_json::to_string(counts).unwrap_or_else(|_| "{}".into());
+    match tokio::task::spawn_blocking(move || {
+        store.update_job(app, &task_id, cursor, &counts, done)
+    })
+    .await
+    {
+        Ok(Ok(())) => true,
+        Ok(Err(error)) => {
+            warn!(app, %error, "cannot store notification progress; stopping this run");
+            false
+        }
+        Err(_) => false,
+    }
+}
