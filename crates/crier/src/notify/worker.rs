@@ -252,9 +252,20 @@ async fn run_job(
     let notify = &tenant.notify;
     let mut counts: JobCounts = serde_json::from_str(&job.counts).unwrap_or_default();
     let Some(record) = tenant.delivery.kept_record(&job.task_id) else {
-        // Expired (or purged) before its run ended: what is left would arrive too late.
-        info!(app, task_id = %job.task_id, "notification job ended with its push's lifetime");
-        return finish(tenant, &job, job.cursor, &counts, true).await;
+        // Expired (or purged) before its run ended: what is left would arrive too late, and
+        // is counted as failed rather than dropped unseen.
+        let mut left = 0u64;
+        for account in job.targets.range(job.cursor..) {
+            for device in notify.devices.of(account) {
+                counts.entry(device.provider).or_default().failed += 1;
+                notify
+                    .metrics
+                    .notification(device.provider, NotificationEnd::Failed);
+                left += 1;
+            }
+        }
+        warn!(app, task_id = %job.task_id, left, "notification run ended with its push's lifetime; the rest counted as failed");
+        return finish(tenant, &job, u32::MAX, &counts, true).await;
     };
     let template = Template::of(&record);
     let started = Instant::now();
