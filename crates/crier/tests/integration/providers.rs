@@ -610,33 +610,3 @@ async fn webhook_outcomes_and_a_wrong_secret() {
         Some("X-Crier-Signature does not match")
     );
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tmp_throughput() {
-    use futures_util::StreamExt;
-    let fake = FakeApns::start().await;
-    fake.set_recording(false);
-    let notifier = std::sync::Arc::new(ApnsNotifier::new(&fake.config()).unwrap());
-    let fcm = FakeFcm::start().await;
-    fcm.set_recording(false);
-    let fnot = FcmNotifier::new(&fcm.config()).unwrap();
-    let ns: Vec<Notification> = (0..20000)
-        .map(|i| notification(&format!("t{i}"), full_info()))
-        .collect();
-    let start = std::time::Instant::now();
-    let sent = futures_util::stream::iter(ns.iter())
-        .map(|n| notifier.send(n))
-        .buffer_unordered(256)
-        .filter(|o| futures_util::future::ready(*o == Outcome::Sent))
-        .count()
-        .await;
-    eprintln!("apns {sent} in {:?}", start.elapsed());
-    let start = std::time::Instant::now();
-    let sent = futures_util::stream::iter(ns.iter())
-        .map(|n| fnot.send(n))
-        .buffer_unordered(256)
-        .filter(|o| futures_util::future::ready(*o == Outcome::Sent))
-        .count()
-        .await;
-    eprintln!("fcm {sent} in {:?}", start.elapsed());
-}
