@@ -160,6 +160,31 @@ async fn crier_listen_prints_and_acks_what_crier_push_sends() {
     let next = pushed(&server, &["--text", "after the acks"]).await;
     assert_eq!(again.next_push().await["TaskId"], next.as_str());
     again.exits_cleanly().await;
+
+    // The report of the first push: both listeners had it online, and ann acknowledged it.
+    let output = Command::new(crier_binary())
+        .args([
+            "tasks",
+            "--url",
+            &server.base,
+            "--sdkappid",
+            &APP.to_string(),
+        ])
+        .args(["--key", KEY, &for_all])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["TaskId"], for_all.as_str());
+    assert_eq!(report["AudienceSize"], 2);
+    assert_eq!(report["DeliveredOnline"], 2);
+    assert_eq!(report["Acknowledged"], 2);
+    assert_eq!(report["Notifications"]["State"], "None");
     server.terminate();
 }
 
