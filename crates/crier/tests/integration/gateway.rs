@@ -406,3 +406,50 @@ async fn metrics_count_what_happened() {
         assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn sessions_of_one_app_never_see_another_apps_pushes() {
+    let server = TestServer::start().await;
+    let mut here = login(&server, "ann").await;
+    let mut elsewhere = Connection::connect(&LoginOptions {
+        sdkappid: OTHER_APP,
+        user_sig: crier_proto::usersig::sign(
+            OTHER_APP,
+            OTHER_KEY,
+            "ann",
+            3_600,
+            crier::clock::now_secs(),
+        ),
+        ..login_options(&server, "ann")
+    })
+    .await
+    .unwrap();
+    // A signature made with one app's key does not open a session in another.
+    let crossed = Connection::connect(&LoginOptions {
+        sdkappid: OTHER_APP,
+        ..login_options(&server, "ann")
+    })
+    .await;
+    assert!(
+        matches!(crossed, Err(crier_client::ClientError::LoginRefused { .. })),
+        "{:?}",
+        crossed.err()
+    );
+
+    let ours = push(&server, text_push(1, "for this app")).await;
+    assert_eq!(next_push(&mut here).await.task_id, ours);
+    let theirs = server
+        .admin_of(OTHER_APP, OTHER_KEY, ADMIN)
+        .ok("all_member_push/im_push", text_push(2, "for the other app"))
+        .await["TaskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        next_push(&mut elsewhere).await.task_id,
+        theirs,
+        "the other app's session got only its own push"
+    );
+    here.send(&ClientFrame::Ping).await.unwrap();
+    assert!(matches!(next_event(&mut here).await, Event::Pong));
+}
