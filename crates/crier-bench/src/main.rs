@@ -102,6 +102,11 @@ pub struct RunArgs {
     /// Also write every number as JSON to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
+    /// Take the Redis and SQLite figures from the --json-out file of an earlier run on the
+    /// same dataset instead of measuring them again (they do not depend on Crier's code, and
+    /// take most of a 10M run). The report says so.
+    #[arg(long, value_name = "JSON")]
+    peers_from: Option<PathBuf>,
 }
 
 fn parse_count(text: &str) -> Result<u32, String> {
@@ -130,6 +135,71 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         None => run(cli.run),
+    }
+}
+
+/// The Redis and SQLite results of an earlier run's JSON report (`--peers-from`).
+struct EarlierPeers {
+    path: PathBuf,
+    json: serde_json::Value,
+}
+
+impl EarlierPeers {
+    fn load(
+        path: &std::path::Path,
+        args: &RunArgs,
+        queries: &[queries::Query],
+    ) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text)?;
+        let same_dataset = json["accounts"].as_u64() == Some(u64::from(args.accounts))
+            && json["seed"].as_u64() == Some(args.seed)
+            && json["zipf_s"].as_f64() == Some(args.zipf_s);
+        anyhow::ensure!(
+            same_dataset,
+            "{} is a run on another dataset (accounts, seed or zipf s differ)",
+            path.display()
+        );
+        let conditions: Vec<&str> = json["audiences"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|q| q["condition"].as_str()).collect())
+            .unwrap_or_default();
+        anyhow::ensure!(
+            conditions == queries.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(),
+            "{} measured other conditions",
+            path.display()
+        );
+        Ok(EarlierPeers {
+            path: path.to_owned(),
+            json,
+        })
+    }
+
+    fn queries(&self, peer: &str) -> Option<Vec<redis_peer::PeerQuery>> {
+        self.json["audiences"]
+            .as_array()?
+            .iter()
+            .map(|q| redis_peer::PeerQuery::from_json(&q[peer]))
+            .collect()
+    }
+
+    fn redis(&self) -> Option<redis_peer::RedisResult> {
+        redis_peer::RedisResult::from_json(&self.json["redis"], self.queries("redis")?)
+    }
+
+    fn sqlite(&self) -> Option<sqlite_peer::SqliteResult> {
+        sqlite_peer::SqliteResult::from_json(&self.json["sqlite"], self.queries("sqlite")?)
+    }
+
+    fn describe(&self) -> String {
+        let when = self.json["finished_at_unix"]
+            .as_u64()
+            .map_or(String::new(), |t| format!(", finished at Unix time {t}"));
+        format!(
+            "taken from an earlier run on the same dataset (`{}`{when})",
+            self.path.display()
+        )
     }
 }
 
@@ -299,8 +369,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     // Peers.
+    let earlier = match &args.peers_from {
+        Some(path) => Some(EarlierPeers::load(path, &args, &queries)?),
+        None => None,
+    };
     let redis = if args.skip_redis {
         None
+    } else if let Some(earlier) = &earlier {
+        earlier.redis()
     } else {
         Some(redis_peer::run(
             &args.redis_url,
@@ -312,6 +388,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let sqlite = if args.skip_sqlite {
         None
+    } else if let Some(earlier) = &earlier {
+        earlier.sqlite()
     } else {
         Some(sqlite_peer::run(
             &work_dir,
@@ -336,6 +414,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         server: server.as_ref(),
         redis: redis.as_ref(),
         sqlite: sqlite.as_ref(),
+        peers_from: earlier.as_ref().map(|e| e.describe()),
     };
     let markdown = report.markdown();
     println!("{markdown}");

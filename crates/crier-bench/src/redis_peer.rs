@@ -33,6 +33,28 @@ pub struct RedisResult {
     pub queries: Vec<PeerQuery>,
 }
 
+impl PeerQuery {
+    /// One peer's entry of an audience in an earlier run's JSON (`audiences[n].redis`).
+    pub fn from_json(value: &serde_json::Value) -> Option<PeerQuery> {
+        Some(PeerQuery {
+            timing: Timing::from_json(value.get("timing")?),
+            cardinality: value.get("cardinality")?.as_u64()?,
+        })
+    }
+}
+
+impl RedisResult {
+    /// The Redis figures of an earlier run's JSON, with `queries` its per-condition entries.
+    pub fn from_json(summary: &serde_json::Value, queries: Vec<PeerQuery>) -> Option<RedisResult> {
+        Some(RedisResult {
+            load: Duration::from_secs_f64(summary.get("load_s")?.as_f64()?),
+            used_memory: summary.get("used_memory")?.as_u64()?,
+            members: summary.get("members")?.as_u64()?,
+            queries,
+        })
+    }
+}
+
 fn tag_key(dataset: &Dataset, rank: usize) -> String {
     format!("tag:{}", dataset.tag_names[rank])
 }

@@ -31,6 +31,19 @@ pub struct SqliteResult {
     pub queries: Vec<PeerQuery>,
 }
 
+impl SqliteResult {
+    /// The SQLite figures of an earlier run's JSON, with `queries` its per-condition entries.
+    pub fn from_json(summary: &serde_json::Value, queries: Vec<PeerQuery>) -> Option<SqliteResult> {
+        Some(SqliteResult {
+            insert: Duration::from_secs_f64(summary.get("insert_s")?.as_f64()?),
+            index: Duration::from_secs_f64(summary.get("index_s")?.as_f64()?),
+            disk_bytes: summary.get("disk_bytes")?.as_u64()?,
+            rows: summary.get("rows")?.as_u64()?,
+            queries,
+        })
+    }
+}
+
 /// Removes the database directory when dropped, error or not.
 struct TempDir(PathBuf);
 

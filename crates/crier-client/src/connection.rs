@@ -9,6 +9,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::ClientError;
 
+mod on_stream;
+
 /// Who logs in where. `user_sig` is made for `identifier` with the app's key.
 #[derive(Debug, Clone)]
 pub struct LoginOptions {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -82,6 +83,13 @@ pub async fn serve(
         // Open WebSocket sessions would hold the graceful shutdown forever: end them first.
         sessions_stop.send_replace(true);
     };
+    // Pushes are small frames that must leave at once, not wait for Nagle's algorithm to
+    // coalesce them with an acknowledgement that the client may delay by up to 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, crate::api::router(Arc::clone(&state)))
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -36,6 +36,9 @@ pub struct Directory {
     tag_counts: Vec<u8>,
     attr_names: [Option<String>; ATTR_SLOTS],
     attr_values: [HashMap<Box<str>, RoaringBitmap>; ATTR_SLOTS],
+    /// Per slot, an upper bound of the account numbers holding a value (`None`: nobody), so
+    /// setting the first value of a new account skips the scan of the slot's values.
+    attr_max: [Option<u32>; ATTR_SLOTS],
 }
 
 /// Sizes for metrics and the benchmark's memory report.
@@ -110,11 +113,18 @@ impl Directory {
                     let id = self.number(&user.account);
                     for (slot, value) in &user.values {
                         let slot = *slot as usize % ATTR_SLOTS;
+                        if self.attr_values[slot]
+                            .get(value.as_str())
+                            .is_some_and(|members| members.contains(id))
+                        {
+                            continue;
+                        }
                         self.clear_attr(id, slot);
                         self.attr_values[slot]
                             .entry(value.as_str().into())
                             .or_default()
                             .insert(id);
+                        self.attr_max[slot] = self.attr_max[slot].max(Some(id));
                     }
                 }
             }
@@ -164,7 +174,12 @@ impl Directory {
         self.tag_counts[id as usize] = 0;
     }
 
+    /// Removes the value `id` holds in `slot`, if any. Scans the slot's values unless `id` is
+    /// above every account number that ever got a value there (an account's first values).
     fn clear_attr(&mut self, id: u32, slot: usize) {
+        if self.attr_max[slot].is_none_or(|max| id > max) {
+            return;
+        }
         for members in self.attr_values[slot].values_mut() {
             if members.remove(id) {
                 return;
@@ -258,7 +273,7 @@ impl Directory {
                         .map(|&n| &self.tags[n as usize].1)
                 };
                 let and = (!and.is_empty())
-                    .then(|| condition::intersect_all(and.iter().map(tag).collect()));
+                    .then(|| condition::intersect_all(and.iter().map(tag).collect(), &self.live));
                 let or =
                     (!or.is_empty()).then(|| condition::union_all(or.iter().map(tag).collect()));
                 condition::combine(and, or, &self.live)
@@ -268,7 +283,7 @@ impl Directory {
                     self.attr_values[*slot as usize % ATTR_SLOTS].get(v.as_str())
                 };
                 let and = (!and.is_empty())
-                    .then(|| condition::intersect_all(and.iter().map(value).collect()));
+                    .then(|| condition::intersect_all(and.iter().map(value).collect(), &self.live));
                 let or =
                     (!or.is_empty()).then(|| condition::union_all(or.iter().map(value).collect()));
                 condition::combine(and, or, &self.live)

@@ -97,6 +97,10 @@ pub fn read(input: &mut impl Read, mut progress: impl FnMut(u32, u32)) -> io::Re
             let value: Box<str> = read_short_text(input, &mut name)?.into();
             directory.attr_values[slot].insert(value, read_bitmap(input)?);
         }
+        directory.attr_max[slot] = directory.attr_values[slot]
+            .values()
+            .filter_map(RoaringBitmap::max)
+            .max();
     }
     Ok(directory)
 }

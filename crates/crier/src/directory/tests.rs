@@ -100,6 +100,43 @@ fn an_attribute_holds_one_value_per_account() {
 }
 
 #[test]
+fn replacing_a_value_finds_the_old_one_in_any_order_and_after_a_snapshot() {
+    let set = |account: &str, v: &str| DirOp::SetAttrs {
+        users: vec![UserAttrValues {
+            account: account.into(),
+            values: vec![(3, v.into())],
+        }],
+    };
+    let mut d = Directory::default();
+    d.apply(&import(&["a", "b", "c"]));
+    // "c" (number 2) gets its value first, so "a" and "b" are below the slot's bound.
+    d.apply(&set("c", "x"));
+    d.apply(&set("a", "x"));
+    d.apply(&set("b", "y"));
+    d.apply(&set("a", "y"));
+    let mut bytes = Vec::new();
+    snapshot::write(&d, &mut bytes).unwrap();
+    let mut loaded = snapshot::read(&mut bytes.as_slice(), |_, _| {}).unwrap();
+    for d in [&mut d, &mut loaded] {
+        d.apply(&set("c", "z"));
+        d.apply(&set("b", "y"));
+        let holders = |v: &str| {
+            let c = Condition::Attrs {
+                and: vec![(3, v.into())],
+                or: vec![],
+            };
+            names(d, &d.audience(&c))
+        };
+        assert!(holders("x").is_empty());
+        assert_eq!(
+            holders("y"),
+            BTreeSet::from(["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(holders("z"), BTreeSet::from(["c".to_string()]));
+    }
+}
+
+#[test]
 fn tag_counts_track_adds_and_removes() {
     let mut d = Directory::default();
     d.apply(&DirOp::AddTags {

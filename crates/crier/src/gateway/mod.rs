@@ -16,7 +16,9 @@ use crate::server::AppState;
 const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
 /// WebSocket libraries default to 128 KiB read and write buffers per connection, which would
 /// dwarf everything else an idle session holds. Frames are small, so small buffers suffice.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// The read buffer is also zero-filled up to this size before every read attempt, and it
+/// stays allocated for the whole session: 1 KiB holds a Login frame in one read.
+const READ_BUFFER_BYTES: usize = 1024;
 const WRITE_BUFFER_BYTES: usize = 0;
 
 pub async fn upgrade(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -> Response {

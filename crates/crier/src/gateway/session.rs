@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use crier_proto::protocol::{close, ClientFrame, ServerFrame, LOGIN_PLATFORMS, LOGIN_TIMEOUT_SECS};
 use crier_proto::{codes, usersig};
+use futures_util::SinkExt;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
@@ -45,6 +46,18 @@ async fn send(socket: &mut WebSocket, text: Utf8Bytes) -> bool {
         tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Text(text))).await,
         Ok(Ok(()))
     )
+}
+
+/// Sends `frames` with one flush at the end: a catch-up of hundreds of kept pushes costs one
+/// round of writes, not one per frame.
+async fn send_all(socket: &mut WebSocket, frames: Vec<Utf8Bytes>) -> bool {
+    let write = async {
+        for text in frames {
+            socket.feed(Message::Text(text)).await?;
+        }
+        socket.flush().await
+    };
+    matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
 }
 
 async fn close_with(mut socket: WebSocket, code: u16, reason: &str) {
@@ -244,10 +257,8 @@ impl Session {
         }
         let pending = self.tenant.delivery.pending_for(self.account, now_ms());
         Metrics::add(&self.state.metrics.deliveries_offline, pending.len() as u64);
-        for frame in pending {
-            if !send(&mut self.socket, frame).await {
-                return None;
-            }
+        if !send_all(&mut self.socket, pending).await {
+            return None;
         }
         let mut shutdown = self.state.shutdown.subscribe();
         let close = Arc::clone(&self.handle.close);

@@ -1,0 +1,988 @@
+//! The coordinator: for each N and each system, start the load generators, measure memory,
+//! run the rounds (t0 just before the push, receipts from every client), then the Crier login
+//! catch-up; print a markdown report.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use crier_client::{Connection, Event, LoginOptions};
+use rumqttc::mqttbytes::v4::{Packet, Publish};
+use rumqttc::mqttbytes::QoS;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+
+use crate::common::{
+    cpu_ticks, machine_ticks, msg_body, now_ns, open_fds, open_files_limit, peer_frame, pid_of,
+    proc_status_kb, ticks_per_second, user, ChildLine, APP, TOPIC,
+};
+use crate::loadgen::{mqtt_send, mqtt_session, nats_client, NatsClient, System};
+use crate::server::{default_binary, CrierServer, PeerServer, KEY};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Numbers of clients, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,19000")]
+    pub sizes: Vec<usize>,
+    /// Measured rounds per N and system (after one warm-up round).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Load-generator processes.
+    #[arg(long, default_value_t = 4)]
+    pub procs: usize,
+    /// Source addresses 127.0.0.2, 127.0.0.3, ... the client sockets are spread over.
+    #[arg(long, default_value_t = 8)]
+    pub sources: u8,
+    /// Connections each load generator sets up at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Length of the text in the message body (the whole frame is about 200 bytes more).
+    #[arg(long, default_value_t = 256)]
+    pub text_bytes: usize,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "crier,mosquitto,nats"
+    )]
+    pub systems: Vec<System>,
+    /// The `crier` binary (default: next to this one).
+    #[arg(long)]
+    pub crier_bin: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    pub mosquitto: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:4222")]
+    pub nats: SocketAddr,
+    /// Run a fresh Mosquitto and NATS server (these binaries) on free ports for each N instead
+    /// of using --mosquitto and --nats: their memory is then measured from a clean start.
+    #[arg(long)]
+    pub spawn_peers: bool,
+    #[arg(long, default_value = "mosquitto")]
+    pub mosquitto_bin: PathBuf,
+    #[arg(long, default_value = "nats-server")]
+    pub nats_bin: PathBuf,
+    /// The NATS subscribers' client: the protocol read off the socket (as lean as the MQTT
+    /// and Crier clients here) or the official async-nats client.
+    #[arg(long, value_enum, default_value = "raw")]
+    pub nats_client: NatsClient,
+    /// Pending pushes for the login catch-up measurement (0: skip it).
+    #[arg(long, default_value_t = 700)]
+    pub catchup_pushes: usize,
+    /// Logins timed for the catch-up measurement.
+    #[arg(long, default_value_t = 10)]
+    pub catchup_logins: usize,
+    /// Seconds to wait for every client's receipt before asking for what arrived.
+    #[arg(long, default_value_t = 15)]
+    pub round_timeout: u64,
+    /// Pause between rounds, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub pause_ms: u64,
+    /// Before each round, wait (up to --quiet-wait seconds) until the machine is at most this
+    /// busy (percent of all cores over 250 ms), so other people's builds do not land in the
+    /// middle of a round. 100 turns it off.
+    #[arg(long, default_value_t = 20.0)]
+    pub quiet_below: f64,
+    #[arg(long, default_value_t = 30)]
+    pub quiet_wait: u64,
+    /// Also write the markdown report here.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+}
+
+/// One round's receipts, as latencies from t0.
+struct Round {
+    latencies_ns: Vec<u64>,
+    expected: usize,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+/// What one system did at one N.
+struct Outcome {
+    system: System,
+    n: usize,
+    connected: usize,
+    failed: usize,
+    setup_s: f64,
+    rounds: Vec<Round>,
+    rss_before_kb: Option<u64>,
+    rss_after_kb: Option<u64>,
+    fds: Option<usize>,
+    frame_bytes: usize,
+    cpu: Cpu,
+}
+
+/// CPU used while the rounds ran, in ms per push, and the share of the machine other
+/// processes (not the server, the load generators or the coordinator) used meanwhile.
+#[derive(Default, Clone, Copy)]
+struct Cpu {
+    server_ms: Option<f64>,
+    clients_ms: f64,
+    others_pct: Option<f64>,
+}
+
+#[derive(Clone, Copy)]
+struct CpuSnapshot {
+    server: Option<u64>,
+    clients: u64,
+    me: u64,
+    machine: Option<(u64, u64)>,
+}
+
+impl CpuSnapshot {
+    fn take(server: Option<u32>, children: &Children) -> CpuSnapshot {
+        CpuSnapshot {
+            server: server.and_then(|pid| cpu_ticks(&pid.to_string())),
+            clients: children
+                .pids
+                .iter()
+                .filter_map(|pid| cpu_ticks(&pid.to_string()))
+                .sum(),
+            me: cpu_ticks("self").unwrap_or(0),
+            machine: machine_ticks(),
+        }
+    }
+
+    fn since(&self, before: &CpuSnapshot, pushes: usize) -> Cpu {
+        let tick_ms = 1000.0 / ticks_per_second();
+        let per_push = |ticks: u64| ticks as f64 * tick_ms / pushes.max(1) as f64;
+        let server = match (self.server, before.server) {
+            (Some(a), Some(b)) => Some(a.saturating_sub(b)),
+            _ => None,
+        };
+        let clients = self.clients.saturating_sub(before.clients);
+        let me = self.me.saturating_sub(before.me);
+        let others_pct = match (self.machine, before.machine) {
+            (Some((busy, total)), Some((busy0, total0))) if total > total0 => {
+                let ours = server.unwrap_or(0) + clients + me;
+                let others = (busy - busy0).saturating_sub(ours);
+                Some(others as f64 * 100.0 / (total - total0) as f64)
+            }
+            _ => None,
+        };
+        Cpu {
+            server_ms: server.map(per_push),
+            clients_ms: per_push(clients),
+            others_pct,
+        }
+    }
+}
+
+impl Outcome {
+    fn stat(&self, f: impl Fn(&Round) -> f64) -> f64 {
+        median(&mut self.rounds.iter().map(f).collect::<Vec<_>>())
+    }
+    fn p50(&self) -> f64 {
+        self.stat(|r| ms(percentile(&r.latencies_ns, 0.50)))
+    }
+    fn p99(&self) -> f64 {
+        self.stat(|r| ms(percentile(&r.latencies_ns, 0.99)))
+    }
+    fn last(&self) -> f64 {
+        self.stat(|r| ms(percentile(&r.latencies_ns, 1.0)))
+    }
+    fn worst_last(&self) -> f64 {
+        self.rounds
+            .iter()
+            .map(|r| ms(percentile(&r.latencies_ns, 1.0)))
+            .fold(0.0, f64::max)
+    }
+    fn min_delivered(&self) -> usize {
+        self.rounds
+            .iter()
+            .map(|r| r.latencies_ns.len())
+            .min()
+            .unwrap_or(0)
+    }
+    fn bytes_per_session(&self) -> Option<f64> {
+        let (before, after) = (self.rss_before_kb?, self.rss_after_kb?);
+        Some((after as f64 - before as f64) * 1024.0 / self.connected.max(1) as f64)
+    }
+}
+
+/// The load generators of one system at one N.
+struct Children {
+    procs: Vec<Child>,
+    pids: Vec<u32>,
+    stdins: Vec<ChildStdin>,
+    lines: mpsc::UnboundedReceiver<(usize, ChildLine)>,
+}
+
+impl Children {
+    async fn spawn(
+        args: &BenchArgs,
+        system: System,
+        target: SocketAddr,
+        n: usize,
+    ) -> anyhow::Result<(Children, usize, usize)> {
+        let me = std::env::current_exe()?;
+        let sources: Vec<String> = (0..args.sources.max(1))
+            .map(|k| Ipv4Addr::new(127, 0, 0, 2 + k).to_string())
+            .collect();
+        let (tx, lines) = mpsc::unbounded_channel();
+        let mut procs = Vec::new();
+        let mut pids = Vec::new();
+        let mut stdins = Vec::new();
+        let share = args.procs.clamp(1, n.max(1));
+        for p in 0..share {
+            let first = n * p / share;
+            let count = n * (p + 1) / share - first;
+            let mut child = Command::new(&me)
+                .arg("load-gen")
+                .args(["--system", system.arg()])
+                .args(["--target", &target.to_string()])
+                .args(["--first", &first.to_string()])
+                .args(["--count", &count.to_string()])
+                .args(["--sources", &sources.join(",")])
+                .args(["--concurrency", &args.concurrency.to_string()])
+                .args(["--key", KEY])
+                .args([
+                    "--nats-client",
+                    match args.nats_client {
+                        NatsClient::Raw => "raw",
+                        NatsClient::AsyncNats => "async-nats",
+                    },
+                ])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()?;
+            pids.extend(child.id());
+            let stdout = child.stdout.take().context("child stdout")?;
+            stdins.push(child.stdin.take().context("child stdin")?);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut stdout = tokio::io::BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = stdout.next_line().await {
+                    let _ = tx.send((p, ChildLine::parse(&line)));
+                }
+            });
+            procs.push(child);
+        }
+        let mut children = Children {
+            procs,
+            pids,
+            stdins,
+            lines,
+        };
+        let (mut ok, mut failed, mut ready) = (0, 0, 0);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        while ready < children.procs.len() {
+            match tokio::time::timeout_at(deadline, children.lines.recv()).await {
+                Ok(Some((_, ChildLine::Ready { ok: o, failed: f }))) => {
+                    ok += o;
+                    failed += f;
+                    ready += 1;
+                }
+                Ok(Some((p, ChildLine::Other(line)))) => eprintln!("  load-gen {p}: {line}"),
+                Ok(Some(_)) => {}
+                Ok(None) => bail!("the load generators ended before they were ready"),
+                Err(_) => bail!("the load generators were not ready within 600 s"),
+            }
+        }
+        Ok((children, ok, failed))
+    }
+
+    /// Collects round `id` from every load generator; after `timeout`, asks for what arrived.
+    async fn collect(&mut self, id: u32, timeout: Duration) -> anyhow::Result<(Vec<u64>, usize)> {
+        let mut times = Vec::new();
+        let mut lost = 0;
+        let mut reported = vec![false; self.procs.len()];
+        let mut deadline = tokio::time::Instant::now() + timeout;
+        let mut flushed = false;
+        while reported.iter().any(|r| !r) {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some((
+                    p,
+                    ChildLine::Got {
+                        id: got,
+                        lost: l,
+                        times: t,
+                    },
+                ))) if got == id => {
+                    reported[p] = true;
+                    lost += l;
+                    times.extend(t);
+                }
+                Ok(Some((p, ChildLine::Other(line)))) => eprintln!("  load-gen {p}: {line}"),
+                Ok(Some(_)) => {}
+                Ok(None) => bail!("the load generators ended during round {id}"),
+                Err(_) if !flushed => {
+                    for (p, stdin) in self.stdins.iter_mut().enumerate() {
+                        if !reported[p] {
+                            stdin.write_all(format!("FLUSH {id}\n").as_bytes()).await?;
+                            stdin.flush().await?;
+                        }
+                    }
+                    flushed = true;
+                    deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                }
+                Err(_) => bail!("the load generators did not report round {id}"),
+            }
+        }
+        Ok((times, lost))
+    }
+
+    /// Closes their stdin: they exit; any still there after 10 s is killed.
+    async fn stop(self) {
+        drop(self.stdins);
+        for mut child in self.procs {
+            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+/// How a round's message is sent: the REST call, an MQTT PUBLISH or a NATS PUB.
+enum Publisher<'a> {
+    Crier(&'a CrierServer),
+    Mosquitto(tokio::net::TcpStream),
+    Nats(async_nats::Client),
+}
+
+impl Publisher<'_> {
+    /// Sends round `id`; answers t0 (ns), taken just before the send, and the frame size.
+    async fn publish(&mut self, id: u32, text_bytes: usize) -> anyhow::Result<(u64, usize)> {
+        match self {
+            Publisher::Crier(server) => {
+                let body = json!({
+                    "MsgRandom": id,
+                    "MsgLifeTime": 0,
+                    "MsgBody": serde_json::from_str::<serde_json::Value>(&msg_body(id, text_bytes))?,
+                });
+                let t0 = now_ns();
+                let answer = server.call("all_member_push/im_push", &body).await?;
+                // The frame the clients get: the peers' frame with this TaskId.
+                let task_id = answer
+                    .get("TaskId")
+                    .and_then(|t| t.as_str())
+                    .unwrap_or_default();
+                let reference = peer_frame(id, text_bytes);
+                let size = reference.len() + task_id.len()
+                    - reference
+                        .split("\"TaskId\":\"")
+                        .nth(1)
+                        .and_then(|rest| rest.split('"').next())
+                        .map_or(0, str::len);
+                Ok((t0, size))
+            }
+            Publisher::Mosquitto(stream) => {
+                let frame = peer_frame(id, text_bytes);
+                let size = frame.len();
+                let packet = Packet::Publish(Publish::new(TOPIC, QoS::AtMostOnce, frame));
+                let t0 = now_ns();
+                mqtt_send(stream, packet).await?;
+                Ok((t0, size))
+            }
+            Publisher::Nats(client) => {
+                let frame = peer_frame(id, text_bytes);
+                let size = frame.len();
+                let t0 = now_ns();
+                client.publish(TOPIC, frame.into()).await?;
+                client.flush().await?;
+                Ok((t0, size))
+            }
+        }
+    }
+}
+
+/// Waits until the whole machine is at most `below` percent busy over 250 ms, or `max` has
+/// passed; answers the last reading.
+async fn wait_quiet(below: f64, max: Duration) -> f64 {
+    let started = Instant::now();
+    let mut warned = false;
+    loop {
+        let Some(before) = machine_ticks() else {
+            return f64::NAN;
+        };
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let Some(after) = machine_ticks() else {
+            return f64::NAN;
+        };
+        let busy = (after.0 - before.0) as f64 * 100.0 / (after.1 - before.1).max(1) as f64;
+        if busy <= below || below >= 100.0 {
+            return busy;
+        }
+        if started.elapsed() >= max {
+            eprintln!("  the machine is still {busy:.0} % busy after {max:?}; going on");
+            return busy;
+        }
+        if !warned {
+            eprintln!("  the machine is {busy:.0} % busy; waiting for it to calm down");
+            warned = true;
+        }
+    }
+}
+
+struct Bench {
+    args: BenchArgs,
+    next_id: u32,
+    dir: tempfile::TempDir,
+    crier_bin: PathBuf,
+}
+
+impl Bench {
+    async fn run_system(&mut self, system: System, n: usize) -> anyhow::Result<Outcome> {
+        let server = match system {
+            System::Crier => Some(CrierServer::start(&self.crier_bin, self.dir.path()).await?),
+            _ => None,
+        };
+        let peer = match system {
+            System::Mosquitto if self.args.spawn_peers => {
+                Some(PeerServer::start_mosquitto(&self.args.mosquitto_bin, self.dir.path()).await?)
+            }
+            System::Nats if self.args.spawn_peers => {
+                Some(PeerServer::start_nats(&self.args.nats_bin).await?)
+            }
+            _ => None,
+        };
+        let (target, pid) = match (system, &peer) {
+            (System::Crier, _) => {
+                let server = server.as_ref().context("server")?;
+                (server.addr, Some(server.pid))
+            }
+            (_, Some(peer)) => (peer.addr, Some(peer.pid)),
+            (System::Mosquitto, None) => (self.args.mosquitto, pid_of("mosquitto")),
+            (System::Nats, None) => (self.args.nats, pid_of("nats-server")),
+        };
+        // Let the server settle (start-up allocations) before the baseline.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss_before_kb = pid.and_then(|pid| proc_status_kb(pid, "VmRSS"));
+        let started = Instant::now();
+        let (mut children, connected, failed) =
+            Children::spawn(&self.args, system, target, n).await?;
+        let setup_s = started.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss_after_kb = pid.and_then(|pid| proc_status_kb(pid, "VmRSS"));
+        let fds = pid.and_then(open_fds);
+        eprintln!(
+            "{} N={n}: {connected} clients ready ({failed} failed) in {setup_s:.1} s; server RSS {:?} -> {:?} kB, fds {:?}",
+            system.name(),
+            rss_before_kb,
+            rss_after_kb,
+            fds
+        );
+        let mut publisher = match system {
+            System::Crier => Publisher::Crier(server.as_ref().context("server")?),
+            System::Mosquitto => {
+                let stream = tokio::net::TcpStream::connect(target).await?;
+                stream.set_nodelay(true)?;
+                let (stream, _) =
+                    mqtt_session(stream, "crier-fanout-publisher".into(), false).await?;
+                Publisher::Mosquitto(stream)
+            }
+            System::Nats => {
+                Publisher::Nats(nats_client(IpAddr::V4(Ipv4Addr::LOCALHOST), target).await?)
+            }
+        };
+        let mut rounds = Vec::new();
+        let mut frame_bytes = 0;
+        let cpu_before = CpuSnapshot::take(pid, &children);
+        for round in 0..=self.args.rounds {
+            tokio::time::sleep(Duration::from_millis(self.args.pause_ms)).await;
+            wait_quiet(
+                self.args.quiet_below,
+                Duration::from_secs(self.args.quiet_wait),
+            )
+            .await;
+            let id = self.next_id;
+            self.next_id += 1;
+            let (t0, size) = publisher.publish(id, self.args.text_bytes).await?;
+            frame_bytes = size;
+            let (times, lost) = children
+                .collect(id, Duration::from_secs(self.args.round_timeout))
+                .await?;
+            let mut latencies_ns: Vec<u64> = times.iter().map(|t| t.saturating_sub(t0)).collect();
+            latencies_ns.sort_unstable();
+            eprintln!(
+                "  round {round}{}: {}/{connected} received (lost {lost}), p50 {:.1} ms, p99 {:.1} ms, last {:.1} ms",
+                if round == 0 { " (warm-up)" } else { "" },
+                latencies_ns.len(),
+                ms(percentile(&latencies_ns, 0.5)),
+                ms(percentile(&latencies_ns, 0.99)),
+                ms(percentile(&latencies_ns, 1.0)),
+            );
+            if round > 0 {
+                rounds.push(Round {
+                    latencies_ns,
+                    expected: connected,
+                });
+            }
+        }
+        let cpu = CpuSnapshot::take(pid, &children).since(&cpu_before, self.args.rounds + 1);
+        eprintln!(
+            "  CPU per push: server {:?} ms, load generators {:.1} ms; other processes used {:?} % of the machine",
+            cpu.server_ms, cpu.clients_ms, cpu.others_pct
+        );
+        drop(publisher);
+        children.stop().await;
+        if let Some(server) = server {
+            server.stop().await?;
+        }
+        if let Some(peer) = peer {
+            peer.stop().await;
+        }
+        Ok(Outcome {
+            system,
+            n,
+            connected,
+            failed,
+            setup_s,
+            rounds,
+            rss_before_kb,
+            rss_after_kb,
+            fds,
+            frame_bytes,
+            cpu,
+        })
+    }
+
+    /// One account with `catchup_pushes` kept pushes it has not acknowledged: time from the
+    /// start of the connection to the last of them, over several logins.
+    async fn catch_up(&mut self) -> anyhow::Result<CatchUp> {
+        let server = CrierServer::start(&self.crier_bin, self.dir.path()).await?;
+        let who = "fan-catchup".to_owned();
+        server.import(std::slice::from_ref(&who)).await?;
+        server
+            .call(
+                "all_member_push/im_add_tag",
+                &json!({"UserTags": [{"To_Account": who, "Tags": ["fanout-catchup"]}]}),
+            )
+            .await?;
+        let started = Instant::now();
+        for k in 0..self.args.catchup_pushes {
+            let id = self.next_id;
+            self.next_id += 1;
+            server
+                .call(
+                    "all_member_push/im_push",
+                    &json!({
+                        "MsgRandom": id,
+                        "MsgLifeTime": 604_800,
+                        "Condition": {"TagsOr": ["fanout-catchup"]},
+                        "MsgBody": serde_json::from_str::<serde_json::Value>(&msg_body(id, self.args.text_bytes))?,
+                    }),
+                )
+                .await
+                .with_context(|| format!("catch-up push {k}"))?;
+        }
+        let pushing_s = started.elapsed().as_secs_f64();
+        let options = LoginOptions {
+            url: format!("ws://{}/v4/ws", server.addr),
+            sdkappid: APP,
+            user_sig: server.admin.user_sig(&who, 86_400),
+            identifier: who,
+            platform: None,
+        };
+        let mut total_ms = Vec::new();
+        let mut after_login_ok_ms = Vec::new();
+        for _ in 0..self.args.catchup_logins {
+            let t_start = Instant::now();
+            let stream = tokio::net::TcpStream::connect(server.addr).await?;
+            stream.set_nodelay(true)?;
+            let mut connection = Connection::connect_on(stream, &options, None).await?;
+            let t_login_ok = Instant::now();
+            let mut received = 0;
+            let mut last_random = 0;
+            while received < self.args.catchup_pushes {
+                match tokio::time::timeout(Duration::from_secs(10), connection.next_event()).await {
+                    Ok(Ok(Event::Push(push))) => {
+                        if !push.offline || push.msg_random <= last_random {
+                            bail!(
+                                "catch-up: push {} out of order or not Offline",
+                                push.msg_random
+                            );
+                        }
+                        last_random = push.msg_random;
+                        received += 1;
+                    }
+                    Ok(Ok(other)) => bail!("catch-up: unexpected {other:?}"),
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => bail!("catch-up: only {received} pushes within 10 s"),
+                }
+            }
+            let done = Instant::now();
+            total_ms.push((done - t_start).as_secs_f64() * 1e3);
+            after_login_ok_ms.push((done - t_login_ok).as_secs_f64() * 1e3);
+            connection.close().await?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        server.stop().await?;
+        let worst = total_ms.iter().copied().fold(0.0, f64::max);
+        Ok(CatchUp {
+            pushes: self.args.catchup_pushes,
+            pushing_s,
+            total_ms: median(&mut total_ms),
+            worst_total_ms: worst,
+            after_login_ok_ms: median(&mut after_login_ok_ms),
+            logins: self.args.catchup_logins,
+        })
+    }
+}
+
+struct CatchUp {
+    pushes: usize,
+    pushing_s: f64,
+    total_ms: f64,
+    worst_total_ms: f64,
+    after_login_ok_ms: f64,
+    logins: usize,
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let mem_gb = proc_status_meminfo_kb().map_or(0.0, |kb| kb as f64 / 1024.0 / 1024.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cores} cores ({model}), {mem_gb:.0} GB RAM, Linux {}",
+        kernel.trim()
+    )
+}
+
+fn proc_status_meminfo_kb() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The first line a command prints (stdout or stderr), e.g. a version banner.
+fn first_line(program: &std::path::Path, arg: &str) -> String {
+    std::process::Command::new(program)
+        .arg(arg)
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).to_string()
+                + &String::from_utf8_lossy(&o.stderr);
+            text.lines().next().map(|l| l.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown version".into())
+}
+
+fn today() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map_or_else(|| "unknown date".into(), |d| d.trim().to_owned())
+}
+
+fn kb_per_session(bytes: Option<f64>) -> String {
+    bytes.map_or_else(|| "n/a".into(), |b| format!("{:.1} KB", b / 1024.0))
+}
+
+fn report(
+    args: &BenchArgs,
+    outcomes: &[Outcome],
+    catch_up: Option<&CatchUp>,
+    nofile: Option<(u64, u64)>,
+) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "Machine: {}. Date: {}.", machine(), today());
+    let _ = writeln!(
+        md,
+        "Peers: {} ({}), {} ({}); NATS subscribers use the {} client.",
+        first_line(&args.mosquitto_bin, "-h"),
+        if args.spawn_peers {
+            "a fresh process per N".to_owned()
+        } else {
+            format!("the service at {}", args.mosquitto)
+        },
+        first_line(&args.nats_bin, "--version"),
+        if args.spawn_peers {
+            "a fresh process per N".to_owned()
+        } else {
+            format!("the service at {}", args.nats)
+        },
+        match args.nats_client {
+            NatsClient::Raw => "raw-protocol",
+            NatsClient::AsyncNats => "async-nats",
+        }
+    );
+    if let Some((soft, hard)) = nofile {
+        let _ = writeln!(
+            md,
+            "RLIMIT_NOFILE of this process: soft {soft}, hard {hard} (every process here has the same)."
+        );
+    }
+    let _ = writeln!(
+        md,
+        "{} load-generator processes, client sockets spread over {} source addresses (127.0.0.2-127.0.0.{}), one tokio task per socket; {} measured rounds per N and system after one warm-up round; frame sizes: {}.\n",
+        args.procs,
+        args.sources,
+        1 + args.sources,
+        args.rounds,
+        args.systems
+            .iter()
+            .filter_map(|s| outcomes.iter().find(|o| o.system == *s).map(|o| format!("{} {} B", s.name(), o.frame_bytes)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for &n in &args.sizes {
+        let _ = writeln!(md, "### N = {n}\n");
+        let _ = writeln!(
+            md,
+            "| system | p50 (ms) | p99 (ms) | last (ms) | worst round's last (ms) | received / subscribed (worst round) | server CPU per push (ms) | load generators' CPU per push (ms) | other processes' load | time to connect all (s) |"
+        );
+        let _ = writeln!(
+            md,
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
+        for o in outcomes.iter().filter(|o| o.n == n) {
+            let expected = o.rounds.first().map_or(o.connected, |r| r.expected);
+            let failed = if o.failed > 0 {
+                format!(" ({} failed to connect)", o.failed)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {} / {}{failed} | {} | {:.0} | {} | {:.1} |",
+                o.system.name(),
+                o.p50(),
+                o.p99(),
+                o.last(),
+                o.worst_last(),
+                o.min_delivered(),
+                expected,
+                o.cpu.server_ms.map_or_else(|| "n/a".into(), |v| format!("{v:.0}")),
+                o.cpu.clients_ms,
+                o.cpu.others_pct.map_or_else(|| "n/a".into(), |v| format!("{v:.0} %")),
+                o.setup_s,
+            );
+        }
+        md.push('\n');
+    }
+    let _ = writeln!(md, "### Memory per idle session\n");
+    let _ = writeln!(
+        md,
+        "VmRSS of the server process before and after the N clients logged in (Crier) or subscribed (Mosquitto, NATS), divided by N. Crier runs as a fresh process for each N; {}.\n",
+        if args.spawn_peers {
+            "so do Mosquitto and NATS (--spawn-peers)"
+        } else {
+            "Mosquitto and NATS are the long-running services, which keep memory freed by earlier clients and reuse it, so their figures can read low (even 0)"
+        }
+    );
+    let _ = writeln!(
+        md,
+        "| N | Crier | Mosquitto | NATS | Crier server fds at N |"
+    );
+    let _ = writeln!(md, "| ---: | ---: | ---: | ---: | ---: |");
+    for &n in &args.sizes {
+        let find = |s: System| outcomes.iter().find(|o| o.n == n && o.system == s);
+        let cell = |s: System| kb_per_session(find(s).and_then(Outcome::bytes_per_session));
+        let fds = find(System::Crier)
+            .and_then(|o| o.fds)
+            .map_or_else(|| "n/a".into(), |f| f.to_string());
+        let _ = writeln!(
+            md,
+            "| {n} | {} | {} | {} | {fds} |",
+            cell(System::Crier),
+            cell(System::Mosquitto),
+            cell(System::Nats)
+        );
+    }
+    md.push('\n');
+    if let Some(c) = catch_up {
+        let _ = writeln!(md, "### Login catch-up\n");
+        let _ = writeln!(
+            md,
+            "One account with {} kept, unacknowledged pushes (MsgLifeTime 7 days, to a tag only it holds; storing them took {:.1} s). Median of {} logins: {:.1} ms from opening the TCP connection (so including the WebSocket upgrade, the Login and the LoginOK) to the {}th Push received and parsed by crier-client (worst {:.1} ms); {:.1} ms from LoginOK to the last Push.\n",
+            c.pushes, c.pushing_s, c.logins, c.total_ms, c.pushes, c.worst_total_ms, c.after_login_ok_ms
+        );
+    }
+    let _ = writeln!(md, "### Verdicts\n");
+    for &n in &args.sizes {
+        let find = |s: System| outcomes.iter().find(|o| o.n == n && o.system == s);
+        let Some(crier) = find(System::Crier) else {
+            continue;
+        };
+        let fastest_peer = [System::Mosquitto, System::Nats]
+            .into_iter()
+            .filter_map(find)
+            .min_by(|a, b| a.last().total_cmp(&b.last()));
+        let complete = crier.min_delivered() == crier.connected && crier.failed == 0;
+        let mut line = format!("- N = {n}: Crier's last client at {:.1} ms", crier.last());
+        if let Some(peer) = fastest_peer {
+            let _ = write!(
+                line,
+                ", the faster peer ({}) at {:.1} ms: {}",
+                peer.system.name(),
+                peer.last(),
+                if crier.last() <= peer.last() {
+                    "no slower, target met"
+                } else {
+                    "slower, target missed"
+                }
+            );
+        }
+        if n >= 19_000 {
+            let _ = write!(
+                line,
+                "; ≤ 200 ms to {n}: {}",
+                if crier.last() <= 200.0 {
+                    "met"
+                } else {
+                    "missed"
+                }
+            );
+        }
+        if !complete {
+            line.push_str("; NOT every client received every round");
+        }
+        let _ = writeln!(md, "{line}.");
+    }
+    for o in outcomes.iter().filter(|o| o.system == System::Crier) {
+        if let Some(b) = o.bytes_per_session() {
+            let _ = writeln!(
+                md,
+                "- Memory per idle Crier session at N = {}: {:.1} KB (target ≤ 10 KB): {}.",
+                o.n,
+                b / 1024.0,
+                if b <= 10.0 * 1024.0 { "met" } else { "missed" }
+            );
+        }
+    }
+    if let Some(c) = catch_up {
+        let _ = writeln!(
+            md,
+            "- Login catch-up of {} pushes: {:.1} ms (target ≤ 50 ms): {}.",
+            c.pushes,
+            c.total_ms,
+            if c.total_ms <= 50.0 { "met" } else { "missed" }
+        );
+    }
+    md
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench(args))
+}
+
+/// Runs the benchmark; on SIGINT or SIGTERM drops it, which kills the server and the load
+/// generators (`kill_on_drop`), so nothing is left running.
+async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = run_bench(args) => result,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        _ = terminate.recv() => bail!("terminated"),
+    }
+}
+
+async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
+    let nofile = open_files_limit("self");
+    if let Some((soft, hard)) = nofile {
+        eprintln!("RLIMIT_NOFILE: soft {soft}, hard {hard}");
+        let biggest = args.sizes.iter().copied().max().unwrap_or(0);
+        // The server holds one socket per client plus its listener, store files and runtime.
+        let server_needs = biggest as u64 + 64;
+        eprintln!(
+            "the Crier server will hold {biggest} client sockets + ~30 own descriptors; {}",
+            if server_needs <= soft {
+                format!("that fits under {soft}")
+            } else {
+                format!("that may not fit under {soft}")
+            }
+        );
+        let per_child = biggest.div_ceil(args.procs.max(1)) as u64;
+        if per_child + 64 > soft {
+            bail!("{per_child} sockets per load generator exceed the limit; use more --procs");
+        }
+    }
+    let crier_bin = match &args.crier_bin {
+        Some(path) => path.clone(),
+        None => default_binary()?,
+    };
+    if args.systems.contains(&System::Crier) && !crier_bin.exists() {
+        bail!(
+            "{} not found: build it (cargo build --release -p crier) or pass --crier-bin",
+            crier_bin.display()
+        );
+    }
+    let mut bench = Bench {
+        args: args.clone(),
+        next_id: 1,
+        dir: tempfile::Builder::new().prefix("crier-fanout-").tempdir()?,
+        crier_bin,
+    };
+    if args.systems.contains(&System::Crier) {
+        // Every account exists before the baseline, so the memory measured is the sessions'.
+        let biggest = args.sizes.iter().copied().max().unwrap_or(0);
+        let server = CrierServer::start(&bench.crier_bin, bench.dir.path()).await?;
+        server
+            .import(&(0..biggest).map(user).collect::<Vec<_>>())
+            .await?;
+        server.stop().await?;
+    }
+    let mut outcomes = Vec::new();
+    for &n in &args.sizes {
+        for &system in &args.systems {
+            eprintln!("== {} N={n}", system.name());
+            let outcome = bench.run_system(system, n).await?;
+            outcomes.push(outcome);
+            // Let closed connections drain before the next system connects.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    let catch_up = if args.catchup_pushes > 0 && args.systems.contains(&System::Crier) {
+        eprintln!("== Crier login catch-up");
+        Some(bench.catch_up().await?)
+    } else {
+        None
+    };
+    let md = report(&args, &outcomes, catch_up.as_ref(), nofile);
+    println!("{md}");
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, &md)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! `crier-fanout`: the fan-out benchmark of issue 3. One push to N logged-in WebSocket clients
+//! of a real `crier serve`, side by side with the same N subscribers on Mosquitto (MQTT QoS 0,
+//! one topic) and NATS (one subject), measured from just before the send to each client's
+//! receipt. Clients live in several load-generator processes (this binary's hidden `load-gen`
+//! subcommand), one tokio task per socket, spread over several `127.0.0.x` source addresses.
+//!
+//! ```sh
+//! cargo build --release -p crier -p crier-fanout
+//! target/release/crier-fanout --markdown fanout.md
+//! ```
+
+mod common;
+mod coord;
+mod loadgen;
+mod server;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    about = "Fan-out benchmark: one push to N WebSocket clients on Crier, beside Mosquitto and NATS",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    bench: coord::BenchArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A load-generator process (started by the coordinator).
+    #[command(hide = true)]
+    LoadGen(loadgen::LoadGenArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::LoadGen(args)) => loadgen::run(args),
+        None => coord::run(cli.bench),
+    }
+}
