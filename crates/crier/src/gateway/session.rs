@@ -268,14 +268,18 @@ impl Session {
         let stopping = stopped(&mut shutdown);
         tokio::pin!(closed, stopping);
         loop {
+            // Biased: a close (kick, too slow) wins over queued pushes; then pushes, since a
+            // push wakes N sessions at once and each should stop at its queue rather than
+            // poll every branch in random order.
             tokio::select! {
+                biased;
                 code = &mut closed => return Some(self.closing(code)),
-                () = &mut stopping => return Some((GOING_AWAY, "server shutting down".into())),
                 frame = self.queued.recv() => {
                     if !send(&mut self.socket, frame?).await {
                         return None;
                     }
                 }
+                () = &mut stopping => return Some((GOING_AWAY, "server shutting down".into())),
                 inbound = next_text(&mut self.socket) => {
                     if let Some(reply) = self.handle_frame(&inbound?).await {
                         if !send(&mut self.socket, reply).await {
