@@ -158,6 +158,19 @@ async fn a_user_past_100_tags_is_90032_with_a_reason() {
 }
 
 #[tokio::test]
+async fn a_user_at_100_tags_may_add_tags_it_already_holds() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    admin.import(&["a"]).await;
+    fill_tags(&admin, "a", 100).await;
+    // 100 held + 3 named is past the cap, so the server must look at which are new: none.
+    admin
+        .ok(ADD_TAG, user_tags(&[("a", &["t0", "t50", "t99"])]))
+        .await;
+    assert_eq!(sorted_tags(&admin, "a").await.len(), 100);
+}
+
+#[tokio::test]
 async fn an_empty_tag_is_90040_and_a_tag_over_50_bytes_is_90020() {
     let server = TestServer::start().await;
     let admin = server.admin();
