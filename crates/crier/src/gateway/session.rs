@@ -359,7 +359,7 @@ async fn change_device(
         if register {
             devices.register(account, &name, device)
         } else {
-            devices.unregister(&device).map(drop)
+            devices.unregister_own(account, &device).map(drop)
         }
     })
     .await;

@@ -113,7 +113,21 @@ impl Devices {
         Ok(())
     }
 
-    /// Durably forgets a device; answers whether it was registered. Blocking.
+    /// Durably forgets a device `account` gives up; answers whether it was registered to that
+    /// account. A token another account holds stays: nobody can silence someone else's phone
+    /// by naming its token. Blocking.
+    pub fn unregister_own(&self, account: u32, device: &Device) -> Result<bool, StoreError> {
+        let mut registry = self.registry.write();
+        if registry.owner.get(device) != Some(&account) {
+            return Ok(false);
+        }
+        self.store
+            .delete_device(self.app, device.provider.name(), &device.token)?;
+        Ok(registry.remove(device))
+    }
+
+    /// Durably forgets a device whoever holds it (the provider reported the token dead);
+    /// answers whether it was registered. Blocking.
     pub fn unregister(&self, device: &Device) -> Result<bool, StoreError> {
         let mut registry = self.registry.write();
         self.store

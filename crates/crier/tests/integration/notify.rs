@@ -43,7 +43,12 @@ async fn with_devices(base: &str, identifier: &str, devices: &[(&str, &str)]) ->
             .await
             .unwrap();
     }
-    // Frames are handled in order, so the Pong means the registrations are stored.
+    settled(&mut connection).await;
+    connection
+}
+
+/// Frames are handled in order, so the Pong means every frame sent before is done with.
+async fn settled(connection: &mut Connection) {
     connection.send(&ClientFrame::Ping).await.unwrap();
     loop {
         match tokio::time::timeout(WAIT, connection.next_event())
@@ -51,8 +56,8 @@ async fn with_devices(base: &str, identifier: &str, devices: &[(&str, &str)]) ->
             .unwrap()
             .unwrap()
         {
-            Event::Pong => return connection,
-            Event::Error { code, info } => panic!("registering devices failed: {code} {info}"),
+            Event::Pong => return,
+            Event::Error { code, info } => panic!("a device frame failed: {code} {info}"),
             _ => {}
         }
     }
@@ -65,6 +70,10 @@ async fn offline_with_devices(server: &TestServer, identifier: &str, devices: &[
         .close()
         .await
         .unwrap();
+    wait_offline(server, identifier).await;
+}
+
+async fn wait_offline(server: &TestServer, identifier: &str) {
     for _ in 0..200 {
         let answer = server
             .admin()
@@ -209,6 +218,48 @@ async fn offline_accounts_get_one_notification_per_device_shaped_by_offline_push
         "{metrics}"
     );
     assert_eq!(webhook.count(), 1);
+}
+
+#[tokio::test]
+async fn a_device_is_unregistered_only_by_its_own_account() {
+    let webhook = FakeWebhook::start().await;
+    let server = TestServer::start_with(vec![app_with(None, None, Some(&webhook))]).await;
+    offline_with_devices(&server, "owner", &[("webhook", "hook-owner")]).await;
+    offline_with_devices(&server, "given-up", &[("webhook", "hook-given-up")]).await;
+
+    let mut other = with_devices(&server.base, "other", &[]).await;
+    let mut quitter = with_devices(&server.base, "given-up", &[]).await;
+    for (connection, token) in [(&mut other, "hook-owner"), (&mut quitter, "hook-given-up")] {
+        connection
+            .send(&ClientFrame::UnregisterDevice {
+                platform: "webhook".into(),
+                token: token.into(),
+            })
+            .await
+            .unwrap();
+        settled(connection).await;
+    }
+    other.close().await.unwrap();
+    quitter.close().await.unwrap();
+    wait_offline(&server, "given-up").await;
+    let mut to_both = kept_push(1, "to the offline two");
+    to_both["Condition"] = json!({"TagsOr": ["both"]});
+    server
+        .admin()
+        .ok(
+            "all_member_push/im_add_tag",
+            json!({"UserTags": [{"To_Account": "owner", "Tags": ["both"]}, {"To_Account": "given-up", "Tags": ["both"]}]}),
+        )
+        .await;
+    let task_id = push(&server, to_both).await;
+    let report = finished_report(&server, &task_id).await;
+    // The run is over, so whatever arrived is all there will be.
+    let requests = webhook.wait_for(1, WAIT).await;
+    let tokens: Vec<&str> = requests
+        .iter()
+        .map(|r| r.json.as_ref().unwrap()["Token"].as_str().unwrap())
+        .collect();
+    assert_eq!(tokens, ["hook-owner"], "{report}");
 }
 
 #[tokio::test]
