@@ -92,9 +92,14 @@ fn user_items(body: &Value, key: &str) -> Result<Vec<String>, Error> {
 pub async fn delete(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
     let accounts = user_items(&body, "DeleteItem")?;
     let results = accounts.clone();
-    let found: Vec<bool> = call
-        .tenant
-        .read(|d| accounts.iter().map(|a| d.is_live(a)).collect());
+    // Numbers are read before the write: deleting retires them (see `directory::accounts`).
+    let numbers: Vec<Option<u32>> = call.tenant.read(|d| {
+        accounts
+            .iter()
+            .map(|a| d.is_live(a).then(|| d.account_number(a)).flatten())
+            .collect()
+    });
+    let found: Vec<bool> = numbers.iter().map(Option::is_some).collect();
     call.tenant
         .write(move |d| {
             let live: Vec<String> = accounts.into_iter().filter(|a| d.is_live(a)).collect();
@@ -107,12 +112,8 @@ pub async fn delete(call: AdminCall, body: Value) -> Result<Map<String, Value>, 
         .await?;
     let deleted: Vec<(u32, String)> = results
         .iter()
-        .zip(&found)
-        .filter(|(_, found)| **found)
-        .filter_map(|(account, _)| {
-            let number = call.tenant.read(|d| d.account_number(account))?;
-            Some((number, account.clone()))
-        })
+        .zip(&numbers)
+        .filter_map(|(account, number)| Some(((*number)?, account.clone())))
         .collect();
     let tenant = std::sync::Arc::clone(&call.tenant);
     tokio::task::spawn_blocking(move || {

@@ -239,17 +239,10 @@ impl Delivery {
         }
     }
 
-    /// A deleted account loses what was kept for it: it is acknowledged on its behalf, so a
-    /// later account of the same name does not inherit it.
+    /// Closes the sessions of a deleted account. What was kept for it is not acknowledged on
+    /// its behalf (reports would count it as read): its number is retired, so no later account
+    /// of the same name can be given it, and a retired number is never live to log in.
     pub fn forget_account(&self, account: u32) {
-        let task_ids: Vec<String> = self
-            .kept
-            .read()
-            .iter()
-            .filter(|k| k.record.audience.contains(account))
-            .map(|k| k.record.task_id.clone())
-            .collect();
-        self.ack(account, &task_ids);
         self.sessions
             .close_account(account, close::KICKED, "account deleted");
     }

@@ -30,6 +30,8 @@ pub const ATTR_SLOTS: usize = 10;
 pub struct Directory {
     accounts: AccountIds,
     live: RoaringBitmap,
+    /// Numbers of deleted accounts, never handed out again (see `accounts`).
+    retired: RoaringBitmap,
     tag_numbers: HashMap<Box<str>, u32>,
     tags: Vec<(Box<str>, RoaringBitmap)>,
     /// Tags held per account number, so the per-user cap is checked without scanning tags.
@@ -64,7 +66,8 @@ impl Directory {
             }
             DirOp::Delete { accounts } => {
                 for name in accounts {
-                    if let Some(id) = self.accounts.get(name) {
+                    if let Some(id) = self.accounts.retire(name) {
+                        self.retired.insert(id);
                         self.live.remove(id);
                         self.clear_tags(id);
                         for slot in 0..ATTR_SLOTS {

@@ -1,7 +1,9 @@
 //! The on-disk form of a [`Directory`]; it is an API, so it is versioned.
 //!
 //! Layout (little-endian): magic `CRIERDIR`, `u32` version, then
-//! - accounts: `u32` count, each a `u16` length and the UTF-8 name, in number order;
+//! - retired account numbers (version 2 on): a bitmap;
+//! - accounts: `u32` count, each a `u16` length and the UTF-8 name, in number order (a name
+//!   appears again after its retired number when an account of that name was created anew);
 //! - live accounts: a bitmap; tag counts: `u32` length and one byte per account;
 //! - tags: `u32` count, each a name and a bitmap;
 //! - attribute names: for each of the ten slots a `u8` present flag and a name;
@@ -17,11 +19,14 @@ use roaring::RoaringBitmap;
 use super::{Directory, ATTR_SLOTS};
 
 const MAGIC: &[u8; 8] = b"CRIERDIR";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// Version 1 had no retired numbers; it is read as a snapshot where none is retired.
+const OLDEST_READABLE: u32 = 1;
 
 pub fn write(directory: &Directory, out: &mut (impl Write + ?Sized)) -> io::Result<()> {
     out.write_all(MAGIC)?;
     out.write_all(&VERSION.to_le_bytes())?;
+    write_bitmap(out, &directory.retired)?;
     out.write_all(&directory.accounts.len().to_le_bytes())?;
     for name in directory.accounts.names() {
         write_short_text(out, name)?;
@@ -56,12 +61,15 @@ pub fn read(input: &mut impl Read, mut progress: impl FnMut(u32, u32)) -> io::Re
         return Err(invalid("not a crier directory snapshot"));
     }
     let version = read_u32(input)?;
-    if version != VERSION {
+    if !(OLDEST_READABLE..=VERSION).contains(&version) {
         return Err(invalid(&format!(
-            "snapshot version {version} is not supported (this build reads {VERSION})"
+            "snapshot version {version} is not supported (this build reads {OLDEST_READABLE} to {VERSION})"
         )));
     }
     let mut directory = Directory::default();
+    if version >= 2 {
+        directory.retired = read_bitmap(input)?;
+    }
     let accounts = read_u32(input)?;
     directory
         .accounts
@@ -69,7 +77,11 @@ pub fn read(input: &mut impl Read, mut progress: impl FnMut(u32, u32)) -> io::Re
     let mut name = Vec::new();
     for n in 0..accounts {
         let text = read_short_text(input, &mut name)?;
-        directory.accounts.get_or_insert(text);
+        if directory.retired.contains(n) {
+            directory.accounts.append(text);
+        } else {
+            directory.accounts.get_or_insert(text);
+        }
         if n % 1_000_000 == 999_999 {
             progress(n + 1, accounts);
         }

@@ -233,6 +233,38 @@ async fn expired_pushes_and_later_accounts_get_nothing() {
 }
 
 #[tokio::test]
+async fn an_account_deleted_and_created_again_gets_nothing_kept_for_the_old_one() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    admin.import(&["ann", "ben"]).await;
+    push(&server, text_push(1, "for the first ann and ben")).await;
+    for name in ["ann", "ben"] {
+        admin
+            .ok(
+                "im_open_login_svc/account_delete",
+                json!({"DeleteItem": [{"UserID": name}]}),
+            )
+            .await;
+    }
+    admin.import(&["ann"]).await;
+    let data = server.stop().await;
+
+    // Ben is created again only after the restart, from what the snapshot kept.
+    let server = TestServer::start_in(data, default_apps()).await;
+    server.admin().import(&["ben"]).await;
+    let later = push(&server, text_push(2, "for the new ones")).await;
+    for name in ["ann", "ben"] {
+        let mut session = login(&server, name).await;
+        assert_eq!(next_push(&mut session).await.task_id, later, "{name}");
+        session.send(&ClientFrame::Ping).await.unwrap();
+        assert!(
+            matches!(next_event(&mut session).await, Event::Pong),
+            "{name} got nothing from before it was created again"
+        );
+    }
+}
+
+#[tokio::test]
 async fn kept_pushes_and_acks_survive_a_restart() {
     let server = TestServer::start().await;
     server.admin().import(&["ann", "ben"]).await;
