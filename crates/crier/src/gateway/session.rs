@@ -275,8 +275,14 @@ impl Session {
                 biased;
                 code = &mut closed => return Some(self.closing(code)),
                 frame = self.queued.recv() => {
-                    if !send(&mut self.socket, frame?).await {
-                        return None;
+                    // A client that stopped reading blocks this send; being closed as too slow
+                    // (or kicked) meanwhile must not wait for the write timeout.
+                    tokio::select! {
+                        biased;
+                        code = &mut closed => return Some(self.closing(code)),
+                        sent = send(&mut self.socket, frame?) => if !sent {
+                            return None;
+                        },
                     }
                 }
                 () = &mut stopping => return Some((GOING_AWAY, "server shutting down".into())),

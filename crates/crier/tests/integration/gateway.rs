@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crier::config::AppConfig;
 use crier_client::{Connection, Event, LoginOptions, PushFrame};
 use crier_proto::protocol::ClientFrame;
 use serde_json::{json, Value};
@@ -411,6 +412,84 @@ async fn bad_logins_and_bad_frames_behave_as_the_protocol_says() {
     match closed {
         Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 4002),
         other => panic!("expected close 4002, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_4008_and_catches_up_on_its_next_login() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = TestServer::start_with(vec![AppConfig {
+        daily_push_quota: 100_000,
+        ..app_config(APP, KEY)
+    }])
+    .await;
+    let url = format!("{}/v4/ws", server.base.replace("http://", "ws://"));
+    let (mut slow, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let user_sig = login_options(&server, "slow").user_sig;
+    let login_frame =
+        json!({"Type": "Login", "SdkAppId": APP, "Identifier": "slow", "UserSig": user_sig});
+    slow.send(Message::text(login_frame.to_string()))
+        .await
+        .unwrap();
+    let first = slow.next().await.unwrap().unwrap();
+    assert!(first.to_text().unwrap().contains("LoginOK"), "{first:?}");
+
+    // The client reads nothing more: its socket buffers, then its session's queue, fill up.
+    let big_text = "x".repeat(7_000);
+    let slow_closes = || async {
+        let text = server
+            .http
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .any(|l| l.starts_with("crier_slow_consumer_closes_total ") && !l.ends_with(" 0"))
+    };
+    let mut pushed = 0;
+    while !slow_closes().await {
+        assert!(
+            pushed < 5_000,
+            "no slow-consumer close after {pushed} pushes"
+        );
+        for _ in 0..50 {
+            pushed += 1;
+            push(&server, text_push(pushed, &big_text)).await;
+        }
+    }
+
+    // Reading again: what was written, then the close with 4008.
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut received = 0;
+        loop {
+            match slow.next().await {
+                Some(Ok(Message::Text(_))) => received += 1,
+                Some(Ok(Message::Close(frame))) => return (received, frame),
+                Some(Ok(_)) => {}
+                other => panic!("the connection ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a close frame within 20 s");
+    let (received, frame) = closed;
+    assert_eq!(frame.map(|f| u16::from(f.code)), Some(4008));
+    assert!(
+        received < pushed as usize,
+        "{received} of {pushed} came before the close"
+    );
+
+    // Nothing was acknowledged, so the next login gets every push, in order, as kept ones.
+    let mut again = login(&server, "slow").await;
+    for n in 1..=pushed {
+        let frame = next_push(&mut again).await;
+        assert_eq!((frame.msg_random, frame.offline), (n, true));
     }
 }
 
