@@ -12,6 +12,7 @@
 mod common;
 mod coord;
 mod loadgen;
+mod report;
 mod server;
 
 use clap::{Parser, Subcommand};
