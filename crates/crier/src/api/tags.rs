@@ -75,10 +75,43 @@ fn read_user_tags(body: &Value, limit_per_user: Option<usize>) -> Result<Vec<Use
 
 pub async fn add(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
     let users = read_user_tags(&body, Some(MAX_TAGS_PER_CALL))?;
-    // The per-call limit is per user, so entries naming the same user count together.
-    let mut per_user: HashMap<&str, BTreeSet<&str>> = HashMap::new();
-    for user in &users {
-        let tags = per_user.entry(&user.account).or_default();
+    let requested = distinct_tags_per_account(&users)?;
+    let cap = call.tenant.config.max_tags_per_user;
+    call.tenant
+        .write(move |directory| {
+            for (account, tags) in &requested {
+                let held = directory.tag_count(account);
+                // Counting only the tags the account lacks costs a bitmap probe per tag; the
+                // bound without it settles nearly every call.
+                if held + tags.len() <= cap {
+                    continue;
+                }
+                let total = held + tags.iter().filter(|tag| !directory.holds_tag(account, tag)).count();
+                if total > cap {
+                    return Err(Error::rejected(
+                        codes::TOO_MANY_TAGS,
+                        format!("account {account:?} would hold {total} tags; an account holds at most {cap}: remove some first"),
+                    ));
+                }
+            }
+            Ok(vec![DirOp::AddTags { users }])
+        })
+        .await?;
+    Ok(Map::new())
+}
+
+/// Each account of the call once, in order of first mention, with the distinct tags its
+/// entries name together. Worked out before the write lock is taken, so writers wait only for
+/// the checks against the directory. The per-call limit is per account, across its entries.
+fn distinct_tags_per_account(users: &[UserTags]) -> Result<Vec<(String, Vec<String>)>, Error> {
+    let mut position: HashMap<&str, usize> = HashMap::new();
+    let mut merged: Vec<(&str, BTreeSet<&str>)> = Vec::new();
+    for user in users {
+        let at = *position.entry(&user.account).or_insert_with(|| {
+            merged.push((&user.account, BTreeSet::new()));
+            merged.len() - 1
+        });
+        let tags = &mut merged[at].1;
         tags.extend(user.tags.iter().map(String::as_str));
         if tags.len() > MAX_TAGS_PER_CALL {
             return Err(Error::rejected(
@@ -91,38 +124,15 @@ pub async fn add(call: AdminCall, body: Value) -> Result<Map<String, Value>, Err
             ));
         }
     }
-    let cap = call.tenant.config.max_tags_per_user;
-    call.tenant
-        .write(move |directory| {
-            let mut requested: HashMap<&str, BTreeSet<&str>> = HashMap::new();
-            for user in &users {
-                requested
-                    .entry(&user.account)
-                    .or_default()
-                    .extend(user.tags.iter().map(String::as_str));
-            }
-            for user in &users {
-                let Some(tags) = requested.remove(user.account.as_str()) else {
-                    continue;
-                };
-                let held = directory.tag_count(&user.account);
-                // Counting only the tags the account lacks costs a bitmap probe per tag; the
-                // bound without it settles nearly every call.
-                if held + tags.len() <= cap {
-                    continue;
-                }
-                let total = held + tags.iter().filter(|tag| !directory.holds_tag(&user.account, tag)).count();
-                if total > cap {
-                    return Err(Error::rejected(
-                        codes::TOO_MANY_TAGS,
-                        format!("account {:?} would hold {total} tags; an account holds at most {cap}: remove some first", user.account),
-                    ));
-                }
-            }
-            Ok(vec![DirOp::AddTags { users }])
+    Ok(merged
+        .into_iter()
+        .map(|(account, tags)| {
+            (
+                account.to_owned(),
+                tags.into_iter().map(str::to_owned).collect(),
+            )
         })
-        .await?;
-    Ok(Map::new())
+        .collect())
 }
 
 pub async fn remove(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
