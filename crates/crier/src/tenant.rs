@@ -37,10 +37,12 @@ const SNAPSHOT_EVERY_WRITES: u64 = 20_000;
 struct WriterState {
     last_seq: u64,
     writes_since_snapshot: u64,
+    /// The thread writing a snapshot in the background, if one was started.
+    background_snapshot: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Serializes the writing of snapshot files: holds the sequence number the newest file covers,
-/// so a snapshot that lost a race to a newer one is not written over it.
+/// so an older snapshot never replaces a newer one.
 type SnapshotFile = Arc<Mutex<u64>>;
 
 pub struct Tenant {
@@ -148,6 +150,7 @@ impl Tenant {
             writer: Mutex::new(WriterState {
                 last_seq,
                 writes_since_snapshot: replayed,
+                background_snapshot: None,
             }),
             snapshot_file: Arc::new(Mutex::new(snapshot_seq)),
             snapshot_every_writes: SNAPSHOT_EVERY_WRITES,
@@ -206,9 +209,11 @@ impl Tenant {
     /// already being written. Blocking.
     pub fn snapshot(&self) -> Result<(), StoreError> {
         let mut writer = self.writer.lock();
+        // One started in the background may still be writing: let it finish first.
+        if let Some(thread) = writer.background_snapshot.take() {
+            let _ = thread.join();
+        }
         if writer.writes_since_snapshot == 0 {
-            // A snapshot started in the background may still be writing: wait for it.
-            drop(self.snapshot_file.lock());
             return Ok(());
         }
         // Writers wait for this one: it is for shutdowns, where a copy would only cost memory.
@@ -228,7 +233,11 @@ impl Tenant {
     /// wait only for the copy. If it fails, the log still holds every write, for the next
     /// snapshot (or the next start) to take up.
     fn snapshot_in_background(&self, writer: &mut WriterState) {
-        if self.snapshot_file.is_locked() {
+        if writer
+            .background_snapshot
+            .as_ref()
+            .is_some_and(|thread| !thread.is_finished())
+        {
             // One is being written; the writes since go into the next.
             return;
         }
@@ -247,9 +256,12 @@ impl Tenant {
                     warn!(app, %error, "directory snapshot failed; the write log still holds everything");
                 }
             });
-        if let Err(error) = spawned {
-            warn!(app = self.sdkappid(), %error, "could not start the snapshot thread");
-            writer.writes_since_snapshot = pending;
+        match spawned {
+            Ok(thread) => writer.background_snapshot = Some(thread),
+            Err(error) => {
+                warn!(app = self.sdkappid(), %error, "could not start the snapshot thread");
+                writer.writes_since_snapshot = pending;
+            }
         }
     }
 
@@ -383,7 +395,9 @@ mod tests {
             tag(&tenant, n);
         }
         // Waits for the snapshot in flight, without writing one more.
-        drop(tenant.snapshot_file.lock());
+        if let Some(thread) = tenant.writer.lock().background_snapshot.take() {
+            thread.join().unwrap();
+        }
         let on_disk = *tenant.snapshot_file.lock();
         assert!(
             on_disk >= 5,
