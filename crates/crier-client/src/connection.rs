@@ -55,7 +55,15 @@ pub struct Connection {
 impl Connection {
     /// Connects and logs in; answers once `LoginOK` arrives.
     pub async fn connect(options: &LoginOptions) -> Result<Connection, ClientError> {
-        let (mut socket, _) = tokio_tungstenite::connect_async(options.url.as_str()).await?;
+        let (socket, _) = tokio_tungstenite::connect_async(options.url.as_str()).await?;
+        Connection::log_in(socket, options).await
+    }
+
+    /// Sends `Login` on an open WebSocket; answers once `LoginOK` arrives.
+    async fn log_in(
+        mut socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+        options: &LoginOptions,
+    ) -> Result<Connection, ClientError> {
         let login = ClientFrame::Login {
             sdk_app_id: options.sdkappid,
             identifier: options.identifier.clone(),

@@ -5,7 +5,10 @@ pub mod listen;
 pub mod push;
 pub mod tasks;
 
+use anyhow::{bail, Context};
 use clap::Args;
+use crier_client::Admin;
+use serde_json::{Map, Value};
 
 /// Where the server is and which app to act for.
 #[derive(Args, Clone)]
@@ -37,6 +40,29 @@ impl Target {
             format!("{base}/v4/ws")
         }
     }
+}
+
+/// Calls `/v4/{command}` signed for `admin`; answers the fields beside the envelope, or an
+/// error that names the refusal.
+pub async fn call_ok(
+    target: &Target,
+    admin: &str,
+    command: &str,
+    body: &Value,
+) -> anyhow::Result<Map<String, Value>> {
+    let answer = Admin::new(&target.url, target.sdkappid, &target.key, admin)
+        .call(command, body)
+        .await
+        .with_context(|| format!("cannot reach {}", target.url))?;
+    if answer.error_code != 0 {
+        let name = command.rsplit('/').next().unwrap_or(command);
+        bail!(
+            "{name} refused: ErrorCode {} ({})",
+            answer.error_code,
+            answer.error_info
+        );
+    }
+    Ok(answer.rest)
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use crier_client::Admin;
 use serde_json::{json, Map, Value};
 
 use super::Target;
@@ -114,24 +113,9 @@ impl PushArgs {
 
 pub async fn run(args: PushArgs) -> anyhow::Result<()> {
     let body = args.body()?;
-    let admin = Admin::new(
-        &args.target.url,
-        args.target.sdkappid,
-        &args.target.key,
-        &args.admin,
-    );
-    let answer = admin
-        .call("all_member_push/im_push", &body)
-        .await
-        .with_context(|| format!("cannot reach {}", args.target.url))?;
-    if answer.error_code != 0 {
-        bail!(
-            "im_push refused: ErrorCode {} ({})",
-            answer.error_code,
-            answer.error_info
-        );
-    }
-    match answer.rest.get("TaskId").and_then(Value::as_str) {
+    let answer =
+        super::call_ok(&args.target, &args.admin, "all_member_push/im_push", &body).await?;
+    match answer.get("TaskId").and_then(Value::as_str) {
         Some(task_id) => {
             println!("{task_id}");
             Ok(())

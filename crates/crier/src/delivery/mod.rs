@@ -37,6 +37,15 @@ struct KeptPush {
     stats: Arc<TaskStats>,
 }
 
+impl KeptPush {
+    /// Unexpired, addressed to `account`, and not acknowledged by it.
+    fn is_pending_for(&self, account: u32, now_ms: u64) -> bool {
+        self.record.expires_at_ms() > now_ms
+            && self.record.audience.contains(account)
+            && !self.acked.read().contains(account)
+    }
+}
+
 struct FanOutJob {
     record: Arc<PushRecord>,
     frame: Utf8Bytes,
@@ -176,11 +185,7 @@ impl Delivery {
         self.kept
             .read()
             .iter()
-            .filter(|k| {
-                k.record.expires_at_ms() > now_ms
-                    && k.record.audience.contains(account)
-                    && !k.acked.read().contains(account)
-            })
+            .filter(|k| k.is_pending_for(account, now_ms))
             .map(|k| {
                 k.stats.offline.fetch_add(1, Ordering::Relaxed);
                 k.offline_frame.clone()
@@ -193,11 +198,7 @@ impl Delivery {
         self.kept
             .read()
             .iter()
-            .filter(|k| {
-                k.record.expires_at_ms() > now_ms
-                    && k.record.audience.contains(account)
-                    && !k.acked.read().contains(account)
-            })
+            .filter(|k| k.is_pending_for(account, now_ms))
             .count() as u32
     }
 

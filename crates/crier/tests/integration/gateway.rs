@@ -440,15 +440,7 @@ async fn a_client_that_stops_reading_is_closed_4008_and_catches_up_on_its_next_l
     // The client reads nothing more: its socket buffers, then its session's queue, fill up.
     let big_text = "x".repeat(7_000);
     let slow_closes = || async {
-        let text = server
-            .http
-            .get(format!("{}/metrics", server.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = server.metrics().await;
         text.lines()
             .any(|l| l.starts_with("crier_slow_consumer_closes_total ") && !l.ends_with(" 0"))
     };
@@ -499,15 +491,7 @@ async fn metrics_count_what_happened() {
     let mut ann = login(&server, "ann").await;
     push(&server, text_push(1, "m")).await;
     next_push(&mut ann).await;
-    let text = server
-        .http
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics().await;
     for line in [
         "crier_sessions_open 1",
         "crier_pushes_accepted_total 1",

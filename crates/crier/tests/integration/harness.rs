@@ -75,6 +75,18 @@ impl TestServer {
         self.data_dir
     }
 
+    /// `GET /metrics`, as text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn admin(&self) -> Admin<'_> {
         self.admin_of(APP, KEY, ADMIN)
     }

@@ -204,15 +204,7 @@ async fn offline_accounts_get_one_notification_per_device_shaped_by_offline_push
             "{report}"
         );
     }
-    let metrics = server
-        .http
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("crier_notifications_total{provider=\"apns\",outcome=\"sent\"} 1"),
         "{metrics}"
