@@ -50,8 +50,7 @@ pub enum ClientFrame {
 /// Login platforms a client may name; `Web` when it names none.
 pub const LOGIN_PLATFORMS: &[&str] = &["iPhone", "Android", "Web", "PC", "iPad", "Mac"];
 
-/// Serialize-only: serde's internally tagged enums buffer their content, which `RawValue`
-/// cannot pass through, so frames are read back with [`ServerFrame::parse`].
+/// Serialize-only: frames are read back with [`ServerFrame::parse`].
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "Type")]
 pub enum ServerFrame {
@@ -76,60 +75,75 @@ pub enum ServerFrame {
     },
 }
 
-/// The frames without a raw payload, which serde's tagged enums can read directly.
+/// Every field any server frame has, read in one pass and then checked against `Type`.
+/// serde's internally tagged enums would buffer the object, which `RawValue` cannot pass
+/// through, and reading `Type` first costs a second pass over every frame.
 #[derive(Deserialize)]
-#[serde(tag = "Type")]
-enum PlainServerFrame {
-    #[serde(rename = "LoginOK")]
-    LoginOk {
-        #[serde(rename = "Identifier")]
-        identifier: String,
-        #[serde(rename = "ServerTime")]
-        server_time: u64,
-    },
-    Error {
-        #[serde(rename = "ErrorCode")]
-        error_code: u32,
-        #[serde(rename = "ErrorInfo")]
-        error_info: String,
-    },
-    Pong,
-    Kicked {
-        #[serde(rename = "Reason")]
-        reason: String,
-    },
+struct FrameFields {
+    #[serde(rename = "Type")]
+    kind: String,
+    #[serde(rename = "Identifier")]
+    identifier: Option<String>,
+    #[serde(rename = "ServerTime")]
+    server_time: Option<u64>,
+    #[serde(rename = "ErrorCode")]
+    error_code: Option<u32>,
+    #[serde(rename = "ErrorInfo")]
+    error_info: Option<String>,
+    #[serde(rename = "Reason")]
+    reason: Option<String>,
+    #[serde(rename = "TaskId")]
+    task_id: Option<String>,
+    #[serde(rename = "From_Account")]
+    from_account: Option<String>,
+    #[serde(rename = "MsgTimeStamp")]
+    msg_time_stamp: Option<u64>,
+    #[serde(rename = "MsgRandom")]
+    msg_random: Option<u32>,
+    #[serde(rename = "MsgBody")]
+    msg_body: Option<Box<RawValue>>,
+    #[serde(rename = "OfflinePushInfo")]
+    offline_push_info: Option<Box<RawValue>>,
+    #[serde(rename = "Offline")]
+    offline: Option<bool>,
 }
 
-#[derive(Deserialize)]
-struct FrameType<'a> {
-    #[serde(rename = "Type", borrow)]
-    kind: std::borrow::Cow<'a, str>,
+fn required<T>(field: Option<T>, name: &'static str) -> Result<T, serde_json::Error> {
+    field.ok_or_else(|| serde::de::Error::missing_field(name))
 }
 
 impl ServerFrame {
     /// Reads one text frame.
     pub fn parse(text: &str) -> Result<ServerFrame, serde_json::Error> {
-        let FrameType { kind } = serde_json::from_str(text)?;
-        if kind == "Push" {
-            return serde_json::from_str(text).map(ServerFrame::Push);
-        }
-        Ok(match serde_json::from_str(text)? {
-            PlainServerFrame::LoginOk {
-                identifier,
-                server_time,
-            } => ServerFrame::LoginOk {
-                identifier,
-                server_time,
+        let f: FrameFields = serde_json::from_str(text)?;
+        Ok(match f.kind.as_str() {
+            "Push" => ServerFrame::Push(PushFrame {
+                task_id: required(f.task_id, "TaskId")?,
+                from_account: required(f.from_account, "From_Account")?,
+                msg_time_stamp: required(f.msg_time_stamp, "MsgTimeStamp")?,
+                msg_random: required(f.msg_random, "MsgRandom")?,
+                msg_body: required(f.msg_body, "MsgBody")?,
+                offline_push_info: f.offline_push_info,
+                offline: required(f.offline, "Offline")?,
+            }),
+            "LoginOK" => ServerFrame::LoginOk {
+                identifier: required(f.identifier, "Identifier")?,
+                server_time: required(f.server_time, "ServerTime")?,
             },
-            PlainServerFrame::Error {
-                error_code,
-                error_info,
-            } => ServerFrame::Error {
-                error_code,
-                error_info,
+            "Error" => ServerFrame::Error {
+                error_code: required(f.error_code, "ErrorCode")?,
+                error_info: required(f.error_info, "ErrorInfo")?,
             },
-            PlainServerFrame::Pong => ServerFrame::Pong,
-            PlainServerFrame::Kicked { reason } => ServerFrame::Kicked { reason },
+            "Pong" => ServerFrame::Pong,
+            "Kicked" => ServerFrame::Kicked {
+                reason: required(f.reason, "Reason")?,
+            },
+            other => {
+                return Err(serde::de::Error::unknown_variant(
+                    other,
+                    &["LoginOK", "Error", "Push", "Pong", "Kicked"],
+                ))
+            }
         })
     }
 }
@@ -201,11 +215,151 @@ mod tests {
             text,
             r#"{"Type":"Push","TaskId":"t","From_Account":"admin","MsgTimeStamp":1,"MsgRandom":2,"MsgBody":[],"Offline":true}"#
         );
-        for frame in [push, ok, ServerFrame::Pong] {
+        let error = ServerFrame::Error {
+            error_code: 70001,
+            error_info: "expired".into(),
+        };
+        let kicked = ServerFrame::Kicked {
+            reason: "deleted".into(),
+        };
+        for frame in [push, ok, ServerFrame::Pong, error, kicked] {
             let text = serde_json::to_string(&frame).unwrap();
             let back = serde_json::to_string(&ServerFrame::parse(&text).unwrap()).unwrap();
             assert_eq!(back, text);
         }
         assert!(ServerFrame::parse(r#"{"Type":"Nope"}"#).is_err());
+        let missing = ServerFrame::parse(r#"{"Type":"Push","TaskId":"t"}"#).unwrap_err();
+        assert!(missing.to_string().contains("From_Account"), "{missing}");
+        assert!(ServerFrame::parse(r#"{"Type":"Kicked"}"#).is_err());
+        // Fields a newer server may add are ignored.
+        assert!(matches!(
+            ServerFrame::parse(r#"{"Type":"Pong","Extra":[1,{"a":2}]}"#),
+            Ok(ServerFrame::Pong)
+        ));
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        fn raw_json() -> impl Strategy<Value = Box<RawValue>> {
+            prop::collection::vec(("\\PC{0,12}", any::<i64>()), 0..4).prop_map(|items| {
+                let value: Vec<serde_json::Value> = items
+                    .into_iter()
+                    .map(|(text, n)| serde_json::json!({"MsgType": "TIMTextElem", "Text": text, "N": n}))
+                    .collect();
+                RawValue::from_string(serde_json::to_string(&value).unwrap()).unwrap()
+            })
+        }
+
+        fn server_frame() -> impl Strategy<Value = ServerFrame> {
+            prop_oneof![
+                ("\\PC{0,32}", any::<u64>()).prop_map(|(identifier, server_time)| {
+                    ServerFrame::LoginOk {
+                        identifier,
+                        server_time,
+                    }
+                }),
+                (any::<u32>(), "\\PC{0,40}").prop_map(|(error_code, error_info)| {
+                    ServerFrame::Error {
+                        error_code,
+                        error_info,
+                    }
+                }),
+                Just(ServerFrame::Pong),
+                "\\PC{0,40}".prop_map(|reason| ServerFrame::Kicked { reason }),
+                (
+                    "[0-9_]{1,40}",
+                    "\\PC{1,32}",
+                    any::<u64>(),
+                    any::<u32>(),
+                    raw_json(),
+                    prop::option::of(raw_json()),
+                    any::<bool>(),
+                )
+                    .prop_map(
+                        |(
+                            task_id,
+                            from_account,
+                            msg_time_stamp,
+                            msg_random,
+                            msg_body,
+                            offline_push_info,
+                            offline,
+                        )| {
+                            ServerFrame::Push(PushFrame {
+                                task_id,
+                                from_account,
+                                msg_time_stamp,
+                                msg_random,
+                                msg_body,
+                                offline_push_info,
+                                offline,
+                            })
+                        }
+                    ),
+            ]
+        }
+
+        fn client_frame() -> impl Strategy<Value = ClientFrame> {
+            prop_oneof![
+                (
+                    any::<u64>(),
+                    "\\PC{0,32}",
+                    "[A-Za-z0-9*_-]{0,64}",
+                    prop::option::of("[A-Za-z]{1,8}")
+                )
+                    .prop_map(|(sdk_app_id, identifier, user_sig, platform)| {
+                        ClientFrame::Login {
+                            sdk_app_id,
+                            identifier,
+                            user_sig,
+                            platform,
+                        }
+                    }),
+                prop::collection::vec("[0-9_]{1,40}", 0..5)
+                    .prop_map(|task_ids| ClientFrame::Ack { task_ids }),
+                Just(ClientFrame::Ping),
+                ("[a-z]{1,8}", "\\PC{1,40}")
+                    .prop_map(|(platform, token)| ClientFrame::RegisterDevice { platform, token }),
+                ("[a-z]{1,8}", "\\PC{1,40}").prop_map(|(platform, token)| {
+                    ClientFrame::UnregisterDevice { platform, token }
+                }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn server_frames_read_back_as_written(frame in server_frame()) {
+                let text = serde_json::to_string(&frame).unwrap();
+                let back = ServerFrame::parse(&text).unwrap();
+                prop_assert_eq!(serde_json::to_string(&back).unwrap(), text);
+            }
+
+            #[test]
+            fn client_frames_read_back_as_written(frame in client_frame()) {
+                let text = serde_json::to_string(&frame).unwrap();
+                prop_assert_eq!(serde_json::from_str::<ClientFrame>(&text).unwrap(), frame);
+            }
+
+            /// A frame with a field dropped is refused, never read as something else.
+            #[test]
+            fn a_push_missing_a_required_field_is_refused(frame in server_frame(), drop in 0usize..6) {
+                let mut object: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(&serde_json::to_string(&frame).unwrap()).unwrap();
+                let ServerFrame::Push(_) = frame else { return Ok(()) };
+                let field = ["TaskId", "From_Account", "MsgTimeStamp", "MsgRandom", "MsgBody", "Offline"][drop];
+                object.remove(field);
+                let text = serde_json::to_string(&object).unwrap();
+                prop_assert!(ServerFrame::parse(&text).is_err());
+            }
+
+            #[test]
+            fn arbitrary_text_never_panics_the_readers(text in "\\PC{0,200}") {
+                let _ = ServerFrame::parse(&text);
+                let _ = serde_json::from_str::<ClientFrame>(&text);
+            }
+        }
     }
 }
