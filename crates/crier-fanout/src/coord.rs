@@ -97,6 +97,8 @@ pub struct BenchArgs {
 pub(crate) struct Round {
     pub(crate) latencies_ns: Vec<u64>,
     pub(crate) expected: usize,
+    /// From t0 to the publisher's answer: the `im_push` reply, or the peer's publish flushed.
+    pub(crate) answered_ns: u64,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -207,6 +209,9 @@ impl Outcome {
     }
     pub(crate) fn last(&self) -> f64 {
         self.stat(|r| ms(percentile(&r.latencies_ns, 1.0)))
+    }
+    pub(crate) fn answered(&self) -> f64 {
+        self.stat(|r| ms(r.answered_ns))
     }
     pub(crate) fn worst_last(&self) -> f64 {
         self.rounds
@@ -373,8 +378,9 @@ enum Publisher<'a> {
 }
 
 impl Publisher<'_> {
-    /// Sends round `id`; answers t0 (ns), taken just before the send, and the frame size.
-    async fn publish(&mut self, id: u32, text_bytes: usize) -> anyhow::Result<(u64, usize)> {
+    /// Sends round `id`; answers t0 (ns), taken just before the send, the time the send was
+    /// answered (ns) and the frame size.
+    async fn publish(&mut self, id: u32, text_bytes: usize) -> anyhow::Result<(u64, u64, usize)> {
         match self {
             Publisher::Crier(server) => {
                 let body = json!({
@@ -384,6 +390,7 @@ impl Publisher<'_> {
                 });
                 let t0 = now_ns();
                 let answer = server.call("all_member_push/im_push", &body).await?;
+                let answered = now_ns();
                 // The frame the clients get: the peers' frame with this TaskId.
                 let task_id = answer
                     .get("TaskId")
@@ -396,7 +403,7 @@ impl Publisher<'_> {
                         .nth(1)
                         .and_then(|rest| rest.split('"').next())
                         .map_or(0, str::len);
-                Ok((t0, size))
+                Ok((t0, answered, size))
             }
             Publisher::Mosquitto(stream) => {
                 let frame = peer_frame(id, text_bytes);
@@ -404,7 +411,7 @@ impl Publisher<'_> {
                 let packet = Packet::Publish(Publish::new(TOPIC, QoS::AtMostOnce, frame));
                 let t0 = now_ns();
                 mqtt_send(stream, packet).await?;
-                Ok((t0, size))
+                Ok((t0, now_ns(), size))
             }
             Publisher::Nats(client) => {
                 let frame = peer_frame(id, text_bytes);
@@ -412,7 +419,7 @@ impl Publisher<'_> {
                 let t0 = now_ns();
                 client.publish(TOPIC, frame.into()).await?;
                 client.flush().await?;
-                Ok((t0, size))
+                Ok((t0, now_ns(), size))
             }
         }
     }
@@ -519,7 +526,7 @@ impl Bench {
             .await;
             let id = self.next_id;
             self.next_id += 1;
-            let (t0, size) = publisher.publish(id, self.args.text_bytes).await?;
+            let (t0, answered, size) = publisher.publish(id, self.args.text_bytes).await?;
             frame_bytes = size;
             let (times, lost) = children
                 .collect(id, Duration::from_secs(self.args.round_timeout))
@@ -538,6 +545,7 @@ impl Bench {
                 rounds.push(Round {
                     latencies_ns,
                     expected: connected,
+                    answered_ns: answered.saturating_sub(t0),
                 });
             }
         }
