@@ -2,11 +2,6 @@
 
 mod cli;
 
-// glibc's malloc showed up as a sixth of the server's time under bulk writes (request bodies
-// become many small JSON values and strings); mimalloc's per-thread free lists are cheaper.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 
