@@ -279,7 +279,7 @@ impl Directory {
                     .then(|| condition::intersect_all(and.iter().map(tag).collect(), &self.live));
                 let or =
                     (!or.is_empty()).then(|| condition::union_all(or.iter().map(tag).collect()));
-                condition::combine(and, or, &self.live)
+                condition::combine(and, or, &self.live, self.every_member_live())
             }
             Condition::Attrs { and, or } => {
                 let value = |(slot, v): &(u8, String)| {
@@ -289,9 +289,16 @@ impl Directory {
                     .then(|| condition::intersect_all(and.iter().map(value).collect(), &self.live));
                 let or =
                     (!or.is_empty()).then(|| condition::union_all(or.iter().map(value).collect()));
-                condition::combine(and, or, &self.live)
+                condition::combine(and, or, &self.live, self.every_member_live())
             }
         }
+    }
+
+    /// Every numbered account is live or deleted. Deleted accounts leave every tag and value
+    /// set, so then those sets hold live accounts only; an account named by a tag or attribute
+    /// write before its import or first login is neither.
+    fn every_member_live(&self) -> bool {
+        u64::from(self.accounts.len()) == self.live.len() + self.retired.len()
     }
 
     pub fn stats(&self) -> DirectoryStats {
