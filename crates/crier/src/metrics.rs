@@ -102,7 +102,7 @@ impl Metrics {
             ),
             (
                 "crier_slow_consumer_closes_total",
-                "Sessions closed with 4008 because their queue stayed full.",
+                "Sessions closed with 4008 because their backlog of unsent pushes was full.",
                 &self.slow_consumer_closes,
             ),
             (

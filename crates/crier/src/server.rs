@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -83,14 +82,10 @@ pub async fn serve(
         // Open WebSocket sessions would hold the graceful shutdown forever: end them first.
         sessions_stop.send_replace(true);
     };
-    // Pushes are small frames that must leave at once, not wait for Nagle's algorithm to
-    // coalesce them with an acknowledgement that the client may delay by up to 40 ms.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, crate::api::router(Arc::clone(&state)))
+    let listener = crate::gateway::GatewayListener(listener);
+    let app = crate::api::router(Arc::clone(&state))
+        .into_make_service_with_connect_info::<crate::gateway::ClientConn>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     purger.abort();

@@ -1,8 +1,8 @@
 //! Delivery of one app's pushes to its clients.
 //!
-//! - Online: when a push is accepted, its frame is queued on every session of
-//!   `audience AND online`, by a dedicated fan-out thread so neither the REST call nor the
-//!   async runtime waits on it ([`Delivery::accept`]).
+//! - Online: when a push is accepted, its frame is written to every session of
+//!   `audience AND online` by a dedicated fan-out thread (and helpers, one per core), so
+//!   neither the REST call nor the async runtime waits on it ([`Delivery::accept`]).
 //! - Offline, by cursor rather than copies: pushes with a lifetime are kept in acceptance
 //!   order with their audience bitmap and a bitmap of who acknowledged them. On login an
 //!   account receives each unexpired kept push whose audience holds it and that it has not
@@ -15,13 +15,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use crier_proto::protocol::{close, PushFrame, ServerFrame};
 use parking_lot::RwLock;
 use roaring::RoaringBitmap;
 use serde_json::value::RawValue;
 use tracing::{info, warn};
 
+use crate::gateway::conn::text_frame;
 use crate::gateway::sessions::Sessions;
 use crate::metrics::Metrics;
 use crate::push::PushRecord;
@@ -32,7 +33,8 @@ const MAX_KEEP_MS: u64 = 604_800 * 1000;
 
 struct KeptPush {
     record: Arc<PushRecord>,
-    offline_frame: Utf8Bytes,
+    /// The whole WebSocket frame a login's catch-up writes.
+    offline_frame: Bytes,
     acked: RwLock<RoaringBitmap>,
     stats: Arc<TaskStats>,
 }
@@ -48,7 +50,7 @@ impl KeptPush {
 
 struct FanOutJob {
     record: Arc<PushRecord>,
-    frame: Utf8Bytes,
+    frame: Bytes,
     stats: Arc<TaskStats>,
 }
 
@@ -82,8 +84,8 @@ pub struct Delivery {
     metrics: Arc<Metrics>,
 }
 
-/// The frame a push becomes, online or kept.
-pub fn push_frame(record: &PushRecord, offline: bool) -> Utf8Bytes {
+/// The WebSocket frame a push becomes, online or kept.
+pub fn push_frame(record: &PushRecord, offline: bool) -> Bytes {
     let raw = |text: &str| RawValue::from_string(text.to_owned()).ok();
     let frame = ServerFrame::Push(PushFrame {
         task_id: record.task_id.clone(),
@@ -94,7 +96,7 @@ pub fn push_frame(record: &PushRecord, offline: bool) -> Utf8Bytes {
         offline_push_info: record.offline_push_info.as_deref().and_then(raw),
         offline,
     });
-    Utf8Bytes::from(serde_json::to_string(&frame).expect("frames serialize"))
+    text_frame(&serde_json::to_string(&frame).expect("frames serialize"))
 }
 
 impl Delivery {
@@ -181,7 +183,7 @@ impl Delivery {
     }
 
     /// Frames of the kept pushes `account` has not acknowledged, oldest first.
-    pub fn pending_for(&self, account: u32, now_ms: u64) -> Vec<Utf8Bytes> {
+    pub fn pending_for(&self, account: u32, now_ms: u64) -> Vec<Bytes> {
         self.kept
             .read()
             .iter()
@@ -291,11 +293,13 @@ fn start_fan_out(
     metrics: Arc<Metrics>,
 ) -> std::sync::mpsc::Sender<FanOutJob> {
     let (sender, jobs) = std::sync::mpsc::channel::<FanOutJob>();
+    let writers = std::thread::available_parallelism().map_or(1, |n| n.get());
     std::thread::Builder::new()
         .name("crier-fan-out".into())
         .spawn(move || {
             for job in jobs {
-                let result = sessions.fan_out(&job.record.audience, &job.frame, close::TOO_SLOW);
+                let result =
+                    sessions.fan_out(&job.record.audience, &job.frame, close::TOO_SLOW, writers);
                 job.stats
                     .online
                     .fetch_add(result.delivered, Ordering::Relaxed);

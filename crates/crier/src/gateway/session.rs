@@ -1,18 +1,13 @@
-//! One WebSocket connection: `Login` within ten seconds, then a `select!` loop over outbound
-//! pushes, inbound frames, the close signal (kick, too slow) and server shutdown.
+//! One WebSocket connection: `Login` within ten seconds, then a `select!` loop over inbound
+//! frames, the close signal (kick, too slow), server shutdown, and writing what the socket
+//! could not take at once (pushes are written by the fan-out itself, see [`super::conn`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use crier_proto::protocol::{close, ClientFrame, ServerFrame, LOGIN_PLATFORMS, LOGIN_TIMEOUT_SECS};
-use crier_proto::{codes, usersig};
-use futures_util::SinkExt;
-use parking_lot::Mutex;
-use tokio::sync::mpsc;
-
-use super::sessions::{CloseSignal, SessionHandle};
+use super::conn::Conn;
+use super::sessions::{CloseSignal, SessionHandle, SessionLink};
 use crate::clock::{now_ms, now_secs};
 use crate::directory::DirOp;
 use crate::error::Error;
@@ -21,9 +16,11 @@ use crate::notify::devices::{Device, MAX_TOKEN_BYTES};
 use crate::notify::Provider;
 use crate::server::AppState;
 use crate::tenant::Tenant;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use crier_proto::protocol::{close, ClientFrame, ServerFrame, LOGIN_PLATFORMS, LOGIN_TIMEOUT_SECS};
+use crier_proto::{codes, usersig};
+use parking_lot::Mutex;
 
-/// Frames a session may have queued before it counts as too slow.
-const OUTBOUND_QUEUE: usize = 256;
 /// A client that does not take a frame within this long is gone or hopelessly slow.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const GOING_AWAY: u16 = 1001;
@@ -48,16 +45,12 @@ async fn send(socket: &mut WebSocket, text: Utf8Bytes) -> bool {
     )
 }
 
-/// Sends `frames` with one flush at the end: a catch-up of hundreds of kept pushes costs one
-/// round of writes, not one per frame.
-async fn send_all(socket: &mut WebSocket, frames: Vec<Utf8Bytes>) -> bool {
-    let write = async {
-        for text in frames {
-            socket.feed(Message::Text(text)).await?;
-        }
-        socket.flush().await
-    };
-    matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
+/// Writes what waits on the connection; false if the client did not take it in time.
+async fn drain(conn: &Conn) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, conn.drain()).await,
+        Ok(Ok(()))
+    )
 }
 
 async fn close_with(mut socket: WebSocket, code: u16, reason: &str) {
@@ -144,7 +137,7 @@ async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stopping| *stopping).await;
 }
 
-pub async fn run(mut socket: WebSocket, state: Arc<AppState>) {
+pub async fn run(mut socket: WebSocket, conn: Arc<Conn>, state: Arc<AppState>) {
     let login = match tokio::time::timeout(
         Duration::from_secs(LOGIN_TIMEOUT_SECS),
         next_text(&mut socket),
@@ -194,16 +187,19 @@ pub async fn run(mut socket: WebSocket, state: Arc<AppState>) {
         return close_with(socket, close::LOGIN_FAILED, "login failed").await;
     };
 
-    let (outbound, queued) = mpsc::channel(OUTBOUND_QUEUE);
     let handle = SessionHandle {
         id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
         platform,
-        outbound,
-        close: Arc::new(CloseSignal::default()),
-        kick_reason: Arc::new(Mutex::new(String::new())),
+        link: Arc::new(SessionLink {
+            conn: Arc::clone(&conn),
+            close: CloseSignal::default(),
+            kick_reason: Mutex::new(String::new()),
+        }),
     };
     // Online before reading what was kept: a push accepted in between reaches the session one
-    // way or the other (possibly both; clients drop repeats by TaskId).
+    // way or the other (possibly both; clients drop repeats by TaskId). It is held until the
+    // login reply and the catch-up are out.
+    conn.accept_pushes_held();
     let delivery = &tenant.delivery;
     delivery.sessions.register(account, handle.clone());
     Metrics::add(&state.metrics.logins, 1);
@@ -216,10 +212,11 @@ pub async fn run(mut socket: WebSocket, state: Arc<AppState>) {
         tenant: Arc::clone(&tenant),
         handle: handle.clone(),
         state: Arc::clone(&state),
-        queued,
+        conn: Arc::clone(&conn),
     };
     let close = session.serve(identifier).await;
     delivery.sessions.unregister(account, handle.id);
+    conn.stop_pushes();
     state.metrics.sessions_open.fetch_sub(1, Ordering::Relaxed);
     if let Some((code, reason)) = close {
         if code == close::KICKED {
@@ -242,7 +239,7 @@ struct Session {
     tenant: Arc<Tenant>,
     handle: SessionHandle,
     state: Arc<AppState>,
-    queued: mpsc::Receiver<Utf8Bytes>,
+    conn: Arc<Conn>,
 }
 
 impl Session {
@@ -257,30 +254,32 @@ impl Session {
         }
         let pending = self.tenant.delivery.pending_for(self.account, now_ms());
         Metrics::add(&self.state.metrics.deliveries_offline, pending.len() as u64);
-        if !send_all(&mut self.socket, pending).await {
+        // One buffer, one write: a catch-up of hundreds of kept pushes costs one round of
+        // writes, not one per frame.
+        self.conn.release(pending.concat());
+        if !drain(&self.conn).await {
             return None;
         }
         let mut shutdown = self.state.shutdown.subscribe();
-        let close = Arc::clone(&self.handle.close);
+        let link = Arc::clone(&self.handle.link);
+        let close = &link.close;
         // The long waits are set up once: registering them again with their notifiers on
         // every frame would cost each of N sessions as much per push as sending the frame.
         let closed = close.closed();
         let stopping = stopped(&mut shutdown);
         tokio::pin!(closed, stopping);
         loop {
-            // Biased: a close (kick, too slow) wins over queued pushes; then pushes, since a
-            // push wakes N sessions at once and each should stop at its queue rather than
-            // poll every branch in random order.
+            // Biased: a close (kick, too slow) wins over writing what waits.
             tokio::select! {
                 biased;
                 code = &mut closed => return Some(self.closing(code)),
-                frame = self.queued.recv() => {
-                    // A client that stopped reading blocks this send; being closed as too slow
-                    // (or kicked) meanwhile must not wait for the write timeout.
+                () = self.conn.drain_needed() => {
+                    // A client that stopped reading blocks this write; being closed as too
+                    // slow (or kicked) meanwhile must not wait for the write timeout.
                     tokio::select! {
                         biased;
                         code = &mut closed => return Some(self.closing(code)),
-                        sent = send(&mut self.socket, frame?) => if !sent {
+                        drained = drain(&self.conn) => if !drained {
                             return None;
                         },
                     }
@@ -302,7 +301,7 @@ impl Session {
             return (code, "too slow to keep up; log in again to catch up".into());
         }
         Metrics::add(&self.state.metrics.kicks, 1);
-        (code, self.handle.kick_reason.lock().clone())
+        (code, self.handle.link.kick_reason.lock().clone())
     }
 
     async fn handle_frame(&mut self, text: &str) -> Option<Utf8Bytes> {

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use roaring::RoaringBitmap;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
+
+use super::conn::{Conn, Pushed};
 
 /// Tells a session task to end, and with which close code.
 #[derive(Default)]
@@ -40,14 +41,19 @@ impl CloseSignal {
     }
 }
 
+/// What the fan-out and kicks reach a session by.
+pub struct SessionLink {
+    pub conn: Arc<Conn>,
+    pub close: CloseSignal,
+    /// Why the session was kicked, shown in the `Kicked` frame.
+    pub kick_reason: Mutex<String>,
+}
+
 #[derive(Clone)]
 pub struct SessionHandle {
     pub id: u64,
     pub platform: String,
-    pub outbound: mpsc::Sender<Utf8Bytes>,
-    pub close: Arc<CloseSignal>,
-    /// Why the session was kicked, shown in the `Kicked` frame.
-    pub kick_reason: Arc<Mutex<String>>,
+    pub link: Arc<SessionLink>,
 }
 
 #[derive(Default)]
@@ -62,6 +68,16 @@ pub struct FanOut {
     pub delivered: u64,
     pub too_slow: u64,
 }
+
+impl std::ops::AddAssign for FanOut {
+    fn add_assign(&mut self, other: FanOut) {
+        self.delivered += other.delivered;
+        self.too_slow += other.too_slow;
+    }
+}
+
+/// Below this many sessions a push is written by one thread; above, by `writers` threads.
+const SESSIONS_PER_EXTRA_WRITER: usize = 2048;
 
 #[derive(Default)]
 pub struct Sessions {
@@ -91,31 +107,43 @@ impl Sessions {
         }
     }
 
-    /// Queues `frame` on every session of every account in `audience AND online`. A session
-    /// whose queue is full is closed with `too_slow_code`; it catches up on its next login.
+    /// Writes `frame` (a whole WebSocket frame) to every session of every account in
+    /// `audience AND online`, on up to `writers` threads. A session with too much waiting
+    /// already is closed with `too_slow_code`; it catches up on its next login.
     /// Heavy for big audiences: call it off the async runtime.
     pub fn fan_out(
         &self,
         audience: &RoaringBitmap,
-        frame: &Utf8Bytes,
+        frame: &[u8],
         too_slow_code: u16,
+        writers: usize,
     ) -> FanOut {
-        let registry = self.registry.lock();
-        let mut result = FanOut::default();
-        for account in &(audience & &registry.online) {
-            for session in registry.by_account.get(&account).into_iter().flatten() {
-                match session.outbound.try_send(frame.clone()) {
-                    Ok(()) => result.delivered += 1,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        session.close.close(too_slow_code);
-                        result.too_slow += 1;
-                    }
-                    // The session is ending and will unregister itself.
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
-                }
-            }
+        // The registry is not held while writing, or logins would wait for the whole push.
+        let links: Vec<Arc<SessionLink>> = {
+            let registry = self.registry.lock();
+            (audience & &registry.online)
+                .iter()
+                .flat_map(|account| registry.by_account.get(&account).into_iter().flatten())
+                .map(|session| Arc::clone(&session.link))
+                .collect()
+        };
+        let writers = writers.clamp(1, 1 + links.len() / SESSIONS_PER_EXTRA_WRITER);
+        if writers == 1 {
+            return write_to(&links, frame, too_slow_code);
         }
-        result
+        let share = links.len().div_ceil(writers);
+        std::thread::scope(|scope| {
+            let mut chunks = links.chunks(share);
+            let own = chunks.next().unwrap_or_default();
+            let others: Vec<_> = chunks
+                .map(|chunk| scope.spawn(move || write_to(chunk, frame, too_slow_code)))
+                .collect();
+            let mut result = write_to(own, frame, too_slow_code);
+            for other in others {
+                result += other.join().expect("a fan-out writer does not panic");
+            }
+            result
+        })
     }
 
     /// Closes every session of `account` with `code`; answers how many there were.
@@ -127,8 +155,8 @@ impl Sessions {
             .map(Vec::as_slice)
             .unwrap_or_default();
         for session in sessions {
-            *session.kick_reason.lock() = reason.to_owned();
-            session.close.close(code);
+            *session.link.kick_reason.lock() = reason.to_owned();
+            session.link.close.close(code);
         }
         sessions.len()
     }
@@ -152,5 +180,102 @@ impl Sessions {
 
     pub fn is_online(&self, account: u32) -> bool {
         self.registry.lock().online.contains(account)
+    }
+}
+
+fn write_to(links: &[Arc<SessionLink>], frame: &[u8], too_slow_code: u16) -> FanOut {
+    let mut result = FanOut::default();
+    for link in links {
+        match link.conn.push(frame) {
+            Pushed::Written | Pushed::Queued => result.delivered += 1,
+            Pushed::TooSlow => {
+                // Later pushes skip it: it is closed and catches up when it logs in again.
+                link.conn.stop_pushes();
+                link.close.close(too_slow_code);
+                result.too_slow += 1;
+            }
+            // The session is ending and will unregister itself.
+            Pushed::Gone => {}
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::conn::{text_frame, ConnIo};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A registered session on a real socket, and the client end of it.
+    async fn session(listener: &TcpListener, id: u64) -> (SessionHandle, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let conn = ConnIo::new(accepted.unwrap().0).0;
+        conn.accept_pushes_held();
+        conn.release(Vec::new());
+        let handle = SessionHandle {
+            id,
+            platform: "Web".into(),
+            link: Arc::new(SessionLink {
+                conn,
+                close: CloseSignal::default(),
+                kick_reason: Mutex::new(String::new()),
+            }),
+        };
+        (handle, client.unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_push_split_over_writers_reaches_every_session_of_the_audience_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sessions = Arc::new(Sessions::default());
+        // Enough sessions for a second writer; account 7 has two, odd accounts are left out.
+        let accounts: Vec<u32> = (0..SESSIONS_PER_EXTRA_WRITER as u32 * 2 + 10).collect();
+        let (mut clients, mut links) = (Vec::new(), Vec::new());
+        for (id, &account) in accounts.iter().enumerate() {
+            let (handle, client) = session(&listener, id as u64).await;
+            links.push(Arc::clone(&handle.link));
+            sessions.register(account, handle);
+            clients.push((account, client));
+        }
+        let (handle, client) = session(&listener, u64::MAX).await;
+        links.push(Arc::clone(&handle.link));
+        sessions.register(7, handle);
+        clients.push((7, client));
+        let audience: RoaringBitmap = accounts.iter().copied().filter(|a| a % 2 == 0).collect();
+
+        let frame = text_frame("{\"Type\":\"Push\"}");
+        let (wire, registry) = (frame.clone(), Arc::clone(&sessions));
+        let fanned =
+            tokio::task::spawn_blocking(move || registry.fan_out(&audience, &wire, 4008, 2))
+                .await
+                .unwrap();
+        let in_audience = clients.iter().filter(|(a, _)| a % 2 == 0).count();
+        assert_eq!(
+            fanned,
+            FanOut {
+                delivered: in_audience as u64,
+                too_slow: 0
+            }
+        );
+        for link in &links {
+            link.conn.drain().await.unwrap();
+        }
+        for (account, client) in clients.iter_mut().filter(|(a, _)| a % 2 == 0) {
+            let mut got = vec![0u8; frame.len()];
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, frame, "account {account}");
+        }
+        // Everything written has arrived by now (loopback delivers within the write).
+        for (account, client) in &mut clients {
+            let mut more = [0u8; 1];
+            let outcome = client.try_read(&mut more);
+            assert!(
+                matches!(&outcome, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                "account {account}: {outcome:?}"
+            );
+        }
     }
 }

@@ -437,7 +437,7 @@ async fn a_client_that_stops_reading_is_closed_4008_and_catches_up_on_its_next_l
     let first = slow.next().await.unwrap().unwrap();
     assert!(first.to_text().unwrap().contains("LoginOK"), "{first:?}");
 
-    // The client reads nothing more: its socket buffers, then its session's queue, fill up.
+    // The client reads nothing more: its socket buffers, then its session's backlog, fill up.
     let big_text = "x".repeat(7_000);
     let slow_closes = || async {
         let text = server.metrics().await;
