@@ -77,7 +77,7 @@ impl std::ops::AddAssign for FanOut {
 }
 
 /// Below this many sessions a push is written by one thread; above, by `writers` threads.
-const SESSIONS_PER_EXTRA_WRITER: usize = 2048;
+const SESSIONS_PER_EXTRA_WRITER: usize = 256;
 
 #[derive(Default)]
 pub struct Sessions {
