@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use roaring::RoaringBitmap;
 use tokio::sync::Notify;
 
@@ -76,17 +76,19 @@ impl std::ops::AddAssign for FanOut {
     }
 }
 
-/// Below this many sessions a push is written by one thread; above, by `writers` threads.
+/// Below this many accounts a push is written by one thread; above, by `writers` threads.
 const SESSIONS_PER_EXTRA_WRITER: usize = 256;
+/// Accounts written to per hold of the registry.
+const ACCOUNTS_PER_HOLD: usize = 256;
 
 #[derive(Default)]
 pub struct Sessions {
-    registry: Mutex<Registry>,
+    registry: RwLock<Registry>,
 }
 
 impl Sessions {
     pub fn register(&self, account: u32, session: SessionHandle) {
-        let mut registry = self.registry.lock();
+        let mut registry = self.registry.write();
         registry
             .by_account
             .entry(account)
@@ -96,7 +98,7 @@ impl Sessions {
     }
 
     pub fn unregister(&self, account: u32, session_id: u64) {
-        let mut registry = self.registry.lock();
+        let mut registry = self.registry.write();
         let Some(sessions) = registry.by_account.get_mut(&account) else {
             return;
         };
@@ -118,27 +120,22 @@ impl Sessions {
         too_slow_code: u16,
         writers: usize,
     ) -> FanOut {
-        // The registry is not held while writing, or logins would wait for the whole push.
-        let links: Vec<Arc<SessionLink>> = {
-            let registry = self.registry.lock();
-            (audience & &registry.online)
-                .iter()
-                .flat_map(|account| registry.by_account.get(&account).into_iter().flatten())
-                .map(|session| Arc::clone(&session.link))
-                .collect()
-        };
-        let writers = writers.clamp(1, 1 + links.len() / SESSIONS_PER_EXTRA_WRITER);
+        let targets = audience & &self.registry.read().online;
+        let count = targets.len() as usize;
+        let writers = writers.clamp(1, 1 + count / SESSIONS_PER_EXTRA_WRITER);
         if writers == 1 {
-            return write_to(&links, frame, too_slow_code);
+            return self.write_to(targets.iter(), frame, too_slow_code);
         }
-        let share = links.len().div_ceil(writers);
+        let share = count.div_ceil(writers);
+        let targets = &targets;
         std::thread::scope(|scope| {
-            let mut chunks = links.chunks(share);
-            let own = chunks.next().unwrap_or_default();
-            let others: Vec<_> = chunks
-                .map(|chunk| scope.spawn(move || write_to(chunk, frame, too_slow_code)))
+            let others: Vec<_> = (1..writers)
+                .map(|part| {
+                    let accounts = targets.iter().skip(part * share).take(share);
+                    scope.spawn(move || self.write_to(accounts, frame, too_slow_code))
+                })
                 .collect();
-            let mut result = write_to(own, frame, too_slow_code);
+            let mut result = self.write_to(targets.iter().take(share), frame, too_slow_code);
             for other in others {
                 result += other.join().expect("a fan-out writer does not panic");
             }
@@ -146,9 +143,43 @@ impl Sessions {
         })
     }
 
+    /// Writes `frame` to the sessions of `accounts`, holding the registry (shared) for a few
+    /// hundred accounts at a time: sessions are reached in place, with no reference taken per
+    /// session (an atomic increment on a cold cache line each, a sixth of a push's CPU at 19k
+    /// sessions), and a login or logout waits at most for one such batch.
+    fn write_to(
+        &self,
+        accounts: impl Iterator<Item = u32>,
+        frame: &[u8],
+        too_slow_code: u16,
+    ) -> FanOut {
+        let mut result = FanOut::default();
+        let mut accounts = accounts.peekable();
+        while accounts.peek().is_some() {
+            let registry = self.registry.read();
+            for account in accounts.by_ref().take(ACCOUNTS_PER_HOLD) {
+                for session in registry.by_account.get(&account).into_iter().flatten() {
+                    let link = &session.link;
+                    match link.conn.push(frame) {
+                        Pushed::Written | Pushed::Queued => result.delivered += 1,
+                        Pushed::TooSlow => {
+                            // Later pushes skip it: it is closed and catches up when it logs in.
+                            link.conn.stop_pushes();
+                            link.close.close(too_slow_code);
+                            result.too_slow += 1;
+                        }
+                        // The session is ending and will unregister itself.
+                        Pushed::Gone => {}
+                    }
+                }
+            }
+        }
+        result
+    }
+
     /// Closes every session of `account` with `code`; answers how many there were.
     pub fn close_account(&self, account: u32, code: u16, reason: &str) -> usize {
-        let registry = self.registry.lock();
+        let registry = self.registry.read();
         let sessions = registry
             .by_account
             .get(&account)
@@ -163,7 +194,7 @@ impl Sessions {
 
     /// Login platforms of the account's open sessions.
     pub fn platforms(&self, account: u32) -> Vec<String> {
-        let registry = self.registry.lock();
+        let registry = self.registry.read();
         registry
             .by_account
             .get(&account)
@@ -175,30 +206,12 @@ impl Sessions {
 
     /// Who is online now.
     pub fn online(&self) -> RoaringBitmap {
-        self.registry.lock().online.clone()
+        self.registry.read().online.clone()
     }
 
     pub fn is_online(&self, account: u32) -> bool {
-        self.registry.lock().online.contains(account)
+        self.registry.read().online.contains(account)
     }
-}
-
-fn write_to(links: &[Arc<SessionLink>], frame: &[u8], too_slow_code: u16) -> FanOut {
-    let mut result = FanOut::default();
-    for link in links {
-        match link.conn.push(frame) {
-            Pushed::Written | Pushed::Queued => result.delivered += 1,
-            Pushed::TooSlow => {
-                // Later pushes skip it: it is closed and catches up when it logs in again.
-                link.conn.stop_pushes();
-                link.close.close(too_slow_code);
-                result.too_slow += 1;
-            }
-            // The session is ending and will unregister itself.
-            Pushed::Gone => {}
-        }
-    }
-    result
 }
 
 #[cfg(test)]
