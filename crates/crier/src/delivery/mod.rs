@@ -49,7 +49,8 @@ impl KeptPush {
 }
 
 struct FanOutJob {
-    record: Arc<PushRecord>,
+    /// The push's audience AND online, as it was accepted.
+    recipients: RoaringBitmap,
     frame: Bytes,
     stats: Arc<TaskStats>,
 }
@@ -165,11 +166,15 @@ impl Delivery {
                 .insert(record.task_id.clone(), Arc::clone(&kept));
             self.kept.write().push(kept);
         }
+        // Online means online when the push is accepted, after it is kept: a login from now on
+        // finds it among the kept pushes (or, lifetime 0, does not get it at all), whenever the
+        // fan-out thread gets to it.
+        let recipients = self.sessions.online_among(&record.audience);
         let frame = push_frame(&record, false);
         if self
             .fan_out
             .send(FanOutJob {
-                record,
+                recipients,
                 frame,
                 stats,
             })
@@ -299,7 +304,7 @@ fn start_fan_out(
         .spawn(move || {
             for job in jobs {
                 let result =
-                    sessions.fan_out(&job.record.audience, &job.frame, close::TOO_SLOW, writers);
+                    sessions.fan_out(&job.recipients, &job.frame, close::TOO_SLOW, writers);
                 job.stats
                     .online
                     .fetch_add(result.delivered, Ordering::Relaxed);

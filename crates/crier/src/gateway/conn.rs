@@ -152,8 +152,10 @@ impl Conn {
                 Pushed::Queued
             }
             Err(_) => {
-                // The connection's task finds out on its next read or write.
+                // The connection's task ends the session when it next drains.
                 out.broken = true;
+                drop(out);
+                self.drain_needed.notify_one();
                 Pushed::Gone
             }
         }
@@ -182,6 +184,9 @@ impl Conn {
 
 impl Out {
     fn write_pending(&mut self, tcp: &TcpStream) -> io::Result<bool> {
+        if self.broken {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
         while !self.pending.is_empty() {
             match tcp.try_write(&self.pending) {
                 Ok(n) => {
@@ -335,6 +340,31 @@ mod tests {
         let mut got = String::new();
         client.read_to_string(&mut got).await.unwrap();
         assert_eq!(got, "login;reply;kept;p1;p2;bye");
+    }
+
+    #[tokio::test]
+    async fn a_push_to_a_reset_connection_ends_the_session_at_its_next_drain() {
+        let (io, client) = pair().await;
+        let conn = Arc::clone(&io.0);
+        conn.accept_pushes_held();
+        conn.release(Vec::new());
+        conn.drain().await.unwrap();
+        client.set_zero_linger().unwrap();
+        drop(client);
+        let gone = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while conn.push(b"frame") != Pushed::Gone {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            gone.is_ok(),
+            "pushes to a reset connection kept being taken"
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(1), conn.drain_needed())
+            .await
+            .expect("the session is woken");
+        assert!(conn.drain().await.is_err());
     }
 
     #[tokio::test]

@@ -110,7 +110,7 @@ impl Sessions {
     }
 
     /// Writes `frame` (a whole WebSocket frame) to every session of every account in
-    /// `audience AND online`, on up to `writers` threads. A session with too much waiting
+    /// `audience` that is still online, on up to `writers` threads. A session with too much waiting
     /// already is closed with `too_slow_code`; it catches up on its next login.
     /// Heavy for big audiences: call it off the async runtime.
     pub fn fan_out(
@@ -202,6 +202,11 @@ impl Sessions {
             .flatten()
             .map(|s| s.platform.clone())
             .collect()
+    }
+
+    /// Who of `accounts` is online now.
+    pub fn online_among(&self, accounts: &RoaringBitmap) -> RoaringBitmap {
+        accounts & &self.registry.read().online
     }
 
     /// Who is online now.
