@@ -189,6 +189,12 @@ impl Out {
         }
         while !self.pending.is_empty() {
             match tcp.try_write(&self.pending) {
+                // A stream socket never takes nothing from a non-empty buffer; if it did, looping
+                // on it would spin.
+                Ok(0) => {
+                    self.broken = true;
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
                 Ok(n) => {
                     self.pending.drain(..n);
                 }
