@@ -80,6 +80,10 @@ async fn pushed(server: &ServerProcess, args: &[&str]) -> String {
 }
 
 async fn wait_until_online(admin: &crier_client::Admin, accounts: &[&str]) {
+    wait_until_all(admin, accounts, "Online").await;
+}
+
+async fn wait_until_all(admin: &crier_client::Admin, accounts: &[&str], status: &str) {
     for _ in 0..100 {
         let answer = admin
             .call(
@@ -92,14 +96,14 @@ async fn wait_until_online(admin: &crier_client::Admin, accounts: &[&str]) {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|entry| entry["Status"] == "Online")
+            .filter(|entry| entry["Status"] == status)
             .count();
         if online == accounts.len() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{accounts:?} never all came online");
+    panic!("{accounts:?} never all became {status}");
 }
 
 fn text_of(push: &Value) -> &str {
@@ -155,6 +159,9 @@ async fn crier_listen_prints_and_acks_what_crier_push_sends() {
     ben.exits_cleanly().await;
 
     // Both pushes were acknowledged, so a new session of ann's gets only what comes next.
+    // Online pushes reach who is online when they are accepted: the old session must be gone
+    // and the new one in before the push, or "online" could mean the session that just ended.
+    wait_until_all(&admin, &["ann"], "Offline").await;
     let mut again = ListenProcess::start(&server, "ann", 1);
     wait_until_online(&admin, &["ann"]).await;
     let next = pushed(&server, &["--text", "after the acks"]).await;
