@@ -288,10 +288,9 @@ impl Tenant {
         // machine, and this is the path from the REST call to the first client.
         let tenant = Arc::clone(self);
         let caller = caller.to_owned();
-        let condition = request.condition.clone();
         let (msg_random, fingerprint) = (request.msg_random, request.fingerprint);
         let accepted = tokio::task::spawn_blocking(move || {
-            let audience = tenant.read(|directory| directory.audience(&condition));
+            let audience = tenant.read(|directory| directory.audience(&request.condition));
             let record = PushRecord {
                 app: tenant.sdkappid(),
                 task_id: format!(

@@ -128,37 +128,27 @@ impl Conn {
             held.extend_from_slice(frame);
             return Pushed::Queued;
         }
-        if !out.pending.is_empty() {
-            if out.pending.len() + frame.len() > out.limit {
-                return Pushed::TooSlow;
+        let written = if out.pending.is_empty() {
+            match try_write_now(&self.tcp, frame) {
+                Ok(n) if n == frame.len() => return Pushed::Written,
+                Ok(n) => n,
+                Err(_) => {
+                    // The connection's task ends the session when it next drains.
+                    out.broken = true;
+                    drop(out);
+                    self.drain_needed.notify_one();
+                    return Pushed::Gone;
+                }
             }
-            out.pending.extend_from_slice(frame);
-            drop(out);
-            self.drain_needed.notify_one();
-            return Pushed::Queued;
-        }
-        match self.tcp.try_write(frame) {
-            Ok(n) if n == frame.len() => Pushed::Written,
-            Ok(n) => {
-                out.pending.extend_from_slice(&frame[n..]);
-                drop(out);
-                self.drain_needed.notify_one();
-                Pushed::Queued
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                out.pending.extend_from_slice(frame);
-                drop(out);
-                self.drain_needed.notify_one();
-                Pushed::Queued
-            }
-            Err(_) => {
-                // The connection's task ends the session when it next drains.
-                out.broken = true;
-                drop(out);
-                self.drain_needed.notify_one();
-                Pushed::Gone
-            }
-        }
+        } else if out.pending.len() + frame.len() > out.limit {
+            return Pushed::TooSlow;
+        } else {
+            0
+        };
+        out.pending.extend_from_slice(&frame[written..]);
+        drop(out);
+        self.drain_needed.notify_one();
+        Pushed::Queued
     }
 
     /// Resolves when bytes wait that the connection's task has to write.
@@ -182,23 +172,29 @@ impl Conn {
     }
 }
 
+/// Writes what the socket takes of `bytes` now, without waiting: 0 when it would block.
+fn try_write_now(tcp: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    match tcp.try_write(bytes) {
+        // A stream socket never takes nothing from a non-empty buffer; read as "would block",
+        // it would make the drain loop spin.
+        Ok(0) if !bytes.is_empty() => Err(io::ErrorKind::WriteZero.into()),
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
 impl Out {
     fn write_pending(&mut self, tcp: &TcpStream) -> io::Result<bool> {
         if self.broken {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
         while !self.pending.is_empty() {
-            match tcp.try_write(&self.pending) {
-                // A stream socket never takes nothing from a non-empty buffer; if it did, looping
-                // on it would spin.
-                Ok(0) => {
-                    self.broken = true;
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
+            match try_write_now(tcp, &self.pending) {
+                Ok(0) => return Ok(false),
                 Ok(n) => {
                     self.pending.drain(..n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => {
                     self.broken = true;
                     return Err(e);
@@ -260,9 +256,8 @@ impl AsyncWrite for ConnIo {
                 if out.pending.len() < OWNER_HIGH_WATER {
                     // Taken whole, so a push can never land inside this write.
                     if out.pending.is_empty() {
-                        let written = match conn.tcp.try_write(buf) {
+                        let written = match try_write_now(&conn.tcp, buf) {
                             Ok(n) => n,
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                             Err(e) => {
                                 out.broken = true;
                                 return Poll::Ready(Err(e));

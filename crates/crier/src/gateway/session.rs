@@ -6,6 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use crier_proto::protocol::{close, ClientFrame, ServerFrame, LOGIN_PLATFORMS, LOGIN_TIMEOUT_SECS};
+use crier_proto::{codes, usersig};
+use parking_lot::Mutex;
+
 use super::conn::Conn;
 use super::sessions::{CloseSignal, SessionHandle, SessionLink};
 use crate::clock::{now_ms, now_secs};
@@ -16,10 +21,6 @@ use crate::notify::devices::{Device, MAX_TOKEN_BYTES};
 use crate::notify::Provider;
 use crate::server::AppState;
 use crate::tenant::Tenant;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use crier_proto::protocol::{close, ClientFrame, ServerFrame, LOGIN_PLATFORMS, LOGIN_TIMEOUT_SECS};
-use crier_proto::{codes, usersig};
-use parking_lot::Mutex;
 
 /// A client that does not take a frame within this long is gone or hopelessly slow.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -109,33 +109,32 @@ impl Sessions {
         }
     }
 
-    /// Writes `frame` (a whole WebSocket frame) to every session of every account in
-    /// `audience` that is still online, on up to `writers` threads. A session with too much waiting
-    /// already is closed with `too_slow_code`; it catches up on its next login.
+    /// Writes `frame` (a whole WebSocket frame) to every open session of the accounts in
+    /// `recipients` (see [`Sessions::online_among`]; an account gone since has none left), on
+    /// up to `writers` threads. A session with too much waiting already is closed with
+    /// `too_slow_code`; it catches up on its next login.
     /// Heavy for big audiences: call it off the async runtime.
     pub fn fan_out(
         &self,
-        audience: &RoaringBitmap,
+        recipients: &RoaringBitmap,
         frame: &[u8],
         too_slow_code: u16,
         writers: usize,
     ) -> FanOut {
-        let targets = audience & &self.registry.read().online;
-        let count = targets.len() as usize;
+        let count = recipients.len() as usize;
         let writers = writers.clamp(1, 1 + count / SESSIONS_PER_EXTRA_WRITER);
         if writers == 1 {
-            return self.write_to(targets.iter(), frame, too_slow_code);
+            return self.write_to(recipients.iter(), frame, too_slow_code);
         }
         let share = count.div_ceil(writers);
-        let targets = &targets;
         std::thread::scope(|scope| {
             let others: Vec<_> = (1..writers)
                 .map(|part| {
-                    let accounts = targets.iter().skip(part * share).take(share);
+                    let accounts = recipients.iter().skip(part * share).take(share);
                     scope.spawn(move || self.write_to(accounts, frame, too_slow_code))
                 })
                 .collect();
-            let mut result = self.write_to(targets.iter().take(share), frame, too_slow_code);
+            let mut result = self.write_to(recipients.iter().take(share), frame, too_slow_code);
             for other in others {
                 result += other.join().expect("a fan-out writer does not panic");
             }
