@@ -15,6 +15,14 @@ pub struct ServerProcess {
     pub base: String,
 }
 
+/// A test that fails (panics) before stopping its server must not leave it running.
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Writes a config file naming the test apps into `dir`.
 pub fn write_config(dir: &Path, extra_app_lines: &str) -> std::path::PathBuf {
     use crate::harness::{ADMIN, APP, KEY};
