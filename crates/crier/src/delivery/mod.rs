@@ -1,8 +1,8 @@
 //! Delivery of one app's pushes to its clients.
 //!
 //! - Online: when a push is accepted, its frame is written to every session of
-//!   `audience AND online` by a dedicated fan-out thread (and helpers, one per core), so
-//!   neither the REST call nor the async runtime waits on it ([`Delivery::accept`]).
+//!   `audience AND online` off the async runtime, after the REST answer is on its way
+//!   ([`Delivery::accept`], [`fan_out`]).
 //! - Offline, by cursor rather than copies: pushes with a lifetime are kept in acceptance
 //!   order with their audience bitmap and a bitmap of who acknowledged them. On login an
 //!   account receives each unexpired kept push whose audience holds it and that it has not
@@ -10,6 +10,7 @@
 //! - Acknowledgements are batched into one bitmap per push per batch ([`acks`]).
 
 pub mod acks;
+pub mod fan_out;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,8 +21,9 @@ use crier_proto::protocol::{close, PushFrame, ServerFrame};
 use parking_lot::RwLock;
 use roaring::RoaringBitmap;
 use serde_json::value::RawValue;
-use tracing::{info, warn};
+use tracing::info;
 
+use self::fan_out::{FanOutJob, FanOuts, Turn};
 use crate::gateway::conn::text_frame;
 use crate::gateway::sessions::Sessions;
 use crate::metrics::Metrics;
@@ -46,13 +48,6 @@ impl KeptPush {
             && self.record.audience.contains(account)
             && !self.acked.read().contains(account)
     }
-}
-
-struct FanOutJob {
-    /// The push's audience AND online, as it was accepted.
-    recipients: RoaringBitmap,
-    frame: Bytes,
-    stats: Arc<TaskStats>,
 }
 
 /// Deliveries of one push since this process started (kept in memory only).
@@ -81,7 +76,7 @@ pub struct Delivery {
     task_stats: RwLock<HashMap<String, Arc<TaskStats>>>,
     pub sessions: Arc<Sessions>,
     acks: acks::AckWriter,
-    fan_out: std::sync::mpsc::Sender<FanOutJob>,
+    fan_outs: FanOuts,
     metrics: Arc<Metrics>,
 }
 
@@ -136,7 +131,12 @@ impl Delivery {
         Ok(Delivery {
             app,
             acks: acks::AckWriter::start(app, Arc::clone(&store)),
-            fan_out: start_fan_out(Arc::clone(&sessions), Arc::clone(&metrics)),
+            fan_outs: FanOuts::start(
+                Arc::clone(&sessions),
+                Arc::clone(&metrics),
+                close::TOO_SLOW,
+                std::thread::available_parallelism().map_or(0, |cores| cores.get() - 1),
+            ),
             store,
             kept: RwLock::new(kept),
             kept_by_task: RwLock::new(kept_by_task),
@@ -147,8 +147,9 @@ impl Delivery {
     }
 
     /// Takes a push that was just stored: keeps it if it has a lifetime, and queues it for
-    /// every session online now. Pushes are fanned out in the order they are accepted.
-    pub fn accept(&self, record: PushRecord) {
+    /// every session online now. Pushes are written in the order they are accepted, by the
+    /// thread that gets the [`Turn`]: run it once the push's answer is on its way.
+    pub fn accept(&self, record: PushRecord) -> Turn<'_> {
         let record = Arc::new(record);
         let stats = Arc::<TaskStats>::default();
         self.task_stats
@@ -168,23 +169,13 @@ impl Delivery {
         }
         // Online means online when the push is accepted, after it is kept: a login from now on
         // finds it among the kept pushes (or, lifetime 0, does not get it at all), whenever the
-        // fan-out thread gets to it.
+        // push is written.
         let recipients = self.sessions.online_among(&record.audience);
-        let frame = push_frame(&record, false);
-        if self
-            .fan_out
-            .send(FanOutJob {
-                recipients,
-                frame,
-                stats,
-            })
-            .is_err()
-        {
-            warn!(
-                app = self.app,
-                "fan-out thread is gone; online sessions will get this push on their next login"
-            );
-        }
+        self.fan_outs.enqueue(FanOutJob {
+            recipients,
+            frame: push_frame(&record, false),
+            stats,
+        })
     }
 
     /// Frames of the kept pushes `account` has not acknowledged, oldest first.
@@ -291,27 +282,4 @@ impl Delivery {
 /// The acceptance time a TaskId carries (`{sdkappid}_{ms}_{msgrandom}_{rand}`).
 fn task_created_ms(task_id: &str) -> Option<u64> {
     task_id.split('_').nth(1)?.parse().ok()
-}
-
-fn start_fan_out(
-    sessions: Arc<Sessions>,
-    metrics: Arc<Metrics>,
-) -> std::sync::mpsc::Sender<FanOutJob> {
-    let (sender, jobs) = std::sync::mpsc::channel::<FanOutJob>();
-    let writers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::thread::Builder::new()
-        .name("crier-fan-out".into())
-        .spawn(move || {
-            for job in jobs {
-                let result =
-                    sessions.fan_out(&job.recipients, &job.frame, close::TOO_SLOW, writers);
-                job.stats
-                    .online
-                    .fetch_add(result.delivered, Ordering::Relaxed);
-                Metrics::add(&metrics.deliveries_online, result.delivered);
-                Metrics::add(&metrics.slow_consumer_closes, result.too_slow);
-            }
-        })
-        .expect("the fan-out thread starts");
-    sender
 }

@@ -280,11 +280,13 @@ impl Store for SqliteStore {
         push.audience.serialize_into(&mut audience)?;
         let mut connection = self.connection.lock();
         let tx = connection.transaction()?;
-        tx.execute(
+        // Cached: the statement would otherwise be compiled anew for every push.
+        tx.prepare_cached(
             "INSERT INTO pushes (app, task_id, created_ms, lifetime_secs, from_account, msg_random, msg_body,
                                  offline_push_info, condition, audience_size, audience)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
+        )?
+        .execute(params![
                 push.app as i64,
                 push.task_id,
                 push.created_ms as i64,
@@ -296,8 +298,7 @@ impl Store for SqliteStore {
                 push.condition,
                 push.audience.len() as i64,
                 audience
-            ],
-        )?;
+            ])?;
         if let Some(targets) = notify_targets {
             let mut blob = Vec::with_capacity(targets.serialized_size());
             targets.serialize_into(&mut blob)?;
