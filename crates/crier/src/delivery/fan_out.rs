@@ -1,21 +1,16 @@
 //! Writes each accepted push to the sessions online for it, in acceptance order.
 //!
-//! There is no fan-out thread to hand a push to: the thread that stored the push writes it,
-//! right after the REST answer is on its way, unless another push is being written; then it
-//! queues it for that thread, which writes it next. From a few hundred accounts up, helper
-//! threads (one per further core, started once) write shares of the audience beside it.
-//!
-//! Every hand-over between threads is a wake-up, and on a busy 2-core machine a wake-up can
-//! cost milliseconds: the push path had three (to the store thread, to the fan-out thread,
-//! to a writer spawned per push) before its first socket write.
+//! One fan-out thread per app takes the pushes as they are accepted. From a few hundred
+//! recipients up, helper threads (one per further core, started once with it) write shares of
+//! the audience beside it; spawning a writer per push cost a thread start before the first
+//! write. The push's own thread does not write: it hands the push over and returns, so the
+//! REST answer does not wait for a core behind the writes.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
 use roaring::RoaringBitmap;
 use tracing::warn;
 
@@ -34,13 +29,6 @@ pub struct FanOutJob {
     pub stats: Arc<TaskStats>,
 }
 
-#[derive(Default)]
-struct Queue {
-    jobs: VecDeque<FanOutJob>,
-    /// A thread holds the [`Turn`] and writes `jobs` until none is left.
-    writing: bool,
-}
-
 /// One share of a push for a helper: the `part`th of `parts` slices of its recipients.
 struct Share {
     job: Arc<FanOutJob>,
@@ -50,107 +38,83 @@ struct Share {
 }
 
 pub struct FanOuts {
-    sessions: Arc<Sessions>,
-    metrics: Arc<Metrics>,
-    too_slow_code: u16,
-    queue: Mutex<Queue>,
-    helpers: Vec<Sender<Share>>,
-}
-
-/// The duty to write the queued pushes, taken by the thread whose push found no fan-out
-/// running. [`Turn::run`] writes them; a turn dropped unrun (an early return, a panic) still
-/// writes them, or they would wait for the next push.
-#[must_use = "the queued pushes are written when the turn runs"]
-pub struct Turn<'a> {
-    fan_outs: Option<&'a FanOuts>,
-}
-
-impl Turn<'_> {
-    /// Writes this push and every push queued meanwhile, in order, until none is left.
-    pub fn run(mut self) {
-        self.write_queue();
-    }
-
-    fn write_queue(&mut self) {
-        if let Some(fan_outs) = self.fan_outs.take() {
-            fan_outs.write_queue();
-        }
-    }
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        self.write_queue();
-    }
+    jobs: Sender<FanOutJob>,
 }
 
 impl FanOuts {
-    /// Starts `helpers` helper threads (one per core beyond the first is right).
+    /// Starts the fan-out thread and `helpers` helper threads (one per core beyond the first
+    /// is right).
     pub fn start(
         sessions: Arc<Sessions>,
         metrics: Arc<Metrics>,
         too_slow_code: u16,
         helpers: usize,
     ) -> FanOuts {
-        let helpers = (1..=helpers)
-            .filter_map(|index| {
-                let (sender, shares) = channel::<Share>();
-                let sessions = Arc::clone(&sessions);
-                let started = std::thread::Builder::new()
-                    .name(format!("crier-fan-out-{index}"))
-                    .spawn(move || {
-                        for share in shares {
-                            let written = write_share(&sessions, &share.job, share.part, share.parts, too_slow_code);
-                            let _ = share.done.send(written);
-                        }
-                    });
-                match started {
-                    Ok(_) => Some(sender),
-                    Err(error) => {
-                        warn!(%error, "could not start a fan-out helper; pushes are written by fewer threads");
-                        None
-                    }
+        let writers = Writers {
+            helpers: (1..=helpers)
+                .filter_map(|index| start_helper(index, Arc::clone(&sessions), too_slow_code))
+                .collect(),
+            sessions,
+            too_slow_code,
+        };
+        let (jobs, accepted) = channel::<FanOutJob>();
+        std::thread::Builder::new()
+            .name("crier-fan-out".into())
+            .spawn(move || {
+                for job in accepted {
+                    let written = writers.write(job);
+                    Metrics::add(&metrics.deliveries_online, written.delivered);
+                    Metrics::add(&metrics.slow_consumer_closes, written.too_slow);
                 }
             })
-            .collect();
-        FanOuts {
-            sessions,
-            metrics,
-            too_slow_code,
-            queue: Mutex::default(),
-            helpers,
-        }
+            .expect("the fan-out thread starts");
+        FanOuts { jobs }
     }
 
-    /// Queues `job` behind the pushes accepted before it. Answers the turn to write them if
-    /// no thread is writing; the caller runs it once the push's answer is on its way.
-    pub fn enqueue(&self, job: FanOutJob) -> Turn<'_> {
-        let mut queue = self.queue.lock();
-        queue.jobs.push_back(job);
-        let mine = !std::mem::replace(&mut queue.writing, true);
-        Turn {
-            fan_outs: mine.then_some(self),
+    /// Queues `job` behind the pushes accepted before it.
+    pub fn enqueue(&self, job: FanOutJob) {
+        if self.jobs.send(job).is_err() {
+            warn!("the fan-out thread is gone; online sessions get this push on their next login");
         }
     }
+}
 
-    fn write_queue(&self) {
-        loop {
-            let job = {
-                let mut queue = self.queue.lock();
-                match queue.jobs.pop_front() {
-                    Some(job) => job,
-                    None => {
-                        queue.writing = false;
-                        return;
-                    }
-                }
-            };
-            let written = self.write(job);
-            Metrics::add(&self.metrics.deliveries_online, written.delivered);
-            Metrics::add(&self.metrics.slow_consumer_closes, written.too_slow);
+fn start_helper(
+    index: usize,
+    sessions: Arc<Sessions>,
+    too_slow_code: u16,
+) -> Option<Sender<Share>> {
+    let (sender, shares) = channel::<Share>();
+    let started = std::thread::Builder::new()
+        .name(format!("crier-fan-out-{index}"))
+        .spawn(move || {
+            for share in shares {
+                let written = write_share(
+                    &sessions,
+                    &share.job,
+                    share.part,
+                    share.parts,
+                    too_slow_code,
+                );
+                let _ = share.done.send(written);
+            }
+        });
+    match started {
+        Ok(_) => Some(sender),
+        Err(error) => {
+            warn!(%error, "could not start a fan-out helper; pushes are written by fewer threads");
+            None
         }
     }
+}
 
+struct Writers {
+    sessions: Arc<Sessions>,
+    too_slow_code: u16,
+    helpers: Vec<Sender<Share>>,
+}
+
+impl Writers {
     fn write(&self, job: FanOutJob) -> FanOut {
         let count = job.recipients.len() as usize;
         let parts = (1 + self.helpers.len()).min(1 + count / ACCOUNTS_PER_EXTRA_WRITER);
@@ -210,6 +174,7 @@ mod tests {
     use crate::gateway::conn::text_frame;
     use crate::gateway::sessions::tests::session;
     use crate::gateway::sessions::SessionLink;
+    use std::time::{Duration, Instant};
     use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpStream};
 
@@ -246,7 +211,10 @@ mod tests {
                 }
                 for frame in frames {
                     let mut got = vec![0u8; frame.len()];
-                    client.read_exact(&mut got).await.unwrap();
+                    tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut got))
+                        .await
+                        .expect("the push arrives")
+                        .unwrap();
                     assert_eq!(&got[..], &frame[..], "account {account}");
                 }
             }
@@ -273,62 +241,84 @@ mod tests {
         }
     }
 
+    /// Waits until the fan-out thread has written `job`'s push.
+    async fn written(stats: &TaskStats, expected: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while stats.online.load(Ordering::Relaxed) < expected {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the push was not written"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_push_split_over_helpers_reaches_every_session_of_the_audience_once() {
+    async fn pushes_split_over_helpers_reach_every_session_of_their_audience_once_in_order() {
         let sessions = Arc::new(Sessions::default());
         let metrics = Arc::new(Metrics::default());
-        // Enough recipients for two helpers; odd accounts are left out.
+        // Enough recipients for two helpers.
         let accounts: Vec<u32> = (0..ACCOUNTS_PER_EXTRA_WRITER as u32 * 4 + 10).collect();
         let mut clients = connect(&sessions, &accounts).await;
         let fan_outs = FanOuts::start(Arc::clone(&sessions), Arc::clone(&metrics), 4008, 2);
-        let audience: RoaringBitmap = accounts.iter().copied().filter(|a| a % 2 == 0).collect();
-        let push = job(audience, "{\"Type\":\"Push\"}");
-        let (frame, stats) = (push.frame.clone(), Arc::clone(&push.stats));
+        let evens = |a: u32| a % 2 == 0;
+        let odds = |a: u32| a % 2 == 1;
+        let first = job(
+            accounts.iter().copied().filter(|&a| evens(a)).collect(),
+            "{\"Push\":1}",
+        );
+        let second = job(
+            accounts.iter().copied().filter(|&a| odds(a)).collect(),
+            "{\"Push\":2}",
+        );
+        let (first_frame, second_frame) = (first.frame.clone(), second.frame.clone());
+        let (first_stats, second_stats) = (Arc::clone(&first.stats), Arc::clone(&second.stats));
+        let sessions_of = |chosen: &dyn Fn(u32) -> bool| {
+            clients
+                .by_account
+                .iter()
+                .filter(|(a, _)| chosen(*a))
+                .count() as u64
+        };
+        let (to_first, to_second) = (sessions_of(&evens), sessions_of(&odds));
 
-        let fan_outs = tokio::task::spawn_blocking(move || {
-            fan_outs.enqueue(push).run();
-            fan_outs
-        })
-        .await
-        .unwrap();
+        fan_outs.enqueue(first);
+        fan_outs.enqueue(second);
+        written(&first_stats, to_first).await;
+        written(&second_stats, to_second).await;
 
-        let in_audience = clients
-            .by_account
-            .iter()
-            .filter(|(a, _)| a % 2 == 0)
-            .count() as u64;
-        assert_eq!(stats.online.load(Ordering::Relaxed), in_audience);
+        assert_eq!(first_stats.online.load(Ordering::Relaxed), to_first);
+        assert_eq!(second_stats.online.load(Ordering::Relaxed), to_second);
         assert_eq!(
             metrics.deliveries_online.load(Ordering::Relaxed),
-            in_audience
+            to_first + to_second
         );
-        assert!(!fan_outs.queue.lock().writing);
-        clients.read(|a| a % 2 == 0, &[&frame]).await;
+        clients.read(|a| a != 7 && evens(a), &[&first_frame]).await;
+        clients.read(|a| a != 7 && odds(a), &[&second_frame]).await;
+        // Account 7 is odd: both its sessions get the second push only.
+        clients.read(|a| a == 7, &[&second_frame]).await;
         clients.assert_quiet();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn pushes_queued_behind_a_running_turn_are_written_by_it_in_order() {
+    async fn a_session_in_two_audiences_gets_both_pushes_in_acceptance_order() {
         let sessions = Arc::new(Sessions::default());
         let mut clients = connect(&sessions, &[1, 2, 7]).await;
         let fan_outs = FanOuts::start(Arc::clone(&sessions), Arc::default(), 4008, 1);
         let first = job([1, 7].into_iter().collect(), "{\"Push\":1}");
         let second = job([2, 7].into_iter().collect(), "{\"Push\":2}");
         let (first_frame, second_frame) = (first.frame.clone(), second.frame.clone());
+        let second_stats = Arc::clone(&second.stats);
 
-        let turn = fan_outs.enqueue(first);
-        // Another thread's push while the first is not written yet: it only queues.
-        fan_outs.enqueue(second).run();
-        clients.assert_quiet();
+        fan_outs.enqueue(first);
+        fan_outs.enqueue(second);
+        written(&second_stats, 3).await;
 
-        turn.run();
         clients.read(|a| a == 1, &[&first_frame]).await;
-        // Both sessions of 7 get both, in acceptance order.
         clients
             .read(|a| a == 7, &[&first_frame, &second_frame])
             .await;
         clients.read(|a| a == 2, &[&second_frame]).await;
         clients.assert_quiet();
-        assert!(!fan_outs.queue.lock().writing);
     }
 }

@@ -1,8 +1,8 @@
 //! Delivery of one app's pushes to its clients.
 //!
 //! - Online: when a push is accepted, its frame is written to every session of
-//!   `audience AND online` off the async runtime, after the REST answer is on its way
-//!   ([`Delivery::accept`], [`fan_out`]).
+//!   `audience AND online` by the fan-out threads, so neither the REST call nor the async
+//!   runtime waits on it ([`Delivery::accept`], [`fan_out`]).
 //! - Offline, by cursor rather than copies: pushes with a lifetime are kept in acceptance
 //!   order with their audience bitmap and a bitmap of who acknowledged them. On login an
 //!   account receives each unexpired kept push whose audience holds it and that it has not
@@ -23,7 +23,7 @@ use roaring::RoaringBitmap;
 use serde_json::value::RawValue;
 use tracing::info;
 
-use self::fan_out::{FanOutJob, FanOuts, Turn};
+use self::fan_out::{FanOutJob, FanOuts};
 use crate::gateway::conn::text_frame;
 use crate::gateway::sessions::Sessions;
 use crate::metrics::Metrics;
@@ -147,9 +147,8 @@ impl Delivery {
     }
 
     /// Takes a push that was just stored: keeps it if it has a lifetime, and queues it for
-    /// every session online now. Pushes are written in the order they are accepted, by the
-    /// thread that gets the [`Turn`]: run it once the push's answer is on its way.
-    pub fn accept(&self, record: PushRecord) -> Turn<'_> {
+    /// every session online now. Pushes are written in the order they are accepted.
+    pub fn accept(&self, record: PushRecord) {
         let record = Arc::new(record);
         let stats = Arc::<TaskStats>::default();
         self.task_stats
@@ -169,13 +168,13 @@ impl Delivery {
         }
         // Online means online when the push is accepted, after it is kept: a login from now on
         // finds it among the kept pushes (or, lifetime 0, does not get it at all), whenever the
-        // push is written.
+        // fan-out thread gets to it.
         let recipients = self.sessions.online_among(&record.audience);
         self.fan_outs.enqueue(FanOutJob {
             recipients,
             frame: push_frame(&record, false),
             stats,
-        })
+        });
     }
 
     /// Frames of the kept pushes `account` has not acknowledged, oldest first.
