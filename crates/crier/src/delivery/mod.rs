@@ -1,8 +1,8 @@
 //! Delivery of one app's pushes to its clients.
 //!
 //! - Online: when a push is accepted, its frame is written to every session of
-//!   `audience AND online` by the fan-out threads, so neither the REST call nor the async
-//!   runtime waits on it ([`Delivery::accept`], [`fan_out`]).
+//!   `audience AND online` by a dedicated fan-out thread (and helpers, one per core), so
+//!   neither the REST call nor the async runtime waits on it ([`Delivery::accept`]).
 //! - Offline, by cursor rather than copies: pushes with a lifetime are kept in acceptance
 //!   order with their audience bitmap and a bitmap of who acknowledged them. On login an
 //!   account receives each unexpired kept push whose audience holds it and that it has not
@@ -10,7 +10,6 @@
 //! - Acknowledgements are batched into one bitmap per push per batch ([`acks`]).
 
 pub mod acks;
-pub mod fan_out;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,9 +20,8 @@ use crier_proto::protocol::{close, PushFrame, ServerFrame};
 use parking_lot::RwLock;
 use roaring::RoaringBitmap;
 use serde_json::value::RawValue;
-use tracing::info;
+use tracing::{info, warn};
 
-use self::fan_out::{FanOutJob, FanOuts};
 use crate::gateway::conn::text_frame;
 use crate::gateway::sessions::Sessions;
 use crate::metrics::Metrics;
@@ -48,6 +46,13 @@ impl KeptPush {
             && self.record.audience.contains(account)
             && !self.acked.read().contains(account)
     }
+}
+
+struct FanOutJob {
+    /// The push's audience AND online, as it was accepted.
+    recipients: RoaringBitmap,
+    frame: Bytes,
+    stats: Arc<TaskStats>,
 }
 
 /// Deliveries of one push since this process started (kept in memory only).
@@ -76,7 +81,7 @@ pub struct Delivery {
     task_stats: RwLock<HashMap<String, Arc<TaskStats>>>,
     pub sessions: Arc<Sessions>,
     acks: acks::AckWriter,
-    fan_outs: FanOuts,
+    fan_out: std::sync::mpsc::Sender<FanOutJob>,
     metrics: Arc<Metrics>,
 }
 
@@ -131,12 +136,7 @@ impl Delivery {
         Ok(Delivery {
             app,
             acks: acks::AckWriter::start(app, Arc::clone(&store)),
-            fan_outs: FanOuts::start(
-                Arc::clone(&sessions),
-                Arc::clone(&metrics),
-                close::TOO_SLOW,
-                std::thread::available_parallelism().map_or(0, |cores| cores.get() - 1),
-            ),
+            fan_out: start_fan_out(Arc::clone(&sessions), Arc::clone(&metrics)),
             store,
             kept: RwLock::new(kept),
             kept_by_task: RwLock::new(kept_by_task),
@@ -147,7 +147,7 @@ impl Delivery {
     }
 
     /// Takes a push that was just stored: keeps it if it has a lifetime, and queues it for
-    /// every session online now. Pushes are written in the order they are accepted.
+    /// every session online now. Pushes are fanned out in the order they are accepted.
     pub fn accept(&self, record: PushRecord) {
         let record = Arc::new(record);
         let stats = Arc::<TaskStats>::default();
@@ -170,11 +170,21 @@ impl Delivery {
         // finds it among the kept pushes (or, lifetime 0, does not get it at all), whenever the
         // fan-out thread gets to it.
         let recipients = self.sessions.online_among(&record.audience);
-        self.fan_outs.enqueue(FanOutJob {
-            recipients,
-            frame: push_frame(&record, false),
-            stats,
-        });
+        let frame = push_frame(&record, false);
+        if self
+            .fan_out
+            .send(FanOutJob {
+                recipients,
+                frame,
+                stats,
+            })
+            .is_err()
+        {
+            warn!(
+                app = self.app,
+                "fan-out thread is gone; online sessions will get this push on their next login"
+            );
+        }
     }
 
     /// Frames of the kept pushes `account` has not acknowledged, oldest first.
@@ -281,4 +291,27 @@ impl Delivery {
 /// The acceptance time a TaskId carries (`{sdkappid}_{ms}_{msgrandom}_{rand}`).
 fn task_created_ms(task_id: &str) -> Option<u64> {
     task_id.split('_').nth(1)?.parse().ok()
+}
+
+fn start_fan_out(
+    sessions: Arc<Sessions>,
+    metrics: Arc<Metrics>,
+) -> std::sync::mpsc::Sender<FanOutJob> {
+    let (sender, jobs) = std::sync::mpsc::channel::<FanOutJob>();
+    let writers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::Builder::new()
+        .name("crier-fan-out".into())
+        .spawn(move || {
+            for job in jobs {
+                let result =
+                    sessions.fan_out(&job.recipients, &job.frame, close::TOO_SLOW, writers);
+                job.stats
+                    .online
+                    .fetch_add(result.delivered, Ordering::Relaxed);
+                Metrics::add(&metrics.deliveries_online, result.delivered);
+                Metrics::add(&metrics.slow_consumer_closes, result.too_slow);
+            }
+        })
+        .expect("the fan-out thread starts");
+    sender
 }
