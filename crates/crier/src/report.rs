@@ -15,9 +15,9 @@ pub struct TaskReport {
     pub created_at: u64,
     pub msg_life_time: u32,
     pub audience_size: u64,
-    /// Sessions it reached as it was accepted (since this server process started).
+    /// Sessions it reached as it was accepted.
     pub delivered_online: u64,
-    /// Logins it was delivered on from the kept pushes (since this server process started).
+    /// Logins it was delivered on from the kept pushes.
     pub delivered_offline: u64,
     /// Accounts that acknowledged it; absent when it is not kept (lifetime 0, or ended).
     #[serde(skip_serializing_if = "Option::is_none")]

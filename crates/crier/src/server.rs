@@ -50,7 +50,7 @@ impl AppState {
     /// Snapshots every app and flushes the store, so the next start replays nothing. Blocking.
     pub fn flush(&self) {
         for tenant in self.tenants.values() {
-            tenant.delivery.flush_acks();
+            tenant.delivery.flush_records();
             if let Err(error) = tenant.snapshot() {
                 warn!(app = tenant.sdkappid(), %error, "snapshot at shutdown failed; the write log still holds everything");
             }

@@ -7,9 +7,10 @@
 //!   order with their audience bitmap and a bitmap of who acknowledged them. On login an
 //!   account receives each unexpired kept push whose audience holds it and that it has not
 //!   acknowledged ([`Delivery::pending_for`]).
-//! - Acknowledgements are batched into one bitmap per push per batch ([`acks`]).
+//! - Acknowledgements are batched into one bitmap per push per batch, and delivery counts into
+//!   one row per push per batch ([`records`]); both outlive restarts, as task reports need.
 
-pub mod acks;
+pub mod records;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +27,7 @@ use crate::gateway::conn::text_frame;
 use crate::gateway::sessions::Sessions;
 use crate::metrics::Metrics;
 use crate::push::PushRecord;
-use crate::store::{Store, StoreError};
+use crate::store::{DeliveryCounts, Store, StoreError};
 
 /// The longest `MsgLifeTime`; pushes older than this are never kept.
 const MAX_KEEP_MS: u64 = 604_800 * 1000;
@@ -49,19 +50,29 @@ impl KeptPush {
 }
 
 struct FanOutJob {
+    task_id: String,
     /// The push's audience AND online, as it was accepted.
     recipients: RoaringBitmap,
     frame: Bytes,
     stats: Arc<TaskStats>,
 }
 
-/// Deliveries of one push since this process started (kept in memory only).
+/// Deliveries of one push, as stored when the process started plus those since.
 #[derive(Default)]
 pub struct TaskStats {
     /// Sessions that got it as it was accepted.
     pub online: AtomicU64,
     /// Logins that got it from the kept pushes.
     pub offline: AtomicU64,
+}
+
+impl TaskStats {
+    fn stored(counts: DeliveryCounts) -> Arc<TaskStats> {
+        Arc::new(TaskStats {
+            online: AtomicU64::new(counts.online),
+            offline: AtomicU64::new(counts.offline),
+        })
+    }
 }
 
 /// What the report of one push says about its delivery.
@@ -80,7 +91,7 @@ pub struct Delivery {
     kept_by_task: RwLock<HashMap<String, Arc<KeptPush>>>,
     task_stats: RwLock<HashMap<String, Arc<TaskStats>>>,
     pub sessions: Arc<Sessions>,
-    acks: acks::AckWriter,
+    records: records::RecordWriter,
     fan_out: std::sync::mpsc::Sender<FanOutJob>,
     metrics: Arc<Metrics>,
 }
@@ -109,17 +120,19 @@ impl Delivery {
         now_ms: u64,
     ) -> Result<Delivery, StoreError> {
         let mut acked = store.load_acks(app)?;
+        let mut counts = store.load_delivery_counts(app)?;
         let kept: Vec<Arc<KeptPush>> = store
             .pushes_since(app, now_ms.saturating_sub(MAX_KEEP_MS))?
             .into_iter()
             .filter(|push| push.lifetime_secs > 0 && push.expires_at_ms() > now_ms)
             .map(|push| {
                 let acked = acked.remove(&push.task_id).unwrap_or_default();
+                let stats = TaskStats::stored(counts.remove(&push.task_id).unwrap_or_default());
                 Arc::new(KeptPush {
                     offline_frame: push_frame(&push, true),
                     record: Arc::new(push),
                     acked: RwLock::new(acked),
-                    stats: Arc::default(),
+                    stats,
                 })
             })
             .collect();
@@ -128,15 +141,22 @@ impl Delivery {
             .iter()
             .map(|k| (k.record.task_id.clone(), Arc::clone(k)))
             .collect();
+        // Pushes no longer kept (lifetime 0, or expired) are reported until they are purged.
         let task_stats = kept
             .iter()
             .map(|k| (k.record.task_id.clone(), Arc::clone(&k.stats)))
+            .chain(
+                counts
+                    .into_iter()
+                    .map(|(task_id, counts)| (task_id, TaskStats::stored(counts))),
+            )
             .collect();
         let sessions = Arc::new(Sessions::default());
+        let records = records::RecordWriter::start(app, Arc::clone(&store));
         Ok(Delivery {
             app,
-            acks: acks::AckWriter::start(app, Arc::clone(&store)),
-            fan_out: start_fan_out(Arc::clone(&sessions), Arc::clone(&metrics)),
+            fan_out: start_fan_out(Arc::clone(&sessions), Arc::clone(&metrics), records.clone()),
+            records,
             store,
             kept: RwLock::new(kept),
             kept_by_task: RwLock::new(kept_by_task),
@@ -174,6 +194,7 @@ impl Delivery {
         if self
             .fan_out
             .send(FanOutJob {
+                task_id: record.task_id.clone(),
                 recipients,
                 frame,
                 stats,
@@ -189,15 +210,24 @@ impl Delivery {
 
     /// Frames of the kept pushes `account` has not acknowledged, oldest first.
     pub fn pending_for(&self, account: u32, now_ms: u64) -> Vec<Bytes> {
-        self.kept
+        let mut delivered = Vec::new();
+        let frames = self
+            .kept
             .read()
             .iter()
             .filter(|k| k.is_pending_for(account, now_ms))
             .map(|k| {
                 k.stats.offline.fetch_add(1, Ordering::Relaxed);
+                let once = DeliveryCounts {
+                    online: 0,
+                    offline: 1,
+                };
+                delivered.push((k.record.task_id.clone(), once));
                 k.offline_frame.clone()
             })
-            .collect()
+            .collect();
+        self.records.delivered(delivered);
+        frames
     }
 
     /// How many kept pushes `account` has not acknowledged (a notification's badge).
@@ -242,7 +272,7 @@ impl Delivery {
             };
             if kept.record.audience.contains(account) && kept.acked.write().insert(account) {
                 Metrics::add(&self.metrics.acks, 1);
-                self.acks.record(task_id.clone(), account);
+                self.records.ack(task_id.clone(), account);
             }
         }
     }
@@ -278,9 +308,9 @@ impl Delivery {
             .purge_pushes(self.app, now_ms, crate::clock::utc_day_start_ms(now_ms))
     }
 
-    /// Writes pending acknowledgements now. Blocking.
-    pub fn flush_acks(&self) {
-        self.acks.flush();
+    /// Writes pending acknowledgements and delivery counts now. Blocking.
+    pub fn flush_records(&self) {
+        self.records.flush();
     }
 
     pub fn kept_count(&self) -> usize {
@@ -296,6 +326,7 @@ fn task_created_ms(task_id: &str) -> Option<u64> {
 fn start_fan_out(
     sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
+    records: records::RecordWriter,
 ) -> std::sync::mpsc::Sender<FanOutJob> {
     let (sender, jobs) = std::sync::mpsc::channel::<FanOutJob>();
     let writers = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -308,6 +339,13 @@ fn start_fan_out(
                 job.stats
                     .online
                     .fetch_add(result.delivered, Ordering::Relaxed);
+                if result.delivered > 0 {
+                    let online = DeliveryCounts {
+                        online: result.delivered,
+                        offline: 0,
+                    };
+                    records.delivered(vec![(job.task_id, online)]);
+                }
                 Metrics::add(&metrics.deliveries_online, result.delivered);
                 Metrics::add(&metrics.slow_consumer_closes, result.too_slow);
             }

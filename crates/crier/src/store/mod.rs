@@ -3,7 +3,7 @@
 //!
 //! What is stored: the log of directory writes since the last snapshot, directory snapshots,
 //! push records, acknowledgements as one bitmap of accounts per batch (never a row per
-//! recipient), and notification devices and jobs ([`notify`]). Calls block; the async layers
+//! recipient), delivery counts per push, and notification devices and jobs ([`notify`]). Calls block; the async layers
 //! run them on blocking threads.
 
 pub mod notify;
@@ -49,6 +49,13 @@ pub struct PushSummary {
     pub audience_size: u64,
 }
 
+/// How many times a push was delivered: to sessions as it was accepted, and on logins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryCounts {
+    pub online: u64,
+    pub offline: u64,
+}
+
 pub trait Store: notify::NotifyStore + Send + Sync + 'static {
     /// Durably appends directory writes of `app`; answers the sequence number of the last.
     fn append_dir_ops(&self, app: u64, ops: &[DirOp]) -> Result<u64, StoreError>;
@@ -91,12 +98,23 @@ pub trait Store: notify::NotifyStore + Send + Sync + 'static {
     /// Durably records that the accounts of each bitmap acknowledged that push.
     fn append_acks(&self, app: u64, acks: &[(String, RoaringBitmap)]) -> Result<(), StoreError>;
 
+    /// Adds `counts` to what is stored for each push.
+    fn add_delivery_counts(
+        &self,
+        app: u64,
+        counts: &[(String, DeliveryCounts)],
+    ) -> Result<(), StoreError>;
+
+    /// The stored delivery counts of `app`'s pushes, by TaskId.
+    fn load_delivery_counts(&self, app: u64)
+        -> Result<HashMap<String, DeliveryCounts>, StoreError>;
+
     /// Every acknowledgement of `app`, merged per TaskId.
     fn load_acks(&self, app: u64) -> Result<HashMap<String, RoaringBitmap>, StoreError>;
 
     /// Deletes the pushes whose lifetime ended before `expired_before_ms` and that were created
     /// before `created_before_ms` (so today's pushes still count toward the quota), with their
-    /// acknowledgements. Answers how many went.
+    /// acknowledgements and delivery counts. Answers how many went.
     fn purge_pushes(
         &self,
         app: u64,

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use roaring::RoaringBitmap;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{PushCounts, PushSummary, Store, StoreError, StoredSnapshot};
+use super::{DeliveryCounts, PushCounts, PushSummary, Store, StoreError, StoredSnapshot};
 use crate::directory::DirOp;
 use crate::push::PushRecord;
 
@@ -76,6 +76,15 @@ const MIGRATIONS: &[&str] = &[
         done INTEGER NOT NULL DEFAULT 0,
         UNIQUE (app, task_id)
     );
+"#,
+    r#"
+    CREATE TABLE delivery_counts (
+        app INTEGER NOT NULL,
+        task_id TEXT NOT NULL,
+        online INTEGER NOT NULL,
+        offline INTEGER NOT NULL,
+        PRIMARY KEY (app, task_id)
+    ) WITHOUT ROWID;
 "#,
 ];
 
@@ -384,6 +393,53 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn add_delivery_counts(
+        &self,
+        app: u64,
+        counts: &[(String, DeliveryCounts)],
+    ) -> Result<(), StoreError> {
+        let mut connection = self.connection.lock();
+        let tx = connection.transaction()?;
+        {
+            let mut add = tx.prepare_cached(
+                "INSERT INTO delivery_counts (app, task_id, online, offline) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (app, task_id) DO UPDATE
+                 SET online = online + excluded.online, offline = offline + excluded.offline",
+            )?;
+            for (task_id, added) in counts {
+                add.execute(params![
+                    app as i64,
+                    task_id,
+                    added.online as i64,
+                    added.offline as i64
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn load_delivery_counts(
+        &self,
+        app: u64,
+    ) -> Result<HashMap<String, DeliveryCounts>, StoreError> {
+        let connection = self.connection.lock();
+        let mut query = connection
+            .prepare("SELECT task_id, online, offline FROM delivery_counts WHERE app = ?1")?;
+        let counts = query
+            .query_map(params![app as i64], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    DeliveryCounts {
+                        online: row.get::<_, i64>(1)? as u64,
+                        offline: row.get::<_, i64>(2)? as u64,
+                    },
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(counts)
+    }
+
     fn load_acks(&self, app: u64) -> Result<HashMap<String, RoaringBitmap>, StoreError> {
         let connection = self.connection.lock();
         let mut query = connection.prepare("SELECT task_id, accounts FROM acks WHERE app = ?1")?;
@@ -412,6 +468,7 @@ impl Store for SqliteStore {
             params![app as i64, expired_before_ms as i64, created_before_ms as i64],
         )?;
         tx.execute("DELETE FROM acks WHERE app = ?1 AND task_id NOT IN (SELECT task_id FROM pushes WHERE app = ?1)", params![app as i64])?;
+        tx.execute("DELETE FROM delivery_counts WHERE app = ?1 AND task_id NOT IN (SELECT task_id FROM pushes WHERE app = ?1)", params![app as i64])?;
         tx.execute("DELETE FROM notify_jobs WHERE app = ?1 AND task_id NOT IN (SELECT task_id FROM pushes WHERE app = ?1)", params![app as i64])?;
         tx.commit()?;
         Ok(purged as u64)
@@ -537,11 +594,26 @@ mod tests {
             store.load_acks(1).unwrap()["t1"],
             [1, 2, 3].into_iter().collect()
         );
+        let counts = |online, offline| DeliveryCounts { online, offline };
+        store
+            .add_delivery_counts(1, &[("t1".into(), counts(5, 0))])
+            .unwrap();
+        store
+            .add_delivery_counts(1, &[("t1".into(), counts(2, 3))])
+            .unwrap();
+        store
+            .add_delivery_counts(2, &[("t1".into(), counts(9, 9))])
+            .unwrap();
+        assert_eq!(
+            store.load_delivery_counts(1).unwrap(),
+            HashMap::from([("t1".to_owned(), counts(7, 3))])
+        );
         // Kept while it is alive, or while it counts toward today's quota.
         assert_eq!(store.purge_pushes(1, 65_000, 1_000_000).unwrap(), 0);
         assert_eq!(store.purge_pushes(1, 65_001, 5_000).unwrap(), 0);
         assert_eq!(store.purge_pushes(1, 65_001, 5_001).unwrap(), 1);
         assert!(store.pushes_since(1, 0).unwrap().is_empty());
         assert!(store.load_acks(1).unwrap().is_empty());
+        assert!(store.load_delivery_counts(1).unwrap().is_empty());
     }
 }

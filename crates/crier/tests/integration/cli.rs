@@ -113,7 +113,8 @@ fn text_of(push: &Value) -> &str {
 #[tokio::test]
 async fn crier_listen_prints_and_acks_what_crier_push_sends() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(&write_config(dir.path(), ""), &dir.path().join("data"));
+    let (config, data) = (write_config(dir.path(), ""), dir.path().join("data"));
+    let server = ServerProcess::start(&config, &data);
     let admin = crier_client::Admin::new(&server.base, APP, KEY, ADMIN);
     let tagged = admin
         .call(
@@ -168,7 +169,25 @@ async fn crier_listen_prints_and_acks_what_crier_push_sends() {
     assert_eq!(again.next_push().await["TaskId"], next.as_str());
     again.exits_cleanly().await;
 
-    // The report of the first push: both listeners had it online, and ann acknowledged it.
+    // The report of the first push: both listeners had it online, and both acknowledged it.
+    let report = crier_tasks(&server, &for_all).await;
+    assert_eq!(report["TaskId"], for_all.as_str());
+    assert_eq!(report["AudienceSize"], 2);
+    assert_eq!(report["DeliveredOnline"], 2);
+    assert_eq!(report["Acknowledged"], 2);
+    assert_eq!(report["Notifications"]["State"], "None");
+
+    // The report is the same after kill -9 and a restart (acks and counts are stored within
+    // a batch window of 20 ms).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.kill_9();
+    let server = ServerProcess::start(&config, &data);
+    assert_eq!(crier_tasks(&server, &for_all).await, report);
+    server.terminate();
+}
+
+/// `crier tasks TASK_ID`: the push's report, as JSON.
+async fn crier_tasks(server: &ServerProcess, task_id: &str) -> Value {
     let output = Command::new(crier_binary())
         .args([
             "tasks",
@@ -177,7 +196,7 @@ async fn crier_listen_prints_and_acks_what_crier_push_sends() {
             "--sdkappid",
             &APP.to_string(),
         ])
-        .args(["--key", KEY, &for_all])
+        .args(["--key", KEY, task_id])
         .output()
         .await
         .unwrap();
@@ -186,13 +205,7 @@ async fn crier_listen_prints_and_acks_what_crier_push_sends() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(report["TaskId"], for_all.as_str());
-    assert_eq!(report["AudienceSize"], 2);
-    assert_eq!(report["DeliveredOnline"], 2);
-    assert_eq!(report["Acknowledged"], 2);
-    assert_eq!(report["Notifications"]["State"], "None");
-    server.terminate();
+    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 #[tokio::test]

@@ -289,6 +289,44 @@ async fn kept_pushes_and_acks_survive_a_restart() {
     );
 }
 
+/// A task report's DeliveredOnline, DeliveredOffline and Acknowledged.
+async fn delivery_counts(server: &TestServer, task_id: &str) -> (u64, u64, u64) {
+    let answer = server
+        .admin()
+        .ok("crier/task_report", json!({"TaskId": task_id}))
+        .await;
+    let count = |field: &str| answer["Report"][field].as_u64().unwrap();
+    (
+        count("DeliveredOnline"),
+        count("DeliveredOffline"),
+        count("Acknowledged"),
+    )
+}
+
+#[tokio::test]
+async fn task_report_counts_survive_a_restart_and_go_on_counting() {
+    let server = TestServer::start().await;
+    server.admin().import(&["ann", "ben"]).await;
+    let mut ann = login(&server, "ann").await;
+    let task_id = push(&server, text_push(1, "kept")).await;
+    assert!(!next_push(&mut ann).await.offline);
+    let mut ben = login(&server, "ben").await;
+    assert!(next_push(&mut ben).await.offline);
+    ann.ack(vec![task_id.clone()]).await.unwrap();
+    ann.close().await.unwrap();
+    ben.close().await.unwrap();
+    assert_eq!(delivery_counts(&server, &task_id).await, (1, 1, 1));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let data = server.stop().await;
+
+    let server = TestServer::start_in(data, default_apps()).await;
+    assert_eq!(delivery_counts(&server, &task_id).await, (1, 1, 1));
+    // Ben did not acknowledge it: his next login gets it again, and counts it.
+    let mut ben = login(&server, "ben").await;
+    assert!(next_push(&mut ben).await.offline);
+    assert_eq!(delivery_counts(&server, &task_id).await, (1, 2, 1));
+}
+
 #[tokio::test]
 async fn deleted_and_kicked_accounts_are_told_and_closed() {
     let server = TestServer::start().await;

@@ -1,0 +1,115 @@
+//! Batching what delivery records: a thread gathers acknowledgements and delivery counts for a
+//! few milliseconds and stores each batch as one bitmap of accounts and one count row per push,
+//! so ten thousand clients acking at once cost a handful of rows rather than ten thousand
+//! transactions.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use roaring::RoaringBitmap;
+use tracing::error;
+
+use crate::store::{DeliveryCounts, Store};
+
+/// How long a batch may gather after its first record.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+const MAX_BATCH: usize = 100_000;
+
+enum Message {
+    Ack(String, u32),
+    Delivered(Vec<(String, DeliveryCounts)>),
+    Flush(mpsc::Sender<()>),
+}
+
+#[derive(Clone)]
+pub struct RecordWriter {
+    sender: mpsc::Sender<Message>,
+}
+
+impl RecordWriter {
+    pub fn start(app: u64, store: Arc<dyn Store>) -> RecordWriter {
+        let (sender, messages) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("crier-delivery-records".into())
+            .spawn(move || write_batches(app, store.as_ref(), &messages))
+            .expect("the delivery record writer thread starts");
+        RecordWriter { sender }
+    }
+
+    pub fn ack(&self, task_id: String, account: u32) {
+        let _ = self.sender.send(Message::Ack(task_id, account));
+    }
+
+    /// Adds to the delivery counts of these pushes.
+    pub fn delivered(&self, counts: Vec<(String, DeliveryCounts)>) {
+        if !counts.is_empty() {
+            let _ = self.sender.send(Message::Delivered(counts));
+        }
+    }
+
+    /// Returns once everything recorded before the call is stored.
+    pub fn flush(&self) {
+        let (done, wait) = mpsc::channel();
+        if self.sender.send(Message::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+}
+
+#[derive(Default)]
+struct Batch {
+    acks: HashMap<String, RoaringBitmap>,
+    counts: HashMap<String, DeliveryCounts>,
+    flushes: Vec<mpsc::Sender<()>>,
+}
+
+fn write_batches(app: u64, store: &dyn Store, messages: &mpsc::Receiver<Message>) {
+    while let Ok(first) = messages.recv() {
+        let mut batch = Batch::default();
+        let deadline = Instant::now() + BATCH_WINDOW;
+        let mut next = Some(first);
+        let mut gathered = 0;
+        while let Some(message) = next.take() {
+            match message {
+                Message::Ack(task_id, account) => {
+                    batch.acks.entry(task_id).or_default().insert(account);
+                }
+                Message::Delivered(counts) => {
+                    for (task_id, added) in counts {
+                        let stored = batch.counts.entry(task_id).or_default();
+                        stored.online += added.online;
+                        stored.offline += added.offline;
+                    }
+                }
+                Message::Flush(done) => batch.flushes.push(done),
+            }
+            gathered += 1;
+            if gathered < MAX_BATCH && batch.flushes.is_empty() {
+                next = messages
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    .ok();
+            }
+        }
+        store_batch(app, store, batch);
+    }
+}
+
+fn store_batch(app: u64, store: &dyn Store, batch: Batch) {
+    if !batch.acks.is_empty() {
+        let rows: Vec<(String, RoaringBitmap)> = batch.acks.into_iter().collect();
+        if let Err(e) = store.append_acks(app, &rows) {
+            error!(app, error = %e, "storing acknowledgements failed; those pushes will be delivered again");
+        }
+    }
+    if !batch.counts.is_empty() {
+        let rows: Vec<(String, DeliveryCounts)> = batch.counts.into_iter().collect();
+        if let Err(e) = store.add_delivery_counts(app, &rows) {
+            error!(app, error = %e, "storing delivery counts failed; after a restart, task reports will count fewer deliveries");
+        }
+    }
+    for done in batch.flushes {
+        let _ = done.send(());
+    }
+}
