@@ -47,7 +47,8 @@ impl AppState {
         })
     }
 
-    /// Snapshots every app and flushes the store, so the next start replays nothing. Blocking.
+    /// Stores pending acknowledgements and delivery counts, snapshots every app and flushes
+    /// the store, so the next start replays nothing. Blocking.
     pub fn flush(&self) {
         for tenant in self.tenants.values() {
             tenant.delivery.flush_records();

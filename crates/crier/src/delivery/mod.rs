@@ -57,6 +57,12 @@ struct FanOutJob {
     stats: Arc<TaskStats>,
 }
 
+enum FanOutWork {
+    Push(FanOutJob),
+    /// Answered once every push queued before it is written and its count sent on.
+    Barrier(std::sync::mpsc::Sender<()>),
+}
+
 /// Deliveries of one push, as stored when the process started plus those since.
 #[derive(Default)]
 pub struct TaskStats {
@@ -92,7 +98,7 @@ pub struct Delivery {
     task_stats: RwLock<HashMap<String, Arc<TaskStats>>>,
     pub sessions: Arc<Sessions>,
     records: records::RecordWriter,
-    fan_out: std::sync::mpsc::Sender<FanOutJob>,
+    fan_out: std::sync::mpsc::Sender<FanOutWork>,
     metrics: Arc<Metrics>,
 }
 
@@ -112,7 +118,7 @@ pub fn push_frame(record: &PushRecord, offline: bool) -> Bytes {
 }
 
 impl Delivery {
-    /// Loads the app's kept pushes and their acknowledgements. Blocking.
+    /// Loads the app's kept pushes, their acknowledgements and the delivery counts. Blocking.
     pub fn open(
         app: u64,
         store: Arc<dyn Store>,
@@ -193,12 +199,12 @@ impl Delivery {
         let frame = push_frame(&record, false);
         if self
             .fan_out
-            .send(FanOutJob {
+            .send(FanOutWork::Push(FanOutJob {
                 task_id: record.task_id.clone(),
                 recipients,
                 frame,
                 stats,
-            })
+            }))
             .is_err()
         {
             warn!(
@@ -308,8 +314,14 @@ impl Delivery {
             .purge_pushes(self.app, now_ms, crate::clock::utc_day_start_ms(now_ms))
     }
 
-    /// Writes pending acknowledgements and delivery counts now. Blocking.
+    /// Stores pending acknowledgements and delivery counts, including those of pushes still
+    /// being written. Blocking.
     pub fn flush_records(&self) {
+        // Pushes still being written would count their deliveries after the flush.
+        let (done, written) = std::sync::mpsc::channel();
+        if self.fan_out.send(FanOutWork::Barrier(done)).is_ok() {
+            let _ = written.recv();
+        }
         self.records.flush();
     }
 
@@ -327,13 +339,20 @@ fn start_fan_out(
     sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
     records: records::RecordWriter,
-) -> std::sync::mpsc::Sender<FanOutJob> {
-    let (sender, jobs) = std::sync::mpsc::channel::<FanOutJob>();
+) -> std::sync::mpsc::Sender<FanOutWork> {
+    let (sender, work) = std::sync::mpsc::channel::<FanOutWork>();
     let writers = std::thread::available_parallelism().map_or(1, |n| n.get());
     std::thread::Builder::new()
         .name("crier-fan-out".into())
         .spawn(move || {
-            for job in jobs {
+            for job in work {
+                let job = match job {
+                    FanOutWork::Push(job) => job,
+                    FanOutWork::Barrier(done) => {
+                        let _ = done.send(());
+                        continue;
+                    }
+                };
                 let result =
                     sessions.fan_out(&job.recipients, &job.frame, close::TOO_SLOW, writers);
                 job.stats

@@ -1,4 +1,4 @@
-//! Batching what delivery records: a thread gathers acknowledgements and delivery counts for a
+//! Batching delivery records: a thread gathers acknowledgements and delivery counts for a
 //! few milliseconds and stores each batch as one bitmap of accounts and one count row per push,
 //! so ten thousand clients acking at once cost a handful of rows rather than ten thousand
 //! transactions.

@@ -3,7 +3,8 @@
 //!
 //! What is stored: the log of directory writes since the last snapshot, directory snapshots,
 //! push records, acknowledgements as one bitmap of accounts per batch (never a row per
-//! recipient), delivery counts per push, and notification devices and jobs ([`notify`]). Calls block; the async layers
+//! recipient), delivery counts per push, and notification devices and jobs
+//! ([`notify`]). Calls block; the async layers
 //! run them on blocking threads.
 
 pub mod notify;
@@ -98,6 +99,9 @@ pub trait Store: notify::NotifyStore + Send + Sync + 'static {
     /// Durably records that the accounts of each bitmap acknowledged that push.
     fn append_acks(&self, app: u64, acks: &[(String, RoaringBitmap)]) -> Result<(), StoreError>;
 
+    /// Every acknowledgement of `app`, merged per TaskId.
+    fn load_acks(&self, app: u64) -> Result<HashMap<String, RoaringBitmap>, StoreError>;
+
     /// Adds `counts` to what is stored for each push.
     fn add_delivery_counts(
         &self,
@@ -108,9 +112,6 @@ pub trait Store: notify::NotifyStore + Send + Sync + 'static {
     /// The stored delivery counts of `app`'s pushes, by TaskId.
     fn load_delivery_counts(&self, app: u64)
         -> Result<HashMap<String, DeliveryCounts>, StoreError>;
-
-    /// Every acknowledgement of `app`, merged per TaskId.
-    fn load_acks(&self, app: u64) -> Result<HashMap<String, RoaringBitmap>, StoreError>;
 
     /// Deletes the pushes whose lifetime ended before `expired_before_ms` and that were created
     /// before `created_before_ms` (so today's pushes still count toward the quota), with their
