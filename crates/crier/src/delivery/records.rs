@@ -78,9 +78,7 @@ fn write_batches(app: u64, store: &dyn Store, messages: &mpsc::Receiver<Message>
                 }
                 Message::Delivered(counts) => {
                     for (task_id, added) in counts {
-                        let stored = batch.counts.entry(task_id).or_default();
-                        stored.online += added.online;
-                        stored.offline += added.offline;
+                        *batch.counts.entry(task_id).or_default() += added;
                     }
                 }
                 Message::Flush(done) => batch.flushes.push(done),

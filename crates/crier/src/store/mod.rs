@@ -3,9 +3,8 @@
 //!
 //! What is stored: the log of directory writes since the last snapshot, directory snapshots,
 //! push records, acknowledgements as one bitmap of accounts per batch (never a row per
-//! recipient), delivery counts per push, and notification devices and jobs
-//! ([`notify`]). Calls block; the async layers
-//! run them on blocking threads.
+//! recipient), delivery counts per push, and notification devices and jobs ([`notify`]).
+//! Calls block; the async layers run them on blocking threads.
 
 pub mod notify;
 pub mod sqlite;
@@ -55,6 +54,13 @@ pub struct PushSummary {
 pub struct DeliveryCounts {
     pub online: u64,
     pub offline: u64,
+}
+
+impl std::ops::AddAssign for DeliveryCounts {
+    fn add_assign(&mut self, other: DeliveryCounts) {
+        self.online += other.online;
+        self.offline += other.offline;
+    }
 }
 
 pub trait Store: notify::NotifyStore + Send + Sync + 'static {

@@ -467,11 +467,14 @@ impl Store for SqliteStore {
             "DELETE FROM pushes WHERE app = ?1 AND created_ms + lifetime_secs * 1000 < ?2 AND created_ms < ?3",
             params![app as i64, expired_before_ms as i64, created_before_ms as i64],
         )?;
-        tx.execute("DELETE FROM acks WHERE app = ?1 AND task_id NOT IN (SELECT task_id FROM pushes WHERE app = ?1)", params![app as i64])?;
         // A count batch in flight can bring a row back for a push purged here; the next purge
         // takes it, and no report shows it meanwhile (the push itself is gone).
-        tx.execute("DELETE FROM delivery_counts WHERE app = ?1 AND task_id NOT IN (SELECT task_id FROM pushes WHERE app = ?1)", params![app as i64])?;
-        tx.execute("DELETE FROM notify_jobs WHERE app = ?1 AND task_id NOT IN (SELECT task_id FROM pushes WHERE app = ?1)", params![app as i64])?;
+        for table in ["acks", "delivery_counts", "notify_jobs"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE app = ?1 AND task_id NOT IN (SELECT task_id FROM pushes WHERE app = ?1)"),
+                params![app as i64],
+            )?;
+        }
         tx.commit()?;
         Ok(purged as u64)
     }
