@@ -90,11 +90,94 @@ impl AppConfig {
     }
 }
 
+/// What one client may cost the server, and how long it may take: the `[limits]` table.
+/// Every connection is counted from accept to close, WebSocket sessions included.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Client connections open at once. 0 (the default) derives it from the process's
+    /// open-file limit, keeping a tenth of it (at least 256) for the store, log and providers.
+    pub max_connections: usize,
+    /// Connections past `max_connections` that may still be served, but only for `/healthz`,
+    /// `/metrics` and signed admin calls, so an operator can look in while clients crowd it.
+    pub reserved_connections: usize,
+    /// Time to send a request's headers, from the connection's first byte or the first byte
+    /// after the previous answer.
+    pub header_timeout_secs: u64,
+    /// Time to send a request's body, once its signature is checked.
+    pub body_timeout_secs: u64,
+    /// An HTTP connection with no request in flight and nothing sent is closed after this.
+    pub idle_timeout_secs: u64,
+    /// Bytes of request bodies held in memory at once, over all requests; past it, a request
+    /// is refused (91000) instead of the server growing.
+    pub request_body_budget_bytes: usize,
+    /// Concurrent streams a client may open on one HTTP/2 connection.
+    pub http2_max_streams: u32,
+    /// On SIGTERM, how long requests in flight may take before they are cut and the store is
+    /// flushed anyway.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 0,
+            reserved_connections: 64,
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            idle_timeout_secs: 60,
+            request_body_budget_bytes: 64 * 1024 * 1024,
+            http2_max_streams: 32,
+            shutdown_timeout_secs: 10,
+        }
+    }
+}
+
+impl Limits {
+    /// `max_connections` with 0 resolved against `open_files`, the soft open-file limit.
+    pub fn connection_cap(&self, open_files: Option<u64>) -> usize {
+        if self.max_connections > 0 {
+            return self.max_connections;
+        }
+        let Some(open_files) = open_files else {
+            return 10_000;
+        };
+        let headroom = (open_files / 10).max(256);
+        let cap = open_files.saturating_sub(headroom + self.reserved_connections as u64);
+        (cap as usize).max(16)
+    }
+
+    /// Checks what no server could work with; answers the problem in words.
+    fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("header_timeout_secs", self.header_timeout_secs),
+            ("body_timeout_secs", self.body_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(format!("[limits] {name} must be at least 1"));
+            }
+        }
+        if self.request_body_budget_bytes < crate::api::MAX_BODY_BYTES {
+            return Err(format!(
+                "[limits] request_body_budget_bytes must be at least {} (one largest request)",
+                crate::api::MAX_BODY_BYTES
+            ));
+        }
+        if self.http2_max_streams == 0 {
+            return Err("[limits] http2_max_streams must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    #[serde(default)]
+    limits: Option<toml::Spanned<Limits>>,
     #[serde(default, rename = "app")]
     apps: Vec<toml::Spanned<AppConfig>>,
 }
@@ -105,6 +188,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub apps: Vec<AppConfig>,
+    pub limits: Limits,
 }
 
 /// What the command line and environment said; `None` leaves the file or the default.
@@ -113,6 +197,8 @@ pub struct Overrides {
     pub config_file: Option<PathBuf>,
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub max_connections: Option<usize>,
+    pub shutdown_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +231,14 @@ fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
             .unwrap_or_default();
         invalid(format!("{place}{}", e.message()))
     })?;
+    if let Some(limits) = &file.limits {
+        limits.get_ref().validate().map_err(|message| {
+            invalid(format!(
+                "line {}: {message}",
+                line_of(text, limits.span().start)
+            ))
+        })?;
+    }
     let mut seen = BTreeMap::new();
     for app in &file.apps {
         let line = line_of(text, app.span().start);
@@ -168,7 +262,7 @@ impl Config {
     /// Resolves the configuration. Apps come from the file; with no file and none there,
     /// the caller creates the development app (see [`load_or_create_dev_app`]).
     pub fn resolve(overrides: &Overrides) -> Result<Config, ConfigError> {
-        let file = match &overrides.config_file {
+        let mut file = match &overrides.config_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.clone(),
@@ -188,6 +282,17 @@ impl Config {
             .clone()
             .or_else(|| file.as_ref().and_then(|f| f.data_dir.clone()))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let mut limits = file
+            .as_mut()
+            .and_then(|f| f.limits.take())
+            .map(toml::Spanned::into_inner)
+            .unwrap_or_default();
+        if let Some(max_connections) = overrides.max_connections {
+            limits.max_connections = max_connections;
+        }
+        if let Some(secs) = overrides.shutdown_timeout_secs {
+            limits.shutdown_timeout_secs = secs;
+        }
         let apps = file
             .map(|f| f.apps.into_iter().map(toml::Spanned::into_inner).collect())
             .unwrap_or_default();
@@ -195,6 +300,7 @@ impl Config {
             listen: listen.parse().map_err(|_| ConfigError::Listen(listen))?,
             data_dir,
             apps,
+            limits,
         })
     }
 }
@@ -302,6 +408,36 @@ mod tests {
     }
 
     #[test]
+    fn limits_default_when_absent_and_refuse_what_no_server_could_work_with() {
+        let file = parse("[[app]]\nsdkappid = 1\nsecret_key = \"k\"\n").unwrap();
+        assert!(file.limits.is_none());
+        let file = parse("[limits]\nbody_timeout_secs = 5\n").unwrap();
+        let limits = file.limits.unwrap().into_inner();
+        assert_eq!(limits.body_timeout_secs, 5);
+        assert_eq!(
+            limits.header_timeout_secs,
+            Limits::default().header_timeout_secs
+        );
+        let zero = parse("listen = \"127.0.0.1:1\"\n\n[limits]\nheader_timeout_secs = 0\n");
+        assert!(zero.as_ref().unwrap_err().contains("line 3"), "{zero:?}");
+        let unknown = parse("[limits]\nheader_timeout = 5\n").unwrap_err();
+        assert!(unknown.contains("line 2"), "{unknown}");
+    }
+
+    #[test]
+    fn the_connection_cap_keeps_headroom_below_the_open_file_limit() {
+        let limits = Limits::default();
+        let cap = limits.connection_cap(Some(20_000));
+        assert_eq!(cap, 20_000 - 2_000 - limits.reserved_connections);
+        assert_eq!(limits.connection_cap(Some(1024)), 1024 - 256 - 64);
+        let set = Limits {
+            max_connections: 100,
+            ..Limits::default()
+        };
+        assert_eq!(set.connection_cap(Some(20_000)), 100);
+    }
+
+    #[test]
     fn flags_override_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("crier.toml");
@@ -313,10 +449,21 @@ mod tests {
         let overrides = Overrides {
             config_file: Some(path),
             listen: Some("127.0.0.1:9001".into()),
-            data_dir: None,
+            ..Overrides::default()
         };
         let config = Config::resolve(&overrides).unwrap();
         assert_eq!(config.listen.port(), 9001);
+        let overrides = Overrides {
+            shutdown_timeout_secs: Some(3),
+            ..overrides
+        };
+        assert_eq!(
+            Config::resolve(&overrides)
+                .unwrap()
+                .limits
+                .shutdown_timeout_secs,
+            3
+        );
         assert_eq!(config.data_dir, PathBuf::from("/from/file"));
     }
 

@@ -10,6 +10,7 @@
 //! - [`gateway`]: the WebSocket client protocol at `/v4/ws`.
 //! - [`metrics`]: counters at `/metrics`.
 //! - [`api`]: the Tencent-compatible REST surface, thin handlers over the parts.
+//! - [`http`]: the edge: connections under a cap, timeouts, body budget, shutdown deadline.
 //! - [`server`]: `serve(listener, state, shutdown)`, used by `main` and by the tests.
 #![forbid(unsafe_code)]
 
@@ -21,6 +22,7 @@ pub mod delivery;
 pub mod directory;
 pub mod error;
 pub mod gateway;
+pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod push;

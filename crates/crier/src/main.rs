@@ -42,6 +42,15 @@ enum Command {
         /// Log format: human-readable text or one JSON object per line.
         #[arg(long, env = "CRIER_LOG_FORMAT", value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Client connections open at once, WebSocket sessions included; past it (and a small
+        /// reserve for /healthz, /metrics and admin calls) new connections are closed at once
+        /// [default: the open-file limit less a tenth of it].
+        #[arg(long, env = "CRIER_MAX_CONNECTIONS", value_name = "N")]
+        max_connections: Option<usize>,
+        /// On SIGTERM or SIGINT, how long requests in flight may take before they are cut and
+        /// the store is flushed anyway [default: 10].
+        #[arg(long, env = "CRIER_SHUTDOWN_TIMEOUT", value_name = "SECONDS")]
+        shutdown_timeout: Option<u64>,
     },
     /// Print a UserSig v2 for an identifier, byte-compatible with Tencent's signing libraries.
     Usersig {
@@ -128,12 +137,16 @@ fn run(command: Command) -> anyhow::Result<()> {
             listen,
             data_dir,
             log_format,
+            max_connections,
+            shutdown_timeout,
         } => {
             init_logging(log_format);
             let overrides = Overrides {
                 config_file: config,
                 listen,
                 data_dir,
+                max_connections,
+                shutdown_timeout_secs: shutdown_timeout,
             };
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -169,7 +182,8 @@ async fn run_server(overrides: Overrides) -> anyhow::Result<()> {
     let apps = config.apps.clone();
     let state = tokio::task::spawn_blocking(move || AppState::open(&data_dir, apps))
         .await?
-        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?
+        .with_limits(config.limits.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

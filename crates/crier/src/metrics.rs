@@ -1,11 +1,16 @@
 //! Counters served at `GET /metrics` in Prometheus' text format.
 
+use crate::http::refusals::{Refusal, Refusals};
 use crate::notify::Provider;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 #[derive(Default)]
 pub struct Metrics {
+    /// Client connections from accept to close, WebSocket sessions included.
+    pub connections_open: AtomicUsize,
+    /// Connections and requests refused by the limits, by kind.
+    pub refusals: Refusals,
     pub sessions_open: AtomicI64,
     pub logins: AtomicU64,
     pub login_failures: AtomicU64,
@@ -116,6 +121,17 @@ impl Metrics {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
                 counter.load(Ordering::Relaxed)
+            );
+        }
+        let connections = self.connections_open.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP crier_connections_open Client connections open now, WebSocket sessions included.\n# TYPE crier_connections_open gauge\ncrier_connections_open {connections}");
+        let _ = writeln!(out, "# HELP crier_refusals_total Connections and requests cut short by the server's limits, by kind.\n# TYPE crier_refusals_total counter");
+        for refusal in Refusal::ALL {
+            let _ = writeln!(
+                out,
+                "crier_refusals_total{{kind=\"{}\"}} {}",
+                refusal.label(),
+                self.refusals.total(refusal)
             );
         }
         let _ = writeln!(out, "# HELP crier_notifications_total Offline notifications by provider and outcome.\n# TYPE crier_notifications_total counter");

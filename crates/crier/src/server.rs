@@ -11,7 +11,9 @@ use tracing::{info, warn};
 use tokio::sync::watch;
 
 use crate::clock::now_ms;
-use crate::config::AppConfig;
+use crate::config::{AppConfig, Limits};
+use crate::http::body::BodyBudget;
+use crate::http::Edge;
 use crate::metrics::Metrics;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
@@ -23,6 +25,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Flips to `true` when the server stops; sessions close on it.
     pub shutdown: watch::Sender<bool>,
+    pub limits: Limits,
+    /// Request bodies in memory, over all requests (`Limits::request_body_budget_bytes`).
+    pub body_budget: BodyBudget,
 }
 
 impl AppState {
@@ -39,12 +44,22 @@ impl AppState {
             let tenant = Tenant::open_with_metrics(app, Arc::clone(&store), Arc::clone(&metrics))?;
             tenants.insert(tenant.sdkappid(), Arc::new(tenant));
         }
+        let limits = Limits::default();
         Ok(AppState {
             tenants,
             store,
             metrics,
             shutdown: watch::Sender::new(false),
+            body_budget: body_budget(&limits),
+            limits,
         })
+    }
+
+    /// The same server with other limits (the defaults are Tencent-sized and internet-safe).
+    pub fn with_limits(mut self, limits: Limits) -> AppState {
+        self.body_budget = body_budget(&limits);
+        self.limits = limits;
+        self
     }
 
     /// Stores pending acknowledgements and delivery counts, snapshots every app and flushes
@@ -62,8 +77,15 @@ impl AppState {
     }
 }
 
+fn body_budget(limits: &Limits) -> BodyBudget {
+    BodyBudget::new(
+        limits.request_body_budget_bytes,
+        std::time::Duration::from_secs(limits.body_timeout_secs),
+    )
+}
+
 /// Serves the REST API on `listener` until `shutdown` completes, then stops accepting,
-/// finishes requests in flight and flushes the store.
+/// gives requests in flight until the shutdown deadline, and flushes the store anyway.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -77,18 +99,9 @@ pub async fn serve(
             state.shutdown.subscribe(),
         ));
     }
-    let sessions_stop = state.shutdown.clone();
-    let shutdown = async move {
-        shutdown.await;
-        // Open WebSocket sessions would hold the graceful shutdown forever: end them first.
-        sessions_stop.send_replace(true);
-    };
-    let listener = crate::gateway::GatewayListener(listener);
-    let app = crate::api::router(Arc::clone(&state))
-        .into_make_service_with_connect_info::<crate::gateway::ClientConn>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let edge = Arc::new(Edge::new(state.limits.clone(), Arc::clone(&state.metrics)));
+    let router = crate::api::router(Arc::clone(&state));
+    crate::http::run(listener, router, edge, state.shutdown.clone(), shutdown).await;
     purger.abort();
     info!("shutting down: flushing the store");
     tokio::task::spawn_blocking(move || state.flush())

@@ -26,9 +26,11 @@ use serde_json::{Map, Value};
 
 use crate::auth::{authenticate_admin, parse_query, AdminCall, Service};
 use crate::error::Error;
+use crate::http::body::BodyError;
+use crate::http::refusals::Refusal;
 use crate::server::AppState;
 
-/// Bodies past this are refused before parsing.
+/// Bodies past this are refused before parsing (the contract's 1 MiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 type Answer = Result<Map<String, Value>, Error>;
@@ -131,20 +133,37 @@ async fn dispatch(
         return respond(Err(unknown_command()));
     };
     let result = async {
-        let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-            .await
-            .map_err(|_| {
-                Error::rejected(
-                    service.bad_request_code(),
-                    format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-                )
-            })?;
+        // Signature first: a body is never read, let alone buffered, for a caller who
+        // cannot sign. An unread body also ends the connection after the answer.
         let call = authenticate_admin(&state.tenants, &parse_query(query.as_deref()), service)?;
-        let body = parse_body(&bytes, service)?;
-        handler(call, body).await
+        let read = state
+            .body_budget
+            .read(body, MAX_BODY_BYTES)
+            .await
+            .map_err(|error| body_refused(&state, error, service))?;
+        let body = parse_body(&read.bytes, service)?;
+        // The budget covers the parsed body too: `read` is released with the answer.
+        let answer = handler(call, body).await;
+        drop(read);
+        answer
     }
     .await;
     respond(result)
+}
+
+fn body_refused(state: &AppState, error: BodyError, service: Service) -> Error {
+    let code = match error {
+        BodyError::Busy => {
+            state.metrics.refusals.count(Refusal::BodyBudget);
+            codes::INTERNAL
+        }
+        BodyError::TimedOut(_) => {
+            state.metrics.refusals.count(Refusal::BodyTimeout);
+            service.bad_request_code()
+        }
+        BodyError::TooLarge { .. } | BodyError::Unreadable(_) => service.bad_request_code(),
+    };
+    Error::rejected(code, error.to_string())
 }
 
 /// An empty body, `{}` and `[]` all mean "no parameters".

@@ -1,23 +1,22 @@
 //! The WebSocket gateway at `GET /v4/ws`: the client protocol of
 //! `shared/spec/client-protocol.md`. [`session`] runs one connection; [`sessions`] is the
 //! per-app registry that fan-out and kicks go through; [`conn`] lets the fan-out write pushes
-//! straight to the connections it reaches.
+//! straight to the connections it reaches. Connections are accepted in [`crate::http`].
 
 pub mod conn;
 pub mod session;
 pub mod sessions;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
-use axum::response::Response;
-use axum::serve::{IncomingStream, Listener};
-use tokio::net::TcpListener;
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
 
+use crate::http::connection::ReserveConnection;
+use crate::http::refusals::Refusal;
 use crate::server::AppState;
-use conn::{Conn, ConnIo};
+use conn::Conn;
 
 /// Client frames are small JSON objects; anything larger is not one.
 const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
@@ -28,43 +27,27 @@ const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
 const READ_BUFFER_BYTES: usize = 1024;
 const WRITE_BUFFER_BYTES: usize = 0;
 
-/// Accepts connections as [`ConnIo`]s, so that a WebSocket session can reach its socket.
-pub struct GatewayListener(pub TcpListener);
-
-impl Listener for GatewayListener {
-    type Io = ConnIo;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (ConnIo, SocketAddr) {
-        let (tcp, addr) = Listener::accept(&mut self.0).await;
-        // Pushes are small frames that must leave at once, not wait for Nagle's algorithm to
-        // coalesce them with an acknowledgement the client may delay by up to 40 ms.
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-        (ConnIo::new(tcp), addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
-}
-
 /// The connection a request came on, for the gateway to hand to its session.
 #[derive(Clone)]
 pub struct ClientConn(pub Arc<Conn>);
 
-impl Connected<IncomingStream<'_, GatewayListener>> for ClientConn {
-    fn connect_info(stream: IncomingStream<'_, GatewayListener>) -> ClientConn {
-        ClientConn(Arc::clone(&stream.io().0))
-    }
-}
-
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     ConnectInfo(ClientConn(conn)): ConnectInfo<ClientConn>,
+    reserve: Option<Extension<ReserveConnection>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if reserve.is_some() {
+        // The reserve is for an operator's health checks and admin calls, not for sessions
+        // that would keep it.
+        state.metrics.refusals.count(Refusal::ReserveOnly);
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "5")],
+            "the server is at its connection limit: retry later\n",
+        )
+            .into_response();
+    }
     upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crier::config::AppConfig;
+use crier::config::{AppConfig, Limits};
 use crier::server::{serve, AppState};
 use crier_proto::usersig;
 use serde_json::Value;
@@ -48,11 +48,21 @@ impl TestServer {
 
     /// Starts on an existing data directory (a restart).
     pub async fn start_in(data_dir: tempfile::TempDir, apps: Vec<AppConfig>) -> TestServer {
+        Self::start_limited(data_dir, apps, Limits::default()).await
+    }
+
+    /// Starts with `limits` instead of the defaults.
+    pub async fn start_limited(
+        data_dir: tempfile::TempDir,
+        apps: Vec<AppConfig>,
+        limits: Limits,
+    ) -> TestServer {
         let path = data_dir.path().to_owned();
         let state = tokio::task::spawn_blocking(move || AppState::open(&path, apps))
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+            .with_limits(limits);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, signal) = oneshot::channel::<()>();

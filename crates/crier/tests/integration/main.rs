@@ -12,6 +12,7 @@ mod attrs;
 mod auth;
 mod cli;
 mod crash;
+mod edge;
 mod fakes;
 mod gateway;
 mod notify;

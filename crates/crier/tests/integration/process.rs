@@ -37,6 +37,11 @@ pub fn write_config(dir: &Path, extra_app_lines: &str) -> std::path::PathBuf {
 impl ServerProcess {
     /// Starts `crier serve` on port 0 and learns the bound address from its JSON log.
     pub fn start(config: &Path, data_dir: &Path) -> ServerProcess {
+        Self::start_with(config, data_dir, &[])
+    }
+
+    /// Like [`ServerProcess::start`], with more `serve` flags.
+    pub fn start_with(config: &Path, data_dir: &Path, flags: &[&str]) -> ServerProcess {
         let mut child = Command::new(crier_binary())
             .args([
                 "serve",
@@ -49,6 +54,7 @@ impl ServerProcess {
             .arg(config)
             .arg("--data-dir")
             .arg(data_dir)
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -67,6 +73,10 @@ impl ServerProcess {
             child,
             base: format!("http://{addr}"),
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn kill_9(mut self) {
