@@ -188,9 +188,7 @@ pub fn protocol(edge: &Edge) -> auto::Builder<hyper_util::rt::TokioExecutor> {
         // the unread data of HTTP/2 flows stays below these whatever the streams do.
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
-        .max_send_buf_size(H2_STREAM_WINDOW as usize)
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .max_send_buf_size(H2_STREAM_WINDOW as usize);
     builder
 }
 

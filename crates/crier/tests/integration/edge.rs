@@ -424,12 +424,33 @@ async fn two_thousand_unauthenticated_megabyte_bodies_do_not_grow_the_server() {
     for client in clients {
         client.await.unwrap();
     }
+    // Over HTTP/2 (h2c), one connection: 200 streams of unauthenticated megabytes.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let streams: Vec<_> = (0..200)
+        .map(|_| {
+            let request = h2
+                .post(format!(
+                    "{base}/v4/all_member_push/im_add_tag?sdkappid={APP}&identifier={ADMIN}&usersig=forged"
+                ))
+                .body(&BODY[..])
+                .send();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(10), request).await;
+            })
+        })
+        .collect();
+    for stream in streams {
+        stream.await.unwrap();
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     sampler.abort();
     let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
     let after = rss_kib(pid);
     println!(
-        "server RSS with {CLIENTS} unauthenticated ~1 MiB bodies: before {} MiB, peak {} MiB, after {} MiB",
+        "server RSS with {CLIENTS} unauthenticated ~1 MiB bodies over HTTP/1.1 and 200 over one HTTP/2 connection: before {} MiB, peak {} MiB, after {} MiB",
         before / 1024,
         peak / 1024,
         after / 1024

@@ -6,8 +6,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-pub fn crier_binary() -> &'static str {
-    env!("CARGO_BIN_EXE_crier")
+/// The binary under test; `CRIER_TEST_BINARY` runs the same tests against another build
+/// (an older commit, to see a test fail before its fix).
+pub fn crier_binary() -> String {
+    std::env::var("CRIER_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_crier").to_owned())
 }
 
 pub struct ServerProcess {
