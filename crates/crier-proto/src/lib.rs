@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codes;
+pub mod echo;
 pub mod envelope;
 pub mod protocol;
 pub mod usersig;

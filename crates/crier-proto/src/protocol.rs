@@ -6,6 +6,15 @@ use serde_json::value::RawValue;
 
 /// Close codes the server uses.
 pub mod close {
+    /// RFC 6455 (7.4.1): the server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// RFC 6455: the client broke the framing rules (an unmasked frame, reserved bits set, a
+    /// fragmented control frame, ...).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// RFC 6455: a text frame is not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// RFC 6455: a frame or message is over the size limit.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
     pub const LOGIN_FAILED: u16 = 4001;
     pub const LOGIN_TIMEOUT: u16 = 4002;
     pub const KICKED: u16 = 4003;

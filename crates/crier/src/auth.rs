@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crier_proto::echo::echo;
 use crier_proto::{codes, usersig};
 
 use crate::clock::now_secs;
@@ -80,17 +81,23 @@ pub fn authenticate_admin(
         .ok_or_else(|| {
             Error::rejected(
                 codes::UNKNOWN_APP,
-                format!("sdkappid {sdkappid} is not an app of this server"),
+                format!("sdkappid {} is not an app of this server", echo(sdkappid)),
             )
         })?;
     let identifier = query.get("identifier").cloned().unwrap_or_default();
     let token = query.get("usersig").map(String::as_str).unwrap_or_default();
     let key = &tenant.config.secret_key.0;
+    // Also refuses identifiers no account can have (see `usersig::check_identifier`), so the
+    // ones below are short and printable.
     usersig::verify(token, tenant.sdkappid(), &identifier, key, now_secs())?;
     if !tenant.config.is_admin(&identifier) {
         return Err(Error::rejected(
             service.not_admin_code(),
-            format!("{identifier:?} is not an admin of app {}: call with an identifier listed in the app's admins", tenant.sdkappid()),
+            format!(
+                "{} is not an admin of app {}: call with an identifier listed in the app's admins",
+                echo(&identifier),
+                tenant.sdkappid()
+            ),
         ));
     }
     Ok(AdminCall {

@@ -117,6 +117,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             identifier,
             expire,
         } => {
+            // Tencent's libraries sign any text; a token the server would refuse is no use.
+            usersig::check_identifier(&identifier)
+                .map_err(|e| anyhow::anyhow!("cannot sign for identifier {identifier:?}: {e}"))?;
             println!(
                 "{}",
                 usersig::sign(

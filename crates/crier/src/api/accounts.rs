@@ -1,6 +1,7 @@
 //! `im_open_login_svc/*` and `openim/query_online_status`.
 
 use crier_proto::codes;
+use crier_proto::echo::echo;
 use crier_proto::protocol::close;
 use serde_json::{json, Map, Value};
 
@@ -14,7 +15,7 @@ pub const MAX_STATUS_QUERY: usize = 500;
 const BAD: u32 = codes::LOGIN_SVC_BAD_REQUEST;
 
 fn not_found(account: &str) -> String {
-    format!("account {account:?} is not imported")
+    format!("account {} is not imported", echo(account))
 }
 
 pub async fn import(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
@@ -74,7 +75,7 @@ pub async fn import_many(call: AdminCall, body: Value) -> Result<Map<String, Val
 }
 
 /// Reads `[{"UserID": ..}]` items of `key`.
-fn user_items(body: &Value, key: &str) -> Result<Vec<String>, Error> {
+pub fn user_items(body: &Value, key: &str) -> Result<Vec<String>, Error> {
     let items = array(body, key, MAX_BATCH, BAD, BAD)?;
     items
         .iter()

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use crier_proto::codes;
+use crier_proto::echo::echo;
 use serde_json::{json, Map, Value};
 
 use super::fields::{account_list, object, user_entries};
@@ -21,13 +22,14 @@ fn bad_attr(info: String) -> Error {
 fn slot_named(directory: &Directory, name: &str, place: &str) -> Result<u8, Error> {
     directory.attr_slot(name).ok_or_else(|| {
         bad_attr(format!(
-            "{place} names attribute {name:?}, which is not set: define it with im_set_attr_name"
+            "{place} names attribute {}, which is not set: define it with im_set_attr_name",
+            echo(name)
         ))
     })
 }
 
 /// `AttrNames` as an object `{"0":"sex"}` or as an array indexed by slot.
-fn read_attr_names(body: &Value) -> Result<Vec<(u8, String)>, Error> {
+pub fn read_attr_names(body: &Value) -> Result<Vec<(u8, String)>, Error> {
     let names = object(body, codes::BAD_JSON)?
         .get("AttrNames")
         .ok_or_else(|| {
@@ -62,7 +64,8 @@ fn read_attr_names(body: &Value) -> Result<Vec<(u8, String)>, Error> {
                 .filter(|slot| (*slot as usize) < ATTR_SLOTS && slot.to_string() == slot_text)
                 .ok_or_else(|| {
                     bad_attr(format!(
-                        "AttrNames key {slot_text:?} is not a slot; slots are \"0\" to \"9\""
+                        "AttrNames key {} is not a slot; slots are \"0\" to \"9\"",
+                        echo(&slot_text)
                     ))
                 })?;
             match name.as_str() {
@@ -70,7 +73,8 @@ fn read_attr_names(body: &Value) -> Result<Vec<(u8, String)>, Error> {
                     Ok((slot, name.to_owned()))
                 }
                 _ => Err(bad_attr(format!(
-                    "AttrNames[{slot_text:?}] must be a name of 1 to {MAX_NAME_BYTES} bytes"
+                    "AttrNames[{}] must be a name of 1 to {MAX_NAME_BYTES} bytes",
+                    echo(&slot_text)
                 ))),
             }
         })
@@ -86,7 +90,10 @@ pub async fn set_names(call: AdminCall, body: Value) -> Result<Map<String, Value
             let mut seen = BTreeMap::new();
             for (slot, name) in &after {
                 if let Some(other) = seen.insert(name, slot) {
-                    return Err(bad_attr(format!("attribute name {name:?} would name slots {other} and {slot}; names must differ")));
+                    return Err(bad_attr(format!(
+                        "attribute name {} would name slots {other} and {slot}; names must differ",
+                        echo(name)
+                    )));
                 }
             }
             Ok(vec![DirOp::SetAttrNames { names }])

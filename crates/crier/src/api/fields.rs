@@ -1,23 +1,30 @@
 //! Reading fields of Tencent request bodies, with the codes and messages the contract wants.
 
+use crier_proto::echo::echo;
+use crier_proto::usersig;
 use serde_json::{Map, Value};
 
 use crate::error::Error;
 
 /// Tencent's limit on an account name (UserID).
-pub const MAX_ACCOUNT_BYTES: usize = 32;
+pub const MAX_ACCOUNT_BYTES: usize = usersig::MAX_IDENTIFIER_BYTES;
 
 pub fn object(body: &Value, bad: u32) -> Result<&Map<String, Value>, Error> {
     body.as_object()
         .ok_or_else(|| Error::rejected(bad, "the request body must be a JSON object"))
 }
 
+/// An account name: what a UserSig can be signed for (see `usersig::check_identifier`), so
+/// every account written can also log in.
 pub fn account_name(value: &Value, place: &str, bad: u32) -> Result<String, Error> {
     match value.as_str() {
-        Some(name) if !name.is_empty() && name.len() <= MAX_ACCOUNT_BYTES => Ok(name.to_owned()),
+        Some(name) if usersig::check_identifier(name).is_ok() => Ok(name.to_owned()),
         Some(name) => Err(Error::rejected(
             bad,
-            format!("{place} {name:?} must be 1 to {MAX_ACCOUNT_BYTES} bytes"),
+            format!(
+                "{place} {} must be 1 to {MAX_ACCOUNT_BYTES} bytes without control characters",
+                echo(name)
+            ),
         )),
         None => Err(Error::rejected(
             bad,

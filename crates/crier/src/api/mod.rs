@@ -90,7 +90,10 @@ async fn task_report(call: AdminCall, body: Value) -> Answer {
     let Some(report) = report else {
         return Err(Error::rejected(
             codes::BAD_JSON,
-            format!("this app has no push with TaskId {task_id:?} (reports last as long as the push is stored)"),
+            format!(
+                "this app has no push with TaskId {} (reports last as long as the push is stored)",
+                crier_proto::echo::echo(&task_id)
+            ),
         ));
     };
     let report = serde_json::to_value(report).map_err(|e| Error::Internal(e.to_string()))?;

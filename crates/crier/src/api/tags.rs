@@ -3,6 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crier_proto::codes;
+use crier_proto::echo::echo;
 use serde_json::{json, Map, Value};
 
 use super::fields::{account_list, user_entries};
@@ -35,7 +36,7 @@ pub async fn get(call: AdminCall, body: Value) -> Result<Map<String, Value>, Err
 }
 
 /// Reads the per-user tag lists, checking each tag's own rules.
-fn read_user_tags(body: &Value, limit_per_user: Option<usize>) -> Result<Vec<UserTags>, Error> {
+pub fn read_user_tags(body: &Value, limit_per_user: Option<usize>) -> Result<Vec<UserTags>, Error> {
     let entries = user_entries(
         body,
         "UserTags",
@@ -90,7 +91,7 @@ pub async fn add(call: AdminCall, body: Value) -> Result<Map<String, Value>, Err
                 if total > cap {
                     return Err(Error::rejected(
                         codes::TOO_MANY_TAGS,
-                        format!("account {account:?} would hold {total} tags; an account holds at most {cap}: remove some first"),
+                        format!("account {} would hold {total} tags; an account holds at most {cap}: remove some first", echo(account)),
                     ));
                 }
             }
@@ -103,7 +104,7 @@ pub async fn add(call: AdminCall, body: Value) -> Result<Map<String, Value>, Err
 /// Each account of the call once, in order of first mention, with the distinct tags its
 /// entries name together. Worked out before the write lock is taken, so writers wait only for
 /// the checks against the directory. The per-call limit is per account, across its entries.
-fn distinct_tags_per_account(users: &[UserTags]) -> Result<Vec<(String, Vec<String>)>, Error> {
+pub fn distinct_tags_per_account(users: &[UserTags]) -> Result<Vec<(String, Vec<String>)>, Error> {
     let mut position: HashMap<&str, usize> = HashMap::new();
     let mut merged: Vec<(&str, BTreeSet<&str>)> = Vec::new();
     for user in users {
@@ -117,8 +118,8 @@ fn distinct_tags_per_account(users: &[UserTags]) -> Result<Vec<(String, Vec<Stri
             return Err(Error::rejected(
                 codes::TOO_MANY_TAGS,
                 format!(
-                    "account {:?} is given {} distinct tags across its entries; at most {MAX_TAGS_PER_CALL} per user per call",
-                    user.account,
+                    "account {} is given {} distinct tags across its entries; at most {MAX_TAGS_PER_CALL} per user per call",
+                    echo(&user.account),
                     tags.len()
                 ),
             ));

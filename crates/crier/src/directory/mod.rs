@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod condition;
 pub mod ops;
 pub mod snapshot;
+pub mod tag_lists;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -22,6 +23,7 @@ use roaring::RoaringBitmap;
 pub use accounts::AccountIds;
 pub use condition::Condition;
 pub use ops::{DirOp, UserAttrSlots, UserAttrValues, UserTags};
+pub use tag_lists::TagLists;
 
 /// Attribute slots `"0"`..`"9"`.
 pub const ATTR_SLOTS: usize = 10;
@@ -34,8 +36,9 @@ pub struct Directory {
     retired: RoaringBitmap,
     tag_numbers: HashMap<Box<str>, u32>,
     tags: Vec<(Box<str>, RoaringBitmap)>,
-    /// Tags held per account number, so the per-user cap is checked without scanning tags.
-    tag_counts: Vec<u8>,
+    /// The tags each account holds (the transpose of `tags`), so reading, counting and clearing
+    /// an account's tags costs its own tags, not every tag of the app.
+    tag_lists: TagLists,
     attr_names: [Option<String>; ATTR_SLOTS],
     attr_values: [HashMap<Box<str>, RoaringBitmap>; ATTR_SLOTS],
     /// Per slot, an upper bound of the account numbers holding a value (`None`: nobody), so
@@ -52,6 +55,7 @@ pub struct DirectoryStats {
     pub attr_values: u64,
     pub bitmap_bytes: u64,
     pub account_map_bytes: u64,
+    /// The per-account tag lists ([`TagLists`]), which also give the per-account counts.
     pub tag_count_bytes: u64,
 }
 
@@ -77,30 +81,48 @@ impl Directory {
                 }
             }
             DirOp::AddTags { users } => {
+                let mut held = Vec::new();
                 for user in users {
                     let id = self.number(&user.account);
+                    held.clear();
                     for tag in &user.tags {
                         let tag_number = self.tag_number(tag);
+                        // The bitmaps and the lists agree, so a tag new to the bitmap is new
+                        // to the list.
                         if self.tags[tag_number as usize].1.insert(id) {
-                            self.tag_counts[id as usize] =
-                                self.tag_counts[id as usize].saturating_add(1);
+                            held.push(tag_number);
                         }
+                    }
+                    if !held.is_empty() {
+                        held.extend(self.tag_lists.tags(id));
+                        held.sort_unstable();
+                        self.tag_lists.set(id, &held);
                     }
                 }
             }
             DirOp::RemoveTags { users } => {
+                let mut removed = Vec::new();
                 for user in users {
                     let Some(id) = self.accounts.get(&user.account) else {
                         continue;
                     };
+                    removed.clear();
                     for tag in &user.tags {
                         let Some(&tag_number) = self.tag_numbers.get(tag.as_str()) else {
                             continue;
                         };
                         if self.tags[tag_number as usize].1.remove(id) {
-                            self.tag_counts[id as usize] =
-                                self.tag_counts[id as usize].saturating_sub(1);
+                            removed.push(tag_number);
                         }
+                    }
+                    if !removed.is_empty() {
+                        removed.sort_unstable();
+                        let kept: Vec<u32> = self
+                            .tag_lists
+                            .tags(id)
+                            .filter(|tag| removed.binary_search(tag).is_err())
+                            .collect();
+                        self.tag_lists.set(id, &kept);
                     }
                 }
             }
@@ -150,11 +172,7 @@ impl Directory {
     }
 
     fn number(&mut self, name: &str) -> u32 {
-        let id = self.accounts.get_or_insert(name);
-        if self.tag_counts.len() <= id as usize {
-            self.tag_counts.resize(id as usize + 1, 0);
-        }
-        id
+        self.accounts.get_or_insert(name)
     }
 
     fn tag_number(&mut self, tag: &str) -> u32 {
@@ -168,13 +186,13 @@ impl Directory {
     }
 
     fn clear_tags(&mut self, id: u32) {
-        if self.tag_counts.get(id as usize).copied().unwrap_or(0) == 0 {
+        if self.tag_lists.count(id) == 0 {
             return;
         }
-        for (_, members) in &mut self.tags {
-            members.remove(id);
+        for tag_number in self.tag_lists.tags(id) {
+            self.tags[tag_number as usize].1.remove(id);
         }
-        self.tag_counts[id as usize] = 0;
+        self.tag_lists.set(id, &[]);
     }
 
     /// Removes the value `id` holds in `slot`, if any. Scans the slot's values unless `id` is
@@ -211,7 +229,7 @@ impl Directory {
     pub fn tag_count(&self, name: &str) -> usize {
         self.accounts
             .get(name)
-            .map_or(0, |id| self.tag_counts[id as usize] as usize)
+            .map_or(0, |id| self.tag_lists.count(id))
     }
 
     pub fn holds_tag(&self, name: &str, tag: &str) -> bool {
@@ -221,19 +239,21 @@ impl Directory {
         }
     }
 
-    /// Tags of an account, in the order the tags were first used in the app.
+    /// Tags of an account, in the order the tags were first used in the app (tag numbers are
+    /// handed out in that order).
     pub fn tags_of(&self, name: &str) -> Vec<String> {
         let Some(id) = self.accounts.get(name) else {
             return Vec::new();
         };
-        if self.tag_counts[id as usize] == 0 {
-            return Vec::new();
-        }
-        self.tags
-            .iter()
-            .filter(|(_, members)| members.contains(id))
-            .map(|(tag, _)| tag.to_string())
+        self.tag_lists
+            .tags(id)
+            .map(|tag_number| self.tags[tag_number as usize].0.to_string())
             .collect()
+    }
+
+    /// Tag counts per account number, as the snapshot stores them (saturating at 255).
+    fn saturated_tag_counts(&self) -> impl Iterator<Item = u8> + '_ {
+        (0..self.accounts.len()).map(|id| self.tag_lists.count(id).min(255) as u8)
     }
 
     /// Attribute values of an account by slot.
@@ -320,7 +340,7 @@ impl Directory {
             attr_values: self.attr_values.iter().map(|v| v.len() as u64).sum(),
             bitmap_bytes: tag_bytes + attr_bytes + self.live.serialized_size() as u64,
             account_map_bytes: self.accounts.heap_bytes() as u64,
-            tag_count_bytes: self.tag_counts.capacity() as u64,
+            tag_count_bytes: self.tag_lists.heap_bytes() as u64,
         }
     }
 }

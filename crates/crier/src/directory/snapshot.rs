@@ -4,7 +4,8 @@
 //! - retired account numbers (version 2 on): a bitmap;
 //! - accounts: `u32` count, each a `u16` length and the UTF-8 name, in number order (a name
 //!   appears again after its retired number when an account of that name was created anew);
-//! - live accounts: a bitmap; tag counts: `u32` length and one byte per account;
+//! - live accounts: a bitmap; tag counts: `u32` length and one byte per account, saturating at
+//!   255 (not read back: the per-account tag lists are rebuilt from the tag bitmaps);
 //! - tags: `u32` count, each a name and a bitmap;
 //! - attribute names: for each of the ten slots a `u8` present flag and a name;
 //! - attribute values: for each slot a `u32` count, each a value and a bitmap.
@@ -16,7 +17,7 @@ use std::io::{self, Read, Write};
 
 use roaring::RoaringBitmap;
 
-use super::{Directory, ATTR_SLOTS};
+use super::{Directory, TagLists, ATTR_SLOTS};
 
 const MAGIC: &[u8; 8] = b"CRIERDIR";
 pub const VERSION: u32 = 2;
@@ -32,8 +33,17 @@ pub fn write(directory: &Directory, out: &mut (impl Write + ?Sized)) -> io::Resu
         write_short_text(out, name)?;
     }
     write_bitmap(out, &directory.live)?;
-    out.write_all(&(directory.tag_counts.len() as u32).to_le_bytes())?;
-    out.write_all(&directory.tag_counts)?;
+    out.write_all(&directory.accounts.len().to_le_bytes())?;
+    let mut counts = directory.saturated_tag_counts();
+    let mut buffer = Vec::with_capacity(64 * 1024);
+    loop {
+        buffer.clear();
+        buffer.extend(counts.by_ref().take(64 * 1024));
+        if buffer.is_empty() {
+            break;
+        }
+        out.write_all(&buffer)?;
+    }
     out.write_all(&(directory.tags.len() as u32).to_le_bytes())?;
     for (tag, members) in &directory.tags {
         write_short_text(out, tag)?;
@@ -87,9 +97,10 @@ pub fn read(input: &mut impl Read, mut progress: impl FnMut(u32, u32)) -> io::Re
         }
     }
     directory.live = read_bitmap(input)?;
-    let counts = read_u32(input)? as usize;
-    directory.tag_counts = vec![0; counts];
-    input.read_exact(&mut directory.tag_counts)?;
+    let counts = u64::from(read_u32(input)?);
+    if io::copy(&mut input.by_ref().take(counts), &mut io::sink())? != counts {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     for _ in 0..read_u32(input)? {
         let tag: Box<str> = read_short_text(input, &mut name)?.into();
         let members = read_bitmap(input)?;
@@ -98,6 +109,10 @@ pub fn read(input: &mut impl Read, mut progress: impl FnMut(u32, u32)) -> io::Re
             .insert(tag.clone(), directory.tags.len() as u32);
         directory.tags.push((tag, members));
     }
+    // The transpose of the tag bitmaps. Rebuilt rather than stored, so the format stays as it
+    // was and cannot disagree with the bitmaps.
+    let bitmaps: Vec<&RoaringBitmap> = directory.tags.iter().map(|(_, members)| members).collect();
+    directory.tag_lists = TagLists::from_bitmaps(&bitmaps);
     for slot in 0..ATTR_SLOTS {
         let mut present = [0u8];
         input.read_exact(&mut present)?;

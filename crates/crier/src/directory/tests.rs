@@ -184,6 +184,42 @@ fn tag_counts_track_adds_and_removes() {
     assert_eq!(d.tag_count("a"), 0);
 }
 
+#[test]
+fn an_accounts_tags_are_read_from_its_own_list_not_from_every_tag() {
+    let mut d = Directory::default();
+    d.apply(&import(&["a", "b"]));
+    // Many tags of other accounts, numbered before and after a's.
+    for n in 0..2_000 {
+        d.apply(&DirOp::AddTags {
+            users: vec![tags(&format!("other{}", n % 50), &[&format!("noise{n}")])],
+        });
+        if n == 1_000 {
+            d.apply(&DirOp::AddTags {
+                users: vec![tags("a", &["y", "x"])],
+            });
+        }
+    }
+    // Empty every bitmap behind the directory's back: what is left to answer is a's list.
+    let bitmaps: Vec<RoaringBitmap> = d.tags.iter().map(|(_, m)| m.clone()).collect();
+    for (_, members) in &mut d.tags {
+        members.clear();
+    }
+    assert_eq!(d.tags_of("a"), ["y", "x"], "tags in order of first use");
+    assert_eq!(d.tag_count("a"), 2);
+    assert!(d.tags_of("b").is_empty());
+    // Clearing a's tags reaches a's two bitmaps and no others.
+    for (n, members) in bitmaps.into_iter().enumerate() {
+        d.tags[n].1 = members;
+    }
+    let cleared = d.tags.iter().filter(|(_, m)| m.contains(0)).count();
+    assert_eq!(cleared, 2);
+    d.apply(&DirOp::RemoveAllTags {
+        accounts: vec!["a".into()],
+    });
+    assert!(d.tags.iter().all(|(_, m)| !m.contains(0)));
+    assert_eq!(d.tag_count("a"), 0);
+}
+
 /// A user of the reference model: plain sets, no bitmaps.
 #[derive(Debug, Clone, Default)]
 struct PlainUser {
@@ -220,6 +256,17 @@ fn arb_op() -> impl Strategy<Value = DirOp> {
     let value = "v[0-3]";
     prop_oneof![
         prop::collection::vec(account, 1..5).prop_map(|accounts| DirOp::Import { accounts }),
+        // Accounts and tags seldom named twice, among the ones named often.
+        prop::collection::vec(
+            ("w[0-9]{4}", prop::collection::vec("t[0-9]|s[0-9]{3}", 1..4)),
+            1..3
+        )
+        .prop_map(|users| DirOp::AddTags {
+            users: users
+                .into_iter()
+                .map(|(account, tags)| UserTags { account, tags })
+                .collect()
+        }),
         prop::collection::vec(account, 1..2).prop_map(|accounts| DirOp::Delete { accounts }),
         prop::collection::vec((account, prop::collection::vec(tag, 1..5)), 1..5).prop_map(
             |users| DirOp::AddTags {
@@ -322,24 +369,58 @@ fn apply_plain(users: &mut BTreeMap<String, PlainUser>, op: &DirOp) {
     }
 }
 
+/// Tags in the order the app first named them in a tag write: the order `tags_of` answers in.
+fn first_use_order(ops: &[DirOp]) -> Vec<String> {
+    let mut order: Vec<String> = Vec::new();
+    for op in ops {
+        if let DirOp::AddTags { users } = op {
+            for tag in users.iter().flat_map(|u| &u.tags) {
+                if !order.contains(tag) {
+                    order.push(tag.clone());
+                }
+            }
+        }
+    }
+    order
+}
+
+fn reload(directory: &Directory) -> Directory {
+    let mut bytes = Vec::new();
+    snapshot::write(directory, &mut bytes).unwrap();
+    snapshot::read(&mut bytes.as_slice(), |_, _| {}).unwrap()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
     #[test]
-    fn audience_equals_a_plain_filter(ops in prop::collection::vec(arb_op(), 0..40), conditions in prop::collection::vec(arb_condition(), 1..8)) {
+    fn audience_equals_a_plain_filter(ops in prop::collection::vec(arb_op(), 0..40), reloads in prop::collection::btree_set(0usize..40, 0..3), conditions in prop::collection::vec(arb_condition(), 1..8)) {
         let mut directory = Directory::default();
         let mut plain = BTreeMap::new();
-        for op in &ops {
+        for (n, op) in ops.iter().enumerate() {
+            // A restart between writes: the tag lists are rebuilt from the snapshot's bitmaps,
+            // and later writes must keep them in step.
+            if reloads.contains(&n) {
+                directory = reload(&directory);
+            }
             directory.apply(op);
             apply_plain(&mut plain, op);
         }
         for condition in &conditions {
             prop_assert_eq!(names(&directory, &directory.audience(condition)), reference_audience(&plain, condition), "{:?}", condition);
         }
+        let order = first_use_order(&ops);
         for (name, user) in &plain {
-            prop_assert_eq!(directory.tags_of(name).into_iter().collect::<BTreeSet<_>>(), user.tags.clone());
+            let expected: Vec<String> = order.iter().filter(|t| user.tags.contains(*t)).cloned().collect();
+            prop_assert_eq!(directory.tags_of(name), expected);
             prop_assert_eq!(directory.tag_count(name), user.tags.len());
             prop_assert_eq!(directory.attrs_of(name), user.attrs.clone());
+        }
+        // Every tag's bitmap holds exactly the accounts whose lists name it.
+        for (tag, members) in &directory.tags {
+            let holders: BTreeSet<String> = plain.iter().filter(|(_, u)| u.tags.contains(&**tag)).map(|(n, _)| n.clone()).collect();
+            let numbered: BTreeSet<String> = members.iter().map(|id| directory.account_name(id).unwrap().to_owned()).collect();
+            prop_assert_eq!(numbered, holders, "tag {}", tag);
         }
     }
 
@@ -348,9 +429,7 @@ proptest! {
         let mut directory = Directory::default();
         directory.apply(&DirOp::SetAttrNames { names: vec![(0, "sex".into()), (2, "city".into())] });
         ops.iter().for_each(|op| directory.apply(op));
-        let mut bytes = Vec::new();
-        snapshot::write(&directory, &mut bytes).unwrap();
-        let loaded = snapshot::read(&mut bytes.as_slice(), |_, _| {}).unwrap();
+        let loaded = reload(&directory);
         prop_assert_eq!(loaded.audience(&condition), directory.audience(&condition));
         prop_assert_eq!(loaded.attr_names(), directory.attr_names());
         prop_assert_eq!(loaded.live(), directory.live());
@@ -360,6 +439,7 @@ proptest! {
             prop_assert_eq!(loaded.account_number(name), directory.account_number(name));
             prop_assert_eq!(loaded.account_name(id), Some(name));
             prop_assert_eq!(loaded.tags_of(name), directory.tags_of(name));
+            prop_assert_eq!(loaded.tag_count(name), directory.tag_count(name));
             prop_assert_eq!(loaded.attrs_of(name), directory.attrs_of(name));
         }
     }

@@ -8,8 +8,13 @@
 //! part of a frame for the other to interleave with. So the owner's writes are always taken
 //! whole (what the socket does not take waits in `pending`, in order), and the fan-out writes
 //! a whole frame only when nothing is waiting, or appends it to what is.
+//!
+//! What waits is a queue of reference-counted frames, not a copy of their bytes: a push that
+//! waits in many sessions, or a kept push in the catch-up of every session of its account, is
+//! one allocation however many sessions have it queued.
 
-use std::io;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -27,8 +32,11 @@ use tungstenite::protocol::frame::Frame;
 pub const PUSH_BACKLOG_BYTES: usize = 512 * 1024;
 /// The owner's own writes wait (rather than pile up) beyond this much unwritten data.
 const OWNER_HIGH_WATER: usize = 64 * 1024;
-/// A drained buffer bigger than this is freed rather than kept for an idle session.
-const KEEP_CAPACITY: usize = 4 * 1024;
+/// A drained queue with room for more frames than this is freed rather than kept for an idle
+/// session (a catch-up of hundreds of kept pushes leaves a queue that long behind).
+const KEEP_QUEUED_FRAMES: usize = 64;
+/// Frames handed to the socket in one vectored write; Linux takes up to 1024.
+const FRAMES_PER_WRITE: usize = 64;
 
 /// A server-to-client WebSocket text frame (unmasked, final) holding `json`.
 pub fn text_frame(json: &str) -> Bytes {
@@ -53,13 +61,92 @@ pub enum Pushed {
     Gone,
 }
 
+/// Whole frames (or owner writes) waiting for the socket, oldest first. They are shared, not
+/// copied: every session catching up on a kept push queues the same frame, so a thousand
+/// sessions of one account cost a thousand handles, not a thousand copies of what is kept.
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    /// How much of the first frame the socket has taken: only the first is ever part-written.
+    written_of_first: usize,
+    /// Bytes not yet written, over all frames.
+    bytes: usize,
+}
+
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    fn push(&mut self, frame: Bytes) {
+        if !frame.is_empty() {
+            self.bytes += frame.len();
+            self.frames.push_back(frame);
+        }
+    }
+
+    /// Queues what the socket did not take of `frame`, which it took `written` bytes of.
+    /// Only called on an empty queue: nothing may be written ahead of what waits.
+    fn push_rest(&mut self, frame: &Bytes, written: usize) {
+        debug_assert!(self.is_empty());
+        if written < frame.len() {
+            self.push(frame.clone());
+            self.written_of_first = written;
+            self.bytes -= written;
+        }
+    }
+
+    /// Writes what the socket takes now, several frames per call; answers whether all went.
+    fn write_to(&mut self, tcp: &TcpStream) -> io::Result<bool> {
+        while let Some(first) = self.frames.front() {
+            let first = &first[self.written_of_first..];
+            let written = if self.frames.len() == 1 {
+                try_write_now(tcp, first)?
+            } else {
+                let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE];
+                slices[0] = IoSlice::new(first);
+                let mut count = 1;
+                for (slice, frame) in slices[1..].iter_mut().zip(self.frames.iter().skip(1)) {
+                    *slice = IoSlice::new(frame);
+                    count += 1;
+                }
+                try_write_vectored_now(tcp, &slices[..count])?
+            };
+            if written == 0 {
+                return Ok(false);
+            }
+            self.consume(written);
+        }
+        if self.frames.capacity() > KEEP_QUEUED_FRAMES {
+            self.frames = VecDeque::new();
+        }
+        Ok(true)
+    }
+
+    /// Drops `n` written bytes off the front.
+    fn consume(&mut self, mut n: usize) {
+        self.bytes -= n;
+        while n > 0 {
+            let first = self.frames.front().expect("written bytes were queued");
+            let left = first.len() - self.written_of_first;
+            if n < left {
+                self.written_of_first += n;
+                return;
+            }
+            n -= left;
+            self.frames.pop_front();
+            self.written_of_first = 0;
+        }
+    }
+}
+
 struct Out {
-    /// Accepted bytes the socket has not taken yet, oldest first, starting at a frame boundary
-    /// or inside the first frame, never inside a later one.
-    pending: Vec<u8>,
+    /// Accepted data the socket has not taken yet, starting at a frame boundary or inside the
+    /// first frame, never inside a later one.
+    pending: Queue,
     /// Until the session has written its login reply and catch-up, pushes wait here.
-    held: Option<Vec<u8>>,
-    /// `pending` may grow to this with pushes before the session is too slow.
+    held: Option<Queue>,
+    /// `pending` may grow to this many bytes with pushes before the session is too slow.
     limit: usize,
     accepting_pushes: bool,
     broken: bool,
@@ -77,7 +164,7 @@ impl Conn {
         Conn {
             tcp,
             out: Mutex::new(Out {
-                pending: Vec::new(),
+                pending: Queue::default(),
                 held: None,
                 limit: PUSH_BACKLOG_BYTES,
                 accepting_pushes: false,
@@ -91,22 +178,32 @@ impl Conn {
     pub fn accept_pushes_held(&self) {
         let mut out = self.out.lock();
         out.accepting_pushes = true;
-        out.held = Some(Vec::new());
+        out.held = Some(Queue::default());
     }
 
-    /// Queues `first` (the login catch-up) and then the pushes held since
-    /// [`Conn::accept_pushes_held`]; from now on pushes go straight to the socket. The caller
-    /// writes what is queued with [`Conn::drain`].
-    pub fn release(&self, first: Vec<u8>) {
-        let mut out = self.out.lock();
+    /// Queues `catch_up` (the login's kept frames, shared with whoever else writes them) and
+    /// then the pushes held since [`Conn::accept_pushes_held`]; from now on pushes go straight
+    /// to the socket. The caller writes what is queued with [`Conn::drain`].
+    pub fn release(&self, mut catch_up: Vec<Bytes>) {
+        let out = &mut *self.out.lock();
         let held = out.held.take().unwrap_or_default();
         if out.pending.is_empty() {
-            out.pending = first;
+            // The catch-up's own list becomes the queue (in place, no second list of handles).
+            catch_up.retain(|frame| !frame.is_empty());
+            out.pending = Queue {
+                bytes: catch_up.iter().map(Bytes::len).sum(),
+                frames: VecDeque::from(catch_up),
+                written_of_first: 0,
+            };
         } else {
-            out.pending.extend_from_slice(&first);
+            catch_up
+                .into_iter()
+                .for_each(|frame| out.pending.push(frame));
         }
-        out.pending.extend_from_slice(&held);
-        out.limit = out.pending.len() + PUSH_BACKLOG_BYTES;
+        held.frames
+            .into_iter()
+            .for_each(|frame| out.pending.push(frame));
+        out.limit = out.pending.bytes + PUSH_BACKLOG_BYTES;
     }
 
     /// Stops taking pushes: the session is ending and writes its last frames itself.
@@ -114,39 +211,40 @@ impl Conn {
         self.out.lock().accepting_pushes = false;
     }
 
-    /// Writes a push's whole WebSocket frame, or queues it behind data already waiting.
-    /// Never blocks: this runs on the fan-out thread for every recipient of a push.
-    pub fn push(&self, frame: &[u8]) -> Pushed {
-        let mut out = self.out.lock();
+    /// Writes a push's whole WebSocket frame, or queues it (shared, not copied) behind data
+    /// already waiting. Never blocks: this runs on the fan-out thread for every recipient of a
+    /// push, so when the socket takes the frame at once it costs one write and no allocation.
+    pub fn push(&self, frame: &Bytes) -> Pushed {
+        let mut guard = self.out.lock();
+        let out = &mut *guard;
         if !out.accepting_pushes || out.broken {
             return Pushed::Gone;
         }
         if let Some(held) = &mut out.held {
-            if held.len() + frame.len() > PUSH_BACKLOG_BYTES {
+            if held.bytes + frame.len() > PUSH_BACKLOG_BYTES {
                 return Pushed::TooSlow;
             }
-            held.extend_from_slice(frame);
+            held.push(frame.clone());
             return Pushed::Queued;
         }
-        let written = if out.pending.is_empty() {
+        if out.pending.is_empty() {
             match try_write_now(&self.tcp, frame) {
                 Ok(n) if n == frame.len() => return Pushed::Written,
-                Ok(n) => n,
+                Ok(n) => out.pending.push_rest(frame, n),
                 Err(_) => {
                     // The connection's task ends the session when it next drains.
                     out.broken = true;
-                    drop(out);
+                    drop(guard);
                     self.drain_needed.notify_one();
                     return Pushed::Gone;
                 }
             }
-        } else if out.pending.len() + frame.len() > out.limit {
+        } else if out.pending.bytes + frame.len() > out.limit {
             return Pushed::TooSlow;
         } else {
-            0
-        };
-        out.pending.extend_from_slice(&frame[written..]);
-        drop(out);
+            out.pending.push(frame.clone());
+        }
+        drop(guard);
         self.drain_needed.notify_one();
         Pushed::Queued
     }
@@ -174,10 +272,19 @@ impl Conn {
 
 /// Writes what the socket takes of `bytes` now, without waiting: 0 when it would block.
 fn try_write_now(tcp: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
-    match tcp.try_write(bytes) {
+    written_now(tcp.try_write(bytes), bytes.is_empty())
+}
+
+fn try_write_vectored_now(tcp: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    let empty = slices.iter().all(|slice| slice.is_empty());
+    written_now(tcp.try_write_vectored(slices), empty)
+}
+
+fn written_now(result: io::Result<usize>, empty: bool) -> io::Result<usize> {
+    match result {
         // A stream socket never takes nothing from a non-empty buffer; read as "would block",
         // it would make the drain loop spin.
-        Ok(0) if !bytes.is_empty() => Err(io::ErrorKind::WriteZero.into()),
+        Ok(0) if !empty => Err(io::ErrorKind::WriteZero.into()),
         Ok(n) => Ok(n),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
         Err(e) => Err(e),
@@ -189,23 +296,17 @@ impl Out {
         if self.broken {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        while !self.pending.is_empty() {
-            match try_write_now(tcp, &self.pending) {
-                Ok(0) => return Ok(false),
-                Ok(n) => {
-                    self.pending.drain(..n);
-                }
-                Err(e) => {
-                    self.broken = true;
-                    return Err(e);
-                }
+        match self.pending.write_to(tcp) {
+            Ok(true) => {
+                self.limit = PUSH_BACKLOG_BYTES;
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(e) => {
+                self.broken = true;
+                Err(e)
             }
         }
-        if self.pending.capacity() > KEEP_CAPACITY {
-            self.pending = Vec::new();
-        }
-        self.limit = PUSH_BACKLOG_BYTES;
-        Ok(true)
     }
 }
 
@@ -253,19 +354,21 @@ impl AsyncWrite for ConnIo {
                     return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
                 }
                 out.write_pending(&conn.tcp)?;
-                if out.pending.len() < OWNER_HIGH_WATER {
+                if out.pending.bytes < OWNER_HIGH_WATER {
                     // Taken whole, so a push can never land inside this write.
-                    if out.pending.is_empty() {
-                        let written = match try_write_now(&conn.tcp, buf) {
+                    let written = if out.pending.is_empty() {
+                        match try_write_now(&conn.tcp, buf) {
                             Ok(n) => n,
                             Err(e) => {
                                 out.broken = true;
                                 return Poll::Ready(Err(e));
                             }
-                        };
-                        out.pending.extend_from_slice(&buf[written..]);
+                        }
                     } else {
-                        out.pending.extend_from_slice(buf);
+                        0
+                    };
+                    if written < buf.len() {
+                        out.pending.push(Bytes::copy_from_slice(&buf[written..]));
                     }
                     if !out.pending.is_empty() {
                         // The owner may not flush (tungstenite's replies to pings do not
@@ -322,25 +425,71 @@ mod tests {
         assert_eq!(long.len(), 10 + 70_000);
     }
 
+    fn frame(bytes: &'static [u8]) -> Bytes {
+        Bytes::from_static(bytes)
+    }
+
     #[tokio::test]
     async fn pushes_wait_while_held_and_follow_the_catch_up_in_order() {
         let (mut io, mut client) = pair().await;
         let conn = Arc::clone(&io.0);
-        assert_eq!(conn.push(b"early"), Pushed::Gone);
+        assert_eq!(conn.push(&frame(b"early")), Pushed::Gone);
         io.write_all(b"login;").await.unwrap();
         conn.accept_pushes_held();
-        assert_eq!(conn.push(b"p1;"), Pushed::Queued);
+        assert_eq!(conn.push(&frame(b"p1;")), Pushed::Queued);
         io.write_all(b"reply;").await.unwrap();
-        conn.release(b"kept;".to_vec());
+        conn.release(vec![frame(b"kept1;"), frame(b"kept2;")]);
         conn.drain().await.unwrap();
-        assert_eq!(conn.push(b"p2;"), Pushed::Written);
+        assert_eq!(conn.push(&frame(b"p2;")), Pushed::Written);
         conn.stop_pushes();
-        assert_eq!(conn.push(b"p3;"), Pushed::Gone);
+        assert_eq!(conn.push(&frame(b"p3;")), Pushed::Gone);
         io.write_all(b"bye").await.unwrap();
         io.shutdown().await.unwrap();
         let mut got = String::new();
         client.read_to_string(&mut got).await.unwrap();
-        assert_eq!(got, "login;reply;kept;p1;p2;bye");
+        assert_eq!(got, "login;reply;kept1;kept2;p1;p2;bye");
+    }
+
+    #[tokio::test]
+    async fn a_catch_up_is_shared_by_every_session_and_pushes_beyond_it_are_bounded() {
+        // Fifty kept pushes of 20 kB: a megabyte, as a login of a busy account finds it.
+        let kept: Vec<Bytes> = (0..50u8).map(|n| Bytes::from(vec![n; 20_000])).collect();
+        let mut sessions = Vec::new();
+        for _ in 0..2 {
+            let (io, client) = pair().await;
+            let conn = Arc::clone(&io.0);
+            conn.accept_pushes_held();
+            conn.release(kept.clone());
+            {
+                let out = conn.out.lock();
+                assert_eq!(out.pending.bytes, 1_000_000);
+                let queued: Vec<*const u8> =
+                    out.pending.frames.iter().map(|f| f.as_ptr()).collect();
+                let originals: Vec<*const u8> = kept.iter().map(|f| f.as_ptr()).collect();
+                assert_eq!(queued, originals, "the catch-up is queued, not copied");
+            }
+            // Nothing is written before the drain, so the backlog fills exactly.
+            let push = Bytes::from(vec![b'p'; 10_000]);
+            let mut taken = 0;
+            while conn.push(&push) == Pushed::Queued {
+                taken += 1;
+                assert!(taken <= PUSH_BACKLOG_BYTES / push.len(), "never too slow");
+            }
+            assert_eq!(taken, PUSH_BACKLOG_BYTES / push.len());
+            sessions.push((io, client, taken * push.len()));
+        }
+        for (io, mut client, pushed_bytes) in sessions {
+            let conn = Arc::clone(&io.0);
+            let reader = tokio::spawn(async move {
+                let mut got = vec![0; 1_000_000 + pushed_bytes];
+                client.read_exact(&mut got).await.unwrap();
+                got
+            });
+            conn.drain().await.unwrap();
+            let got = reader.await.unwrap();
+            assert_eq!(&got[..1_000_000], &kept.concat()[..]);
+            assert!(got[1_000_000..].iter().all(|&b| b == b'p'));
+        }
     }
 
     #[tokio::test]
@@ -353,7 +502,7 @@ mod tests {
         client.set_zero_linger().unwrap();
         drop(client);
         let gone = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-            while conn.push(b"frame") != Pushed::Gone {
+            while conn.push(&frame(b"frame")) != Pushed::Gone {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         })
@@ -374,14 +523,18 @@ mod tests {
         let conn = Arc::clone(&io.0);
         conn.accept_pushes_held();
         conn.release(Vec::new());
-        let frame = vec![b'x'; 10_000];
+        // Frames of a length the socket's buffers do not divide, each with its own content:
+        // the socket stops inside one, and what follows must resume exactly there.
+        let frames: Vec<Bytes> = (0..1_000u32)
+            .map(|n| Bytes::from(vec![(n % 251) as u8; 9_973]))
+            .collect();
         let mut taken = 0usize;
         let outcome = loop {
-            match conn.push(&frame) {
+            match conn.push(&frames[taken]) {
                 Pushed::Written | Pushed::Queued => taken += 1,
                 other => break other,
             }
-            assert!(taken < 100_000, "never too slow");
+            assert!(taken < frames.len(), "never too slow");
         };
         assert_eq!(outcome, Pushed::TooSlow);
         // The owner's own last words still go after every push taken, whole.
@@ -393,8 +546,9 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
         owner.await.unwrap();
-        assert_eq!(got.len(), taken * frame.len() + 3);
-        assert!(got[..taken * frame.len()].iter().all(|&b| b == b'x'));
-        assert!(got.ends_with(b"END"));
+        let mut expected = frames[..taken].concat();
+        expected.extend_from_slice(b"END");
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "frames arrived whole and in order");
     }
 }

@@ -1,7 +1,10 @@
 //! One WebSocket connection: `Login` within ten seconds, then a `select!` loop over inbound
 //! frames, the close signal (kick, too slow), server shutdown, and writing what the socket
 //! could not take at once (pushes are written by the fan-out itself, see [`super::conn`]).
+//! A client that breaks the WebSocket protocol is told so with the RFC 6455 close code.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,14 +20,18 @@ use crate::clock::{now_ms, now_secs};
 use crate::directory::DirOp;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::notify::devices::{Device, MAX_TOKEN_BYTES};
+use crate::notify::devices::{Device, RegisterError, MAX_TOKEN_BYTES};
 use crate::notify::Provider;
 use crate::server::AppState;
 use crate::tenant::Tenant;
 
 /// A client that does not take a frame within this long is gone or hopelessly slow.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-const GOING_AWAY: u16 = 1001;
+/// What a client is told of a failure inside the server; the detail goes to the log.
+const INTERNAL_ERROR_INFO: &str =
+    "internal error: the server could not complete the request; retry later";
+/// A close frame's reason has room for 123 bytes (RFC 6455, 5.5).
+const MAX_CLOSE_REASON_BYTES: usize = 123;
 
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -32,10 +39,18 @@ fn frame_text(frame: &ServerFrame) -> Utf8Bytes {
     Utf8Bytes::from(serde_json::to_string(frame).expect("frames serialize"))
 }
 
+/// The `Error` frame for `error`. The server's own failures are logged here, once, and reach
+/// the client without their detail (store paths and database messages are not its business).
 fn error_frame(error: &Error) -> Utf8Bytes {
+    let error_info = if error.is_internal() {
+        tracing::error!(%error, "a WebSocket request failed inside the server");
+        INTERNAL_ERROR_INFO.to_owned()
+    } else {
+        error.to_string()
+    };
     frame_text(&ServerFrame::Error {
         error_code: error.tencent_code(),
-        error_info: error.to_string(),
+        error_info,
     })
 }
 
@@ -46,12 +61,22 @@ async fn send(socket: &mut WebSocket, text: Utf8Bytes) -> bool {
     )
 }
 
-/// Writes what waits on the connection; false if the client did not take it in time.
-async fn drain(conn: &Conn) -> bool {
-    matches!(
-        tokio::time::timeout(WRITE_TIMEOUT, conn.drain()).await,
-        Ok(Ok(()))
-    )
+/// Writes what waits on the connection, unless the session is closed first (its close code):
+/// a client that stopped reading blocks this write, and being closed as too slow (or kicked)
+/// meanwhile must not wait for the write timeout. `Err(None)` if the client did not take it
+/// in time.
+async fn drain_unless_closed(
+    conn: &Conn,
+    closed: Pin<&mut impl Future<Output = u16>>,
+) -> Result<(), Option<u16>> {
+    tokio::select! {
+        biased;
+        code = closed => Err(Some(code)),
+        drained = tokio::time::timeout(WRITE_TIMEOUT, conn.drain()) => match drained {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(None),
+        },
+    }
 }
 
 async fn close_with(mut socket: WebSocket, code: u16, reason: &str) {
@@ -62,16 +87,65 @@ async fn close_with(mut socket: WebSocket, code: u16, reason: &str) {
     let _ = tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
 }
 
-/// The next text frame, skipping control frames; `None` when the client is gone.
-async fn next_text(socket: &mut WebSocket) -> Option<Utf8Bytes> {
+/// Why a session reads nothing more.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The client closed, or the connection failed: there is nobody left to tell anything.
+    Gone,
+    /// The client broke the WebSocket protocol; it is closed with this code and reason.
+    Violation { code: u16, reason: String },
+}
+
+/// The next text frame, skipping control frames.
+async fn next_text(socket: &mut WebSocket) -> Result<Utf8Bytes, Ended> {
     loop {
-        match socket.recv().await? {
-            Ok(Message::Text(text)) => return Some(text),
-            Ok(Message::Binary(_)) => return Some(Utf8Bytes::from_static("<binary>")),
-            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-            Ok(Message::Close(_)) | Err(_) => return None,
+        match socket.recv().await {
+            Some(Ok(Message::Text(text))) => return Ok(text),
+            Some(Ok(Message::Binary(_))) => return Ok(Utf8Bytes::from_static("<binary>")),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            None | Some(Ok(Message::Close(_))) => return Err(Ended::Gone),
+            Some(Err(error)) => return Err(ended_by(&error)),
         }
     }
+}
+
+/// What a failed read means for the client: RFC 6455 (7.4.1) names a close code for each way
+/// of breaking the protocol, so a client's developer learns what was wrong instead of seeing
+/// the connection drop. Failures of the connection itself leave nobody to tell.
+fn ended_by(error: &axum::Error) -> Ended {
+    use tungstenite::error::{Error as WsError, ProtocolError};
+    let Some(error) =
+        std::error::Error::source(error).and_then(|inner| inner.downcast_ref::<WsError>())
+    else {
+        return Ended::Gone;
+    };
+    let (code, reason) = match error {
+        WsError::Utf8(_) => (
+            close::INVALID_PAYLOAD,
+            "a text frame is not valid UTF-8".into(),
+        ),
+        WsError::Capacity(limit) => (close::MESSAGE_TOO_BIG, limit.to_string()),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => return Ended::Gone,
+        WsError::Protocol(violation) => (close::PROTOCOL_ERROR, violation.to_string()),
+        _ => return Ended::Gone,
+    };
+    tracing::debug!(code, %error, "closing a WebSocket that broke the protocol");
+    Ended::Violation {
+        code,
+        reason: shortened(reason, MAX_CLOSE_REASON_BYTES),
+    }
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn shortened(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let end = (0..=max)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(end);
+    }
+    text
 }
 
 struct LoggedIn {
@@ -148,8 +222,11 @@ pub async fn run(mut socket: WebSocket, conn: Arc<Conn>, state: Arc<AppState>) {
         Err(_) => {
             return close_with(socket, close::LOGIN_TIMEOUT, "no Login within 10 seconds").await
         }
-        Ok(None) => return,
-        Ok(Some(text)) => text,
+        Ok(Err(Ended::Gone)) => return,
+        Ok(Err(Ended::Violation { code, reason })) => {
+            return close_with(socket, code, &reason).await
+        }
+        Ok(Ok(text)) => text,
     };
     let LoggedIn {
         tenant,
@@ -176,16 +253,17 @@ pub async fn run(mut socket: WebSocket, conn: Arc<Conn>, state: Arc<AppState>) {
             })
         })
         .await;
-    let Some(account) = registered
-        .ok()
-        .and_then(|()| tenant.read(|d| d.account_number(&identifier)))
-    else {
-        send(
-            &mut socket,
-            error_frame(&Error::Internal("registering the account failed".into())),
-        )
-        .await;
-        return close_with(socket, close::LOGIN_FAILED, "login failed").await;
+    let account = registered.and_then(|()| {
+        tenant
+            .read(|d| d.account_number(&identifier))
+            .ok_or_else(|| Error::Internal("a registered account has no number".into()))
+    });
+    let account = match account {
+        Ok(account) => account,
+        Err(error) => {
+            send(&mut socket, error_frame(&error)).await;
+            return close_with(socket, close::LOGIN_FAILED, "login failed").await;
+        }
     };
 
     let handle = SessionHandle {
@@ -253,14 +331,6 @@ impl Session {
         if !send(&mut self.socket, login_ok).await {
             return None;
         }
-        let pending = self.tenant.delivery.pending_for(self.account, now_ms());
-        Metrics::add(&self.state.metrics.deliveries_offline, pending.len() as u64);
-        // One buffer, one write: a catch-up of hundreds of kept pushes costs one round of
-        // writes, not one per frame.
-        self.conn.release(pending.concat());
-        if !drain(&self.conn).await {
-            return None;
-        }
         let mut shutdown = self.state.shutdown.subscribe();
         let link = Arc::clone(&self.handle.link);
         let close = &link.close;
@@ -269,25 +339,35 @@ impl Session {
         let closed = close.closed();
         let stopping = stopped(&mut shutdown);
         tokio::pin!(closed, stopping);
+
+        let pending = self.tenant.delivery.pending_for(self.account, now_ms());
+        Metrics::add(&self.state.metrics.deliveries_offline, pending.len() as u64);
+        // The kept frames themselves, shared with every other session that catches up on
+        // them, written several to a write.
+        self.conn.release(pending);
+        if let Err(end) = drain_unless_closed(&self.conn, closed.as_mut()).await {
+            return end.map(|code| self.closing(code));
+        }
         loop {
             // Biased: a close (kick, too slow) wins over writing what waits.
             tokio::select! {
                 biased;
                 code = &mut closed => return Some(self.closing(code)),
                 () = self.conn.drain_needed() => {
-                    // A client that stopped reading blocks this write; being closed as too
-                    // slow (or kicked) meanwhile must not wait for the write timeout.
-                    tokio::select! {
-                        biased;
-                        code = &mut closed => return Some(self.closing(code)),
-                        drained = drain(&self.conn) => if !drained {
-                            return None;
-                        },
+                    if let Err(end) = drain_unless_closed(&self.conn, closed.as_mut()).await {
+                        return end.map(|code| self.closing(code));
                     }
                 }
-                () = &mut stopping => return Some((GOING_AWAY, "server shutting down".into())),
+                () = &mut stopping => {
+                    return Some((close::GOING_AWAY, "server shutting down".into()))
+                }
                 inbound = next_text(&mut self.socket) => {
-                    if let Some(reply) = self.handle_frame(&inbound?).await {
+                    let text = match inbound {
+                        Ok(text) => text,
+                        Err(Ended::Gone) => return None,
+                        Err(Ended::Violation { code, reason }) => return Some((code, reason)),
+                    };
+                    if let Some(reply) = self.handle_frame(&text).await {
                         if !send(&mut self.socket, reply).await {
                             return None;
                         }
@@ -365,13 +445,108 @@ async fn change_device(
         if register {
             devices.register(account, &name, device)
         } else {
-            devices.unregister_own(account, &device).map(drop)
+            devices
+                .unregister_own(account, &device)
+                .map(drop)
+                .map_err(RegisterError::from)
         }
     })
     .await;
     match changed {
         Ok(Ok(())) => None,
-        Ok(Err(error)) => Some(error_frame(&Error::Store(error))),
+        // Tencent has no code for a cap on devices (they are Crier's own); 90001 is what every
+        // other refused client frame gets, and like them it leaves the session open.
+        Ok(Err(refused @ RegisterError::TooManyDevices)) => Some(error_frame(&Error::rejected(
+            codes::BAD_JSON,
+            refused.to_string(),
+        ))),
+        Ok(Err(RegisterError::Store(error))) => Some(error_frame(&Error::Store(error))),
         Err(error) => Some(error_frame(&Error::from(error))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+    use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+
+    fn sent(frame: Utf8Bytes) -> (u64, String) {
+        let frame: serde_json::Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(frame["Type"], "Error");
+        (
+            frame["ErrorCode"].as_u64().unwrap(),
+            frame["ErrorInfo"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    #[test]
+    fn failures_inside_the_server_reach_the_client_without_their_detail() {
+        let secret = "disk I/O error at /var/lib/crier/crier.db";
+        for error in [
+            Error::Store(StoreError::Corrupt(secret.into())),
+            Error::Internal(secret.into()),
+        ] {
+            let (code, info) = sent(error_frame(&error));
+            assert_eq!(code, u64::from(codes::INTERNAL));
+            assert_eq!(info, INTERNAL_ERROR_INFO);
+        }
+        // A refused request still says how to fix it.
+        let refused = Error::rejected(codes::BAD_JSON, "Token must be 1 to 4096 bytes");
+        assert_eq!(
+            sent(error_frame(&refused)),
+            (90001, "Token must be 1 to 4096 bytes".into())
+        );
+    }
+
+    #[test]
+    fn protocol_violations_get_their_rfc_6455_close_code_and_failures_none() {
+        let ended = |error: WsError| ended_by(&axum::Error::new(error));
+        let code = |error: WsError| match ended(error) {
+            Ended::Violation { code, reason } => {
+                assert!(!reason.is_empty() && reason.len() <= MAX_CLOSE_REASON_BYTES);
+                Some(code)
+            }
+            Ended::Gone => None,
+        };
+        assert_eq!(code(WsError::Utf8("\u{fffd}".into())), Some(1007));
+        let too_long = CapacityError::MessageTooLong {
+            size: 100_000,
+            max_size: 65_536,
+        };
+        assert_eq!(code(WsError::Capacity(too_long)), Some(1009));
+        for violation in [
+            ProtocolError::UnmaskedFrameFromClient,
+            ProtocolError::NonZeroReservedBits,
+            ProtocolError::FragmentedControlFrame,
+            ProtocolError::InvalidOpcode(3),
+        ] {
+            assert_eq!(code(WsError::Protocol(violation)), Some(1002));
+        }
+        assert_eq!(
+            code(WsError::Protocol(
+                ProtocolError::ResetWithoutClosingHandshake
+            )),
+            None
+        );
+        assert_eq!(
+            code(WsError::Io(std::io::ErrorKind::ConnectionReset.into())),
+            None
+        );
+        assert_eq!(
+            ended_by(&axum::Error::new(std::io::Error::other(
+                "not tungstenite's"
+            ))),
+            Ended::Gone
+        );
+    }
+
+    #[test]
+    fn close_reasons_are_cut_at_a_character_boundary() {
+        assert_eq!(shortened("short".into(), 123), "short");
+        let long = "é".repeat(100);
+        let cut = shortened(long, 123);
+        assert_eq!(cut.len(), 122);
+        assert!(cut.chars().all(|c| c == 'é'));
     }
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use roaring::RoaringBitmap;
 use tokio::sync::Notify;
@@ -109,15 +110,15 @@ impl Sessions {
         }
     }
 
-    /// Writes `frame` (a whole WebSocket frame) to every open session of the accounts in
-    /// `recipients` (see [`Sessions::online_among`]; an account gone since has none left), on
-    /// up to `writers` threads. A session with too much waiting already is closed with
-    /// `too_slow_code`; it catches up on its next login.
+    /// Writes `frame` (a whole WebSocket frame, shared by the sessions it waits in) to every
+    /// open session of the accounts in `recipients` (see [`Sessions::online_among`]; an account
+    /// gone since has none left), on up to `writers` threads. A session with too much waiting
+    /// already is closed with `too_slow_code`; it catches up on its next login.
     /// Heavy for big audiences: call it off the async runtime.
     pub fn fan_out(
         &self,
         recipients: &RoaringBitmap,
-        frame: &[u8],
+        frame: &Bytes,
         too_slow_code: u16,
         writers: usize,
     ) -> FanOut {
@@ -149,7 +150,7 @@ impl Sessions {
     fn write_to(
         &self,
         accounts: impl Iterator<Item = u32>,
-        frame: &[u8],
+        frame: &Bytes,
         too_slow_code: u16,
     ) -> FanOut {
         let mut result = FanOut::default();

@@ -14,6 +14,20 @@ use crate::store::{Store, StoreError};
 
 /// Longest device token accepted (FCM tokens run to a few hundred bytes).
 pub const MAX_TOKEN_BYTES: usize = 4096;
+/// Most devices one account may have. A person has a handful of phones, tablets and browsers;
+/// without a cap one account could store tokens without end, each notified on every push.
+pub const MAX_DEVICES_PER_ACCOUNT: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error(
+        "the account already has {MAX_DEVICES_PER_ACCOUNT} devices, the most one account may \
+         have; unregister one it no longer uses before registering another"
+    )]
+    TooManyDevices,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Device {
@@ -100,12 +114,17 @@ impl Devices {
     }
 
     /// Durably registers a device for `account` (named `name`). Registering it again is a
-    /// no-op; a token another account had moves to this one. Blocking.
-    pub fn register(&self, account: u32, name: &str, device: Device) -> Result<(), StoreError> {
+    /// no-op; a token another account had moves to this one, unless this one already has
+    /// [`MAX_DEVICES_PER_ACCOUNT`]. Blocking.
+    pub fn register(&self, account: u32, name: &str, device: Device) -> Result<(), RegisterError> {
         // Holding the lock across the write keeps memory and store in the same order.
         let mut registry = self.registry.write();
         if registry.owner.get(&device) == Some(&account) {
             return Ok(());
+        }
+        let has = registry.by_account.get(&account).map_or(0, Vec::len);
+        if has >= MAX_DEVICES_PER_ACCOUNT {
+            return Err(RegisterError::TooManyDevices);
         }
         self.store
             .put_device(self.app, name, device.provider.name(), &device.token)?;
@@ -228,5 +247,53 @@ mod tests {
             devices.targets(&everyone, &RoaringBitmap::new()),
             [2].into_iter().collect()
         );
+    }
+
+    #[test]
+    fn an_account_at_the_cap_can_register_no_other_device_but_repeat_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let number = |name: &str| match name {
+            "a" => Some(1),
+            "b" => Some(2),
+            _ => None,
+        };
+        let devices = Devices::load(7, Arc::clone(&store), number).unwrap();
+        for n in 0..MAX_DEVICES_PER_ACCOUNT {
+            devices
+                .register(1, "a", device(Provider::Fcm, &format!("t{n}")))
+                .unwrap();
+        }
+        devices
+            .register(1, "a", device(Provider::Fcm, "t0"))
+            .expect("a repeat is a no-op, even at the cap");
+        let extra = device(Provider::Apns, "one too many");
+        assert!(matches!(
+            devices.register(1, "a", extra.clone()),
+            Err(RegisterError::TooManyDevices)
+        ));
+        // Not even a token another account holds moves to a full account.
+        devices
+            .register(2, "b", device(Provider::Fcm, "b's"))
+            .unwrap();
+        assert!(matches!(
+            devices.register(1, "a", device(Provider::Fcm, "b's")),
+            Err(RegisterError::TooManyDevices)
+        ));
+        assert_eq!(devices.of(1).len(), MAX_DEVICES_PER_ACCOUNT);
+        assert_eq!(devices.of(2), vec![device(Provider::Fcm, "b's")]);
+        drop(devices);
+        let devices = Devices::load(7, store, number).unwrap();
+        assert_eq!(
+            devices.of(1).len(),
+            MAX_DEVICES_PER_ACCOUNT,
+            "nothing more was stored"
+        );
+        assert!(!devices.of(1).contains(&extra));
+        // Room made, room taken.
+        assert!(devices
+            .unregister_own(1, &device(Provider::Fcm, "t3"))
+            .unwrap());
+        devices.register(1, "a", extra).unwrap();
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 
 use crier_proto::codes;
+use crier_proto::echo::echo;
 use serde_json::{Map, Value};
 
 use crate::config::AppConfig;
@@ -15,6 +16,13 @@ pub const MAX_LIFETIME_SECS: i64 = 604_800;
 pub const MAX_MSG_BODY_BYTES: usize = 8_000;
 pub const MAX_CONDITION_TAGS: usize = 10;
 pub const MAX_TAG_BYTES: usize = 50;
+/// Serialized `Condition`, refused past this with 90001. Ten tags of 50 bytes in each list, or
+/// ten attribute pairs in each map, take about 1.2 KB; the cap leaves room for the array form
+/// and spacing while keeping the stored push (and its task report) small.
+pub const MAX_CONDITION_BYTES: usize = 4_096;
+/// Serialized `OfflinePushInfo`, refused past this with 90043. It is stored with the push and
+/// copied into every device notification, and APNs and FCM take at most 4 KB of payload.
+pub const MAX_OFFLINE_PUSH_INFO_BYTES: usize = 4_096;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PushRequest {
@@ -48,7 +56,7 @@ pub fn parse_push(
         Some(Value::String(name)) => {
             return Err(reject(
                 codes::BAD_FROM_ACCOUNT,
-                format!("From_Account {name:?} is neither an imported account nor an admin of this app: import it first or leave From_Account out"),
+                format!("From_Account {} is neither an imported account nor an admin of this app: import it first or leave From_Account out", echo(name)),
             ))
         }
         Some(_) => return Err(reject(codes::BAD_FROM_ACCOUNT, "From_Account must be a string")),
@@ -247,7 +255,7 @@ fn parse_msg_body(value: Option<&Value>) -> Result<String, Error> {
         let required = required_fields(msg_type).ok_or_else(|| {
             reject(
                 codes::BAD_MSG_FORMAT,
-                format!("{place}.MsgType {msg_type:?} is not one of TIMTextElem, TIMLocationElem, TIMFaceElem, TIMCustomElem, TIMSoundElem, TIMImageElem, TIMFileElem, TIMVideoFileElem"),
+                format!("{place}.MsgType {} is not one of TIMTextElem, TIMLocationElem, TIMFaceElem, TIMCustomElem, TIMSoundElem, TIMImageElem, TIMFileElem, TIMVideoFileElem", echo(msg_type)),
             )
         })?;
         let place = format!("{place}.MsgContent");
@@ -312,12 +320,29 @@ struct RawCondition {
     attrs_or: Map<String, Value>,
 }
 
+/// The condition and its text as stored with the push. The size is checked after the fields,
+/// so a request with one bad tag hears about that tag.
 fn parse_condition(
     value: Option<&Value>,
     directory: &Directory,
 ) -> Result<(Condition, Option<String>), Error> {
+    let condition = read_condition(value, directory)?;
+    let Some(value) = value.filter(|value| !value.is_null()) else {
+        return Ok((condition, None));
+    };
+    let text = value.to_string();
+    if text.len() > MAX_CONDITION_BYTES {
+        return Err(reject(
+            codes::BAD_JSON,
+            format!("Condition is {} bytes serialized; at most {MAX_CONDITION_BYTES} are allowed: send only TagsAnd/TagsOr or AttrsAnd/AttrsOr", text.len()),
+        ));
+    }
+    Ok((condition, Some(text)))
+}
+
+fn read_condition(value: Option<&Value>, directory: &Directory) -> Result<Condition, Error> {
     let parts: Vec<&Map<String, Value>> = match value {
-        None | Some(Value::Null) => return Ok((Condition::All, None)),
+        None | Some(Value::Null) => return Ok(Condition::All),
         Some(Value::Object(object)) => vec![object],
         Some(Value::Array(items)) => items
             .iter()
@@ -377,30 +402,29 @@ fn parse_condition(
             "a Condition may select by tags or by attributes, not both: send two pushes",
         ));
     }
-    let text = value.map(Value::to_string);
     if has_tags {
         let and = condition_tags(&raw.tags_and, "TagsAnd")?;
         let or = condition_tags(&raw.tags_or, "TagsOr")?;
         if let Some(tag) = and.iter().find(|tag| or.contains(*tag)) {
             return Err(reject(
                 codes::TAG_IN_AND_AND_OR,
-                format!("tag {tag:?} is in both TagsAnd and TagsOr: keep it in one"),
+                format!(
+                    "tag {} is in both TagsAnd and TagsOr: keep it in one",
+                    echo(tag)
+                ),
             ));
         }
-        return Ok((
-            Condition::Tags {
-                and: and.into_iter().collect(),
-                or: or.into_iter().collect(),
-            },
-            text,
-        ));
+        return Ok(Condition::Tags {
+            and: and.into_iter().collect(),
+            or: or.into_iter().collect(),
+        });
     }
     if has_attrs {
         let and = condition_attrs(&raw.attrs_and, "AttrsAnd", directory)?;
         let or = condition_attrs(&raw.attrs_or, "AttrsOr", directory)?;
-        return Ok((Condition::Attrs { and, or }, text));
+        return Ok(Condition::Attrs { and, or });
     }
-    Ok((Condition::All, text))
+    Ok(Condition::All)
 }
 
 /// A tag's own rules, shared by conditions and tag writes.
@@ -418,7 +442,8 @@ pub fn check_tag(tag: &Value, place: &str) -> Result<String, Error> {
         return Err(reject(
             codes::TAG_TOO_LONG,
             format!(
-                "tag {tag:?} in {place} is {} bytes; a tag is at most 50 bytes",
+                "tag {} in {place} is {} bytes; a tag is at most 50 bytes",
+                echo(tag),
                 tag.len()
             ),
         ));
@@ -451,7 +476,7 @@ fn condition_attrs(
         .iter()
         .map(|(name, value)| {
             let slot = directory.attr_slot(name).ok_or_else(|| {
-                reject(codes::BAD_ATTR, format!("Condition.{key} names attribute {name:?}, which is not set: define it with im_set_attr_name"))
+                reject(codes::BAD_ATTR, format!("Condition.{key} names attribute {}, which is not set: define it with im_set_attr_name", echo(name)))
             })?;
             let value = value
                 .as_str()
@@ -516,5 +541,12 @@ fn parse_offline_push_info(value: Option<&Value>) -> Result<Option<String>, Erro
             }
         }
     }
-    Ok(Some(Value::Object(info.clone()).to_string()))
+    let text = Value::Object(info.clone()).to_string();
+    if text.len() > MAX_OFFLINE_PUSH_INFO_BYTES {
+        return Err(reject(
+            codes::BAD_OFFLINE_PUSH_INFO,
+            format!("OfflinePushInfo is {} bytes serialized; at most {MAX_OFFLINE_PUSH_INFO_BYTES} are allowed: shorten Title, Desc or Ext", text.len()),
+        ));
+    }
+    Ok(Some(text))
 }

@@ -42,6 +42,13 @@ async fn an_account_name_is_1_to_32_bytes() {
             .fails(IMPORT, json!({ "Identifier": name }), 70402)
             .await;
     }
+    // An account no UserSig can be verified for: control characters, a newline among them.
+    for name in ["a\nb", "tab\t", "del\u{7f}"] {
+        admin.fails(IMPORT, json!({ "UserID": name }), 70402).await;
+        admin
+            .fails(ADD_TAG, user_tags(&[(name, &["x"])]), 90001)
+            .await;
+    }
     admin.fails(IMPORT, json!({"Nick": "nobody"}), 70402).await;
     admin.fails(IMPORT, json!({"UserID": 7}), 70402).await;
 }
@@ -268,4 +275,21 @@ async fn query_online_status_takes_at_most_500_accounts() {
     admin
         .fails(ONLINE_STATUS, json!({"To_Account": names("u", 501)}), 90011)
         .await;
+}
+
+#[tokio::test]
+async fn a_refused_account_name_is_quoted_shortened() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let huge = "n".repeat(10_000);
+    let answers = [
+        admin.fails(IMPORT, json!({ "UserID": huge }), 70402).await,
+        admin
+            .fails(GET_TAG, json!({ "To_Account": [huge] }), 90001)
+            .await,
+    ];
+    for answer in answers {
+        let info = answer["ErrorInfo"].as_str().unwrap();
+        assert!(info.len() < 300 && info.contains("10000 bytes"), "{info}");
+    }
 }

@@ -379,3 +379,37 @@ async fn attributes_written_before_import_are_kept_and_count_once_imported() {
         set(&["early"])
     );
 }
+
+#[tokio::test]
+async fn a_refused_attribute_name_is_quoted_shortened() {
+    let server = with_sex_and_city().await;
+    let admin = server.admin();
+    let huge = "n".repeat(10_000);
+    let answers = [
+        admin
+            .fails(
+                SET_ATTR,
+                user_attrs(&[("a", json!({ huge.clone(): "x" }))]),
+                90033,
+            )
+            .await,
+        admin
+            .fails(
+                REMOVE_ATTR,
+                json!({"UserAttrs": [{"To_Account": "a", "Attrs": [huge]}]}),
+                90033,
+            )
+            .await,
+        admin
+            .fails(
+                SET_ATTR_NAME,
+                json!({"AttrNames": { huge.clone(): "x" }}),
+                90033,
+            )
+            .await,
+    ];
+    for answer in answers {
+        let info = answer["ErrorInfo"].as_str().unwrap();
+        assert!(info.len() < 300 && info.contains("10000 bytes"), "{info}");
+    }
+}

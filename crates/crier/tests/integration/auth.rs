@@ -191,3 +191,114 @@ async fn a_usersig_from_tencents_python_library_is_accepted() {
         .await;
     assert_eq!(answer["ActionStatus"], "OK", "{answer}");
 }
+
+/// A query for `identifier` (percent-encoded) with `sig`.
+fn query_for(identifier: &str, sig: &str) -> String {
+    let identifier: String = identifier.bytes().map(|b| format!("%{b:02X}")).collect();
+    format!("sdkappid={APP}&identifier={identifier}&usersig={sig}&random=1&contenttype=json")
+}
+
+/// An app that signs the identifiers its users choose (Tencent's libraries sign anything) hands
+/// a user the HMAC of a text that, cut elsewhere, names the admin: the identifier up to its
+/// first newline, the rest moved into `TLS.userbuf`.
+#[tokio::test]
+async fn a_signature_for_a_newline_identifier_re_packed_as_the_admins_is_refused() {
+    use base64::Engine;
+    use hmac::Mac;
+
+    let server = TestServer::start().await;
+    let now = crier::clock::now_secs();
+    let chosen =
+        format!("{ADMIN}\nTLS.sdkappid:{APP}\nTLS.time:{now}\nTLS.expire:86400\nTLS.userbuf:x");
+    // The `TLS.sig` of `usersig::sign(APP, KEY, &chosen, 600, now)`.
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(KEY.as_bytes()).unwrap();
+    mac.update(usersig::signed_content(&chosen, APP, now, 600, None).as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let forged = usersig::SigDoc {
+        identifier: ADMIN.into(),
+        sdkappid: APP,
+        time: now,
+        expire: 86_400,
+        userbuf: Some(format!(
+            "x\nTLS.sdkappid:{APP}\nTLS.time:{now}\nTLS.expire:600"
+        )),
+        sig,
+    };
+    assert_eq!(
+        usersig::signed_content(
+            &forged.identifier,
+            forged.sdkappid,
+            forged.time,
+            forged.expire,
+            forged.userbuf.as_deref()
+        ),
+        usersig::signed_content(&chosen, APP, now, 600, None),
+        "the forged fields read back as the signed text"
+    );
+    for path in [
+        "all_member_push/im_get_attr_name",
+        "im_open_login_svc/account_check",
+    ] {
+        let answer = server
+            .post_raw(path, &query_for(ADMIN, &usersig::encode(&forged)), "{}")
+            .await;
+        assert_eq!(answer["ActionStatus"], "FAIL", "{answer}");
+        assert_eq!(answer["ErrorCode"], 70003, "{answer}");
+    }
+    // The token the app made for the chosen identifier is refused as it stands, too.
+    let token = usersig::sign(APP, KEY, &chosen, 600, now);
+    let answer = server
+        .post_raw(
+            "all_member_push/im_get_attr_name",
+            &query_for(&chosen, &token),
+            "{}",
+        )
+        .await;
+    assert_eq!(answer["ErrorCode"], 70003, "{answer}");
+}
+
+#[tokio::test]
+async fn identifiers_no_account_can_have_and_tokens_from_the_future_are_70003() {
+    let server = TestServer::start().await;
+    let now = crier::clock::now_secs();
+    let long = "a".repeat(33);
+    for identifier in [
+        "",
+        "admin\nistrator",
+        "tab\tbed",
+        "del\u{7f}",
+        long.as_str(),
+    ] {
+        let token = usersig::sign(APP, KEY, identifier, 600, now);
+        let answer = server
+            .post_raw(
+                "all_member_push/im_get_attr_name",
+                &query_for(identifier, &token),
+                "{}",
+            )
+            .await;
+        assert_eq!(answer["ErrorCode"], 70003, "{identifier:?}: {answer}");
+        assert!(
+            answer["ErrorInfo"].as_str().unwrap().contains("identifier"),
+            "{answer}"
+        );
+    }
+    let ahead = |seconds| usersig::sign(APP, KEY, ADMIN, 86_400, now + seconds);
+    let answer = server
+        .post_raw(
+            "all_member_push/im_get_attr_name",
+            &query_for(ADMIN, &ahead(10 * 365 * 86_400)),
+            "{}",
+        )
+        .await;
+    assert_eq!(answer["ErrorCode"], 70003, "{answer}");
+    // A signer's clock a minute ahead is tolerated.
+    let answer = server
+        .post_raw(
+            "all_member_push/im_get_attr_name",
+            &query_for(ADMIN, &ahead(60)),
+            "{}",
+        )
+        .await;
+    assert_eq!(answer["ActionStatus"], "OK", "{answer}");
+}

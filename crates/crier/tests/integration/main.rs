@@ -15,6 +15,7 @@ mod crash;
 mod edge;
 mod fakes;
 mod gateway;
+mod gateway_limits;
 mod notify;
 mod providers;
 mod push;

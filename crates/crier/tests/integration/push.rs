@@ -689,3 +689,74 @@ async fn the_audience_is_fixed_when_the_push_is_accepted() {
         set(&["b"])
     );
 }
+
+#[tokio::test]
+async fn offline_push_info_over_4096_bytes_is_90043() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let info = |ext_bytes: usize| json!({"Title": "t", "Ext": "e".repeat(ext_bytes)});
+    let overhead = info(0).to_string().len();
+    assert_eq!(info(4_096 - overhead).to_string().len(), 4_096);
+    accepted_all(&admin, "OfflinePushInfo", vec![info(4_096 - overhead)]).await;
+    refused_all(
+        &admin,
+        "OfflinePushInfo",
+        vec![Some(info(4_097 - overhead)), Some(info(900_000))],
+        90043,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_condition_over_4096_bytes_is_90001() {
+    let server = populated().await;
+    let admin = server.admin();
+    // Keys Crier does not read are kept with the push, so they count.
+    let condition = |note_bytes: usize| json!({"TagsOr": ["x"], "Note": "n".repeat(note_bytes)});
+    let overhead = condition(0).to_string().len();
+    assert_eq!(condition(4_096 - overhead).to_string().len(), 4_096);
+    accepted_all(&admin, "Condition", vec![condition(4_096 - overhead)]).await;
+    let empties = Value::Array(
+        std::iter::once(json!({"TagsOr": ["x"]}))
+            .chain(std::iter::repeat_n(json!({}), 2_100))
+            .collect(),
+    );
+    refused_all(
+        &admin,
+        "Condition",
+        vec![
+            Some(condition(4_097 - overhead)),
+            Some(condition(900_000)),
+            Some(empties),
+        ],
+        90001,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn refused_values_of_a_push_are_quoted_shortened() {
+    let server = populated().await;
+    let admin = server.admin();
+    let huge = "v".repeat(10_000);
+    let cases = [
+        (with("From_Account", Some(json!(huge))), 90048),
+        (
+            with(
+                "MsgBody",
+                Some(json!([{"MsgType": huge, "MsgContent": {}}])),
+            ),
+            90010,
+        ),
+        (with("Condition", Some(json!({ "TagsAnd": [huge] }))), 90020),
+        (
+            with("Condition", Some(json!({"AttrsOr": { huge.clone(): "f" }}))),
+            90033,
+        ),
+    ];
+    for (body, code) in cases {
+        let answer = admin.fails(PUSH, body, code).await;
+        let info = answer["ErrorInfo"].as_str().unwrap();
+        assert!(info.len() < 400 && info.contains("10000 bytes"), "{info}");
+    }
+}

@@ -324,3 +324,20 @@ async fn tags_written_before_import_are_kept_and_count_once_imported() {
         set(&["a", "early"])
     );
 }
+
+#[tokio::test]
+async fn a_refused_tag_is_quoted_shortened_with_its_length() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let huge = "t".repeat(10_240);
+    for path in [ADD_TAG, REMOVE_TAG] {
+        let answer = admin
+            .fails(path, user_tags(&[("a", &[huge.as_str()])]), 90020)
+            .await;
+        let info = answer["ErrorInfo"].as_str().unwrap();
+        assert!(
+            info.len() < 300 && info.contains("10240 bytes") && info.contains(&"t".repeat(64)),
+            "{info}"
+        );
+    }
+}

@@ -1,0 +1,223 @@
+// What the tests share: a real `crier serve` child process, an admin for it, a WebSocket that
+// records what the client sends, a TCP proxy that can cut or freeze connections, and waits.
+
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import WebSocket from 'ws';
+
+import { CrierAdmin } from '../dist/admin.js';
+import { CrierClient } from '../dist/index.js';
+
+export const APP = 1400000123;
+export const KEY = 'a test key that is long enough to be a real one 0123456789';
+export const ADMIN = 'administrator';
+
+const repo = new URL('../../..', import.meta.url).pathname;
+
+// Servers still running when this process ends (a test cancelled by its timeout skips its
+// after-hooks) are killed rather than left behind.
+const running = new Set();
+process.on('exit', () => running.forEach((child) => child.kill('SIGKILL')));
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => process.exit(128 + (signal == 'SIGINT' ? 2 : 15)));
+}
+
+export function crierBinary() {
+  const binary = process.env.CRIER_TEST_BINARY || join(repo, 'target/debug/crier');
+  if (!existsSync(binary)) {
+    throw new Error(`${binary} is missing: run \`cargo build -p crier\` (scripts/test-js does)`);
+  }
+  return binary;
+}
+
+/** A data directory and config file, removed after the test. */
+export function workspace(t, extraConfig = '') {
+  const dir = mkdtempSync(join(tmpdir(), 'crier-js-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const config = join(dir, 'crier.toml');
+  writeFileSync(
+    config,
+    `[[app]]\nsdkappid = ${APP}\nsecret_key = "${KEY}"\nadmins = ["${ADMIN}"]\n` +
+      `min_push_interval_ms = 0\ndaily_push_quota = 100000\n${extraConfig}\n`,
+  );
+  return { config, dataDir: join(dir, 'data') };
+}
+
+/**
+ * Starts `crier serve` and resolves once it listens, with its address from the JSON log line
+ * `"message":"listening"`. Pass `port` to bind a given port (a restart on the same address).
+ */
+export function startServer(t, { config, dataDir }, port = 0) {
+  const child = spawn(
+    crierBinary(),
+    ['serve', '--listen', `127.0.0.1:${port}`, '--log-format', 'json', '--config', config, '--data-dir', dataDir],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  running.add(child);
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  exited.then(() => running.delete(child));
+  const stop = async (signal = 'SIGKILL') => {
+    if (child.exitCode == null && child.signalCode == null) child.kill(signal);
+    await exited;
+  };
+  t.after(() => stop());
+  return new Promise((resolve, reject) => {
+    const log = [];
+    // Reading every line keeps the child from blocking on a full pipe.
+    createInterface({ input: child.stderr }).on('line', (line) => {
+      log.push(line);
+      let event;
+      try {
+        event = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (event.message == 'listening') {
+        const addr = event.addr;
+        resolve({
+          addr,
+          port: Number(addr.split(':').pop()),
+          http: `http://${addr}`,
+          ws: `ws://${addr}/v4/ws`,
+          stop,
+          admin: new CrierAdmin({ url: `http://${addr}`, sdkAppId: APP, secretKey: KEY }),
+        });
+      }
+    });
+    exited.then((code) => reject(new Error(`crier exited (${code}) before listening:\n${log.join('\n')}`)));
+  });
+}
+
+/** A `ws` WebSocket class that records the frames the client sends. */
+export function recordingWebSocket() {
+  const sent = [];
+  class Recording extends WebSocket {
+    send(data) {
+      sent.push(JSON.parse(data));
+      super.send(data);
+    }
+  }
+  return { WebSocket: Recording, sent };
+}
+
+let nextId = 0;
+/** An identifier no other test uses. */
+export function account(prefix = 'user') {
+  return `${prefix}-${process.pid}-${++nextId}`;
+}
+
+/** A client on the test server that is closed after the test; `sigs` counts getUserSig calls. */
+export function client(t, server, options = {}) {
+  const identifier = options.identifier || account();
+  const recording = recordingWebSocket();
+  const sigs = [];
+  const c = new CrierClient({
+    url: server.ws,
+    sdkAppId: APP,
+    identifier,
+    WebSocket: recording.WebSocket,
+    getUserSig: () => {
+      const sig = server.admin.genUserSig(identifier, 3600 + sigs.length);
+      sigs.push(sig);
+      return sig;
+    },
+    minReconnectDelay: 50,
+    maxReconnectDelay: 400,
+    ...options,
+  });
+  t.after(() => c.close());
+  return Object.assign(c, { identifier, sent: recording.sent, sigs });
+}
+
+/** The next `event` of `emitter` for which `accept` holds. */
+export function next(emitter, event, accept = () => true) {
+  return new Promise((resolve) => {
+    const off = emitter.on(event, (value) => {
+      if (accept(value)) {
+        off();
+        resolve(value);
+      }
+    });
+  });
+}
+
+export function connected(c) {
+  const done = next(c, 'connected');
+  c.connect();
+  return done;
+}
+
+/** Collects the pushes handed over, and resolves `waitFor(taskId)` when one arrives. */
+export function pushLog(c) {
+  const pushes = [];
+  const waiting = new Map();
+  c.on('push', (push) => {
+    pushes.push(push);
+    waiting.get(push.TaskId)?.(push);
+  });
+  return {
+    pushes,
+    ids: () => pushes.map((p) => p.TaskId),
+    waitFor: (taskId) =>
+      new Promise((resolve) => {
+        const seen = pushes.find((p) => p.TaskId == taskId);
+        if (seen) resolve(seen);
+        else waiting.set(taskId, resolve);
+      }),
+  };
+}
+
+export function text(body, lifetime = 3600) {
+  return { MsgLifeTime: lifetime, MsgBody: [{ MsgType: 'TIMTextElem', MsgContent: { Text: body } }] };
+}
+
+export function deferred() {
+  let resolve;
+  const promise = new Promise((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A TCP proxy in front of the server: `cut()` resets every connection, `freeze()` stops
+ * forwarding on the open ones without closing them (a dead network path).
+ */
+export async function proxy(t, upstreamPort) {
+  const pairs = new Set();
+  const server = createServer((inbound) => {
+    const outbound = connect(upstreamPort, '127.0.0.1');
+    const pair = { inbound, outbound };
+    pairs.add(pair);
+    inbound.pipe(outbound);
+    outbound.pipe(inbound);
+    const end = () => {
+      pairs.delete(pair);
+      inbound.destroy();
+      outbound.destroy();
+    };
+    inbound.on('close', end).on('error', end);
+    outbound.on('close', end).on('error', end);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    pairs.forEach((pair) => (pair.inbound.destroy(), pair.outbound.destroy()));
+    server.close();
+  });
+  return {
+    ws: `ws://127.0.0.1:${server.address().port}/v4/ws`,
+    count: () => pairs.size,
+    cut: () => pairs.forEach((pair) => pair.inbound.resetAndDestroy()),
+    freeze: () =>
+      pairs.forEach(({ inbound, outbound }) => {
+        inbound.unpipe(outbound);
+        outbound.unpipe(inbound);
+        inbound.pause();
+        outbound.pause();
+      }),
+  };
+}
