@@ -49,8 +49,9 @@ impl BodyBudget {
     }
 
     /// Reads `body`, at most `limit` bytes, within the body timeout. A declared length past
-    /// the limit is refused before any byte is read; the budget is reserved for the declared
-    /// length up front, or chunk by chunk as an undeclared body arrives.
+    /// the limit is refused before any byte is read. The budget is taken chunk by chunk as
+    /// bytes arrive, not for the declared length: a client that declares a megabyte, sends a
+    /// little and stalls holds only what it sent, and cannot starve the callers behind it.
     pub async fn read(&self, body: Body, limit: usize) -> Result<ReadBody, BodyError> {
         match tokio::time::timeout(self.timeout, self.read_unbounded_in_time(body, limit)).await {
             Ok(read) => read,
@@ -64,22 +65,11 @@ impl BodyBudget {
         limit: usize,
     ) -> Result<ReadBody, BodyError> {
         let declared = axum::body::HttpBody::size_hint(&body).exact();
-        let mut reserved = None;
-        let mut bytes = Vec::new();
-        if let Some(declared) = declared {
-            let declared = usize::try_from(declared).unwrap_or(usize::MAX);
-            if declared > limit {
-                return Err(BodyError::TooLarge { limit });
-            }
-            if declared == 0 {
-                return Ok(ReadBody {
-                    bytes,
-                    _reserved: None,
-                });
-            }
-            reserved = Some(self.reserve(declared)?);
-            bytes.reserve_exact(declared);
+        if declared.is_some_and(|declared| declared > limit as u64) {
+            return Err(BodyError::TooLarge { limit });
         }
+        let mut reserved: Option<OwnedSemaphorePermit> = None;
+        let mut bytes = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| BodyError::Unreadable(body_error_text(&e)))?;
             let Ok(data) = frame.into_data() else {
@@ -88,12 +78,13 @@ impl BodyBudget {
             if bytes.len() + data.len() > limit {
                 return Err(BodyError::TooLarge { limit });
             }
-            if declared.is_none() && !data.is_empty() {
-                let more = self.reserve(data.len())?;
-                match &mut reserved {
-                    Some(held) => held.merge(more),
-                    None => reserved = Some(more),
-                }
+            if data.is_empty() {
+                continue;
+            }
+            let more = self.reserve(data.len())?;
+            match &mut reserved {
+                Some(held) => held.merge(more),
+                None => reserved = Some(more),
             }
             bytes.extend_from_slice(&data);
         }

@@ -180,14 +180,18 @@ async fn bodies_share_a_budget_and_the_excess_is_shed_with_an_envelope() {
         l.body_timeout_secs = 30;
     }))
     .await;
-    // One signed call declares the largest body and sends it slowly: it holds the budget.
+    // One signed call sends all but the last byte of the largest body and stalls: what it
+    // sent holds the budget.
     let mut hog = connect(&server.base).await;
     let head = format!(
-        "POST /v4/all_member_push/im_add_tag?{} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{{",
+        "POST /v4/all_member_push/im_add_tag?{} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
         signed_query(),
         crier::api::MAX_BODY_BYTES
     );
     hog.write_all(head.as_bytes()).await.unwrap();
+    hog.write_all(&vec![b' '; crier::api::MAX_BODY_BYTES - 1])
+        .await
+        .unwrap();
     let mut shed = Value::Null;
     for _ in 0..100 {
         shed = server
@@ -205,6 +209,60 @@ async fn bodies_share_a_budget_and_the_excess_is_shed_with_an_envelope() {
         .unwrap()
         .contains("too many request bodies"));
     assert!(refusals(&server.metrics().await, "body_budget") >= 1);
+
+    // A body that declares a megabyte and sends little holds only what it sent: it does not
+    // starve the calls behind it (at this budget, one declared megabyte would).
+    let mut declarer = connect(&server.base).await;
+    let head = format!(
+        "POST /v4/all_member_push/im_add_tag?{} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{{",
+        signed_query(),
+        crier::api::MAX_BODY_BYTES
+    );
+    declarer.write_all(head.as_bytes()).await.unwrap();
+    drop(hog);
+    let mut answer = Value::Null;
+    for _ in 0..250 {
+        answer = server
+            .admin()
+            .call("all_member_push/im_get_attr_name", json!({}))
+            .await;
+        if answer["ErrorCode"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(answer["ErrorCode"], 0, "{answer}");
+    drop(declarer);
+}
+
+#[tokio::test]
+async fn the_budget_comes_back_when_a_stalled_body_leaves() {
+    let server = start(limits(|l| {
+        l.request_body_budget_bytes = crier::api::MAX_BODY_BYTES;
+    }))
+    .await;
+    let mut hog = connect(&server.base).await;
+    let head = format!(
+        "POST /v4/all_member_push/im_add_tag?{} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        signed_query(),
+        crier::api::MAX_BODY_BYTES
+    );
+    hog.write_all(head.as_bytes()).await.unwrap();
+    hog.write_all(&vec![b' '; crier::api::MAX_BODY_BYTES - 1])
+        .await
+        .unwrap();
+    let mut shed = Value::Null;
+    for _ in 0..100 {
+        shed = server
+            .admin()
+            .call("all_member_push/im_get_attr_name", json!({}))
+            .await;
+        if shed["ErrorCode"] == 91000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(shed["ErrorCode"], 91000, "{shed}");
 
     // When the hog goes, its share comes back.
     drop(hog);
