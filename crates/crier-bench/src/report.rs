@@ -366,7 +366,7 @@ impl Report<'_> {
         );
         let _ = writeln!(
             w,
-            "| Per-account tag counts, `tag_count_bytes` | {} = {:.1} B/account | — |",
+            "| Per-account tag lists, `tag_count_bytes` | {} = {:.1} B/account | — |",
             fmt_bytes(counts),
             per_account(counts)
         );
