@@ -77,6 +77,8 @@ pub fn authenticate_admin(
     let tenant = sdkappid
         .parse::<u64>()
         .ok()
+        // Rust's parser takes "+1400000000"; the query's sdkappid is plain digits.
+        .filter(|_| sdkappid.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|id| tenants.get(&id))
         .ok_or_else(|| {
             Error::rejected(

@@ -302,3 +302,17 @@ async fn identifiers_no_account_can_have_and_tokens_from_the_future_are_70003() 
         .await;
     assert_eq!(answer["ActionStatus"], "OK", "{answer}");
 }
+
+#[tokio::test]
+async fn an_sdkappid_with_a_sign_is_not_the_app() {
+    let server = TestServer::start().await;
+    let sig = usersig::sign(APP, KEY, ADMIN, 600, crier::clock::now_secs());
+    let answer = server
+        .post_raw(
+            "all_member_push/im_get_attr_name",
+            &format!("sdkappid=%2B{APP}&identifier={ADMIN}&usersig={sig}&random=1"),
+            "{}",
+        )
+        .await;
+    assert_eq!(answer["ErrorCode"], 70020, "{answer}");
+}
