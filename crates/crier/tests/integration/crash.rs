@@ -2,31 +2,10 @@
 
 use crier::store::sqlite::SqliteStore;
 use crier::store::Store;
-use crier_proto::usersig;
 use serde_json::{json, Value};
 
 use crate::harness::*;
 use crate::process::*;
-
-async fn call(base: &str, path: &str, body: Value) -> Value {
-    let sig = usersig::sign(APP, KEY, ADMIN, 600, crier::clock::now_secs());
-    let url = format!("{base}/v4/{path}?sdkappid={APP}&identifier={ADMIN}&usersig={sig}&random=1&contenttype=json");
-    reqwest::Client::new()
-        .post(url)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn ok(base: &str, path: &str, body: Value) -> Value {
-    let answer = call(base, path, body).await;
-    assert_eq!(answer["ActionStatus"], "OK", "{path}: {answer}");
-    answer
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_writes_and_pushes_survive_kill_9() {
@@ -38,20 +17,20 @@ async fn acknowledged_writes_and_pushes_survive_kill_9() {
     let server = ServerProcess::start(&config, &data);
     let accounts: Vec<String> = (0..300).map(|n| format!("user{n}")).collect();
     for chunk in accounts.chunks(100) {
-        ok(
+        admin_ok(
             &server.base,
             "im_open_login_svc/multiaccount_import",
             json!({ "Accounts": chunk }),
         )
         .await;
     }
-    ok(
+    admin_ok(
         &server.base,
         "all_member_push/im_set_attr_name",
         json!({"AttrNames": {"0": "city"}}),
     )
     .await;
-    ok(
+    admin_ok(
         &server.base,
         "all_member_push/im_add_tag",
         json!({"UserTags": [{"To_Account": "user1", "Tags": ["before-snapshot"]}]}),
@@ -62,25 +41,25 @@ async fn acknowledged_writes_and_pushes_survive_kill_9() {
     // Phase 2: more writes and pushes after the snapshot, then kill -9.
     let server = ServerProcess::start(&config, &data);
     let users: Vec<Value> = (0..100).map(|n| json!({"To_Account": format!("user{n}"), "Tags": ["stock-a", format!("t{}", n % 7)]})).collect();
-    ok(
+    admin_ok(
         &server.base,
         "all_member_push/im_add_tag",
         json!({ "UserTags": users }),
     )
     .await;
-    ok(
+    admin_ok(
         &server.base,
         "all_member_push/im_set_attr",
         json!({"UserAttrs": [{"To_Account": "user2", "Attrs": {"city": "Shenzhen"}}]}),
     )
     .await;
-    ok(
+    admin_ok(
         &server.base,
         "all_member_push/im_remove_tag",
         json!({"UserTags": [{"To_Account": "user3", "Tags": ["stock-a"]}]}),
     )
     .await;
-    ok(
+    admin_ok(
         &server.base,
         "im_open_login_svc/account_delete",
         json!({"DeleteItem": [{"UserID": "user299"}]}),
@@ -91,7 +70,7 @@ async fn acknowledged_writes_and_pushes_survive_kill_9() {
         let mut push = text_push(n, "hello");
         push["Condition"] = json!({"TagsAnd": ["stock-a"]});
         task_ids.push(
-            ok(&server.base, "all_member_push/im_push", push).await["TaskId"]
+            admin_ok(&server.base, "all_member_push/im_push", push).await["TaskId"]
                 .as_str()
                 .unwrap()
                 .to_owned(),
@@ -101,7 +80,7 @@ async fn acknowledged_writes_and_pushes_survive_kill_9() {
 
     // Phase 3: everything acknowledged is there.
     let server = ServerProcess::start(&config, &data);
-    let tags = ok(
+    let tags = admin_ok(
         &server.base,
         "all_member_push/im_get_tag",
         json!({"To_Account": ["user1", "user3"]}),
@@ -112,14 +91,14 @@ async fn acknowledged_writes_and_pushes_survive_kill_9() {
         json!(["before-snapshot", "stock-a", "t1"])
     );
     assert_eq!(tags["UserTags"][1]["Tags"], json!(["t3"]));
-    let attrs = ok(
+    let attrs = admin_ok(
         &server.base,
         "all_member_push/im_get_attr",
         json!({"To_Account": ["user2"]}),
     )
     .await;
     assert_eq!(attrs["UserAttrs"][0]["Attrs"], json!({"city": "Shenzhen"}));
-    let check = ok(
+    let check = admin_ok(
         &server.base,
         "im_open_login_svc/account_check",
         json!({"CheckItem": [{"UserID": "user298"}, {"UserID": "user299"}]}),
@@ -129,7 +108,7 @@ async fn acknowledged_writes_and_pushes_survive_kill_9() {
     assert_eq!(check["ResultItem"][1]["AccountStatus"], "NotImported");
     // The daily quota of 3 was used before the crash and stays used.
     assert_eq!(
-        call(
+        admin_call(
             &server.base,
             "all_member_push/im_push",
             text_push(9, "again")

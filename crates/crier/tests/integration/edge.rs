@@ -14,6 +14,8 @@ use tokio::net::TcpStream;
 use crate::harness::*;
 use crate::process::*;
 
+const MIB: u64 = 1024 * 1024;
+
 fn addr_of(base: &str) -> String {
     base.trim_start_matches("http://").to_owned()
 }
@@ -25,6 +27,35 @@ fn signed_query() -> String {
 
 async fn connect(base: &str) -> TcpStream {
     TcpStream::connect(addr_of(base)).await.unwrap()
+}
+
+/// A signed `im_add_tag` that declares `declared` body bytes, sends `sent` and stalls.
+async fn stalled_signed_body(base: &str, declared: usize, sent: &[u8]) -> TcpStream {
+    let mut stream = connect(base).await;
+    let head = format!(
+        "POST /v4/all_member_push/im_add_tag?{} HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n",
+        signed_query()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(sent).await.unwrap();
+    stream
+}
+
+/// Calls `im_get_attr_name` every 20 ms, up to `tries` times, until it answers `code`;
+/// answers the last envelope.
+async fn call_until(server: &TestServer, code: u32, tries: usize) -> Value {
+    let mut answer = Value::Null;
+    for _ in 0..tries {
+        answer = server
+            .admin()
+            .call("all_member_push/im_get_attr_name", json!({}))
+            .await;
+        if answer["ErrorCode"] == code {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    answer
 }
 
 /// Reads until the server closes; answers how long that took, or `None` if it did not
@@ -109,12 +140,7 @@ async fn partial_headers_and_idle_connections_are_closed_after_their_timeouts() 
 #[tokio::test]
 async fn a_stalled_body_is_answered_and_closed_after_the_body_timeout() {
     let server = start(limits(|l| l.body_timeout_secs = 1)).await;
-    let mut stalled = connect(&server.base).await;
-    let head = format!(
-        "POST /v4/all_member_push/im_add_tag?{} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{{\"UserTags\":",
-        signed_query()
-    );
-    stalled.write_all(head.as_bytes()).await.unwrap();
+    let mut stalled = stalled_signed_body(&server.base, 1000, b"{\"UserTags\":").await;
     let (_, answer) = closed_within(&mut stalled, Duration::from_secs(20))
         .await
         .expect("a stalled body ends the request and the connection");
@@ -182,27 +208,9 @@ async fn bodies_share_a_budget_and_the_excess_is_shed_with_an_envelope() {
     .await;
     // One signed call sends all but the last byte of the largest body and stalls: what it
     // sent holds the budget.
-    let mut hog = connect(&server.base).await;
-    let head = format!(
-        "POST /v4/all_member_push/im_add_tag?{} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-        signed_query(),
-        crier::api::MAX_BODY_BYTES
-    );
-    hog.write_all(head.as_bytes()).await.unwrap();
-    hog.write_all(&vec![b' '; crier::api::MAX_BODY_BYTES - 1])
-        .await
-        .unwrap();
-    let mut shed = Value::Null;
-    for _ in 0..100 {
-        shed = server
-            .admin()
-            .call("all_member_push/im_get_attr_name", json!({}))
-            .await;
-        if shed["ErrorCode"] == 91000 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let largest = crier::api::MAX_BODY_BYTES;
+    let hog = stalled_signed_body(&server.base, largest, &vec![b' '; largest - 1]).await;
+    let shed = call_until(&server, 91000, 100).await;
     assert_eq!(shed["ErrorCode"], 91000, "{shed}");
     assert!(shed["ErrorInfo"]
         .as_str()
@@ -212,25 +220,9 @@ async fn bodies_share_a_budget_and_the_excess_is_shed_with_an_envelope() {
 
     // A body that declares a megabyte and sends little holds only what it sent: it does not
     // starve the calls behind it (at this budget, one declared megabyte would).
-    let mut declarer = connect(&server.base).await;
-    let head = format!(
-        "POST /v4/all_member_push/im_add_tag?{} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{{",
-        signed_query(),
-        crier::api::MAX_BODY_BYTES
-    );
-    declarer.write_all(head.as_bytes()).await.unwrap();
+    let declarer = stalled_signed_body(&server.base, largest, b"{").await;
     drop(hog);
-    let mut answer = Value::Null;
-    for _ in 0..250 {
-        answer = server
-            .admin()
-            .call("all_member_push/im_get_attr_name", json!({}))
-            .await;
-        if answer["ErrorCode"] == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let answer = call_until(&server, 0, 250).await;
     assert_eq!(answer["ErrorCode"], 0, "{answer}");
     drop(declarer);
 }
@@ -241,42 +233,14 @@ async fn the_budget_comes_back_when_a_stalled_body_leaves() {
         l.request_body_budget_bytes = crier::api::MAX_BODY_BYTES;
     }))
     .await;
-    let mut hog = connect(&server.base).await;
-    let head = format!(
-        "POST /v4/all_member_push/im_add_tag?{} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-        signed_query(),
-        crier::api::MAX_BODY_BYTES
-    );
-    hog.write_all(head.as_bytes()).await.unwrap();
-    hog.write_all(&vec![b' '; crier::api::MAX_BODY_BYTES - 1])
-        .await
-        .unwrap();
-    let mut shed = Value::Null;
-    for _ in 0..100 {
-        shed = server
-            .admin()
-            .call("all_member_push/im_get_attr_name", json!({}))
-            .await;
-        if shed["ErrorCode"] == 91000 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let largest = crier::api::MAX_BODY_BYTES;
+    let hog = stalled_signed_body(&server.base, largest, &vec![b' '; largest - 1]).await;
+    let shed = call_until(&server, 91000, 100).await;
     assert_eq!(shed["ErrorCode"], 91000, "{shed}");
 
     // When the hog goes, its share comes back.
     drop(hog);
-    let mut answer = Value::Null;
-    for _ in 0..250 {
-        answer = server
-            .admin()
-            .call("all_member_push/im_get_attr_name", json!({}))
-            .await;
-        if answer["ErrorCode"] == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let answer = call_until(&server, 0, 250).await;
     assert_eq!(answer["ErrorCode"], 0, "{answer}");
 }
 
@@ -341,21 +305,6 @@ async fn at_the_connection_cap_clients_are_refused_fast_and_the_reserve_serves_h
     }
 }
 
-async fn call(base: &str, path: &str, body: Value) -> Value {
-    let url = format!("{base}/v4/{path}?{}", signed_query());
-    let answer: Value = reqwest::Client::new()
-        .post(url)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(answer["ActionStatus"], "OK", "{path}: {answer}");
-    answer
-}
-
 fn config_with_limits(dir: &std::path::Path, limits: &str) -> std::path::PathBuf {
     let path = dir.join("crier.toml");
     let text = format!(
@@ -375,24 +324,19 @@ async fn sigterm_with_stalled_clients_stops_within_its_deadline_and_keeps_what_w
         "body_timeout_secs = 300\nheader_timeout_secs = 300",
     );
     let server = ServerProcess::start_with(&config, &data, &["--shutdown-timeout", "2"]);
-    call(
+    admin_ok(
         &server.base,
         "im_open_login_svc/multiaccount_import",
         json!({"Accounts": ["ann", "bob"]}),
     )
     .await;
-    call(
+    admin_ok(
         &server.base,
         "all_member_push/im_add_tag",
         json!({"UserTags": [{"To_Account": "ann", "Tags": ["kept"]}]}),
     )
     .await;
-    let mut stalled_body = connect(&server.base).await;
-    let head = format!(
-        "POST /v4/all_member_push/im_add_tag?{} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{{",
-        signed_query()
-    );
-    stalled_body.write_all(head.as_bytes()).await.unwrap();
+    let _stalled_body = stalled_signed_body(&server.base, 1000, b"{").await;
     let mut mid_headers = connect(&server.base).await;
     mid_headers
         .write_all(b"GET /healthz HTTP/1.1\r\nHos")
@@ -411,23 +355,13 @@ async fn sigterm_with_stalled_clients_stops_within_its_deadline_and_keeps_what_w
     assert!(status.success(), "{status}");
 
     let server = ServerProcess::start(&config, &data);
-    let tags = call(
+    let tags = admin_ok(
         &server.base,
         "all_member_push/im_get_tag",
         json!({"To_Account": ["ann"]}),
     )
     .await;
     assert_eq!(tags["UserTags"][0]["Tags"], json!(["kept"]));
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -438,13 +372,13 @@ async fn two_thousand_unauthenticated_megabyte_bodies_do_not_grow_the_server() {
     let config = write_config(dir.path(), "");
     let server = ServerProcess::start(&config, &data);
     let pid = server.pid();
-    let before = rss_kib(pid);
+    let before = rss_bytes(pid);
     let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
     let sampler = {
         let peak = std::sync::Arc::clone(&peak);
         tokio::spawn(async move {
             loop {
-                peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                peak.fetch_max(rss_bytes(pid), std::sync::atomic::Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -506,17 +440,17 @@ async fn two_thousand_unauthenticated_megabyte_bodies_do_not_grow_the_server() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     sampler.abort();
     let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
-    let after = rss_kib(pid);
+    let after = rss_bytes(pid);
     println!(
         "server RSS with {CLIENTS} unauthenticated ~1 MiB bodies over HTTP/1.1 and 200 over one HTTP/2 connection: before {} MiB, peak {} MiB, after {} MiB",
-        before / 1024,
-        peak / 1024,
-        after / 1024
+        before / MIB,
+        peak / MIB,
+        after / MIB
     );
     assert!(
-        peak.saturating_sub(before) < 200 * 1024,
+        peak.saturating_sub(before) < 200 * MIB,
         "the server grew by {} MiB",
-        (peak - before) / 1024
+        (peak - before) / MIB
     );
     server.kill_9();
 }

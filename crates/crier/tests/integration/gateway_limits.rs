@@ -10,7 +10,7 @@ use crier_client::{Connection, Event, LoginOptions};
 use crier_proto::protocol::ClientFrame;
 use crier_proto::usersig;
 use futures_util::SinkExt;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -31,18 +31,6 @@ fn ws_url(base: &str) -> String {
     format!("{}/v4/ws", base.replace("http://", "ws://"))
 }
 
-/// The server's resident memory, from `/proc/<pid>/status`.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().strip_suffix("kB"))
-        .map(|kib| kib.trim().parse().unwrap())
-        .expect("VmRSS in /proc/<pid>/status");
-    kib * 1024
-}
-
 /// A value of the server's `/metrics`.
 async fn metric(base: &str, name: &str) -> u64 {
     let text = reqwest::get(format!("{base}/metrics"))
@@ -54,23 +42,6 @@ async fn metric(base: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .map_or(0, |value| value.parse().unwrap())
-}
-
-async fn admin_call(http: &reqwest::Client, base: &str, path: &str, body: Value) {
-    let sig = usersig::sign(APP, KEY, ADMIN, 600, crier::clock::now_secs());
-    let url = format!(
-        "{base}/v4/{path}?sdkappid={APP}&identifier={ADMIN}&usersig={sig}&random=1&contenttype=json"
-    );
-    let answer: Value = http
-        .post(url)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(answer["ActionStatus"], "OK", "{path}: {answer}");
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -87,9 +58,7 @@ async fn sessions_of_one_account_share_its_kept_pushes_instead_of_copying_them()
     let config = write_config(dir.path(), "daily_push_quota = 1000");
     let server = ServerProcess::start(&config, &dir.path().join("data"));
     let (base, pid) = (server.base.clone(), server.child.id());
-    let http = reqwest::Client::new();
-    admin_call(
-        &http,
+    admin_ok(
         &base,
         "im_open_login_svc/multiaccount_import",
         json!({"Accounts": ["ann"]}),
@@ -105,7 +74,7 @@ async fn sessions_of_one_account_share_its_kept_pushes_instead_of_copying_them()
             "MsgLifeTime": 3_600,
             "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": text}}]
         });
-        admin_call(&http, &base, "all_member_push/im_push", body).await;
+        admin_ok(&base, "all_member_push/im_push", body).await;
     }
 
     let before = rss_bytes(pid);

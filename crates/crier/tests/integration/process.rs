@@ -101,3 +101,40 @@ impl ServerProcess {
         panic!("crier did not stop within 10 s of SIGTERM");
     }
 }
+
+/// An admin call to a server process, signed the way Tencent's SDKs sign; answers the envelope.
+pub async fn admin_call(base: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+    use crate::harness::{ADMIN, APP, KEY};
+    let sig = crier_proto::usersig::sign(APP, KEY, ADMIN, 600, crier::clock::now_secs());
+    let url = format!(
+        "{base}/v4/{path}?sdkappid={APP}&identifier={ADMIN}&usersig={sig}&random=1&contenttype=json"
+    );
+    reqwest::Client::new()
+        .post(url)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// [`admin_call`], asserting that it succeeded.
+pub async fn admin_ok(base: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let answer = admin_call(base, path, body).await;
+    assert_eq!(answer["ActionStatus"], "OK", "{path}: {answer}");
+    answer
+}
+
+/// A process's resident memory in bytes, from `/proc/<pid>/status`.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .map(|kib| kib.trim().parse().unwrap())
+        .expect("VmRSS in /proc/<pid>/status");
+    kib * 1024
+}
