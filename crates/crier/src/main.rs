@@ -44,7 +44,7 @@ enum Command {
         log_format: LogFormat,
         /// Client connections open at once, WebSocket sessions included; past it (and a small
         /// reserve for /healthz, /metrics and admin calls) new connections are closed at once
-        /// [default: the open-file limit less a tenth of it].
+        /// [default: the open-file limit less a fiftieth of it (at least 256) and the reserve].
         #[arg(long, env = "CRIER_MAX_CONNECTIONS", value_name = "N")]
         max_connections: Option<usize>,
         /// On SIGTERM or SIGINT, how long requests in flight may take before they are cut and
