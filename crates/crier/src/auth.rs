@@ -88,11 +88,11 @@ pub fn authenticate_admin(
         })?;
     let identifier = query.get("identifier").cloned().unwrap_or_default();
     let token = query.get("usersig").map(String::as_str).unwrap_or_default();
-    let key = &tenant.config.secret_key.0;
+    let key = &tenant.config().secret_key.0;
     // Also refuses identifiers no account can have (see `usersig::check_identifier`), so the
     // ones below are short and printable.
     usersig::verify(token, tenant.sdkappid(), &identifier, key, now_secs())?;
-    if !tenant.config.is_admin(&identifier) {
+    if !tenant.config().is_admin(&identifier) {
         return Err(Error::rejected(
             service.not_admin_code(),
             format!(

@@ -15,7 +15,9 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod app_state;
 pub mod auth;
+pub mod bus;
 pub mod clock;
 pub mod config;
 pub mod delivery;
@@ -26,7 +28,7 @@ pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod push;
-pub mod report;
 pub mod server;
 pub mod store;
+pub mod supervise;
 pub mod tenant;

@@ -1,88 +1,19 @@
-//! Opening the apps and serving them: `serve` takes a bound listener and a shutdown future,
-//! so `main` and the integration tests run the very same server.
+//! Serving the apps: `serve` takes a bound listener and a shutdown future, so `main` and the
+//! integration tests run the very same server. This module only wires: the routes, the edge,
+//! the background work, the flush at the end.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::extract::State;
+use axum::routing::{any, get};
+use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use tokio::sync::watch;
-
+pub use crate::app_state::AppState;
 use crate::clock::now_ms;
-use crate::config::{AppConfig, Limits};
-use crate::http::body::BodyBudget;
 use crate::http::Edge;
-use crate::metrics::Metrics;
-use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
-use crate::tenant::{OpenError, Tenant};
-
-pub struct AppState {
-    pub tenants: HashMap<u64, Arc<Tenant>>,
-    pub store: Arc<dyn Store>,
-    pub metrics: Arc<Metrics>,
-    /// Flips to `true` when the server stops; sessions close on it.
-    pub shutdown: watch::Sender<bool>,
-    pub limits: Limits,
-    /// Request bodies in memory, over all requests (`Limits::request_body_budget_bytes`).
-    pub body_budget: BodyBudget,
-}
-
-impl AppState {
-    /// Opens the embedded store under `data_dir` and loads every app. Blocking.
-    pub fn open(data_dir: &std::path::Path, apps: Vec<AppConfig>) -> Result<AppState, OpenError> {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(data_dir)?);
-        Self::with_store(store, apps)
-    }
-
-    pub fn with_store(store: Arc<dyn Store>, apps: Vec<AppConfig>) -> Result<AppState, OpenError> {
-        let metrics = Arc::new(Metrics::default());
-        let mut tenants = HashMap::new();
-        for app in apps {
-            let tenant = Tenant::open_with_metrics(app, Arc::clone(&store), Arc::clone(&metrics))?;
-            tenants.insert(tenant.sdkappid(), Arc::new(tenant));
-        }
-        let limits = Limits::default();
-        Ok(AppState {
-            tenants,
-            store,
-            metrics,
-            shutdown: watch::Sender::new(false),
-            body_budget: body_budget(&limits),
-            limits,
-        })
-    }
-
-    /// The same server with other limits (the defaults are Tencent-sized and internet-safe).
-    pub fn with_limits(mut self, limits: Limits) -> AppState {
-        self.body_budget = body_budget(&limits);
-        self.limits = limits;
-        self
-    }
-
-    /// Stores pending acknowledgements and delivery counts, snapshots every app and flushes
-    /// the store, so the next start replays nothing. Blocking.
-    pub fn flush(&self) {
-        for tenant in self.tenants.values() {
-            tenant.delivery.flush_records();
-            if let Err(error) = tenant.snapshot() {
-                warn!(app = tenant.sdkappid(), %error, "snapshot at shutdown failed; the write log still holds everything");
-            }
-        }
-        if let Err(error) = self.store.flush() {
-            warn!(%error, "store flush at shutdown failed");
-        }
-    }
-}
-
-fn body_budget(limits: &Limits) -> BodyBudget {
-    BodyBudget::new(
-        limits.request_body_budget_bytes,
-        std::time::Duration::from_secs(limits.body_timeout_secs),
-    )
-}
 
 /// Serves the REST API on `listener` until `shutdown` completes, then stops accepting,
 /// gives requests in flight until the shutdown deadline, and flushes the store anyway.
@@ -95,12 +26,13 @@ pub async fn serve(
     let purger = tokio::spawn(purge_expired_pushes(Arc::clone(&state)));
     for tenant in state.tenants.values() {
         tokio::spawn(crate::notify::worker::run(
-            Arc::clone(tenant),
+            tenant.notifications(),
+            Arc::clone(tenant) as _,
             state.shutdown.subscribe(),
         ));
     }
     let edge = Arc::new(Edge::new(state.limits.clone(), Arc::clone(&state.metrics)));
-    let router = crate::api::router(Arc::clone(&state));
+    let router = router(Arc::clone(&state));
     crate::http::run(listener, router, edge, state.shutdown.clone(), shutdown).await;
     purger.abort();
     info!("shutting down: flushing the store");
@@ -109,6 +41,23 @@ pub async fn serve(
         .map_err(std::io::Error::other)?;
     info!("stopped");
     Ok(())
+}
+
+/// Every route: the REST API, the WebSocket gateway, health and metrics.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v4/{service}/{command}", any(crate::api::dispatch))
+        .route("/v4/ws", get(crate::gateway::upgrade))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/metrics",
+            get(|State(state): State<Arc<AppState>>| async move { state.metrics.render() }),
+        )
+        .fallback(crate::api::unknown_route)
+        .with_state(state)
 }
 
 /// How often expired pushes leave memory and the store.
@@ -120,8 +69,7 @@ async fn purge_expired_pushes(state: Arc<AppState>) {
         every.tick().await;
         for tenant in state.tenants.values() {
             let tenant = Arc::clone(tenant);
-            match tokio::task::spawn_blocking(move || tenant.delivery.purge_expired(now_ms())).await
-            {
+            match tokio::task::spawn_blocking(move || tenant.purge_expired(now_ms())).await {
                 Ok(Ok(0)) => {}
                 Ok(Ok(purged)) => info!(purged, "expired pushes purged"),
                 Ok(Err(error)) => warn!(%error, "purging expired pushes failed; will retry"),

@@ -2,7 +2,6 @@
 
 use crier_proto::codes;
 use crier_proto::echo::echo;
-use crier_proto::protocol::close;
 use serde_json::{json, Map, Value};
 
 use super::fields::{account_list, account_name, array, object};
@@ -18,16 +17,18 @@ fn not_found(account: &str) -> String {
     format!("account {} is not imported", echo(account))
 }
 
+/// `UserID`, or the legacy `Identifier` some client libraries still send (dobyte/tencent-im).
+fn user_id(fields: &Map<String, Value>) -> Result<String, Error> {
+    match (fields.get("UserID"), fields.get("Identifier")) {
+        (Some(value), _) => account_name(value, "UserID", BAD),
+        (None, Some(value)) => account_name(value, "Identifier", BAD),
+        (None, None) => account_name(&Value::Null, "UserID", BAD),
+    }
+}
+
 pub async fn import(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
     let fields = object(&body, BAD)?;
-    let (key, value) = match fields.get("UserID") {
-        Some(value) => ("UserID", value),
-        None => (
-            "Identifier",
-            fields.get("Identifier").unwrap_or(&Value::Null),
-        ),
-    };
-    let account = account_name(value, key, BAD)?;
+    let account = user_id(fields)?;
     for optional in ["Nick", "FaceUrl"] {
         if fields.get(optional).is_some_and(|v| !v.is_string()) {
             return Err(Error::rejected(BAD, format!("{optional} must be a string")));
@@ -91,40 +92,8 @@ pub fn user_items(body: &Value, key: &str) -> Result<Vec<String>, Error> {
 }
 
 pub async fn delete(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
-    let accounts = user_items(&body, "DeleteItem")?;
-    let results = accounts.clone();
-    // Numbers are read before the write: deleting retires them (see `directory::accounts`).
-    let numbers: Vec<Option<u32>> = call.tenant.read(|d| {
-        accounts
-            .iter()
-            .map(|a| d.is_live(a).then(|| d.account_number(a)).flatten())
-            .collect()
-    });
-    let found: Vec<bool> = numbers.iter().map(Option::is_some).collect();
-    call.tenant
-        .write(move |d| {
-            let live: Vec<String> = accounts.into_iter().filter(|a| d.is_live(a)).collect();
-            Ok(if live.is_empty() {
-                vec![]
-            } else {
-                vec![DirOp::Delete { accounts: live }]
-            })
-        })
-        .await?;
-    let deleted: Vec<(u32, String)> = results
-        .iter()
-        .zip(&numbers)
-        .filter_map(|(account, number)| Some(((*number)?, account.clone())))
-        .collect();
-    let tenant = std::sync::Arc::clone(&call.tenant);
-    tokio::task::spawn_blocking(move || {
-        for (number, account) in deleted {
-            tenant.delivery.forget_account(number);
-            tenant.notify.devices.forget_account(number, &account)?;
-        }
-        Ok::<_, crate::store::StoreError>(())
-    })
-    .await??;
+    let results = user_items(&body, "DeleteItem")?;
+    let found = call.tenant.delete_accounts(results.clone()).await?;
     let items = results
         .iter()
         .zip(found)
@@ -152,20 +121,12 @@ pub async fn check(call: AdminCall, body: Value) -> Result<Map<String, Value>, E
 
 /// Ends the account's login state: its sessions get `Kicked` and close with 4003.
 pub async fn kick(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
-    let account = account_name(
-        object(&body, BAD)?.get("UserID").unwrap_or(&Value::Null),
-        "UserID",
-        BAD,
-    )?;
+    let account = user_id(object(&body, BAD)?)?;
     let number = call
         .tenant
-        .read(|d| d.account_number(&account).filter(|_| d.is_live(&account)));
-    let number =
-        number.ok_or_else(|| Error::rejected(codes::ACCOUNT_NOT_FOUND, not_found(&account)))?;
-    call.tenant
-        .delivery
-        .sessions
-        .close_account(number, close::KICKED, "kicked by the app's admin");
+        .live_account(&account)
+        .ok_or_else(|| Error::rejected(codes::ACCOUNT_NOT_FOUND, not_found(&account)))?;
+    call.tenant.kick(number, "kicked by the app's admin");
     Ok(Map::new())
 }
 
@@ -182,19 +143,16 @@ pub async fn query_online_status(
     )?;
     let need_detail = body.get("IsNeedDetail").and_then(Value::as_u64) == Some(1);
     let (mut results, mut errors) = (Vec::new(), Vec::new());
-    let numbers: Vec<Option<u32>> = call.tenant.read(|d| {
-        accounts
-            .iter()
-            .map(|a| d.account_number(a).filter(|_| d.is_live(a)))
-            .collect()
-    });
-    let sessions = &call.tenant.delivery.sessions;
+    let numbers: Vec<Option<u32>> = accounts
+        .iter()
+        .map(|a| call.tenant.live_account(a))
+        .collect();
     for (account, number) in accounts.iter().zip(numbers) {
         let Some(number) = number else {
             errors.push(json!({"To_Account": account, "ErrorCode": codes::ACCOUNT_NOT_FOUND}));
             continue;
         };
-        let platforms = sessions.platforms(number);
+        let platforms = call.tenant.online_platforms(number);
         let status = if platforms.is_empty() {
             "Offline"
         } else {

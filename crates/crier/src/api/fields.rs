@@ -26,6 +26,10 @@ pub fn account_name(value: &Value, place: &str, bad: u32) -> Result<String, Erro
                 echo(name)
             ),
         )),
+        None if value.is_null() => Err(Error::rejected(
+            bad,
+            format!("{place} is missing: it is required, a string account name"),
+        )),
         None => Err(Error::rejected(
             bad,
             format!("{place} must be a string account name"),

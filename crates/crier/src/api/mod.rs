@@ -18,20 +18,18 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
-use axum::{Json, Router};
+use axum::Json;
 use crier_proto::codes;
 use crier_proto::envelope::Envelope;
 use serde_json::{Map, Value};
 
+use crate::app_state::AppState;
 use crate::auth::{authenticate_admin, parse_query, AdminCall, Service};
 use crate::error::Error;
 use crate::http::body::BodyError;
-use crate::http::refusals::Refusal;
-use crate::server::AppState;
+use crate::metrics::refusals::Refusal;
 
-/// Bodies past this are refused before parsing (the contract's 1 MiB).
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub use crate::config::MAX_REQUEST_BODY_BYTES as MAX_BODY_BYTES;
 
 type Answer = Result<Map<String, Value>, Error>;
 type Handler = fn(AdminCall, Value) -> Pin<Box<dyn Future<Output = Answer> + Send>>;
@@ -86,7 +84,8 @@ async fn task_report(call: AdminCall, body: Value) -> Answer {
     let tenant = Arc::clone(&call.tenant);
     let wanted = task_id.clone();
     let report =
-        tokio::task::spawn_blocking(move || crate::report::task_report(&tenant, &wanted)).await??;
+        tokio::task::spawn_blocking(move || crate::tenant::report::task_report(&tenant, &wanted))
+            .await??;
     let Some(report) = report else {
         return Err(Error::rejected(
             codes::BAD_JSON,
@@ -100,20 +99,9 @@ async fn task_report(call: AdminCall, body: Value) -> Answer {
     Ok(Map::from_iter([("Report".into(), report)]))
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/v4/{service}/{command}", any(dispatch))
-        .route("/v4/ws", get(crate::gateway::upgrade))
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route(
-            "/metrics",
-            get(|State(state): State<Arc<AppState>>| async move { state.metrics.render() }),
-        )
-        .fallback(|| async { respond(Err(unknown_command())) })
-        .with_state(state)
+/// Any path that is not a command: the envelope, not axum's plain 404.
+pub async fn unknown_route() -> Response {
+    respond(Err(unknown_command()))
 }
 
 fn unknown_command() -> Error {
@@ -123,7 +111,7 @@ fn unknown_command() -> Error {
     )
 }
 
-async fn dispatch(
+pub async fn dispatch(
     State(state): State<Arc<AppState>>,
     method: Method,
     Path((service, command_name)): Path<(String, String)>,
@@ -187,14 +175,10 @@ fn parse_body(bytes: &[u8], service: Service) -> Result<Value, Error> {
 pub fn respond(result: Answer) -> Response {
     let envelope = match result {
         Ok(fields) => Envelope::ok(fields),
-        Err(error) if error.is_internal() => {
-            tracing::error!(%error, "request failed inside the server");
-            Envelope::fail(
-                error.tencent_code(),
-                "internal error: the server could not complete the request; retry later",
-            )
+        Err(error) => {
+            let wire = error.to_wire();
+            Envelope::fail(wire.code, wire.info)
         }
-        Err(error) => Envelope::fail(error.tencent_code(), error.to_string()),
     };
     Json(envelope).into_response()
 }

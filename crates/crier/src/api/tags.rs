@@ -77,7 +77,7 @@ pub fn read_user_tags(body: &Value, limit_per_user: Option<usize>) -> Result<Vec
 pub async fn add(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
     let users = read_user_tags(&body, Some(MAX_TAGS_PER_CALL))?;
     let requested = distinct_tags_per_account(&users)?;
-    let cap = call.tenant.config.max_tags_per_user;
+    let cap = call.tenant.config().max_tags_per_user;
     call.tenant
         .write(move |directory| {
             for (account, tags) in &requested {

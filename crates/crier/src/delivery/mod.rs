@@ -10,10 +10,12 @@
 //! - Acknowledgements are batched into one bitmap per push per batch, and delivery counts into
 //!   one row per push per batch ([`records`]); both outlive restarts, as task reports need.
 
+pub mod conn;
+pub mod presence;
 pub mod records;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -23,11 +25,11 @@ use roaring::RoaringBitmap;
 use serde_json::value::RawValue;
 use tracing::{info, warn};
 
-use crate::gateway::conn::text_frame;
-use crate::gateway::sessions::Sessions;
-use crate::metrics::Metrics;
-use crate::push::PushRecord;
+use crate::metrics::{BackgroundTask, Metrics};
+use crate::store::PushRecord;
 use crate::store::{DeliveryCounts, Store, StoreError};
+use conn::text_frame;
+use presence::Sessions;
 
 /// The longest `MsgLifeTime`; pushes older than this are never kept.
 const MAX_KEEP_MS: u64 = 604_800 * 1000;
@@ -99,6 +101,8 @@ pub struct Delivery {
     pub sessions: Arc<Sessions>,
     records: records::RecordWriter,
     fan_out: std::sync::mpsc::Sender<FanOutWork>,
+    /// A test's fault: the fan-out thread panics on this many next pushes.
+    injected_fan_out_panics: Arc<AtomicU32>,
     metrics: Arc<Metrics>,
 }
 
@@ -158,10 +162,17 @@ impl Delivery {
             )
             .collect();
         let sessions = Arc::new(Sessions::default());
-        let records = records::RecordWriter::start(app, Arc::clone(&store));
+        let records = records::RecordWriter::start(app, Arc::clone(&store), Arc::clone(&metrics));
+        let injected_fan_out_panics = Arc::new(AtomicU32::new(0));
         Ok(Delivery {
             app,
-            fan_out: start_fan_out(Arc::clone(&sessions), Arc::clone(&metrics), records.clone()),
+            fan_out: start_fan_out(
+                Arc::clone(&sessions),
+                Arc::clone(&metrics),
+                records.clone(),
+                Arc::clone(&injected_fan_out_panics),
+            ),
+            injected_fan_out_panics,
             records,
             store,
             kept: RwLock::new(kept),
@@ -174,8 +185,7 @@ impl Delivery {
 
     /// Takes a push that was just stored: keeps it if it has a lifetime, and queues it for
     /// every session online now. Pushes are fanned out in the order they are accepted.
-    pub fn accept(&self, record: PushRecord) {
-        let record = Arc::new(record);
+    pub fn accept(&self, record: Arc<PushRecord>) {
         let stats = Arc::<TaskStats>::default();
         self.task_stats
             .write()
@@ -283,14 +293,6 @@ impl Delivery {
         }
     }
 
-    /// Closes the sessions of a deleted account. What was kept for it is not acknowledged on
-    /// its behalf (reports would count it as read): its number is retired, so no later account
-    /// of the same name can be given it, and a retired number is never live to log in.
-    pub fn forget_account(&self, account: u32) {
-        self.sessions
-            .close_account(account, close::KICKED, "account deleted");
-    }
-
     /// Drops expired kept pushes from memory and the store. Blocking.
     pub fn purge_expired(&self, now_ms: u64) -> Result<u64, StoreError> {
         self.kept
@@ -325,6 +327,12 @@ impl Delivery {
         self.records.flush();
     }
 
+    /// Makes the fan-out thread panic on the next `pushes` pushes (a test's fault).
+    pub fn inject_fan_out_panics(&self, pushes: u32) {
+        self.injected_fan_out_panics
+            .store(pushes, Ordering::Relaxed);
+    }
+
     pub fn kept_count(&self) -> usize {
         self.kept.read().len()
     }
@@ -339,36 +347,45 @@ fn start_fan_out(
     sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
     records: records::RecordWriter,
+    injected_panics: Arc<AtomicU32>,
 ) -> std::sync::mpsc::Sender<FanOutWork> {
     let (sender, work) = std::sync::mpsc::channel::<FanOutWork>();
     let writers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::thread::Builder::new()
-        .name("crier-fan-out".into())
-        .spawn(move || {
-            for job in work {
-                let job = match job {
-                    FanOutWork::Push(job) => job,
-                    FanOutWork::Barrier(done) => {
-                        let _ = done.send(());
-                        continue;
-                    }
-                };
-                let result =
-                    sessions.fan_out(&job.recipients, &job.frame, close::TOO_SLOW, writers);
-                job.stats
-                    .online
-                    .fetch_add(result.delivered, Ordering::Relaxed);
-                if result.delivered > 0 {
-                    let online = DeliveryCounts {
-                        online: result.delivered,
-                        offline: 0,
-                    };
-                    records.delivered(vec![(job.task_id, online)]);
+    let supervisor_metrics = Arc::clone(&metrics);
+    crate::supervise::spawn(BackgroundTask::FanOut, supervisor_metrics, move || {
+        for job in &work {
+            let job = match job {
+                FanOutWork::Push(job) => job,
+                FanOutWork::Barrier(done) => {
+                    let _ = done.send(());
+                    continue;
                 }
-                Metrics::add(&metrics.deliveries_online, result.delivered);
-                Metrics::add(&metrics.slow_consumer_closes, result.too_slow);
+            };
+            if take_one(&injected_panics) {
+                panic!("fault injected into the fan-out of {}", job.task_id);
             }
-        })
-        .expect("the fan-out thread starts");
+            let result = sessions.fan_out(&job.recipients, &job.frame, close::TOO_SLOW, writers);
+            job.stats
+                .online
+                .fetch_add(result.delivered, Ordering::Relaxed);
+            if result.delivered > 0 {
+                let online = DeliveryCounts {
+                    online: result.delivered,
+                    offline: 0,
+                };
+                records.delivered(vec![(job.task_id, online)]);
+            }
+            Metrics::add(&metrics.deliveries_online, result.delivered);
+            Metrics::add(&metrics.slow_consumer_closes, result.too_slow);
+        }
+    });
     sender
+}
+
+/// Takes one from `count` if it is not zero.
+fn take_one(count: &AtomicU32) -> bool {
+    count.load(Ordering::Relaxed) > 0
+        && count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
 }

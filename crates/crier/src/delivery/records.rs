@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use roaring::RoaringBitmap;
 use tracing::error;
 
+use crate::metrics::{BackgroundTask, Metrics};
 use crate::store::{DeliveryCounts, Store};
 
 /// How long a batch may gather after its first record.
@@ -29,12 +30,11 @@ pub struct RecordWriter {
 }
 
 impl RecordWriter {
-    pub fn start(app: u64, store: Arc<dyn Store>) -> RecordWriter {
+    pub fn start(app: u64, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> RecordWriter {
         let (sender, messages) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("crier-delivery-records".into())
-            .spawn(move || write_batches(app, store.as_ref(), &messages))
-            .expect("the delivery record writer thread starts");
+        crate::supervise::spawn(BackgroundTask::DeliveryRecords, metrics, move || {
+            write_batches(app, store.as_ref(), &messages)
+        });
         RecordWriter { sender }
     }
 

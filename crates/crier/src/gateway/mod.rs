@@ -1,11 +1,10 @@
 //! The WebSocket gateway at `GET /v4/ws`: the client protocol of
-//! `shared/spec/client-protocol.md`. [`session`] runs one connection; [`sessions`] is the
-//! per-app registry that fan-out and kicks go through; [`conn`] lets the fan-out write pushes
-//! straight to the connections it reaches. Connections are accepted in [`crate::http`].
+//! `shared/spec/client-protocol.md` on top of the app's façade. [`session`] runs one
+//! connection. Who is online, and the connections the fan-out writes to, are the app's
+//! ([`crate::delivery::presence`], [`crate::delivery::conn`]); connections are accepted in
+//! [`crate::http`].
 
-pub mod conn;
 pub mod session;
-pub mod sessions;
 
 use std::sync::Arc;
 
@@ -13,10 +12,9 @@ use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
-use crate::http::connection::ReserveConnection;
-use crate::http::refusals::Refusal;
-use crate::server::AppState;
-use conn::Conn;
+use crate::app_state::AppState;
+use crate::http::connection::{ClientConn, ReserveConnection};
+use crate::metrics::refusals::Refusal;
 
 /// Client frames are small JSON objects; anything larger is not one.
 const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
@@ -26,10 +24,6 @@ const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
 /// stays allocated for the whole session: 1 KiB holds a Login frame in one read.
 const READ_BUFFER_BYTES: usize = 1024;
 const WRITE_BUFFER_BYTES: usize = 0;
-
-/// The connection a request came on, for the gateway to hand to its session.
-#[derive(Clone)]
-pub struct ClientConn(pub Arc<Conn>);
 
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,

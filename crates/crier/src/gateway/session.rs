@@ -5,52 +5,37 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::app_state::AppState;
+use crate::clock::{now_ms, now_secs};
+use crate::delivery::conn::Conn;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::notify::devices::{Device, MAX_TOKEN_BYTES};
+use crate::notify::Provider;
+use crate::tenant::{SessionGuard, Tenant};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use crier_proto::protocol::{close, ClientFrame, ServerFrame, LOGIN_PLATFORMS, LOGIN_TIMEOUT_SECS};
 use crier_proto::{codes, usersig};
-use parking_lot::Mutex;
-
-use super::conn::Conn;
-use super::sessions::{CloseSignal, SessionHandle, SessionLink};
-use crate::clock::{now_ms, now_secs};
-use crate::directory::DirOp;
-use crate::error::Error;
-use crate::metrics::Metrics;
-use crate::notify::devices::{Device, RegisterError, MAX_TOKEN_BYTES};
-use crate::notify::Provider;
-use crate::server::AppState;
-use crate::tenant::Tenant;
 
 /// A client that does not take a frame within this long is gone or hopelessly slow.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// What a client is told of a failure inside the server; the detail goes to the log.
-const INTERNAL_ERROR_INFO: &str =
-    "internal error: the server could not complete the request; retry later";
 /// A close frame's reason has room for 123 bytes (RFC 6455, 5.5).
 const MAX_CLOSE_REASON_BYTES: usize = 123;
-
-static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
 fn frame_text(frame: &ServerFrame) -> Utf8Bytes {
     Utf8Bytes::from(serde_json::to_string(frame).expect("frames serialize"))
 }
 
-/// The `Error` frame for `error`. The server's own failures are logged here, once, and reach
-/// the client without their detail (store paths and database messages are not its business).
+/// The `Error` frame for `error`, shaped by [`Error::to_wire`] like a REST answer.
 fn error_frame(error: &Error) -> Utf8Bytes {
-    let error_info = if error.is_internal() {
-        tracing::error!(%error, "a WebSocket request failed inside the server");
-        INTERNAL_ERROR_INFO.to_owned()
-    } else {
-        error.to_string()
-    };
+    let wire = error.to_wire();
     frame_text(&ServerFrame::Error {
-        error_code: error.tencent_code(),
-        error_info,
+        error_code: wire.code,
+        error_info: wire.info,
     })
 }
 
@@ -185,10 +170,10 @@ async fn authenticate(state: &AppState, text: &str) -> Result<LoggedIn, Error> {
         &user_sig,
         sdk_app_id,
         &identifier,
-        &tenant.config.secret_key.0,
+        &tenant.config().secret_key.0,
         now_secs(),
     )?;
-    if identifier.is_empty() || identifier.len() > crate::api::fields::MAX_ACCOUNT_BYTES {
+    if identifier.is_empty() || identifier.len() > crier_proto::usersig::MAX_IDENTIFIER_BYTES {
         return Err(Error::rejected(
             codes::USERSIG_MALFORMED,
             "Identifier must be 1 to 32 bytes",
@@ -240,83 +225,59 @@ pub async fn run(mut socket: WebSocket, conn: Arc<Conn>, state: Arc<AppState>) {
             return close_with(socket, close::LOGIN_FAILED, "login failed").await;
         }
     };
-    // A first login registers the account: from then on it is one of "all users".
-    let name = identifier.clone();
-    let registered = tenant
-        .write(move |d| {
-            Ok(if d.is_live(&name) {
-                vec![]
-            } else {
-                vec![DirOp::Import {
-                    accounts: vec![name],
-                }]
-            })
-        })
-        .await;
-    let account = registered.and_then(|()| {
-        tenant
-            .read(|d| d.account_number(&identifier))
-            .ok_or_else(|| Error::Internal("a registered account has no number".into()))
-    });
-    let account = match account {
-        Ok(account) => account,
-        Err(error) => {
-            send(&mut socket, error_frame(&error)).await;
-            return close_with(socket, close::LOGIN_FAILED, "login failed").await;
-        }
-    };
-
-    let handle = SessionHandle {
-        id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
-        platform,
-        link: Arc::new(SessionLink {
-            conn: Arc::clone(&conn),
-            close: CloseSignal::default(),
-            kick_reason: Mutex::new(String::new()),
-        }),
-    };
     // Online before reading what was kept: a push accepted in between reaches the session one
     // way or the other (possibly both; clients drop repeats by TaskId). It is held until the
     // login reply and the catch-up are out.
     conn.accept_pushes_held();
-    let delivery = &tenant.delivery;
-    delivery.sessions.register(account, handle.clone());
+    let guard = match tenant
+        .log_in(&identifier, platform, Arc::clone(&conn))
+        .await
+    {
+        Ok(guard) => guard,
+        Err(error) => {
+            conn.stop_pushes();
+            send(&mut socket, error_frame(&error)).await;
+            return close_with(socket, close::LOGIN_FAILED, "login failed").await;
+        }
+    };
     Metrics::add(&state.metrics.logins, 1);
     state.metrics.sessions_open.fetch_add(1, Ordering::Relaxed);
 
     let mut session = Session {
         socket,
-        account,
         identifier: identifier.clone(),
         tenant: Arc::clone(&tenant),
-        handle: handle.clone(),
+        guard,
         state: Arc::clone(&state),
         conn: Arc::clone(&conn),
     };
     let close = session.serve(identifier).await;
-    delivery.sessions.unregister(account, handle.id);
+    // Logged out before the last frames go, so no push is written after `Kicked`.
+    let Session {
+        mut socket, guard, ..
+    } = session;
+    drop(guard);
     conn.stop_pushes();
     state.metrics.sessions_open.fetch_sub(1, Ordering::Relaxed);
     if let Some((code, reason)) = close {
         if code == close::KICKED {
             send(
-                &mut session.socket,
+                &mut socket,
                 frame_text(&ServerFrame::Kicked {
                     reason: reason.clone(),
                 }),
             )
             .await;
         }
-        close_with(session.socket, code, &reason).await;
+        close_with(socket, code, &reason).await;
     }
 }
 
 struct Session {
     socket: WebSocket,
-    account: u32,
     identifier: String,
     tenant: Arc<Tenant>,
-    handle: SessionHandle,
+    guard: SessionGuard,
     state: Arc<AppState>,
     conn: Arc<Conn>,
 }
@@ -332,15 +293,15 @@ impl Session {
             return None;
         }
         let mut shutdown = self.state.shutdown.subscribe();
-        let link = Arc::clone(&self.handle.link);
-        let close = &link.close;
+        let tenant = Arc::clone(&self.tenant);
+        let account = self.guard.account();
         // The long waits are set up once: registering them again with their notifiers on
         // every frame would cost each of N sessions as much per push as sending the frame.
-        let closed = close.closed();
+        let closed = self.guard.closed();
         let stopping = stopped(&mut shutdown);
         tokio::pin!(closed, stopping);
 
-        let pending = self.tenant.delivery.pending_for(self.account, now_ms());
+        let pending = tenant.catch_up_frames(account, now_ms());
         Metrics::add(&self.state.metrics.deliveries_offline, pending.len() as u64);
         // The kept frames themselves, shared with every other session that catches up on
         // them, written several to a write.
@@ -382,7 +343,7 @@ impl Session {
             return (code, "too slow to keep up; log in again to catch up".into());
         }
         Metrics::add(&self.state.metrics.kicks, 1);
-        (code, self.handle.link.kick_reason.lock().clone())
+        (code, self.guard.kick_reason())
     }
 
     async fn handle_frame(&mut self, text: &str) -> Option<Utf8Bytes> {
@@ -399,7 +360,7 @@ impl Session {
         match frame {
             ClientFrame::Ping => Some(frame_text(&ServerFrame::Pong)),
             ClientFrame::Ack { task_ids } => {
-                self.tenant.delivery.ack(self.account, &task_ids);
+                self.tenant.acknowledge(self.guard.account(), &task_ids);
                 None
             }
             ClientFrame::Login { .. } => Some(error_frame(&Error::rejected(
@@ -407,11 +368,11 @@ impl Session {
                 "this session is already logged in",
             ))),
             ClientFrame::RegisterDevice { platform, token } => {
-                let owner = (self.account, self.identifier.clone());
+                let owner = (self.guard.account(), self.identifier.clone());
                 change_device(Arc::clone(&self.tenant), owner, &platform, token, true).await
             }
             ClientFrame::UnregisterDevice { platform, token } => {
-                let owner = (self.account, self.identifier.clone());
+                let owner = (self.guard.account(), self.identifier.clone());
                 change_device(Arc::clone(&self.tenant), owner, &platform, token, false).await
             }
         }
@@ -441,26 +402,17 @@ async fn change_device(
     }
     let device = Device { provider, token };
     let changed = tokio::task::spawn_blocking(move || {
-        let devices = &tenant.notify.devices;
         if register {
-            devices.register(account, &name, device)
+            tenant.register_device(account, &name, device)
         } else {
-            devices
-                .unregister_own(account, &device)
-                .map(drop)
-                .map_err(RegisterError::from)
+            tenant.unregister_device(account, &device)
         }
     })
     .await;
+    // A refused device leaves the session open, like every other refused client frame.
     match changed {
         Ok(Ok(())) => None,
-        // Tencent has no code for a cap on devices (they are Crier's own); 90001 is what every
-        // other refused client frame gets, and like them it leaves the session open.
-        Ok(Err(refused @ RegisterError::TooManyDevices)) => Some(error_frame(&Error::rejected(
-            codes::BAD_JSON,
-            refused.to_string(),
-        ))),
-        Ok(Err(RegisterError::Store(error))) => Some(error_frame(&Error::Store(error))),
+        Ok(Err(error)) => Some(error_frame(&Error::from(error))),
         Err(error) => Some(error_frame(&Error::from(error))),
     }
 }
@@ -489,7 +441,8 @@ mod tests {
         ] {
             let (code, info) = sent(error_frame(&error));
             assert_eq!(code, u64::from(codes::INTERNAL));
-            assert_eq!(info, INTERNAL_ERROR_INFO);
+            assert!(info.starts_with("internal error (error id "), "{info}");
+            assert!(!info.contains("disk"), "{info}");
         }
         // A refused request still says how to fix it.
         let refused = Error::rejected(codes::BAD_JSON, "Token must be 1 to 4096 bytes");

@@ -24,10 +24,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use super::refusals::Refusal;
 use super::Edge;
-use crate::gateway::conn::ConnIo;
-use crate::gateway::ClientConn;
+use crate::delivery::conn::{Conn, ConnIo};
+use crate::metrics::refusals::Refusal;
+
+/// The connection a request came on, for the gateway to hand to its session.
+#[derive(Clone)]
+pub struct ClientConn(pub Arc<Conn>);
 
 /// How long a connection told to close may take to finish what it is writing.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);

@@ -3,7 +3,8 @@
 //!
 //! - [`connection`]: one connection's life, its watchdog and hyper's protocol settings.
 //! - [`body`]: request bodies read under a per-request limit and a shared budget.
-//! - [`refusals`]: what was refused and why, counted and logged once per interval.
+//!
+//! What was refused and why is counted in [`crate::metrics::refusals`].
 //!
 //! Past `max_connections`, a connection is still served from a small reserve, but only for
 //! `/healthz`, `/metrics` and signed admin calls (which authenticate before reading a body),
@@ -12,7 +13,6 @@
 
 pub mod body;
 pub mod connection;
-pub mod refusals;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,10 +26,10 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::config::Limits;
-use crate::gateway::conn::ConnIo;
+use crate::delivery::conn::ConnIo;
+use crate::metrics::refusals::Refusal;
 use crate::metrics::Metrics;
 use connection::Place;
-use refusals::Refusal;
 
 /// How often refusals are summed up in the log.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);

@@ -10,7 +10,6 @@
 //! 429 and 5xx are retried (after `Retry-After` when given), as are network errors; anything
 //! else fails with Apple's `reason`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,52 +17,17 @@ use anyhow::Context as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use parking_lot::Mutex;
 use percent_encoding::utf8_percent_encode;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::http::{self, info_int, info_str};
 use super::{Notification, Notifier, Outcome, Provider, SendFuture};
+pub use crate::config::providers::{ApnsConfig, APNS_PRODUCTION_ENDPOINT as PRODUCTION_ENDPOINT};
 
-/// Apple's production endpoint.
-pub const PRODUCTION_ENDPOINT: &str = "https://api.push.apple.com";
 /// Apple's development (sandbox) endpoint, for apps built with a development profile.
 pub const SANDBOX_ENDPOINT: &str = "https://api.sandbox.push.apple.com";
 /// Age at which the provider token is replaced (Apple rejects tokens older than one hour).
 pub const TOKEN_REFRESH_AFTER: Duration = Duration::from_secs(45 * 60);
-const DEFAULT_RATE_PER_SEC: u32 = 5000;
-
-fn default_endpoint() -> String {
-    PRODUCTION_ENDPOINT.to_owned()
-}
-
-/// `[app.apns]`: token-based authentication with a `.p8` key from the Apple developer account.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ApnsConfig {
-    /// The `.p8` signing key (PKCS#8 PEM, EC P-256) as downloaded from Apple.
-    pub key_file: PathBuf,
-    /// The key's 10-character identifier (the JWT's `kid`).
-    pub key_id: String,
-    /// The developer team identifier (the JWT's `iss`).
-    pub team_id: String,
-    /// The app's bundle identifier (`apns-topic`).
-    pub topic: String,
-    /// `https://api.push.apple.com` unless set (the sandbox, or a test server).
-    #[serde(default = "default_endpoint")]
-    pub endpoint: String,
-    /// Extra trusted root certificates (PEM), beside the built-in ones; for tests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
-    /// Notifications per second at most (default 5000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_per_sec: Option<u32>,
-}
-
-impl ApnsConfig {
-    pub fn rate_per_sec(&self) -> u32 {
-        self.rate_per_sec.unwrap_or(DEFAULT_RATE_PER_SEC).max(1)
-    }
-}
 
 /// The JWT claims Apple reads.
 #[derive(Serialize)]
@@ -357,7 +321,7 @@ mod tests {
             key_id: "K".into(),
             team_id: "T".into(),
             topic: "com.example".into(),
-            endpoint: default_endpoint(),
+            endpoint: PRODUCTION_ENDPOINT.to_owned(),
             ca_file: None,
             rate_per_sec: None,
         };

@@ -156,13 +156,21 @@ impl Devices {
 
     /// Forgets every device of a deleted account. Blocking.
     pub fn forget_account(&self, account: u32, name: &str) -> Result<(), StoreError> {
-        let mut registry = self.registry.write();
+        let registry = self.registry.write();
         self.store.delete_account_devices(self.app, name)?;
+        drop(registry);
+        self.forget_in_memory(account);
+        Ok(())
+    }
+
+    /// Forgets the devices of a deleted account in memory only (another node deleted them
+    /// from the store).
+    pub fn forget_in_memory(&self, account: u32) {
+        let mut registry = self.registry.write();
         for device in registry.by_account.remove(&account).unwrap_or_default() {
             registry.owner.remove(&device);
         }
         registry.with_devices.remove(account);
-        Ok(())
     }
 
     pub fn of(&self, account: u32) -> Vec<Device> {

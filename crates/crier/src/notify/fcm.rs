@@ -9,7 +9,6 @@
 //! device; 429 and 5xx are retried (after `Retry-After` when given), as are network errors;
 //! anything else fails with FCM's status and message.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,15 +21,13 @@ use serde_json::{json, Map, Value};
 
 use super::http::{self, info_str};
 use super::{Notification, Notifier, Outcome, Provider, SendFuture};
+pub use crate::config::providers::{FcmConfig, FCM_DEFAULT_ENDPOINT as DEFAULT_ENDPOINT};
 
-pub const DEFAULT_ENDPOINT: &str = "https://fcm.googleapis.com";
 pub const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 /// The OAuth2 scope that allows `messages:send`.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 /// The grant type of the JWT bearer flow (RFC 7523).
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
-/// FCM's default quota is 600,000 messages a minute per project.
-const DEFAULT_RATE_PER_SEC: u32 = 10_000;
 /// An access token is replaced this long before Google says it expires.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 /// After a failed token fetch, sends within this time get the same answer instead of asking
@@ -38,36 +35,6 @@ const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 const FAILED_FETCH_MEMORY: Duration = Duration::from_secs(1);
 /// Lifetime asked for the signed assertion (Google's maximum).
 const ASSERTION_LIFETIME_SECS: u64 = 3600;
-
-fn default_endpoint() -> String {
-    DEFAULT_ENDPOINT.to_owned()
-}
-
-/// `[app.fcm]`: a service account of the Firebase project.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct FcmConfig {
-    /// The service-account JSON key (`project_id`, `client_email`, `private_key`, `token_uri`).
-    pub service_account_file: PathBuf,
-    /// `https://fcm.googleapis.com` unless set.
-    #[serde(default = "default_endpoint")]
-    pub endpoint: String,
-    /// Overrides the file's `token_uri`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_uri: Option<String>,
-    /// Extra trusted root certificates (PEM), beside the built-in ones; for tests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
-    /// Notifications per second at most (default 10,000, FCM's 600k a minute).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_per_sec: Option<u32>,
-}
-
-impl FcmConfig {
-    pub fn rate_per_sec(&self) -> u32 {
-        self.rate_per_sec.unwrap_or(DEFAULT_RATE_PER_SEC).max(1)
-    }
-}
 
 /// The fields of a service-account file that are used; the others are ignored.
 #[derive(Deserialize)]

@@ -20,32 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-/// The vendor channel a device is reached through; also the `Platform` of `RegisterDevice`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    Apns,
-    Fcm,
-    Webhook,
-}
-
-impl Provider {
-    pub const ALL: [Provider; 3] = [Provider::Apns, Provider::Fcm, Provider::Webhook];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Provider::Apns => "apns",
-            Provider::Fcm => "fcm",
-            Provider::Webhook => "webhook",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Provider> {
-        Provider::ALL.into_iter().find(|p| p.name() == name)
-    }
-}
+pub use crate::config::providers::Provider;
 
 /// One notification to one device, already shaped from the push's `OfflinePushInfo`.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::Notification;
-use crate::push::PushRecord;
+use crate::store::PushRecord;
 
 /// The per-push part of every notification of one push.
 #[derive(Debug, Clone, PartialEq)]

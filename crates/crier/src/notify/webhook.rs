@@ -34,36 +34,16 @@
 //! (after `Retry-After` when given); network errors too. Any other status: failed, not retried.
 
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::Sha256;
 
 use super::http;
 use super::{Notification, Notifier, Outcome, Provider, SendFuture};
+pub use crate::config::providers::WebhookConfig;
 use crate::config::SecretKey;
 
 pub const TIMESTAMP_HEADER: &str = "x-crier-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-crier-signature";
-const DEFAULT_RATE_PER_SEC: u32 = 1000;
-
-/// `[app.webhook]`: where to post and the key that signs.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// `http://` or `https://` URL that receives the POSTs.
-    pub url: String,
-    /// The HMAC-SHA256 key of `X-Crier-Signature` (never logged).
-    pub secret: SecretKey,
-    /// Notifications per second at most (default 1000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_per_sec: Option<u32>,
-}
-
-impl WebhookConfig {
-    pub fn rate_per_sec(&self) -> u32 {
-        self.rate_per_sec.unwrap_or(DEFAULT_RATE_PER_SEC).max(1)
-    }
-}
 
 pub struct WebhookNotifier {
     client: reqwest::Client,

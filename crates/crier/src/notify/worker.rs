@@ -19,8 +19,7 @@ use super::{Notification, Notifier, Outcome, Provider};
 use crate::clock::{now_ms, now_secs};
 use crate::metrics::{Metrics, NotificationEnd};
 use crate::store::notify::StoredJob;
-use crate::store::{Store, StoreError};
-use crate::tenant::Tenant;
+use crate::store::{PushRecord, Store, StoreError};
 
 /// Accounts per batch; the cursor is stored after each.
 const BATCH_ACCOUNTS: usize = 512;
@@ -205,11 +204,25 @@ impl Notify {
     }
 }
 
+/// What a notification run needs of its app besides [`Notify`]: the kept push a job is for,
+/// the name of an account, and the badge count.
+pub trait PushLookups: Send + Sync {
+    /// The push, while it is kept (`None` once it expired).
+    fn kept_push(&self, task_id: &str) -> Option<Arc<PushRecord>>;
+    fn account_name(&self, account: u32) -> Option<String>;
+    /// The account's unacknowledged kept pushes.
+    fn pending_count(&self, account: u32, now_ms: u64) -> u32;
+}
+
 /// Runs the app's notification jobs until shutdown: unfinished ones at start, then each new one.
-pub async fn run(tenant: Arc<Tenant>, mut shutdown: watch::Receiver<bool>) {
-    let app = tenant.sdkappid();
+pub async fn run(
+    notify: Arc<Notify>,
+    lookups: Arc<dyn PushLookups>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = notify.app;
     loop {
-        let store = Arc::clone(&tenant.store());
+        let store = Arc::clone(&notify.store);
         let jobs = match tokio::task::spawn_blocking(move || store.unfinished_jobs(app)).await {
             Ok(Ok(jobs)) => jobs,
             Ok(Err(error)) => {
@@ -224,7 +237,7 @@ pub async fn run(tenant: Arc<Tenant>, mut shutdown: watch::Receiver<bool>) {
         };
         let idle = jobs.is_empty();
         for job in jobs {
-            if !run_job(&tenant, job, &mut shutdown).await {
+            if !run_job(&notify, lookups.as_ref(), job, &mut shutdown).await {
                 if *shutdown.borrow() {
                     return;
                 }
@@ -235,7 +248,7 @@ pub async fn run(tenant: Arc<Tenant>, mut shutdown: watch::Receiver<bool>) {
         }
         if idle {
             tokio::select! {
-                () = tenant.notify.wake.notified() => {}
+                () = notify.wake.notified() => {}
                 _ = shutdown.changed() => return,
             }
         }
@@ -244,14 +257,14 @@ pub async fn run(tenant: Arc<Tenant>, mut shutdown: watch::Receiver<bool>) {
 
 /// Answers false when the server is stopping (the job resumes at the next start).
 async fn run_job(
-    tenant: &Arc<Tenant>,
+    notify: &Arc<Notify>,
+    lookups: &dyn PushLookups,
     job: StoredJob,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
-    let app = tenant.sdkappid();
-    let notify = &tenant.notify;
+    let app = notify.app;
     let mut counts: JobCounts = serde_json::from_str(&job.counts).unwrap_or_default();
-    let Some(record) = tenant.delivery.kept_record(&job.task_id) else {
+    let Some(record) = lookups.kept_push(&job.task_id) else {
         // Expired (or purged) before its run ended: what is left would arrive too late, and
         // is counted as failed rather than dropped unseen.
         let mut left = 0u64;
@@ -265,7 +278,7 @@ async fn run_job(
             }
         }
         warn!(app, task_id = %job.task_id, left, "notification run ended with its push's lifetime; the rest counted as failed");
-        return finish(tenant, &job, u32::MAX, &counts, true).await;
+        return finish(notify, &job, u32::MAX, &counts, true).await;
     };
     let template = Template::of(&record);
     let started = Instant::now();
@@ -281,10 +294,10 @@ async fn run_job(
         let now = now_ms();
         let mut sends = Vec::new();
         for account in batch {
-            let Some(name) = tenant.read(|d| d.account_name(account).map(str::to_owned)) else {
+            let Some(name) = lookups.account_name(account) else {
                 continue;
             };
-            let badge = tenant.delivery.pending_count(account, now);
+            let badge = lookups.pending_count(account, now);
             for device in notify.devices.of(account) {
                 let notification = template.for_device(&name, &device.token, badge);
                 sends.push((notification, device));
@@ -300,12 +313,11 @@ async fn run_job(
             match &ended.outcome {
                 Outcome::DeadToken { reason } => {
                     info!(app, provider = ended.provider.name(), %reason, "removing a dead device token");
-                    let tenant = Arc::clone(tenant);
+                    let notify = Arc::clone(notify);
                     let device = ended.device.clone();
-                    let removed = tokio::task::spawn_blocking(move || {
-                        tenant.notify.devices.unregister(&device)
-                    })
-                    .await;
+                    let removed =
+                        tokio::task::spawn_blocking(move || notify.devices.unregister(&device))
+                            .await;
                     if !matches!(removed, Ok(Ok(_))) {
                         warn!(
                             app,
@@ -320,7 +332,7 @@ async fn run_job(
             }
         }
         cursor = last.saturating_add(1);
-        if !finish(tenant, &job, cursor, &counts, false).await {
+        if !finish(notify, &job, cursor, &counts, false).await {
             return false;
         }
         let done = job.targets.range(..cursor).len();
@@ -330,19 +342,19 @@ async fn run_job(
         }
     }
     info!(app, task_id = %job.task_id, elapsed_ms = started.elapsed().as_millis() as u64, counts = %serde_json::to_string(&counts).unwrap_or_default(), "notification run finished");
-    finish(tenant, &job, cursor, &counts, true).await
+    finish(notify, &job, cursor, &counts, true).await
 }
 
 /// Stores how far the job got; answers false if the store failed (the job resumes later).
 async fn finish(
-    tenant: &Arc<Tenant>,
+    notify: &Notify,
     job: &StoredJob,
     cursor: u32,
     counts: &JobCounts,
     done: bool,
 ) -> bool {
-    let store = tenant.store();
-    let (app, task_id) = (tenant.sdkappid(), job.task_id.clone());
+    let store = Arc::clone(&notify.store);
+    let (app, task_id) = (notify.app, job.task_id.clone());
     let counts = serde_json::to_string(counts).unwrap_or_else(|_| "{}".into());
     match tokio::task::spawn_blocking(move || {
         store.update_job(app, &task_id, cursor, &counts, done)

@@ -1,9 +1,8 @@
-//! Pushes: reading an `im_push` ([`validate`]), rate limits ([`limits`]) and the stored
-//! record ([`record`]). The flow itself lives in [`crate::tenant::Tenant::push`].
+//! Pushes: reading an `im_push` ([`validate`]), rate limits ([`limits`]); the record itself
+//! is the store's ([`crate::store::PushRecord`]).
 
 pub mod limits;
-pub mod record;
 pub mod validate;
 
-pub use record::PushRecord;
+pub use crate::store::PushRecord;
 pub use validate::PushRequest;

@@ -7,6 +7,7 @@
 //! Calls block; the async layers run them on blocking threads.
 
 pub mod notify;
+mod record;
 pub mod sqlite;
 mod sqlite_notify;
 
@@ -16,7 +17,7 @@ use std::io::{Read, Write};
 use roaring::RoaringBitmap;
 
 use crate::directory::DirOp;
-use crate::push::PushRecord;
+pub use record::PushRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

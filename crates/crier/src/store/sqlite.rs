@@ -18,9 +18,9 @@ use parking_lot::Mutex;
 use roaring::RoaringBitmap;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::PushRecord;
 use super::{DeliveryCounts, PushCounts, PushSummary, Store, StoreError, StoredSnapshot};
 use crate::directory::DirOp;
-use crate::push::PushRecord;
 
 /// Schema migrations, in order; `PRAGMA user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[

@@ -227,6 +227,24 @@ async fn kick_accepts_known_accounts_and_answers_70107_for_unknown_ones() {
 }
 
 #[tokio::test]
+async fn kick_takes_the_legacy_identifier_field_and_says_when_the_account_is_missing() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    admin.import(&["a"]).await;
+    // dobyte/tencent-im sends `Identifier`, as account_import also accepts.
+    admin.ok(KICK, json!({"Identifier": "a"})).await;
+    admin
+        .fails(KICK, json!({"Identifier": "ghost"}), 70107)
+        .await;
+    let missing = admin.fails(KICK, json!({}), 70402).await;
+    let info = missing["ErrorInfo"].as_str().unwrap();
+    assert!(info.contains("UserID is missing"), "{info}");
+    let wrong = admin.fails(KICK, json!({"UserID": 7}), 70402).await;
+    let info = wrong["ErrorInfo"].as_str().unwrap();
+    assert!(info.contains("must be a string"), "{info}");
+}
+
+#[tokio::test]
 async fn query_online_status_answers_offline_and_lists_unknown_accounts() {
     let server = TestServer::start().await;
     let admin = server.admin();

@@ -31,6 +31,8 @@ pub fn default_apps() -> Vec<AppConfig> {
 
 pub struct TestServer {
     pub base: String,
+    /// The server's shared state, for the fault hooks of the tests that need one.
+    pub state: Arc<AppState>,
     pub data_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -63,14 +65,20 @@ impl TestServer {
             .unwrap()
             .unwrap()
             .with_limits(limits);
+        Self::serve_state(data_dir, state).await
+    }
+
+    async fn serve_state(data_dir: tempfile::TempDir, state: AppState) -> TestServer {
+        let state = Arc::new(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, signal) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, Arc::new(state), async {
+        let task = tokio::spawn(serve(listener, Arc::clone(&state), async {
             let _ = signal.await;
         }));
         TestServer {
             base,
+            state,
             data_dir,
             shutdown: Some(shutdown),
             task: Some(task),

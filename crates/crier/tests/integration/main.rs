@@ -19,4 +19,5 @@ mod gateway_limits;
 mod notify;
 mod providers;
 mod push;
+mod seams;
 mod tags;

@@ -10,6 +10,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod providers;
+
+/// Request bodies past this are refused before parsing (the contract's 1 MiB).
+pub const MAX_REQUEST_BODY_BYTES: usize = 1024 * 1024;
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./crier-data";
 /// Where the development app lives when no configuration file names any app.
@@ -61,11 +66,11 @@ pub struct AppConfig {
     /// Offline notifications through APNs (`[app.apns]`), FCM (`[app.fcm]`) and an operator's
     /// webhook (`[app.webhook]`); an app without them sends none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub apns: Option<crate::notify::apns::ApnsConfig>,
+    pub apns: Option<providers::ApnsConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fcm: Option<crate::notify::fcm::FcmConfig>,
+    pub fcm: Option<providers::FcmConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook: Option<crate::notify::webhook::WebhookConfig>,
+    pub webhook: Option<providers::WebhookConfig>,
 }
 
 impl AppConfig {
@@ -159,10 +164,10 @@ impl Limits {
                 return Err(format!("[limits] {name} must be at least 1"));
             }
         }
-        if self.request_body_budget_bytes < crate::api::MAX_BODY_BYTES {
+        if self.request_body_budget_bytes < MAX_REQUEST_BODY_BYTES {
             return Err(format!(
                 "[limits] request_body_budget_bytes must be at least {} (one largest request)",
-                crate::api::MAX_BODY_BYTES
+                MAX_REQUEST_BODY_BYTES
             ));
         }
         if self.http2_max_streams == 0 {

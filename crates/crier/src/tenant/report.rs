@@ -3,9 +3,9 @@
 
 use serde::Serialize;
 
+use super::Tenant;
 use crate::notify::worker::JobCounts;
 use crate::store::StoreError;
-use crate::tenant::Tenant;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -37,7 +37,7 @@ pub struct NotificationReport {
 
 /// The report of `task_id`, or `None` when the app has no such push (any more). Blocking.
 pub fn task_report(tenant: &Tenant, task_id: &str) -> Result<Option<TaskReport>, StoreError> {
-    let Some(summary) = tenant.store().push_summary(tenant.sdkappid(), task_id)? else {
+    let Some(summary) = tenant.store.push_summary(tenant.sdkappid(), task_id)? else {
         return Ok(None);
     };
     let delivery = tenant.delivery.report(task_id);

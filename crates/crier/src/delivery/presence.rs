@@ -222,7 +222,7 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::conn::{text_frame, ConnIo};
+    use crate::delivery::conn::{text_frame, ConnIo};
     use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpStream};
 

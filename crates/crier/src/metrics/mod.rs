@@ -1,9 +1,29 @@
 //! Counters served at `GET /metrics` in Prometheus' text format.
 
-use crate::http::refusals::{Refusal, Refusals};
-use crate::notify::Provider;
+pub mod refusals;
+
+use crate::config::providers::Provider;
+use refusals::{Refusal, Refusals};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+
+/// The supervised background threads ([`crate::supervise`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackgroundTask {
+    FanOut,
+    DeliveryRecords,
+}
+
+impl BackgroundTask {
+    pub const ALL: [BackgroundTask; 2] = [BackgroundTask::FanOut, BackgroundTask::DeliveryRecords];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            BackgroundTask::FanOut => "fan_out",
+            BackgroundTask::DeliveryRecords => "delivery_records",
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct Metrics {
@@ -20,6 +40,7 @@ pub struct Metrics {
     pub acks: AtomicU64,
     pub slow_consumer_closes: AtomicU64,
     pub kicks: AtomicU64,
+    background_restarts: [AtomicU64; BackgroundTask::ALL.len()],
     /// Offline notifications by provider (`Provider::ALL` order) and by how they ended.
     pub notifications: [[AtomicU64; NotificationEnd::ALL.len()]; 3],
 }
@@ -54,6 +75,10 @@ impl NotificationEnd {
 }
 
 impl Metrics {
+    pub fn background_restarted(&self, task: BackgroundTask) {
+        self.background_restarts[task as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -132,6 +157,15 @@ impl Metrics {
                 "crier_refusals_total{{kind=\"{}\"}} {}",
                 refusal.label(),
                 self.refusals.total(refusal)
+            );
+        }
+        let _ = writeln!(out, "# HELP crier_background_restarts_total Background threads started again after a panic, by task.\n# TYPE crier_background_restarts_total counter");
+        for task in BackgroundTask::ALL {
+            let _ = writeln!(
+                out,
+                "crier_background_restarts_total{{task=\"{}\"}} {}",
+                task.label(),
+                self.background_restarts[task as usize].load(Ordering::Relaxed)
             );
         }
         let _ = writeln!(out, "# HELP crier_notifications_total Offline notifications by provider and outcome.\n# TYPE crier_notifications_total counter");

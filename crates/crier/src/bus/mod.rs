@@ -1,0 +1,65 @@
+//! The bus: every effect that crosses sessions (and, in a cluster, nodes) is announced here
+//! rather than called directly, so that a NATS implementation can carry the same
+//! announcements between nodes without touching the code that makes or handles them.
+//!
+//! - [`Event::PushAccepted`]: each node fans the push out to its own sessions of the audience
+//!   and keeps it for catch-up at login.
+//! - [`Event::Kick`] and [`Event::AccountDeleted`]: each node closes its sessions of the
+//!   account.
+//! - [`Event::Presence`]: a session logged in or out on some node (`query_online_status`
+//!   reports sessions on every node).
+//! - [`Event::DirectoryHead`]: the directory log has a new head; nodes behind it catch up.
+//!
+//! Announcements are never the only copy of anything: what they announce is in the store
+//! first, so a lost announcement delays an effect (until a node catches up from the store),
+//! never loses it. The in-process bus ([`local::LocalBus`]) hands each announcement to the
+//! app's handler on the publishing thread: on one node that is exactly a direct call.
+
+pub mod local;
+
+use std::sync::Arc;
+
+use crate::store::PushRecord;
+
+/// Which node made an announcement (`--node-id`, or one made up at start).
+pub type NodeId = Arc<str>;
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    PushAccepted(Arc<PushRecord>),
+    Kick {
+        account: u32,
+        reason: String,
+    },
+    AccountDeleted {
+        account: u32,
+    },
+    Presence {
+        account: u32,
+        platform: String,
+        online: bool,
+    },
+    DirectoryHead {
+        seq: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Announcement {
+    pub app: u64,
+    pub node: NodeId,
+    pub event: Event,
+}
+
+/// Runs for every announcement of one app, on whichever thread delivers it: keep it short
+/// and non-blocking (hand heavy work to a thread of its own).
+pub type Handler = Arc<dyn Fn(&Announcement) + Send + Sync>;
+
+pub trait Bus: Send + Sync + 'static {
+    /// Announces to every node, this one included. Does not wait for handlers elsewhere.
+    fn publish(&self, announcement: Announcement);
+
+    /// Sets the handler of `app`'s announcements on this node (one per app; a second
+    /// replaces the first).
+    fn subscribe(&self, app: u64, handler: Handler);
+}
