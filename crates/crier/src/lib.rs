@@ -1,17 +1,19 @@
 //! Crier: a self-hostable push service speaking Tencent Cloud Chat's Push to All Users API.
 //!
-//! - [`config`]: the typed configuration (file, environment, flags).
-//! - [`auth`]: admin calls: the query string, the UserSig check, the admin list.
-//! - [`directory`]: accounts, tags and attributes as roaring bitmaps; conditions as algebra.
-//! - [`push`]: reading an `im_push`, rate limits, the push record.
-//! - [`store`]: durable state behind a trait; SQLite is the embedded default.
-//! - [`tenant`]: one app at run time, tying the above together.
-//! - [`delivery`]: online fan-out, kept pushes for offline accounts, acknowledgements.
-//! - [`gateway`]: the WebSocket client protocol at `/v4/ws`.
-//! - [`metrics`]: counters at `/metrics`.
-//! - [`api`]: the Tencent-compatible REST surface, thin handlers over the parts.
-//! - [`http`]: the edge: connections under a cap, timeouts, body budget, shutdown deadline.
-//! - [`server`]: `serve(listener, state, shutdown)`, used by `main` and by the tests.
+//! Layers, each importing only from those below it (`scripts/check-layers` checks this):
+//! - edges: [`server`] (wires routes, the edge and background work; `serve(listener, state,
+//!   shutdown)` is used by `main` and the tests), [`api`] (the Tencent REST surface, thin
+//!   handlers), [`gateway`] (the WebSocket protocol at `/v4/ws`), [`http`] (connections under
+//!   a cap, timeouts, body budget, shutdown deadline), [`auth`] (signed admin calls);
+//! - [`app_state`]: what handlers share: the apps, the store, metrics, limits;
+//! - [`tenant`]: one app's façade; the edges call its methods, never its parts;
+//! - the parts: [`push`] (reading an `im_push`, its rules), [`delivery`] (presence, fan-out,
+//!   kept pushes, acknowledgements), [`notify`] (devices, providers, the job runner),
+//!   [`bus`] (announcements between sessions and nodes), [`directory`] (accounts, tags and
+//!   attributes as roaring bitmaps), [`store`] (durable state behind a trait; SQLite is the
+//!   embedded default), [`supervise`] (background threads that restart after a panic);
+//! - below everything: [`error`] (one place errors become wire answers), [`metrics`],
+//!   [`config`] (imports nothing from the crate), [`clock`].
 #![forbid(unsafe_code)]
 
 pub mod api;

@@ -1,6 +1,6 @@
 //! One WebSocket connection: `Login` within ten seconds, then a `select!` loop over inbound
 //! frames, the close signal (kick, too slow), server shutdown, and writing what the socket
-//! could not take at once (pushes are written by the fan-out itself, see [`super::conn`]).
+//! could not take at once (pushes are written by the fan-out itself, see [`crate::delivery::conn`]).
 //! A client that breaks the WebSocket protocol is told so with the RFC 6455 close code.
 
 use std::future::Future;

@@ -1,15 +1,15 @@
 //! One app at run time, behind a façade: the REST handlers, the WebSocket gateway and the
 //! notification runner call its methods and never its parts, which stay private here.
 //!
-//! - [`writes`]: directory writes (validated, logged with a compare-and-append, then
+//! - `writes`: directory writes (validated, logged with a compare-and-append, then
 //!   applied), catching up with writes logged by others, snapshots.
-//! - [`pushes`]: accepting an `im_push` (the rules themselves are in [`crate::push`]).
-//! - [`sessions`]: logging a session in (a guard logs it out), kicks, deletions, online
+//! - `pushes`: accepting an `im_push` (the rules themselves are in [`crate::push`]).
+//! - `sessions`: logging a session in (a guard logs it out), kicks, deletions, online
 //!   status, acknowledgements, devices.
 //! - [`report`]: the task report.
 //!
 //! Effects that cross sessions go through the [`Bus`]: the façade announces them and
-//! [`Tenant::handle`] carries them out on every node, this one included.
+//! `Tenant::handle` carries them out on every node, this one included.
 
 use std::sync::{Arc, Weak};
 
