@@ -96,6 +96,7 @@ pub async fn serve(
     for tenant in state.tenants.values() {
         tokio::spawn(crate::notify::worker::run(
             Arc::clone(tenant),
+            "local".into(),
             state.shutdown.subscribe(),
         ));
     }

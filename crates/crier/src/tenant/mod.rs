@@ -29,10 +29,18 @@ use crate::notify::{channels, Provider};
 use crate::push::limits::PushLimits;
 use crate::push::validate::parse_push;
 use crate::push::PushRecord;
-use crate::store::{Store, StoreError};
+use crate::store::{PushAcceptance, PushRules, Store, StoreError};
 
 /// A snapshot is written after this many logged writes, so start-up replays at most these.
 const SNAPSHOT_EVERY_WRITES: u64 = 20_000;
+
+/// `PushLimits` still judges pushes in memory; until the store judges them, it only stores.
+const STORE_ONLY: PushRules = PushRules {
+    day_start_ms: 0,
+    daily_quota: u64::MAX,
+    min_interval_ms: 0,
+    retry_window_ms: 0,
+};
 
 struct WriterState {
     last_seq: u64,
@@ -72,7 +80,13 @@ pub enum OpenError {
 
 impl From<std::io::Error> for OpenError {
     fn from(error: std::io::Error) -> Self {
-        OpenError::Store(error.into())
+        // Reading the snapshot's bytes: bad bytes are corrupt data, the rest a failing store.
+        OpenError::Store(match error.kind() {
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+                StoreError::Corrupt(format!("directory snapshot: {error}"))
+            }
+            _ => StoreError::Unavailable(format!("directory snapshot: {error}")),
+        })
     }
 }
 
@@ -182,7 +196,9 @@ impl Tenant {
         if ops.is_empty() {
             return Ok(());
         }
-        writer.last_seq = self.store.append_dir_ops(self.sdkappid(), &ops)?;
+        writer.last_seq = self
+            .store
+            .append_dir_ops(self.sdkappid(), writer.last_seq, &ops)?;
         writer.writes_since_snapshot += ops.len() as u64;
         {
             let mut directory = self.directory.write();
@@ -317,7 +333,15 @@ impl Tenant {
                     tenant.notify.devices.targets(&record.audience, &online)
                 })
                 .filter(|targets| !targets.is_empty());
-            tenant.store.insert_push(&record, targets.as_ref())?;
+            let stored =
+                tenant
+                    .store
+                    .try_accept_push(&record, fingerprint, &STORE_ONLY, targets.as_ref())?;
+            if stored != PushAcceptance::Accepted {
+                return Err(StoreError::Conflict(format!(
+                    "the store refused a push the limits let through: {stored:?}"
+                )));
+            }
             let accepted = Accepted {
                 task_id: record.task_id.clone(),
                 audience: record.audience.len(),
