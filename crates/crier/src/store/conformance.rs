@@ -8,12 +8,17 @@
 //!
 //! [`store_conformance_suite!`]: crate::store_conformance_suite
 
+// Test cases, compiled outside `cfg(test)` for other crates: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 
 use roaring::RoaringBitmap;
 
 use super::notify::{JobProgress, Lease, StoredDevice};
-use super::{DeliveryCounts, PushAcceptance, PushCounts, PushRules, PushSummary, Store, StoreError};
+use super::{
+    DeliveryCounts, PushAcceptance, PushCounts, PushRules, PushSummary, Store, StoreError,
+};
 use crate::directory::DirOp;
 use crate::push::PushRecord;
 
@@ -127,8 +132,15 @@ fn rules() -> PushRules {
     }
 }
 
-fn accept(store: &dyn Store, push: &PushRecord, fingerprint: u64, rules: &PushRules) -> PushAcceptance {
-    store.try_accept_push(push, fingerprint, rules, None).unwrap()
+fn accept(
+    store: &dyn Store,
+    push: &PushRecord,
+    fingerprint: u64,
+    rules: &PushRules,
+) -> PushAcceptance {
+    store
+        .try_accept_push(push, fingerprint, rules, None)
+        .unwrap()
 }
 
 fn task_ids(store: &dyn Store, app: u64) -> Vec<String> {
@@ -157,9 +169,17 @@ fn progress(cursor: u32, counts: &str, done: bool) -> JobProgress<'_> {
 }
 
 /// Stores a push of `app` with a notification job for `targets`.
-fn push_with_job(store: &dyn Store, app: u64, task_id: &str, created_ms: u64, targets: &RoaringBitmap) {
+fn push_with_job(
+    store: &dyn Store,
+    app: u64,
+    task_id: &str,
+    created_ms: u64,
+    targets: &RoaringBitmap,
+) {
     let record = push(app, task_id, created_ms, created_ms as u32);
-    let accepted = store.try_accept_push(&record, 0, &rules(), Some(targets)).unwrap();
+    let accepted = store
+        .try_accept_push(&record, 0, &rules(), Some(targets))
+        .unwrap();
     assert_eq!(accepted, PushAcceptance::Accepted);
 }
 
@@ -172,10 +192,23 @@ pub fn directory_writes_are_numbered_densely_per_app<F: StoreFactory>() {
     let factory = F::create();
     let store = factory.open();
     assert_eq!(store.dir_head(APP).unwrap(), 0, "a new app starts at 0");
-    assert_eq!(store.append_dir_ops(APP, 0, &[import("a"), import("b")]).unwrap(), 2);
-    assert_eq!(store.append_dir_ops(2, 0, &[import("z")]).unwrap(), 1, "apps count apart");
+    assert_eq!(
+        store
+            .append_dir_ops(APP, 0, &[import("a"), import("b")])
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store.append_dir_ops(2, 0, &[import("z")]).unwrap(),
+        1,
+        "apps count apart"
+    );
     assert_eq!(store.append_dir_ops(APP, 2, &[import("c")]).unwrap(), 3);
-    assert_eq!(store.append_dir_ops(APP, 3, &[]).unwrap(), 3, "nothing to append");
+    assert_eq!(
+        store.append_dir_ops(APP, 3, &[]).unwrap(),
+        3,
+        "nothing to append"
+    );
     assert_eq!(store.dir_head(APP).unwrap(), 3);
     assert_eq!(store.dir_head(2).unwrap(), 1);
     assert_eq!(
@@ -190,7 +223,10 @@ pub fn an_append_at_a_stale_head_conflicts_and_writes_nothing<F: StoreFactory>()
     node_a.append_dir_ops(APP, 0, &[import("a")]).unwrap();
     for stale in [0, 2] {
         let refused = node_b.append_dir_ops(APP, stale, &[import("b")]);
-        assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(StoreError::Conflict(_))),
+            "{refused:?}"
+        );
     }
     assert_eq!(seqs(&*node_b, APP, 0), [1]);
     assert_eq!(node_b.dir_head(APP).unwrap(), 1);
@@ -218,21 +254,35 @@ pub fn reads_start_after_the_given_seq<F: StoreFactory>() {
     let written: Vec<DirOp> = (0..5).map(|n| import(&format!("user{n}"))).collect();
     store.append_dir_ops(APP, 0, &written).unwrap();
     assert_eq!(seqs(&*store, APP, 0), [1, 2, 3, 4, 5]);
-    assert_eq!(ops(&*store, APP, 3).unwrap(), [(4, written[3].clone()), (5, written[4].clone())]);
+    assert_eq!(
+        ops(&*store, APP, 3).unwrap(),
+        [(4, written[3].clone()), (5, written[4].clone())]
+    );
     assert!(seqs(&*store, APP, 5).is_empty());
-    assert!(seqs(&*store, 2, 0).is_empty(), "another app's log is its own");
+    assert!(
+        seqs(&*store, 2, 0).is_empty(),
+        "another app's log is its own"
+    );
 }
 
 pub fn snapshots_round_trip_and_keep_the_log_behind_the_previous_one<F: StoreFactory>() {
     let factory = F::create();
     let store = factory.open();
     assert!(store.load_dir_snapshot(APP).unwrap().is_none());
-    store.append_dir_ops(APP, 0, &[import("a"), import("b"), import("c")]).unwrap();
+    store
+        .append_dir_ops(APP, 0, &[import("a"), import("b"), import("c")])
+        .unwrap();
     save_snapshot(&*store, APP, 2, b"first");
     assert_eq!(load_snapshot(&*store, APP), Some((2, b"first".to_vec())));
-    assert_eq!(seqs(&*store, APP, 0), [1, 2, 3], "the first snapshot cuts nothing");
+    assert_eq!(
+        seqs(&*store, APP, 0),
+        [1, 2, 3],
+        "the first snapshot cuts nothing"
+    );
 
-    store.append_dir_ops(APP, 3, &[import("d"), import("e")]).unwrap();
+    store
+        .append_dir_ops(APP, 3, &[import("d"), import("e")])
+        .unwrap();
     save_snapshot(&*store, APP, 4, b"second");
     assert_eq!(load_snapshot(&*store, APP), Some((4, b"second".to_vec())));
     // A reader that loaded the first snapshot (or any later state) still reads every write.
@@ -241,9 +291,16 @@ pub fn snapshots_round_trip_and_keep_the_log_behind_the_previous_one<F: StoreFac
     // One further behind would miss writes: it must load the snapshot again.
     for behind in [0, 1] {
         let refused = ops(&*store, APP, behind);
-        assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(StoreError::Conflict(_))),
+            "{refused:?}"
+        );
     }
-    assert_eq!(store.dir_head(APP).unwrap(), 5, "cutting the log keeps the head");
+    assert_eq!(
+        store.dir_head(APP).unwrap(),
+        5,
+        "cutting the log keeps the head"
+    );
     assert_eq!(store.append_dir_ops(APP, 5, &[import("f")]).unwrap(), 6);
     assert!(store.load_dir_snapshot(2).unwrap().is_none());
 }
@@ -251,7 +308,9 @@ pub fn snapshots_round_trip_and_keep_the_log_behind_the_previous_one<F: StoreFac
 pub fn an_older_snapshot_never_replaces_a_newer_one<F: StoreFactory>() {
     let factory = F::create();
     let store = factory.open();
-    store.append_dir_ops(APP, 0, &[import("a"), import("b"), import("c")]).unwrap();
+    store
+        .append_dir_ops(APP, 0, &[import("a"), import("b"), import("c")])
+        .unwrap();
     save_snapshot(&*store, APP, 3, b"newer");
     save_snapshot(&*store, APP, 2, b"older");
     save_snapshot(&*store, APP, 3, b"same");
@@ -264,14 +323,22 @@ pub fn an_accepted_push_is_stored_with_its_job<F: StoreFactory>() {
     let store = factory.open();
     let record = push(APP, "t1", DAY + 5_000, 9);
     let targets = bitmap([3, 70_050]);
-    let accepted = store.try_accept_push(&record, 42, &rules(), Some(&targets)).unwrap();
+    let accepted = store
+        .try_accept_push(&record, 42, &rules(), Some(&targets))
+        .unwrap();
     assert_eq!(accepted, PushAcceptance::Accepted);
-    assert_eq!(store.pushes_since(APP, 0).unwrap(), [record.clone()]);
+    assert_eq!(store.pushes_since(APP, 0).unwrap(), [record]);
     let job = store.job(APP, "t1").unwrap().unwrap();
     assert_eq!((job.targets, job.cursor, job.done), (targets, 0, false));
     let without = push(APP, "t2", DAY + 6_000, 10);
-    assert_eq!(accept(&*store, &without, 42, &rules()), PushAcceptance::Accepted);
-    assert!(store.job(APP, "t2").unwrap().is_none(), "no job unless asked");
+    assert_eq!(
+        accept(&*store, &without, 42, &rules()),
+        PushAcceptance::Accepted
+    );
+    assert!(
+        store.job(APP, "t2").unwrap().is_none(),
+        "no job unless asked"
+    );
     assert_eq!(task_ids(&*store, APP), ["t1", "t2"]);
 }
 
@@ -284,9 +351,16 @@ pub fn a_retry_within_the_window_is_a_duplicate_up_to_its_edge<F: StoreFactory>(
         ..rules()
     };
     let first = push(APP, "first", DAY + 10_000, 7);
-    assert_eq!(accept(&*store, &first, 1, &strict), PushAcceptance::Accepted);
+    assert_eq!(
+        accept(&*store, &first, 1, &strict),
+        PushAcceptance::Accepted
+    );
     // A retry is answered before the interval and the quota are looked at.
-    for (task_id, created_ms) in [("r1", DAY + 10_000), ("r2", DAY + 10_500), ("r3", DAY + 11_000)] {
+    for (task_id, created_ms) in [
+        ("r1", DAY + 10_000),
+        ("r2", DAY + 10_500),
+        ("r3", DAY + 11_000),
+    ] {
         let retry = push(APP, task_id, created_ms, 7);
         assert_eq!(
             accept(&*store, &retry, 1, &strict),
@@ -297,18 +371,33 @@ pub fn a_retry_within_the_window_is_a_duplicate_up_to_its_edge<F: StoreFactory>(
         );
     }
     let late = push(APP, "late", DAY + 11_001, 7);
-    assert_eq!(accept(&*store, &late, 1, &rules()), PushAcceptance::Accepted);
+    assert_eq!(
+        accept(&*store, &late, 1, &rules()),
+        PushAcceptance::Accepted
+    );
     assert_eq!(task_ids(&*store, APP), ["first", "late"]);
 }
 
 pub fn the_same_msg_random_with_another_fingerprint_is_not_a_duplicate<F: StoreFactory>() {
     let factory = F::create();
     let store = factory.open();
-    assert_eq!(accept(&*store, &push(APP, "a", DAY + 1_000, 7), 1, &rules()), PushAcceptance::Accepted);
-    assert_eq!(accept(&*store, &push(APP, "b", DAY + 1_100, 7), 2, &rules()), PushAcceptance::Accepted);
-    assert_eq!(accept(&*store, &push(APP, "c", DAY + 1_200, 8), 1, &rules()), PushAcceptance::Accepted);
+    assert_eq!(
+        accept(&*store, &push(APP, "a", DAY + 1_000, 7), 1, &rules()),
+        PushAcceptance::Accepted
+    );
+    assert_eq!(
+        accept(&*store, &push(APP, "b", DAY + 1_100, 7), 2, &rules()),
+        PushAcceptance::Accepted
+    );
+    assert_eq!(
+        accept(&*store, &push(APP, "c", DAY + 1_200, 8), 1, &rules()),
+        PushAcceptance::Accepted
+    );
     // Nor is the same request made to another app.
-    assert_eq!(accept(&*store, &push(2, "d", DAY + 1_300, 7), 1, &rules()), PushAcceptance::Accepted);
+    assert_eq!(
+        accept(&*store, &push(2, "d", DAY + 1_300, 7), 1, &rules()),
+        PushAcceptance::Accepted
+    );
     assert_eq!(task_ids(&*store, APP), ["a", "b", "c"]);
 }
 
@@ -319,14 +408,20 @@ pub fn pushes_closer_than_the_interval_are_too_frequent<F: StoreFactory>() {
         min_interval_ms: 2_000,
         ..rules()
     };
-    assert_eq!(accept(&*store, &push(APP, "a", DAY + 10_000, 1), 1, &spaced), PushAcceptance::Accepted);
+    assert_eq!(
+        accept(&*store, &push(APP, "a", DAY + 10_000, 1), 1, &spaced),
+        PushAcceptance::Accepted
+    );
     assert_eq!(
         accept(&*store, &push(APP, "b", DAY + 11_999, 2), 2, &spaced),
         PushAcceptance::TooFrequent {
             last_created_ms: DAY + 10_000
         }
     );
-    assert_eq!(accept(&*store, &push(APP, "c", DAY + 12_000, 3), 3, &spaced), PushAcceptance::Accepted);
+    assert_eq!(
+        accept(&*store, &push(APP, "c", DAY + 12_000, 3), 3, &spaced),
+        PushAcceptance::Accepted
+    );
     // The interval is judged before the quota.
     let spent = PushRules {
         daily_quota: 0,
@@ -353,20 +448,35 @@ pub fn the_quota_counts_pushes_since_the_start_of_the_utc_day<F: StoreFactory>()
         day_start_ms: DAY,
         ..yesterday
     };
-    assert_eq!(accept(&*store, &push(APP, "y1", DAY - 2_000, 1), 1, &yesterday), PushAcceptance::Accepted);
-    assert_eq!(accept(&*store, &push(APP, "y2", DAY - 1, 2), 2, &yesterday), PushAcceptance::Accepted);
+    assert_eq!(
+        accept(&*store, &push(APP, "y1", DAY - 2_000, 1), 1, &yesterday),
+        PushAcceptance::Accepted
+    );
+    assert_eq!(
+        accept(&*store, &push(APP, "y2", DAY - 1, 2), 2, &yesterday),
+        PushAcceptance::Accepted
+    );
     assert_eq!(
         accept(&*store, &push(APP, "y3", DAY - 1, 3), 3, &yesterday),
         PushAcceptance::QuotaExceeded { quota: 2 }
     );
     // At midnight UTC the count starts again.
-    assert_eq!(accept(&*store, &push(APP, "t1", DAY, 4), 4, &today), PushAcceptance::Accepted);
-    assert_eq!(accept(&*store, &push(APP, "t2", DAY + 1, 5), 5, &today), PushAcceptance::Accepted);
+    assert_eq!(
+        accept(&*store, &push(APP, "t1", DAY, 4), 4, &today),
+        PushAcceptance::Accepted
+    );
+    assert_eq!(
+        accept(&*store, &push(APP, "t2", DAY + 1, 5), 5, &today),
+        PushAcceptance::Accepted
+    );
     assert_eq!(
         accept(&*store, &push(APP, "t3", DAY + 2, 6), 6, &today),
         PushAcceptance::QuotaExceeded { quota: 2 }
     );
-    assert_eq!(accept(&*store, &push(2, "other", DAY + 3, 7), 7, &today), PushAcceptance::Accepted);
+    assert_eq!(
+        accept(&*store, &push(2, "other", DAY + 3, 7), 7, &today),
+        PushAcceptance::Accepted
+    );
     assert_eq!(task_ids(&*store, APP), ["y1", "y2", "t1", "t2"]);
 }
 
@@ -378,10 +488,22 @@ pub fn refused_pushes_store_nothing<F: StoreFactory>() {
         ..rules()
     };
     let targets = bitmap([1, 2]);
-    store.try_accept_push(&push(APP, "a", DAY + 1_000, 1), 1, &one_a_day, Some(&targets)).unwrap();
+    store
+        .try_accept_push(
+            &push(APP, "a", DAY + 1_000, 1),
+            1,
+            &one_a_day,
+            Some(&targets),
+        )
+        .unwrap();
     for (task_id, msg_random) in [("retry", 1), ("over", 2)] {
         let refused = store
-            .try_accept_push(&push(APP, task_id, DAY + 1_500, msg_random), 1, &one_a_day, Some(&targets))
+            .try_accept_push(
+                &push(APP, task_id, DAY + 1_500, msg_random),
+                1,
+                &one_a_day,
+                Some(&targets),
+            )
             .unwrap();
         assert_ne!(refused, PushAcceptance::Accepted);
         assert!(store.job(APP, task_id).unwrap().is_none());
@@ -424,17 +546,39 @@ pub fn push_summaries_and_counts<F: StoreFactory>() {
 pub fn acks_and_delivery_counts_merge_per_push<F: StoreFactory>() {
     let factory = F::create();
     let store = factory.open();
-    store.append_acks(APP, &[("t1".into(), bitmap([1, 2])), ("t2".into(), bitmap([5]))]).unwrap();
-    store.append_acks(APP, &[("t1".into(), bitmap([2, 3]))]).unwrap();
+    store
+        .append_acks(
+            APP,
+            &[("t1".into(), bitmap([1, 2])), ("t2".into(), bitmap([5]))],
+        )
+        .unwrap();
+    store
+        .append_acks(APP, &[("t1".into(), bitmap([2, 3]))])
+        .unwrap();
     store.append_acks(2, &[("t1".into(), bitmap([9]))]).unwrap();
     let acks = store.load_acks(APP).unwrap();
-    assert_eq!((acks.len(), &acks["t1"], &acks["t2"]), (2, &bitmap([1, 2, 3]), &bitmap([5])));
+    assert_eq!(
+        (acks.len(), &acks["t1"], &acks["t2"]),
+        (2, &bitmap([1, 2, 3]), &bitmap([5]))
+    );
     let counts = |online, offline| DeliveryCounts { online, offline };
-    store.add_delivery_counts(APP, &[("t1".into(), counts(5, 0))]).unwrap();
-    store.add_delivery_counts(APP, &[("t1".into(), counts(2, 3)), ("t2".into(), counts(1, 1))]).unwrap();
-    store.add_delivery_counts(2, &[("t1".into(), counts(9, 9))]).unwrap();
+    store
+        .add_delivery_counts(APP, &[("t1".into(), counts(5, 0))])
+        .unwrap();
+    store
+        .add_delivery_counts(
+            APP,
+            &[("t1".into(), counts(2, 3)), ("t2".into(), counts(1, 1))],
+        )
+        .unwrap();
+    store
+        .add_delivery_counts(2, &[("t1".into(), counts(9, 9))])
+        .unwrap();
     let stored = store.load_delivery_counts(APP).unwrap();
-    assert_eq!((stored.len(), stored["t1"], stored["t2"]), (2, counts(7, 3), counts(1, 1)));
+    assert_eq!(
+        (stored.len(), stored["t1"], stored["t2"]),
+        (2, counts(7, 3), counts(1, 1))
+    );
 }
 
 pub fn purging_takes_ended_pushes_with_what_hangs_on_them<F: StoreFactory>() {
@@ -444,9 +588,19 @@ pub fn purging_takes_ended_pushes_with_what_hangs_on_them<F: StoreFactory>() {
     push_with_job(&*store, APP, "old", 5_000, &bitmap([1]));
     push_with_job(&*store, APP, "new", 100_000, &bitmap([1]));
     push_with_job(&*store, 2, "old", 5_000, &bitmap([1]));
-    store.append_acks(APP, &[("old".into(), bitmap([1])), ("new".into(), bitmap([1]))]).unwrap();
-    let one = DeliveryCounts { online: 1, offline: 0 };
-    store.add_delivery_counts(APP, &[("old".into(), one), ("new".into(), one)]).unwrap();
+    store
+        .append_acks(
+            APP,
+            &[("old".into(), bitmap([1])), ("new".into(), bitmap([1]))],
+        )
+        .unwrap();
+    let one = DeliveryCounts {
+        online: 1,
+        offline: 0,
+    };
+    store
+        .add_delivery_counts(APP, &[("old".into(), one), ("new".into(), one)])
+        .unwrap();
     // Kept while alive, or while it counts toward the day's quota.
     assert_eq!(store.purge_pushes(APP, 65_000, 1_000_000).unwrap(), 0);
     assert_eq!(store.purge_pushes(APP, 65_001, 5_000).unwrap(), 0);
@@ -482,7 +636,11 @@ pub fn devices_move_between_accounts_and_go<F: StoreFactory>() {
     store.put_device(APP, "bob", "fcm", "t2").unwrap();
     assert_eq!(
         sorted(&*store, APP),
-        [device("ann", "apns", "t1"), device("ann", "fcm", "t1"), device("bob", "fcm", "t2")]
+        [
+            device("ann", "apns", "t1"),
+            device("ann", "fcm", "t1"),
+            device("bob", "fcm", "t2")
+        ]
     );
     assert!(store.delete_device(APP, "fcm", "t1").unwrap());
     assert!(!store.delete_device(APP, "fcm", "t1").unwrap());
@@ -498,11 +656,22 @@ pub fn two_nodes_never_hold_one_job<F: StoreFactory>() {
     let (node_a, node_b) = (factory.open(), factory.open());
     push_with_job(&*node_a, APP, "j1", 1_000, &bitmap([1, 2]));
     push_with_job(&*node_a, APP, "j2", 2_000, &bitmap([3]));
-    assert_eq!(claimed_task(&*node_a, "a", 10_000).as_deref(), Some("j1"), "oldest first");
+    assert_eq!(
+        claimed_task(&*node_a, "a", 10_000).as_deref(),
+        Some("j1"),
+        "oldest first"
+    );
     assert_eq!(claimed_task(&*node_b, "b", 10_100).as_deref(), Some("j2"));
-    assert_eq!(claimed_task(&*node_b, "b", 10_200).as_deref(), Some("j2"), "a holder claims its own again");
+    assert_eq!(
+        claimed_task(&*node_b, "b", 10_200).as_deref(),
+        Some("j2"),
+        "a holder claims its own again"
+    );
     assert_eq!(claimed_task(&*node_a, "c", 10_999), None, "both are leased");
-    assert!(node_a.claim_job(2, "a", 10_000, 1_000).unwrap().is_none(), "jobs are per app");
+    assert!(
+        node_a.claim_job(2, "a", 10_000, 1_000).unwrap().is_none(),
+        "jobs are per app"
+    );
 }
 
 pub fn an_expired_lease_passes_to_another_node_at_the_stored_cursor<F: StoreFactory>() {
@@ -512,14 +681,28 @@ pub fn an_expired_lease_passes_to_another_node_at_the_stored_cursor<F: StoreFact
     let job = node_a.claim_job(APP, "a", 10_000, 1_000).unwrap().unwrap();
     assert_eq!((job.cursor, job.counts.as_str()), (0, "{}"));
     // A batch stored renews the lease until 11,500.
-    node_a.update_job(APP, "j1", lease("a", 10_500), progress(40, r#"{"Fcm":{"Sent":40}}"#, false)).unwrap();
+    node_a
+        .update_job(
+            APP,
+            "j1",
+            lease("a", 10_500),
+            progress(40, r#"{"Fcm":{"Sent":40}}"#, false),
+        )
+        .unwrap();
     assert_eq!(claimed_task(&*node_b, "b", 11_499), None);
     let taken = node_b.claim_job(APP, "b", 11_500, 1_000).unwrap().unwrap();
     assert_eq!(
-        (taken.task_id.as_str(), taken.cursor, taken.counts.as_str(), taken.targets.len()),
+        (
+            taken.task_id.as_str(),
+            taken.cursor,
+            taken.counts.as_str(),
+            taken.targets.len()
+        ),
         ("j1", 40, r#"{"Fcm":{"Sent":40}}"#, 100)
     );
-    node_b.update_job(APP, "j1", lease("b", 11_600), progress(80, "{}", false)).unwrap();
+    node_b
+        .update_job(APP, "j1", lease("b", 11_600), progress(80, "{}", false))
+        .unwrap();
     assert_eq!(node_a.job(APP, "j1").unwrap().unwrap().cursor, 80);
 }
 
@@ -532,7 +715,10 @@ pub fn a_node_that_lost_its_lease_changes_nothing<F: StoreFactory>() {
     let late = node_a.update_job(APP, "j1", lease("a", 11_100), progress(5, "late", true));
     assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
     let job = node_b.job(APP, "j1").unwrap().unwrap();
-    assert_eq!((job.cursor, job.counts.as_str(), job.done), (0, "{}", false));
+    assert_eq!(
+        (job.cursor, job.counts.as_str(), job.done),
+        (0, "{}", false)
+    );
     // Its lease was not renewed either: b still holds the job.
     assert_eq!(claimed_task(&*node_a, "a", 11_500), None);
     let never_held = node_a.update_job(APP, "j1", lease("c", 11_500), progress(5, "", false));
@@ -544,7 +730,9 @@ pub fn finished_jobs_are_never_claimed<F: StoreFactory>() {
     let store = factory.open();
     push_with_job(&*store, APP, "j1", 1_000, &bitmap([1]));
     store.claim_job(APP, "a", 10_000, 1_000).unwrap().unwrap();
-    store.update_job(APP, "j1", lease("a", 10_100), progress(2, "{}", true)).unwrap();
+    store
+        .update_job(APP, "j1", lease("a", 10_100), progress(2, "{}", true))
+        .unwrap();
     assert_eq!(claimed_task(&*store, "a", 10_200), None);
     assert_eq!(claimed_task(&*store, "b", 99_000), None);
     assert!(store.unfinished_jobs(APP).unwrap().is_empty());
@@ -562,7 +750,11 @@ pub fn a_released_job_is_claimed_at_once<F: StoreFactory>() {
     assert_eq!(claimed_task(&*node_b, "b", 10_100), None);
     node_a.release_job(APP, "j1", "a").unwrap();
     assert_eq!(claimed_task(&*node_b, "b", 10_100).as_deref(), Some("j1"));
-    assert_eq!(node_a.unfinished_jobs(APP).unwrap().len(), 1, "released is not finished");
+    assert_eq!(
+        node_a.unfinished_jobs(APP).unwrap().len(),
+        1,
+        "released is not finished"
+    );
 }
 
 pub fn everything_survives_a_reopen<F: StoreFactory>() {
@@ -570,34 +762,68 @@ pub fn everything_survives_a_reopen<F: StoreFactory>() {
     let record = push(APP, "t1", DAY + 1_000, 3);
     {
         let store = factory.open();
-        store.append_dir_ops(APP, 0, &[import("a"), import("b")]).unwrap();
+        store
+            .append_dir_ops(APP, 0, &[import("a"), import("b")])
+            .unwrap();
         save_snapshot(&*store, APP, 1, b"one");
         save_snapshot(&*store, APP, 2, b"two");
-        store.try_accept_push(&record, 77, &rules(), Some(&bitmap([4]))).unwrap();
-        store.append_acks(APP, &[("t1".into(), bitmap([4]))]).unwrap();
-        store.add_delivery_counts(APP, &[("t1".into(), DeliveryCounts { online: 2, offline: 1 })]).unwrap();
+        store
+            .try_accept_push(&record, 77, &rules(), Some(&bitmap([4])))
+            .unwrap();
+        store
+            .append_acks(APP, &[("t1".into(), bitmap([4]))])
+            .unwrap();
+        store
+            .add_delivery_counts(
+                APP,
+                &[(
+                    "t1".into(),
+                    DeliveryCounts {
+                        online: 2,
+                        offline: 1,
+                    },
+                )],
+            )
+            .unwrap();
         store.put_device(APP, "ann", "fcm", "tok").unwrap();
         store.claim_job(APP, "a", 10_000, 5_000).unwrap().unwrap();
-        store.update_job(APP, "t1", lease("a", 10_000), progress(3, "{}", false)).unwrap();
+        store
+            .update_job(APP, "t1", lease("a", 10_000), progress(3, "{}", false))
+            .unwrap();
         store.flush().unwrap();
     }
     let store = factory.open();
     assert_eq!(store.dir_head(APP).unwrap(), 2);
     assert_eq!(load_snapshot(&*store, APP), Some((2, b"two".to_vec())));
     assert_eq!(seqs(&*store, APP, 1), [2]);
-    assert!(matches!(ops(&*store, APP, 0), Err(StoreError::Conflict(_))), "the horizon too");
+    assert!(
+        matches!(ops(&*store, APP, 0), Err(StoreError::Conflict(_))),
+        "the horizon too"
+    );
     assert_eq!(store.append_dir_ops(APP, 2, &[import("c")]).unwrap(), 3);
-    assert_eq!(store.pushes_since(APP, 0).unwrap(), [record.clone()]);
+    assert_eq!(store.pushes_since(APP, 0).unwrap(), [record]);
     let retry = push(APP, "t1-again", DAY + 1_500, 3);
     assert_eq!(
         accept(&*store, &retry, 77, &rules()),
-        PushAcceptance::Duplicate { task_id: "t1".into() },
+        PushAcceptance::Duplicate {
+            task_id: "t1".into()
+        },
         "the fingerprint was stored"
     );
     assert_eq!(store.load_acks(APP).unwrap()["t1"], bitmap([4]));
-    assert_eq!(store.load_delivery_counts(APP).unwrap()["t1"], DeliveryCounts { online: 2, offline: 1 });
+    assert_eq!(
+        store.load_delivery_counts(APP).unwrap()["t1"],
+        DeliveryCounts {
+            online: 2,
+            offline: 1
+        }
+    );
     assert_eq!(store.load_devices(APP).unwrap().len(), 1);
-    assert_eq!(claimed_task(&*store, "b", 10_500), None, "the lease is stored");
+    assert_eq!(
+        claimed_task(&*store, "b", 10_500),
+        None,
+        "the lease is stored"
+    );
     let job = store.claim_job(APP, "a", 10_500, 1_000).unwrap().unwrap();
     assert_eq!(job.cursor, 3);
 }

@@ -75,9 +75,15 @@ pub struct PushRules {
 pub enum PushAcceptance {
     Accepted,
     /// A retry of the push answered with `task_id`.
-    Duplicate { task_id: String },
-    TooFrequent { last_created_ms: u64 },
-    QuotaExceeded { quota: u64 },
+    Duplicate {
+        task_id: String,
+    },
+    TooFrequent {
+        last_created_ms: u64,
+    },
+    QuotaExceeded {
+        quota: u64,
+    },
 }
 
 /// What a task report says about the push itself.

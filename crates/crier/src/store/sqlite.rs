@@ -135,7 +135,10 @@ const MIGRATIONS: &[Migration] = &[
 enum Migration {
     Sql(&'static str),
     /// SQL, then a step that reads the snapshot directory.
-    SqlThen(&'static str, fn(&Transaction<'_>, &Path) -> Result<(), Failure>),
+    SqlThen(
+        &'static str,
+        fn(&Transaction<'_>, &Path) -> Result<(), Failure>,
+    ),
 }
 
 /// Snapshot file header: magic and the last directory write the snapshot includes.
@@ -251,7 +254,10 @@ impl SqliteStore {
 
 /// Checkpoints from a connection of its own, so that writers never wait for the fsyncs: in WAL
 /// mode a passive checkpoint runs beside commits and blocks none of them.
-fn start_checkpointer(connection: Connection, every: Duration) -> Result<mpsc::Sender<()>, Failure> {
+fn start_checkpointer(
+    connection: Connection,
+    every: Duration,
+) -> Result<mpsc::Sender<()>, Failure> {
     let (stop, stopped) = mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("crier-checkpoint".into())
@@ -520,7 +526,10 @@ impl Store for SqliteStore {
             let mut connection = self.connection.lock();
             let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let before = dir_head_of(&tx, app)?;
-            let forgotten = before.snapshot_seq.unwrap_or(0).max(before.forgotten_through);
+            let forgotten = before
+                .snapshot_seq
+                .unwrap_or(0)
+                .max(before.forgotten_through);
             tx.execute(
                 "DELETE FROM dir_log WHERE app = ?1 AND seq <= ?2",
                 params![app as i64, forgotten as i64],
@@ -667,8 +676,9 @@ impl Store for SqliteStore {
             let mut connection = self.connection.lock();
             let tx = connection.transaction()?;
             {
-                let mut insert = tx
-                    .prepare_cached("INSERT INTO acks (app, task_id, accounts) VALUES (?1, ?2, ?3)")?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO acks (app, task_id, accounts) VALUES (?1, ?2, ?3)",
+                )?;
                 for (task_id, accounts) in acks {
                     insert.execute(params![app as i64, task_id, bitmap_bytes(accounts)?])?;
                 }
@@ -846,7 +856,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("crier.db"), vec![b'x'; 8192]).unwrap();
         let opened = SqliteStore::open(dir.path());
-        assert!(matches!(opened, Err(StoreError::Corrupt(_))), "{:?}", opened.err());
+        assert!(
+            matches!(opened, Err(StoreError::Corrupt(_))),
+            "{:?}",
+            opened.err()
+        );
     }
 
     /// `tests/fixtures/store-v4` was written by the schema-4 code (global directory seqs, the
@@ -889,7 +903,12 @@ mod tests {
         let import = DirOp::Import {
             accounts: vec!["cy".into()],
         };
-        assert_eq!(store.append_dir_ops(1, 6, &[import.clone()]).unwrap(), 7);
+        assert_eq!(
+            store
+                .append_dir_ops(1, 6, std::slice::from_ref(&import))
+                .unwrap(),
+            7
+        );
 
         let mut other = Directory::default();
         let mut seqs = Vec::new();
@@ -899,14 +918,20 @@ mod tests {
                 seqs.push(seq);
             })
             .unwrap();
-        assert_eq!((seqs.as_slice(), other.tags_of("zed")), ([3, 5].as_slice(), vec!["z".to_owned()]));
+        assert_eq!(
+            (seqs.as_slice(), other.tags_of("zed")),
+            ([3, 5].as_slice(), vec!["z".to_owned()])
+        );
         assert_eq!(store.dir_head(2).unwrap(), 5);
         assert_eq!(store.append_dir_ops(2, 5, &[import]).unwrap(), 6);
 
         let pushes = store.pushes_since(1, 0).unwrap();
         assert_eq!(pushes.len(), 1);
         assert_eq!(pushes[0].audience, [0, 1].into_iter().collect());
-        assert_eq!(store.load_acks(1).unwrap()["1_1000_7_1"], [0].into_iter().collect());
+        assert_eq!(
+            store.load_acks(1).unwrap()["1_1000_7_1"],
+            [0].into_iter().collect()
+        );
         assert_eq!(
             store.load_delivery_counts(1).unwrap()["1_1000_7_1"],
             DeliveryCounts {

@@ -14,9 +14,8 @@ const JOB_COLUMNS: &str = "task_id, targets, cursor, counts, done";
 fn job_from_row(row: &Row<'_>) -> Result<StoredJob, Failure> {
     let task_id: String = row.get(0)?;
     let blob: Vec<u8> = row.get(1)?;
-    let targets = RoaringBitmap::deserialize_from(blob.as_slice()).map_err(|e| {
-        StoreError::Corrupt(format!("notification targets of {task_id}: {e}"))
-    })?;
+    let targets = RoaringBitmap::deserialize_from(blob.as_slice())
+        .map_err(|e| StoreError::Corrupt(format!("notification targets of {task_id}: {e}")))?;
     Ok(StoredJob {
         task_id,
         targets,

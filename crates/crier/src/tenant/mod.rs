@@ -333,10 +333,12 @@ impl Tenant {
                     tenant.notify.devices.targets(&record.audience, &online)
                 })
                 .filter(|targets| !targets.is_empty());
-            let stored =
-                tenant
-                    .store
-                    .try_accept_push(&record, fingerprint, &STORE_ONLY, targets.as_ref())?;
+            let stored = tenant.store.try_accept_push(
+                &record,
+                fingerprint,
+                &STORE_ONLY,
+                targets.as_ref(),
+            )?;
             if stored != PushAcceptance::Accepted {
                 return Err(StoreError::Conflict(format!(
                     "the store refused a push the limits let through: {stored:?}"

@@ -183,7 +183,11 @@ pub async fn pushes_accepted(server: &TestServer) -> u64 {
     let metrics = server.metrics().await;
     metrics
         .lines()
-        .find_map(|line| line.strip_prefix("crier_pushes_accepted_total ")?.parse().ok())
+        .find_map(|line| {
+            line.strip_prefix("crier_pushes_accepted_total ")?
+                .parse()
+                .ok()
+        })
         .expect("crier_pushes_accepted_total in /metrics")
 }
 
