@@ -8,8 +8,9 @@
 //! row per recipient), delivery counts per push, and notification devices and jobs claimed
 //! under a lease ([`notify`]).
 //!
-//! - [`sqlite`]: the embedded default (with `sqlite_notify`).
-//! - [`conformance`]: the behaviour every implementation must show, as generic test cases.
+//! - [`sqlite`]: the embedded default.
+//! - `conformance`: the behaviour every implementation must show, as generic test cases (in
+//!   tests, or with the `store-conformance` feature).
 //!
 //! The trait blocks: callers run it on blocking threads (`spawn_blocking`). SQLite has no
 //! async interface, a PostgreSQL store will use a blocking client over a connection pool, and
@@ -20,7 +21,6 @@
 pub mod conformance;
 pub mod notify;
 pub mod sqlite;
-mod sqlite_notify;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

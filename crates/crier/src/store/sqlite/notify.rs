@@ -5,9 +5,9 @@
 use roaring::RoaringBitmap;
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 
-use super::notify::{JobProgress, Lease, NotifyStore, StoredDevice, StoredJob};
-use super::sqlite::{run, Failure, SqliteStore};
-use super::StoreError;
+use super::{run, Failure, SqliteStore};
+use crate::store::notify::{JobProgress, Lease, NotifyStore, StoredDevice, StoredJob};
+use crate::store::StoreError;
 
 const JOB_COLUMNS: &str = "task_id, targets, cursor, counts, done";
 
