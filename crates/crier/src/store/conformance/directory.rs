@@ -132,3 +132,27 @@ pub fn an_older_snapshot_never_replaces_a_newer_one<F: StoreFactory>() {
     assert_eq!(load_snapshot(&*store, APP), Some((3, b"newer".to_vec())));
     assert_eq!(seqs(&*store, APP, 0), [1, 2, 3], "nothing was cut");
 }
+
+pub fn of_racing_appends_at_one_head_exactly_one_lands<F: StoreFactory>() {
+    let factory = F::create();
+    factory
+        .open()
+        .append_dir_ops(APP, 0, &[import("first")])
+        .unwrap();
+    let appended = race(&factory, 4, |node, store| {
+        store.append_dir_ops(APP, 1, &[import(&format!("node{node}")), import("more")])
+    });
+    let landed: Vec<usize> = (0..4).filter(|&node| appended[node].is_ok()).collect();
+    assert_eq!(landed.len(), 1, "{appended:?}");
+    assert!(appended
+        .iter()
+        .all(|answer| matches!(answer, Ok(3) | Err(StoreError::Conflict(_)))));
+    let store = factory.open();
+    assert_eq!(
+        ops(&*store, APP, 1).unwrap(),
+        [
+            (2, import(&format!("node{}", landed[0]))),
+            (3, import("more"))
+        ]
+    );
+}

@@ -46,6 +46,7 @@ macro_rules! store_conformance_suite {
         $crate::store_conformance_suite!(@cases $factory;
             directory_writes_are_numbered_densely_per_app,
             an_append_at_a_stale_head_conflicts_and_writes_nothing,
+            of_racing_appends_at_one_head_exactly_one_lands,
             a_snapshot_sets_the_head_of_an_app_without_a_log,
             reads_start_after_the_given_seq,
             snapshots_round_trip_and_keep_the_log_behind_the_previous_one,
@@ -56,11 +57,13 @@ macro_rules! store_conformance_suite {
             pushes_closer_than_the_interval_are_too_frequent,
             the_quota_counts_pushes_since_the_start_of_the_utc_day,
             refused_pushes_store_nothing,
+            racing_nodes_never_accept_more_than_the_quota,
             push_summaries_and_counts,
             acks_and_delivery_counts_merge_per_push,
             purging_takes_ended_pushes_with_what_hangs_on_them,
             devices_move_between_accounts_and_go,
             two_nodes_never_hold_one_job,
+            of_racing_claims_exactly_one_wins,
             an_expired_lease_passes_to_another_node_at_the_stored_cursor,
             a_node_that_lost_its_lease_changes_nothing,
             finished_jobs_are_never_claimed,
@@ -187,6 +190,31 @@ fn push_with_job(
         .try_accept_push(&record, 0, &rules(), Some(targets))
         .unwrap();
     assert_eq!(accepted, PushAcceptance::Accepted);
+}
+
+/// Runs `race` once on each of `nodes` handles of one store, all threads released at once,
+/// and answers what each run answered.
+fn race<F: StoreFactory, T: Send>(
+    factory: &F,
+    nodes: usize,
+    race: impl Fn(usize, &dyn Store) -> T + Sync,
+) -> Vec<T> {
+    let handles: Vec<Box<dyn Store>> = (0..nodes).map(|_| factory.open()).collect();
+    let start = std::sync::Barrier::new(nodes);
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = handles
+            .iter()
+            .enumerate()
+            .map(|(node, store)| {
+                let (start, race) = (&start, &race);
+                scope.spawn(move || {
+                    start.wait();
+                    race(node, &**store)
+                })
+            })
+            .collect();
+        runs.into_iter().map(|run| run.join().unwrap()).collect()
+    })
 }
 
 fn claimed_task(store: &dyn Store, node: &str, now_ms: u64) -> Option<String> {

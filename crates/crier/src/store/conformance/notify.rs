@@ -145,3 +145,19 @@ pub fn a_released_job_is_claimed_at_once<F: StoreFactory>() {
         "released is not finished"
     );
 }
+
+pub fn of_racing_claims_exactly_one_wins<F: StoreFactory>() {
+    let factory = F::create();
+    push_with_job(&*factory.open(), APP, "j1", 1_000, &bitmap([1]));
+    let claims = race(&factory, 4, |node, store| {
+        let claimed = store.claim_job(APP, &format!("node{node}"), 10_000, 1_000);
+        claimed.unwrap().map(|job| job.task_id)
+    });
+    let winners: Vec<usize> = (0..4).filter(|&node| claims[node].is_some()).collect();
+    assert_eq!(winners.len(), 1, "{claims:?}");
+    let store = factory.open();
+    let winner = format!("node{}", winners[0]);
+    store
+        .update_job(APP, "j1", lease(&winner, 10_100), progress(1, "{}", false))
+        .unwrap();
+}

@@ -299,3 +299,29 @@ pub fn purging_takes_ended_pushes_with_what_hangs_on_them<F: StoreFactory>() {
     assert_eq!(task_ids(&*store, 2), ["old"], "other apps keep theirs");
     assert!(store.job(2, "old").unwrap().is_some());
 }
+
+pub fn racing_nodes_never_accept_more_than_the_quota<F: StoreFactory>() {
+    let factory = F::create();
+    let two_a_day = PushRules {
+        daily_quota: 2,
+        ..rules()
+    };
+    let answers = race(&factory, 4, |node, store| {
+        let record = push(APP, &format!("node{node}"), DAY + 1_000, node as u32);
+        store
+            .try_accept_push(&record, node as u64, &two_a_day, Some(&bitmap([1])))
+            .unwrap()
+    });
+    let accepted = answers
+        .iter()
+        .filter(|answer| **answer == PushAcceptance::Accepted)
+        .count();
+    assert_eq!(accepted, 2, "{answers:?}");
+    assert!(answers.iter().all(|answer| matches!(
+        answer,
+        PushAcceptance::Accepted | PushAcceptance::QuotaExceeded { quota: 2 }
+    )));
+    let store = factory.open();
+    assert_eq!(task_ids(&*store, APP).len(), 2);
+    assert_eq!(store.unfinished_jobs(APP).unwrap().len(), 2);
+}
