@@ -96,6 +96,7 @@ pub async fn serve(
     for tenant in state.tenants.values() {
         tokio::spawn(crate::notify::worker::run(
             Arc::clone(tenant),
+            // The only node until a cluster configuration names each.
             "local".into(),
             state.shutdown.subscribe(),
         ));

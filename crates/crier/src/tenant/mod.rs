@@ -35,6 +35,7 @@ use crate::store::{PushAcceptance, PushRules, Store, StoreError};
 const SNAPSHOT_EVERY_WRITES: u64 = 20_000;
 
 /// `PushLimits` still judges pushes in memory; until the store judges them, it only stores.
+/// (`day_start_ms` is set per push, so the store counts only the day's pushes.)
 const STORE_ONLY: PushRules = PushRules {
     day_start_ms: 0,
     daily_quota: u64::MAX,
@@ -333,12 +334,14 @@ impl Tenant {
                     tenant.notify.devices.targets(&record.audience, &online)
                 })
                 .filter(|targets| !targets.is_empty());
-            let stored = tenant.store.try_accept_push(
-                &record,
-                fingerprint,
-                &STORE_ONLY,
-                targets.as_ref(),
-            )?;
+            let rules = PushRules {
+                day_start_ms: utc_day_start_ms(now),
+                ..STORE_ONLY
+            };
+            let stored =
+                tenant
+                    .store
+                    .try_accept_push(&record, fingerprint, &rules, targets.as_ref())?;
             if stored != PushAcceptance::Accepted {
                 return Err(StoreError::Conflict(format!(
                     "the store refused a push the limits let through: {stored:?}"

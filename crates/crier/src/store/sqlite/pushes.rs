@@ -34,6 +34,8 @@ fn judge_push(
     rules: &PushRules,
 ) -> Result<Option<PushAcceptance>, Failure> {
     let app = push.app as i64;
+    // No upper bound: a push stamped after this one (the clock stepped back) is inside the
+    // window, as `push::limits` has it.
     let retry_since = push.created_ms.saturating_sub(rules.retry_window_ms);
     let repeated: Option<String> = tx
         .prepare_cached(
