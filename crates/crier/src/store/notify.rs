@@ -72,8 +72,9 @@ pub trait NotifyStore: Send + Sync {
         lease_ms: u64,
     ) -> Result<Option<StoredJob>, StoreError>;
 
-    /// Stores `progress` and renews the lease, if `lease.node` still holds the job; otherwise
-    /// changes nothing and answers `Conflict` (another node took it over: stop the run).
+    /// Stores `progress` and renews the lease, if `lease.node` still holds the job (no other
+    /// node claimed it since, even if the lease ran out); otherwise changes nothing and answers
+    /// `Conflict` (another node took it over: stop the run).
     fn update_job(
         &self,
         app: u64,
