@@ -28,6 +28,7 @@ pub async fn serve(
         tokio::spawn(crate::notify::worker::run(
             tenant.notifications(),
             Arc::clone(tenant) as _,
+            tenant.node(),
             state.shutdown.subscribe(),
         ));
     }

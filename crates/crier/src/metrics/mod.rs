@@ -7,7 +7,7 @@ use refusals::{Refusal, Refusals};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
-/// The supervised background threads ([`crate::supervise`]).
+/// The supervised background threads (see `supervise`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackgroundTask {
     FanOut,

@@ -2,6 +2,10 @@
 //! order. After each batch the cursor and the counts are stored, so a restart resumes where
 //! the last finished batch ended (a batch in flight at a crash is sent again: at least once).
 //! Memory stays bounded whatever the audience: one batch in flight per app.
+//!
+//! Nodes sharing a store share the jobs: a node claims one job at a time with a lease, renews
+//! it with every stored batch, and releases it at shutdown. A node that stops (or stalls past
+//! the lease) loses the job to the next claimant, which resumes at the stored cursor.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -18,7 +22,7 @@ use super::shape::Template;
 use super::{Notification, Notifier, Outcome, Provider};
 use crate::clock::{now_ms, now_secs};
 use crate::metrics::{Metrics, NotificationEnd};
-use crate::store::notify::StoredJob;
+use crate::store::notify::{JobProgress, Lease, StoredJob};
 use crate::store::{PushRecord, Store, StoreError};
 
 /// Accounts per batch; the cursor is stored after each.
@@ -29,6 +33,10 @@ const IN_FLIGHT: usize = 64;
 const MAX_ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a claimed job stays with this node without a stored batch. A batch takes at most
+/// a few seconds at the providers' rates, so this outlasts a slow one with room to spare, and
+/// bounds how long another node waits for a job whose node died.
+const LEASE_MS: u64 = 30_000;
 
 /// What a run has done for one provider.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,19 +222,26 @@ pub trait PushLookups: Send + Sync {
     fn pending_count(&self, account: u32, now_ms: u64) -> u32;
 }
 
-/// Runs the app's notification jobs until shutdown: unfinished ones at start, then each new one.
+/// Runs the app's notification jobs until shutdown, claiming them one at a time as `node`:
+/// unfinished ones at start, then each new one.
 pub async fn run(
     notify: Arc<Notify>,
     lookups: Arc<dyn PushLookups>,
+    node: Arc<str>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let app = notify.app;
     loop {
         let store = Arc::clone(&notify.store);
-        let jobs = match tokio::task::spawn_blocking(move || store.unfinished_jobs(app)).await {
-            Ok(Ok(jobs)) => jobs,
+        let claimant = Arc::clone(&node);
+        let claimed = tokio::task::spawn_blocking(move || {
+            store.claim_job(app, &claimant, now_ms(), LEASE_MS)
+        })
+        .await;
+        let job = match claimed {
+            Ok(Ok(job)) => job,
             Ok(Err(error)) => {
-                warn!(app, %error, "cannot read notification jobs; retrying in 5 s");
+                warn!(app, %error, "cannot claim a notification job; retrying in 5 s");
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 continue;
             }
@@ -235,23 +250,38 @@ pub async fn run(
                 return;
             }
         };
-        let idle = jobs.is_empty();
-        for job in jobs {
-            if !run_job(&notify, lookups.as_ref(), job, &mut shutdown).await {
-                if *shutdown.borrow() {
-                    return;
-                }
-                // The store failed mid-run; the job resumes from its last stored batch.
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                break;
-            }
-        }
-        if idle {
+        let Some(job) = job else {
+            // Also wakes when a lease held by another node may have run out.
             tokio::select! {
                 () = notify.wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(LEASE_MS)) => {}
                 _ = shutdown.changed() => return,
             }
+            continue;
+        };
+        let task_id = job.task_id.clone();
+        if !run_job(&notify, lookups.as_ref(), &node, job, &mut shutdown).await {
+            if *shutdown.borrow() {
+                release(&notify, &node, task_id).await;
+                return;
+            }
+            // The store failed mid-run, or another node took the job over; it resumes from
+            // its last stored batch.
+            tokio::time::sleep(Duration::from_secs(5)).await;
         }
+    }
+}
+
+/// Lets another node claim the job at once instead of after the lease.
+async fn release(notify: &Notify, node: &Arc<str>, task_id: String) {
+    let (store, app, node) = (Arc::clone(&notify.store), notify.app, Arc::clone(node));
+    let released =
+        tokio::task::spawn_blocking(move || store.release_job(app, &task_id, &node)).await;
+    if !matches!(released, Ok(Ok(()))) {
+        warn!(
+            app,
+            "could not release a notification job; another node takes it when the lease ends"
+        );
     }
 }
 
@@ -259,6 +289,7 @@ pub async fn run(
 async fn run_job(
     notify: &Arc<Notify>,
     lookups: &dyn PushLookups,
+    node: &Arc<str>,
     job: StoredJob,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
@@ -278,7 +309,7 @@ async fn run_job(
             }
         }
         warn!(app, task_id = %job.task_id, left, "notification run ended with its push's lifetime; the rest counted as failed");
-        return finish(notify, &job, u32::MAX, &counts, true).await;
+        return finish(notify, node, &job, u32::MAX, &counts, true).await;
     };
     let template = Template::of(&record);
     let started = Instant::now();
@@ -332,7 +363,7 @@ async fn run_job(
             }
         }
         cursor = last.saturating_add(1);
-        if !finish(notify, &job, cursor, &counts, false).await {
+        if !finish(notify, node, &job, cursor, &counts, false).await {
             return false;
         }
         let done = job.targets.range(..cursor).len();
@@ -342,22 +373,34 @@ async fn run_job(
         }
     }
     info!(app, task_id = %job.task_id, elapsed_ms = started.elapsed().as_millis() as u64, counts = %serde_json::to_string(&counts).unwrap_or_default(), "notification run finished");
-    finish(notify, &job, cursor, &counts, true).await
+    finish(notify, node, &job, cursor, &counts, true).await
 }
 
-/// Stores how far the job got; answers false if the store failed (the job resumes later).
+/// Stores how far the job got and renews the lease; answers false if the store failed or the
+/// lease was lost (the job resumes later, here or on another node).
 async fn finish(
     notify: &Notify,
+    node: &Arc<str>,
     job: &StoredJob,
     cursor: u32,
     counts: &JobCounts,
     done: bool,
 ) -> bool {
     let store = Arc::clone(&notify.store);
-    let (app, task_id) = (notify.app, job.task_id.clone());
+    let (app, task_id, node) = (notify.app, job.task_id.clone(), Arc::clone(node));
     let counts = serde_json::to_string(counts).unwrap_or_else(|_| "{}".into());
     match tokio::task::spawn_blocking(move || {
-        store.update_job(app, &task_id, cursor, &counts, done)
+        let lease = Lease {
+            node: &node,
+            now_ms: now_ms(),
+            lease_ms: LEASE_MS,
+        };
+        let progress = JobProgress {
+            cursor,
+            counts: &counts,
+            done,
+        };
+        store.update_job(app, &task_id, lease, progress)
     })
     .await
     {

@@ -1,6 +1,7 @@
-//! Pushes: reading an `im_push` ([`validate`]), rate limits ([`limits`]); the record itself
-//! is the store's ([`crate::store::PushRecord`]).
+//! Pushes: reading an `im_push` ([`validate`]), its limits ([`limits`]) and accepting it
+//! ([`accept`]); the record itself is the store's ([`crate::store::PushRecord`]).
 
+pub mod accept;
 pub mod limits;
 pub mod validate;
 

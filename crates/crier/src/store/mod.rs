@@ -1,15 +1,27 @@
 //! Durable state behind one trait, so the embedded default and a shared PostgreSQL store are
-//! interchangeable.
+//! interchangeable, and several nodes can share one store.
 //!
-//! What is stored: the log of directory writes since the last snapshot, directory snapshots,
-//! push records, acknowledgements as one bitmap of accounts per batch (never a row per
-//! recipient), delivery counts per push, and notification devices and jobs ([`notify`]).
-//! Calls block; the async layers run them on blocking threads.
+//! What is stored: a log of directory writes per app with dense sequence numbers and
+//! compare-and-append ([`Store::append_dir_ops`]), directory snapshots that keep a horizon of
+//! the log behind them, push records accepted under the rate limits in one transaction
+//! ([`Store::try_accept_push`]), acknowledgements as one bitmap of accounts per batch (never a
+//! row per recipient), delivery counts per push, and notification devices and jobs claimed
+//! under a lease ([`notify`]).
+//!
+//! - [`sqlite`]: the embedded default.
+//! - `conformance`: the behaviour every implementation must show, as generic test cases (in
+//!   tests, or with the `store-conformance` feature).
+//!
+//! The trait blocks: callers run it on blocking threads (`spawn_blocking`). SQLite has no
+//! async interface, a PostgreSQL store will use a blocking client over a connection pool, and
+//! the few calls on hot paths (accepting a push, a batch of acknowledgements) are one
+//! transaction each, so an async trait would buy nothing but boxed futures.
 
+#[cfg(any(test, feature = "store-conformance"))]
+pub mod conformance;
 pub mod notify;
 mod record;
 pub mod sqlite;
-mod sqlite_notify;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -19,12 +31,17 @@ use roaring::RoaringBitmap;
 use crate::directory::DirOp;
 pub use record::PushRecord;
 
+/// What went wrong in a store, whatever the backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
+    /// Another writer got there first (a stale expected head, a job lease held by another
+    /// node, a log already cut past the reader): re-read and retry.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The backend failed or cannot be reached.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data cannot be read back.
     #[error("corrupt record: {0}")]
     Corrupt(String),
 }
@@ -40,6 +57,34 @@ pub struct StoredSnapshot {
 pub struct PushCounts {
     pub since_count: u64,
     pub last_created_ms: Option<u64>,
+}
+
+/// The limits a push is accepted under (see `push::limits` for their meaning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushRules {
+    /// Start of the UTC day holding the push's creation time; the quota counts from here.
+    pub day_start_ms: u64,
+    pub daily_quota: u64,
+    pub min_interval_ms: u64,
+    /// A push with the same `MsgRandom` and fingerprint created at most this long before is a
+    /// client retry.
+    pub retry_window_ms: u64,
+}
+
+/// How [`Store::try_accept_push`] ended; only `Accepted` stored anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushAcceptance {
+    Accepted,
+    /// A retry of the push answered with `task_id`.
+    Duplicate {
+        task_id: String,
+    },
+    TooFrequent {
+        last_created_ms: u64,
+    },
+    QuotaExceeded {
+        quota: u64,
+    },
 }
 
 /// What a task report says about the push itself.
@@ -65,10 +110,23 @@ impl std::ops::AddAssign for DeliveryCounts {
 }
 
 pub trait Store: notify::NotifyStore + Send + Sync + 'static {
-    /// Durably appends directory writes of `app`; answers the sequence number of the last.
-    fn append_dir_ops(&self, app: u64, ops: &[DirOp]) -> Result<u64, StoreError>;
+    /// The sequence number of the last write of `app`: its last logged write, else its
+    /// snapshot's, else 0.
+    fn dir_head(&self, app: u64) -> Result<u64, StoreError>;
 
-    /// Calls `each` with every logged write of `app` after `after_seq`, in order.
+    /// Appends writes of `app` numbered `expected_head + 1 ..` and answers the new head, if the
+    /// head is still `expected_head`; otherwise writes nothing and answers `Conflict` (another
+    /// node wrote first: catch up with [`Store::read_dir_ops`] and build the writes again).
+    fn append_dir_ops(
+        &self,
+        app: u64,
+        expected_head: u64,
+        ops: &[DirOp],
+    ) -> Result<u64, StoreError>;
+
+    /// Calls `each` with every logged write of `app` after `after_seq`, in order. Answers
+    /// `Conflict` when writes after `after_seq` were already forgotten: the reader must load
+    /// the snapshot again.
     fn read_dir_ops(
         &self,
         app: u64,
@@ -76,8 +134,10 @@ pub trait Store: notify::NotifyStore + Send + Sync + 'static {
         each: &mut dyn FnMut(u64, DirOp),
     ) -> Result<(), StoreError>;
 
-    /// Replaces the snapshot of `app` with one that includes writes up to `seq`, then forgets
-    /// the logged writes it covers. `write` produces the bytes.
+    /// Replaces the snapshot of `app` with one that includes writes up to `seq` (`write`
+    /// produces the bytes), unless the stored one is at least as new. The log is cut only up
+    /// to the previous snapshot's seq: a reader behind by less than one snapshot interval can
+    /// still catch up from the log.
     fn save_dir_snapshot(
         &self,
         app: u64,
@@ -87,13 +147,17 @@ pub trait Store: notify::NotifyStore + Send + Sync + 'static {
 
     fn load_dir_snapshot(&self, app: u64) -> Result<Option<StoredSnapshot>, StoreError>;
 
-    /// Stores the push and, when some of its audience is to be notified offline, its
-    /// notification job, in one transaction.
-    fn insert_push(
+    /// Applies `rules` to `push` against the app's stored pushes and, if it passes, stores it
+    /// with its notification job (when `notify_targets` is given), all in one transaction, so
+    /// nodes sharing the store share the limits. `fingerprint` tells retries of one request
+    /// from other pushes with the same `MsgRandom`.
+    fn try_accept_push(
         &self,
         push: &PushRecord,
+        fingerprint: u64,
+        rules: &PushRules,
         notify_targets: Option<&RoaringBitmap>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<PushAcceptance, StoreError>;
 
     /// The stored facts of one push, without its audience.
     fn push_summary(&self, app: u64, task_id: &str) -> Result<Option<PushSummary>, StoreError>;
@@ -122,7 +186,7 @@ pub trait Store: notify::NotifyStore + Send + Sync + 'static {
 
     /// Deletes the pushes whose lifetime ended before `expired_before_ms` and that were created
     /// before `created_before_ms` (so today's pushes still count toward the quota), with their
-    /// acknowledgements and delivery counts. Answers how many went.
+    /// acknowledgements, delivery counts and notification jobs. Answers how many went.
     fn purge_pushes(
         &self,
         app: u64,

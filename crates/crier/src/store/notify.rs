@@ -1,5 +1,9 @@
 //! What offline notifications keep durably: the devices of each account, and one job per push
 //! (its targets as a bitmap and how far the run got), never a row per notification.
+//!
+//! Nodes sharing a store share the jobs: a node claims one with a lease ([`NotifyStore::claim_job`])
+//! and renews it with every batch it stores; a node that stops renewing loses the job to the
+//! next claimant, which resumes at the stored cursor.
 
 use roaring::RoaringBitmap;
 
@@ -25,6 +29,22 @@ pub struct StoredJob {
     pub done: bool,
 }
 
+/// Who holds a job, as of when: the node's id, now, and how long the lease lasts from now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease<'a> {
+    pub node: &'a str,
+    pub now_ms: u64,
+    pub lease_ms: u64,
+}
+
+/// How far a run got, as stored after each batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobProgress<'a> {
+    pub cursor: u32,
+    pub counts: &'a str,
+    pub done: bool,
+}
+
 pub trait NotifyStore: Send + Sync {
     /// Registers `token` for `account`; a token registered by another account moves to this one.
     fn put_device(
@@ -42,16 +62,31 @@ pub trait NotifyStore: Send + Sync {
 
     fn load_devices(&self, app: u64) -> Result<Vec<StoredDevice>, StoreError>;
 
+    /// Takes the oldest unfinished job of `app` whose lease is free, expired at `now_ms`, or
+    /// already held by `node`, leasing it to `node` until `now_ms + lease_ms`.
+    fn claim_job(
+        &self,
+        app: u64,
+        node: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Option<StoredJob>, StoreError>;
+
+    /// Stores `progress` and renews the lease, if `lease.node` still holds the job (no other
+    /// node claimed it since, even if the lease ran out); otherwise changes nothing and answers
+    /// `Conflict` (another node took it over: stop the run).
     fn update_job(
         &self,
         app: u64,
         task_id: &str,
-        cursor: u32,
-        counts: &str,
-        done: bool,
+        lease: Lease<'_>,
+        progress: JobProgress<'_>,
     ) -> Result<(), StoreError>;
 
-    /// Jobs not finished yet, oldest first.
+    /// Frees the job's lease if `node` holds it, so another node can claim it at once.
+    fn release_job(&self, app: u64, task_id: &str, node: &str) -> Result<(), StoreError>;
+
+    /// Jobs not finished yet, oldest first, whoever holds them.
     fn unfinished_jobs(&self, app: u64) -> Result<Vec<StoredJob>, StoreError>;
 
     fn job(&self, app: u64, task_id: &str) -> Result<Option<StoredJob>, StoreError>;

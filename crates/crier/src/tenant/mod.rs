@@ -18,15 +18,14 @@ use roaring::RoaringBitmap;
 use tracing::info;
 
 use crate::bus::{Announcement, Bus, Event, NodeId};
-use crate::clock::{now_ms, utc_day_start_ms};
+use crate::clock::now_ms;
 use crate::config::AppConfig;
 use crate::delivery::Delivery;
-use crate::directory::{snapshot, Directory};
+use crate::directory::Directory;
 use crate::metrics::Metrics;
 use crate::notify::devices::Devices;
 use crate::notify::worker::{Notify, PushLookups};
 use crate::notify::{channels, Provider};
-use crate::push::limits::PushLimits;
 use crate::store::{PushRecord, Store, StoreError};
 
 mod pushes;
@@ -47,7 +46,8 @@ pub struct Tenant {
     writer: Mutex<WriterState>,
     snapshot_file: SnapshotFile,
     snapshot_every_writes: u64,
-    pushes: tokio::sync::Mutex<PushLimits>,
+    /// Held while a push is accepted and announced.
+    accepting: Mutex<()>,
     delivery: Delivery,
     notify: Arc<Notify>,
     remote_presence: RemotePresence,
@@ -64,12 +64,6 @@ pub enum OpenError {
         provider: Provider,
         error: anyhow::Error,
     },
-}
-
-impl From<std::io::Error> for OpenError {
-    fn from(error: std::io::Error) -> Self {
-        OpenError::Store(StoreError::from(error))
-    }
 }
 
 /// What an app is opened with besides its configuration and store.
@@ -119,26 +113,12 @@ impl Tenant {
                 error,
             })?;
         let started = std::time::Instant::now();
-        let (mut directory, mut last_seq) = match store.load_dir_snapshot(app)? {
-            Some(mut stored) => {
-                info!(app, "loading directory snapshot");
-                let directory = snapshot::read(&mut stored.reader, |done, total| {
-                    info!(app, done, total, "loading accounts")
-                })?;
-                (directory, stored.seq)
-            }
-            None => (Directory::default(), 0),
-        };
-        let snapshot_seq = last_seq;
-        let mut replayed = 0u64;
-        store.read_dir_ops(app, last_seq, &mut |seq, op| {
-            directory.apply(&op);
-            last_seq = seq;
-            replayed += 1;
-            if replayed % 100_000 == 0 {
-                info!(app, replayed, "replaying directory writes");
-            }
-        })?;
+        let writes::Loaded {
+            directory,
+            snapshot_seq,
+            last_seq,
+            replayed,
+        } = writes::load_directory(app, &*store)?;
         let stats = directory.stats();
         info!(
             app,
@@ -149,9 +129,12 @@ impl Tenant {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "directory loaded"
         );
-        let now = now_ms();
-        let counts = store.push_counts(app, utc_day_start_ms(now))?;
-        let delivery = Delivery::open(app, Arc::clone(&store), Arc::clone(&shared.metrics), now)?;
+        let delivery = Delivery::open(
+            app,
+            Arc::clone(&store),
+            Arc::clone(&shared.metrics),
+            now_ms(),
+        )?;
         let devices = Devices::load(app, Arc::clone(&store), |name| {
             directory.account_number(name)
         })?;
@@ -176,12 +159,17 @@ impl Tenant {
             writer: Mutex::new(WriterState::new(last_seq, replayed)),
             snapshot_file: Arc::new(Mutex::new(snapshot_seq)),
             snapshot_every_writes: SNAPSHOT_EVERY_WRITES,
-            pushes: tokio::sync::Mutex::new(PushLimits::new(now, counts)),
+            accepting: Mutex::new(()),
         })
     }
 
     pub fn sdkappid(&self) -> u64 {
         self.config.sdkappid
+    }
+
+    /// This node, as it signs its announcements and job leases.
+    pub fn node(&self) -> NodeId {
+        Arc::clone(&self.node)
     }
 
     pub fn config(&self) -> &AppConfig {

@@ -21,6 +21,10 @@ use crate::directory::{snapshot, DirOp, Directory};
 use crate::error::Error;
 use crate::store::{Store, StoreError};
 
+/// Conflicts in a row after which a write gives up (each one means another node logged in
+/// between; a handful in a row means something is wrong).
+const MAX_APPEND_CONFLICTS: u32 = 16;
+
 /// A snapshot is written after this many logged writes, so start-up replays at most these.
 pub(super) const SNAPSHOT_EVERY_WRITES: u64 = 20_000;
 
@@ -57,7 +61,7 @@ impl Tenant {
         if ops.is_empty() {
             return Ok(());
         }
-        writer.last_seq = self.store.append_dir_ops(self.sdkappid(), &ops)?;
+        writer.last_seq = self.append(&mut writer, &ops)?;
         writer.writes_since_snapshot += ops.len() as u64;
         {
             let mut directory = self.directory.write();
@@ -72,6 +76,25 @@ impl Tenant {
         drop(writer);
         self.announce(Event::DirectoryHead { seq });
         Ok(())
+    }
+
+    /// Logs `ops` after the last write applied here and answers their head. When another
+    /// node logged first, its writes are applied and these go after them: directory writes are
+    /// intents (import, delete, add, remove, set), valid in any order, and every node applies
+    /// the one log in its one order, so numbers and bitmaps come out the same everywhere.
+    fn append(&self, writer: &mut WriterState, ops: &[DirOp]) -> Result<u64, StoreError> {
+        let app = self.sdkappid();
+        let mut conflicts = 0;
+        loop {
+            match self.store.append_dir_ops(app, writer.last_seq, ops) {
+                Err(StoreError::Conflict(why)) if conflicts < MAX_APPEND_CONFLICTS => {
+                    conflicts += 1;
+                    tracing::debug!(app, %why, "another node wrote first; catching up");
+                    self.catch_up(writer)?;
+                }
+                appended => return appended,
+            }
+        }
     }
 
     /// Async form of [`Self::write_directory`], run on a blocking thread.
@@ -155,16 +178,82 @@ impl Tenant {
         }
     }
 
-    /// Applies every write logged after the last one applied here.
+    /// Applies every write logged after the last one applied here; if the log no longer
+    /// reaches back that far, starts again from the stored snapshot.
     fn catch_up(&self, writer: &mut WriterState) -> Result<(), StoreError> {
-        let mut directory = self.directory.write();
         let app = self.sdkappid();
-        self.store
-            .read_dir_ops(app, writer.last_seq, &mut |seq, op| {
-                directory.apply(&op);
-                writer.last_seq = seq;
-                writer.writes_since_snapshot += 1;
+        let read = {
+            let mut directory = self.directory.write();
+            self.store
+                .read_dir_ops(app, writer.last_seq, &mut |seq, op| {
+                    directory.apply(&op);
+                    writer.last_seq = seq;
+                    writer.writes_since_snapshot += 1;
+                })
+        };
+        match read {
+            Err(StoreError::Conflict(why)) => {
+                warn!(app, %why, "this node fell behind the log's horizon; loading the directory snapshot again");
+                let loaded = load_directory(app, &*self.store)?;
+                *self.directory.write() = loaded.directory;
+                writer.last_seq = loaded.last_seq;
+                writer.writes_since_snapshot = loaded.replayed;
+                Ok(())
+            }
+            read => read,
+        }
+    }
+}
+
+/// A directory as loaded from the store.
+pub(super) struct Loaded {
+    pub(super) directory: Directory,
+    /// The last write the snapshot holds (0 without one).
+    pub(super) snapshot_seq: u64,
+    /// The last write the directory holds.
+    pub(super) last_seq: u64,
+    /// Writes replayed from the log after the snapshot.
+    pub(super) replayed: u64,
+}
+
+/// The app's directory as stored: its snapshot, then the writes logged after it. Blocking.
+pub(super) fn load_directory(app: u64, store: &dyn Store) -> Result<Loaded, StoreError> {
+    let (mut directory, mut last_seq) = match store.load_dir_snapshot(app)? {
+        Some(mut stored) => {
+            info!(app, "loading directory snapshot");
+            let directory = snapshot::read(&mut stored.reader, |done, total| {
+                info!(app, done, total, "loading accounts")
             })
+            .map_err(snapshot_error)?;
+            (directory, stored.seq)
+        }
+        None => (Directory::default(), 0),
+    };
+    let snapshot_seq = last_seq;
+    let mut replayed = 0u64;
+    store.read_dir_ops(app, last_seq, &mut |seq, op| {
+        directory.apply(&op);
+        last_seq = seq;
+        replayed += 1;
+        if replayed % 100_000 == 0 {
+            info!(app, replayed, "replaying directory writes");
+        }
+    })?;
+    Ok(Loaded {
+        directory,
+        snapshot_seq,
+        last_seq,
+        replayed,
+    })
+}
+
+/// Reading a snapshot's bytes: bad bytes are corrupt data, the rest a failing store.
+fn snapshot_error(error: std::io::Error) -> StoreError {
+    match error.kind() {
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+            StoreError::Corrupt(format!("directory snapshot: {error}"))
+        }
+        _ => StoreError::Unavailable(format!("directory snapshot: {error}")),
     }
 }
 
@@ -247,5 +336,89 @@ mod tests {
         assert_eq!(reopened.writer.lock().last_seq, last_seq);
         reopened.snapshot().unwrap();
         assert_eq!(*reopened.snapshot_file.lock(), last_seq);
+    }
+}
+
+#[cfg(test)]
+mod shared_store_tests {
+    use super::*;
+    use crate::config::AppConfig;
+    use crate::directory::UserTags;
+    use crate::store::sqlite::SqliteStore;
+
+    /// Two apps' façades on two handles of one store: two nodes, without a bus between them.
+    fn node(dir: &std::path::Path, snapshot_every_writes: u64) -> Tenant {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir).unwrap());
+        let mut tenant = Tenant::load(AppConfig::new(1, "key"), store, Default::default()).unwrap();
+        tenant.snapshot_every_writes = snapshot_every_writes;
+        tenant
+    }
+
+    fn import_and_tag(tenant: &Tenant, name: &str, tag: &str) {
+        let (name, tag) = (name.to_owned(), tag.to_owned());
+        tenant
+            .write_directory(|_| {
+                Ok(vec![
+                    DirOp::Import {
+                        accounts: vec![name.clone()],
+                    },
+                    DirOp::AddTags {
+                        users: vec![UserTags {
+                            account: name,
+                            tags: vec![tag],
+                        }],
+                    },
+                ])
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn writes_of_two_nodes_interleave_in_one_log_and_both_end_with_the_same_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (node(dir.path(), 20_000), node(dir.path(), 20_000));
+        for n in 0..10 {
+            // Each node writes with a stale head half of the time: the store refuses, the node
+            // catches up with the other's writes and logs its own after them.
+            import_and_tag(&a, &format!("a{n}"), "from-a");
+            import_and_tag(&b, &format!("b{n}"), "from-b");
+        }
+        a.catch_up_to(u64::MAX);
+        let numbers = |tenant: &Tenant| {
+            (0..10)
+                .flat_map(|n| [format!("a{n}"), format!("b{n}")])
+                .map(|name| tenant.read(|d| d.account_number(&name)).unwrap())
+                .collect::<Vec<u32>>()
+        };
+        assert_eq!(numbers(&a), numbers(&b));
+        for tenant in [&a, &b] {
+            assert_eq!(tenant.read(|d| d.tags_of("b9")), ["from-b"]);
+            assert_eq!(tenant.read(|d| d.tags_of("a0")), ["from-a"]);
+        }
+        assert_eq!(a.writer.lock().last_seq, b.writer.lock().last_seq);
+        // A third node started now loads the same.
+        let c = node(dir.path(), 20_000);
+        assert_eq!(numbers(&c), numbers(&a));
+    }
+
+    #[test]
+    fn a_node_behind_the_logs_horizon_loads_the_snapshot_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (busy, idle) = (node(dir.path(), 3), node(dir.path(), 20_000));
+        import_and_tag(&idle, "first", "t");
+        // Two snapshots by the busy node cut the log past where the idle node stands.
+        for n in 0..20 {
+            import_and_tag(&busy, &format!("u{n}"), "t");
+            if let Some(thread) = busy.writer.lock().background_snapshot.take() {
+                thread.join().unwrap();
+            }
+        }
+        idle.catch_up_to(u64::MAX);
+        assert_eq!(idle.read(|d| d.tags_of("u19")), ["t"]);
+        assert_eq!(
+            idle.read(|d| d.account_number("u19")),
+            busy.read(|d| d.account_number("u19"))
+        );
+        assert_eq!(idle.writer.lock().last_seq, busy.writer.lock().last_seq);
     }
 }

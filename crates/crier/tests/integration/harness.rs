@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crier::config::{AppConfig, Limits};
 use crier::server::{serve, AppState};
+use crier::store::Store;
 use crier_proto::usersig;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -66,6 +67,15 @@ impl TestServer {
             .unwrap()
             .with_limits(limits);
         Self::serve_state(data_dir, state).await
+    }
+
+    /// Starts on `store` (for example one that fails on purpose) in a new data directory.
+    pub async fn start_on_store(store: Arc<dyn Store>, apps: Vec<AppConfig>) -> TestServer {
+        let state = tokio::task::spawn_blocking(move || AppState::with_store(store, apps))
+            .await
+            .unwrap()
+            .unwrap();
+        Self::serve_state(tempfile::tempdir().unwrap(), state).await
     }
 
     async fn serve_state(data_dir: tempfile::TempDir, state: AppState) -> TestServer {

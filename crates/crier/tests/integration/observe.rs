@@ -1,12 +1,11 @@
-//! Reading back what the server holds: the directory over REST, and the stored pushes straight
-//! from the SQLite store (no REST command shows a push's audience yet).
+//! Reading back what the server holds the way its clients can: the directory and push reports
+//! over REST, and pushes as the accounts of their audience receive them over WebSocket.
 
-use std::collections::BTreeSet;
+use std::time::Duration;
 
-use crier::directory::Directory;
-use crier::push::PushRecord;
-use crier::store::sqlite::SqliteStore;
-use crier::store::Store;
+use crier_client::{Connection, Event, LoginOptions, PushFrame};
+use crier_proto::protocol::ClientFrame;
+use crier_proto::usersig;
 use serde_json::{json, Value};
 
 use crate::harness::*;
@@ -27,6 +26,7 @@ pub const DELETE: &str = "im_open_login_svc/account_delete";
 pub const CHECK: &str = "im_open_login_svc/account_check";
 pub const KICK: &str = "im_open_login_svc/kick";
 pub const ONLINE_STATUS: &str = "openim/query_online_status";
+pub const TASK_REPORT: &str = "crier/task_report";
 
 /// `n` distinct account (or tag) names: `{prefix}0`, `{prefix}1`, ...
 pub fn names(prefix: &str, n: usize) -> Vec<String> {
@@ -173,40 +173,94 @@ pub async fn refused_changing_nothing(
     answer
 }
 
-/// A stored push and its audience as account names.
-pub struct StoredPush {
-    pub record: PushRecord,
-    pub audience: BTreeSet<String>,
+/// The `crier/task_report` of a push, as `Report`.
+pub async fn task_report(admin: &Admin<'_>, task_id: &str) -> Value {
+    admin.ok(TASK_REPORT, json!({ "TaskId": task_id })).await["Report"].clone()
 }
 
-/// The pushes of [`APP`] the server stored, oldest first. Reads the SQLite store beside the
-/// running server; account numbers are turned back into names by replaying the logged writes.
-pub fn stored_pushes(server: &TestServer) -> Vec<StoredPush> {
-    let store = SqliteStore::open(server.data_dir.path()).unwrap();
-    let mut directory = Directory::default();
-    store
-        .read_dir_ops(APP, 0, &mut |_, op| directory.apply(&op))
-        .unwrap();
-    let name = |id: u32| directory.account_name(id).unwrap().to_owned();
-    store
-        .pushes_since(APP, 0)
-        .unwrap()
-        .into_iter()
-        .map(|record| StoredPush {
-            audience: record.audience.iter().map(name).collect(),
-            record,
+/// How many pushes the server accepted since it started, from `/metrics`.
+pub async fn pushes_accepted(server: &TestServer) -> u64 {
+    let metrics = server.metrics().await;
+    metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("crier_pushes_accepted_total ")?
+                .parse()
+                .ok()
         })
-        .collect()
+        .expect("crier_pushes_accepted_total in /metrics")
 }
 
-/// The stored push answered with `task_id`.
-pub fn stored_push(server: &TestServer, task_id: &str) -> StoredPush {
-    let mut pushes = stored_pushes(server);
-    let at = pushes
-        .iter()
-        .position(|p| p.record.task_id == task_id)
-        .unwrap_or_else(|| panic!("no stored push {task_id}"));
-    pushes.swap_remove(at)
+/// A session of `account` (which must be live: logging in registers an unknown account).
+pub async fn log_in(server: &TestServer, account: &str) -> Connection {
+    let options = LoginOptions {
+        url: format!("{}/v4/ws", server.base.replace("http://", "ws://")),
+        sdkappid: APP,
+        identifier: account.into(),
+        user_sig: usersig::sign(APP, KEY, account, 3_600, crier::clock::now_secs()),
+        platform: None,
+    };
+    Connection::connect(&options).await.unwrap()
+}
+
+/// The next push `task_id` on `session`, waiting up to 5 s.
+pub async fn receive(session: &mut Connection, task_id: &str) -> PushFrame {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), session.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("push {task_id} not received within 5 s"))
+            .unwrap();
+        match event {
+            Event::Push(frame) if frame.task_id == task_id => return frame,
+            Event::Push(_) | Event::Pong => {}
+            other => panic!("waiting for push {task_id}: {other:?}"),
+        }
+    }
+}
+
+/// Logs in as `account` (live) and answers the push `task_id` if it is kept for the account.
+/// Kept pushes are written right after `LoginOK`, before the answer to any frame, so the
+/// `Pong` to a `Ping` ends the wait.
+pub async fn kept_for(server: &TestServer, account: &str, task_id: &str) -> Option<PushFrame> {
+    let mut session = log_in(server, account).await;
+    session.send(&ClientFrame::Ping).await.unwrap();
+    let mut found = None;
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), session.next_event())
+            .await
+            .expect("a Pong within 5 s")
+            .unwrap();
+        match event {
+            Event::Push(frame) if frame.task_id == task_id => found = Some(frame),
+            Event::Push(_) => {}
+            Event::Pong => break,
+            other => panic!("{account} logging in: {other:?}"),
+        }
+    }
+    session.close().await.unwrap();
+    found
+}
+
+/// Asserts that the audience of the kept push `task_id` is `expected`: its report counts as
+/// many accounts, and each of them, all live, finds the push kept for it on login.
+pub async fn assert_audience_of(admin: &Admin<'_>, task_id: &str, expected: &[&str]) {
+    let report = task_report(admin, task_id).await;
+    assert_eq!(
+        report["AudienceSize"],
+        expected.len(),
+        "the audience of {task_id} is not {expected:?}: {report}"
+    );
+    for account in expected {
+        assert_eq!(
+            status_of(admin, account).await,
+            "Imported",
+            "{account} is not live, so not in the audience of {task_id}"
+        );
+        assert!(
+            kept_for(admin.server, account, task_id).await.is_some(),
+            "{account} is not in the audience of {task_id}"
+        );
+    }
 }
 
 /// Pushes a text message to the accounts matching `condition` (`Value::Null`: everyone) and
@@ -223,13 +277,14 @@ pub async fn push_to(admin: &Admin<'_>, condition: Value, msg_random: u32) -> St
     task_id.to_owned()
 }
 
-/// The audience of a push to `condition`, as account names.
-pub async fn audience_of(admin: &Admin<'_>, condition: Value, msg_random: u32) -> BTreeSet<String> {
+/// Pushes to `condition` and asserts that its audience is `expected` (see
+/// [`assert_audience_of`]).
+pub async fn assert_audience(
+    admin: &Admin<'_>,
+    condition: Value,
+    msg_random: u32,
+    expected: &[&str],
+) {
     let task_id = push_to(admin, condition, msg_random).await;
-    stored_push(admin.server, &task_id).audience
-}
-
-/// A set of account names, to compare audiences with.
-pub fn set(accounts: &[&str]) -> BTreeSet<String> {
-    accounts.iter().map(|a| (*a).to_owned()).collect()
+    assert_audience_of(admin, &task_id, expected).await;
 }

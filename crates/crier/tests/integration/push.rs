@@ -75,13 +75,13 @@ fn with(field: &str, value: Option<Value>) -> Value {
 
 /// Asserts that the push `body` fails with `code` and stores nothing.
 async fn refused(admin: &Admin<'_>, body: Value, code: u32) {
-    let before = stored_pushes(admin.server).len();
+    let before = pushes_accepted(admin.server).await;
     let answer = admin.call(PUSH, body.clone()).await;
     assert_eq!(answer["ActionStatus"], "FAIL", "{body}: {answer}");
     assert_eq!(answer["ErrorCode"], code, "{body}: {answer}");
     assert!(!answer["ErrorInfo"].as_str().unwrap().is_empty());
     assert_eq!(
-        stored_pushes(admin.server).len(),
+        pushes_accepted(admin.server).await,
         before,
         "a refused push was stored: {body}"
     );
@@ -147,6 +147,12 @@ fn broken_variants(element: &Value, pointer: &str) -> Vec<Value> {
 async fn a_push_answers_a_task_id_and_is_stored_as_sent() {
     let server = populated().await;
     let admin = server.admin();
+    // MsgLifeTime 0 reaches only the sessions open when the push is accepted.
+    let everyone = ["a", "b", "c", "d"];
+    let mut sessions = Vec::new();
+    for account in everyone {
+        sessions.push(log_in(&server, account).await);
+    }
     let mut body = text_push(7, "hello");
     body.as_object_mut().unwrap().remove("MsgLifeTime");
     body["MsgBody"][0]["MsgContent"]["Extra"] = json!({"kept": [1, 2]});
@@ -154,19 +160,22 @@ async fn a_push_answers_a_task_id_and_is_stored_as_sent() {
         .as_str()
         .unwrap()
         .to_owned();
-    let stored = stored_push(&server, &task_id);
-    assert_eq!(
-        stored.record.from_account, ADMIN,
-        "absent From_Account is the calling admin"
-    );
-    assert_eq!(stored.record.lifetime_secs, 0, "absent MsgLifeTime is 0");
-    assert_eq!(stored.record.msg_random, 7);
-    assert_eq!(
-        serde_json::from_str::<Value>(&stored.record.msg_body).unwrap(),
-        body["MsgBody"]
-    );
-    assert_eq!(stored.record.offline_push_info, None);
-    assert_eq!(stored.audience, set(&["a", "b", "c", "d"]));
+    let report = task_report(&admin, &task_id).await;
+    assert_eq!(report["MsgLifeTime"], 0, "absent MsgLifeTime is 0");
+    assert_eq!(report["AudienceSize"], everyone.len(), "{report}");
+    for session in &mut sessions {
+        let received = receive(session, &task_id).await;
+        assert_eq!(
+            received.from_account, ADMIN,
+            "absent From_Account is the calling admin"
+        );
+        assert_eq!(received.msg_random, 7);
+        assert_eq!(
+            serde_json::from_str::<Value>(received.msg_body.get()).unwrap(),
+            body["MsgBody"]
+        );
+        assert!(received.offline_push_info.is_none());
+    }
 
     let info = json!({
         "PushFlag": 0, "Title": "t", "Desc": "d", "Ext": "{\"k\":1}", "Vendor": {"unknown": true},
@@ -181,11 +190,11 @@ async fn a_push_answers_a_task_id_and_is_stored_as_sent() {
         .as_str()
         .unwrap()
         .to_owned();
-    let stored = stored_push(&server, &task_id);
-    assert_eq!(stored.record.from_account, "a");
-    assert_eq!(stored.record.lifetime_secs, 604_800);
+    assert_eq!(task_report(&admin, &task_id).await["MsgLifeTime"], 604_800);
+    let received = receive(&mut sessions[1], &task_id).await;
+    assert_eq!(received.from_account, "a");
     assert_eq!(
-        serde_json::from_str::<Value>(stored.record.offline_push_info.as_deref().unwrap()).unwrap(),
+        serde_json::from_str::<Value>(received.offline_push_info.unwrap().get()).unwrap(),
         info
     );
 }
@@ -238,8 +247,7 @@ async fn conditions_select_their_audiences() {
         ),
     ];
     for (n, (condition, expected)) in cases.into_iter().enumerate() {
-        let audience = audience_of(&admin, condition.clone(), n as u32).await;
-        assert_eq!(audience, set(&expected), "Condition {condition}");
+        assert_audience(&admin, condition, n as u32, &expected).await;
     }
 }
 
@@ -586,7 +594,7 @@ async fn pushes_closer_than_the_minimum_interval_are_90024() {
     refused(&admin, text_push(2, "hello"), 90024).await;
     // A retry of the accepted push is not a new push: it answers its TaskId.
     assert_eq!(push_to(&admin, Value::Null, 1).await, first);
-    assert_eq!(stored_pushes(&server).len(), 1);
+    assert_eq!(pushes_accepted(&server).await, 1);
     tokio::time::sleep(Duration::from_millis(1_600)).await;
     push_to(&admin, Value::Null, 2).await;
 }
@@ -613,7 +621,7 @@ async fn a_retry_within_a_second_answers_the_first_task_id_and_uses_no_quota() {
     let first = push_to(&admin, Value::Null, 42).await;
     assert_eq!(push_to(&admin, Value::Null, 42).await, first);
     refused(&admin, text_push(43, "hello"), 90047).await;
-    assert_eq!(stored_pushes(&server).len(), 1, "a retry pushes nothing");
+    assert_eq!(pushes_accepted(&server).await, 1, "a retry pushes nothing");
 }
 
 #[tokio::test]
@@ -625,7 +633,7 @@ async fn the_same_msg_random_with_another_body_or_after_a_second_is_a_new_push()
     assert_ne!(other_body, json!(first));
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert_ne!(push_to(&admin, Value::Null, 42).await, first);
-    assert_eq!(stored_pushes(&server).len(), 3);
+    assert_eq!(pushes_accepted(&server).await, 3);
 }
 
 #[tokio::test]
@@ -658,7 +666,7 @@ async fn a_retry_is_recognised_whatever_the_key_order_and_spacing() {
     let again = server.post_raw(PUSH, &admin.query, again).await;
     assert_eq!(first["ActionStatus"], "OK", "{first}");
     assert_eq!(again["TaskId"], first["TaskId"]);
-    assert_eq!(stored_pushes(&server).len(), 1);
+    assert_eq!(pushes_accepted(&server).await, 1);
 }
 
 #[tokio::test]
@@ -678,16 +686,17 @@ async fn limits_are_per_app() {
 async fn the_audience_is_fixed_when_the_push_is_accepted() {
     let server = populated().await;
     let admin = server.admin();
+    let mut a = log_in(&server, "a").await;
     let task_id = push_to(&admin, json!({"TagsAnd": ["x", "y"]}), 1).await;
+    receive(&mut a, &task_id).await;
     admin.ok(ADD_TAG, user_tags(&[("b", &["y"])])).await;
     admin
         .ok(DELETE, json!({"DeleteItem": user_ids(&["a"])}))
         .await;
-    assert_eq!(stored_push(&server, &task_id).audience, set(&["a"]));
-    assert_eq!(
-        audience_of(&admin, json!({"TagsAnd": ["x", "y"]}), 2).await,
-        set(&["b"])
-    );
+    // Still a's alone: b, who matches now, does not get it.
+    assert_eq!(task_report(&admin, &task_id).await["AudienceSize"], 1);
+    assert!(kept_for(&server, "b", &task_id).await.is_none());
+    assert_audience(&admin, json!({"TagsAnd": ["x", "y"]}), 2, &["b"]).await;
 }
 
 #[tokio::test]

@@ -1,9 +1,21 @@
 //! What the seams of issue 12 promise, seen from outside: background work that survives a
 //! panic, and failures inside the server that reach clients without their detail.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crier::directory::DirOp;
+use crier::store::notify::{JobProgress, Lease, NotifyStore, StoredDevice, StoredJob};
+use crier::store::sqlite::SqliteStore;
+use crier::store::{
+    DeliveryCounts, PushAcceptance, PushCounts, PushRecord, PushRules, PushSummary, Store,
+    StoreError, StoredSnapshot,
+};
 use crier_client::{Connection, Event, LoginOptions};
+use crier_proto::protocol::ClientFrame;
+use roaring::RoaringBitmap;
 
 use crate::harness::*;
 
@@ -86,5 +98,202 @@ async fn a_kick_by_the_legacy_identifier_field_ends_the_session() {
     match next_event(&mut alice).await {
         Some(Event::Kicked { .. }) => {}
         other => panic!("expected Kicked, got {other:?}"),
+    }
+}
+
+/// The embedded store, except that device writes fail with a backend's message while
+/// `failing` is set: what a client sees of a store failure.
+struct FailingDevices {
+    inner: SqliteStore,
+    failing: AtomicBool,
+}
+
+const BACKEND_TEXT: &str = "sqlite: disk I/O error at /var/lib/crier/crier.db";
+
+impl FailingDevices {
+    fn fail(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(StoreError::Unavailable(BACKEND_TEXT.into()));
+        }
+        Ok(())
+    }
+}
+
+impl NotifyStore for FailingDevices {
+    fn put_device(
+        &self,
+        app: u64,
+        account: &str,
+        platform: &str,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        self.fail()?;
+        self.inner.put_device(app, account, platform, token)
+    }
+    fn delete_device(&self, app: u64, platform: &str, token: &str) -> Result<bool, StoreError> {
+        self.fail()?;
+        self.inner.delete_device(app, platform, token)
+    }
+    fn delete_account_devices(&self, app: u64, account: &str) -> Result<(), StoreError> {
+        self.inner.delete_account_devices(app, account)
+    }
+    fn load_devices(&self, app: u64) -> Result<Vec<StoredDevice>, StoreError> {
+        self.inner.load_devices(app)
+    }
+    fn claim_job(
+        &self,
+        app: u64,
+        node: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Option<StoredJob>, StoreError> {
+        self.inner.claim_job(app, node, now_ms, lease_ms)
+    }
+    fn update_job(
+        &self,
+        app: u64,
+        task_id: &str,
+        lease: Lease<'_>,
+        progress: JobProgress<'_>,
+    ) -> Result<(), StoreError> {
+        self.inner.update_job(app, task_id, lease, progress)
+    }
+    fn release_job(&self, app: u64, task_id: &str, node: &str) -> Result<(), StoreError> {
+        self.inner.release_job(app, task_id, node)
+    }
+    fn unfinished_jobs(&self, app: u64) -> Result<Vec<StoredJob>, StoreError> {
+        self.inner.unfinished_jobs(app)
+    }
+    fn job(&self, app: u64, task_id: &str) -> Result<Option<StoredJob>, StoreError> {
+        self.inner.job(app, task_id)
+    }
+}
+
+impl Store for FailingDevices {
+    fn dir_head(&self, app: u64) -> Result<u64, StoreError> {
+        self.inner.dir_head(app)
+    }
+    fn append_dir_ops(
+        &self,
+        app: u64,
+        expected_head: u64,
+        ops: &[DirOp],
+    ) -> Result<u64, StoreError> {
+        self.inner.append_dir_ops(app, expected_head, ops)
+    }
+    fn read_dir_ops(
+        &self,
+        app: u64,
+        after_seq: u64,
+        each: &mut dyn FnMut(u64, DirOp),
+    ) -> Result<(), StoreError> {
+        self.inner.read_dir_ops(app, after_seq, each)
+    }
+    fn save_dir_snapshot(
+        &self,
+        app: u64,
+        seq: u64,
+        write: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<(), StoreError> {
+        self.inner.save_dir_snapshot(app, seq, write)
+    }
+    fn load_dir_snapshot(&self, app: u64) -> Result<Option<StoredSnapshot>, StoreError> {
+        self.inner.load_dir_snapshot(app)
+    }
+    fn try_accept_push(
+        &self,
+        push: &PushRecord,
+        fingerprint: u64,
+        rules: &PushRules,
+        notify_targets: Option<&RoaringBitmap>,
+    ) -> Result<PushAcceptance, StoreError> {
+        self.inner
+            .try_accept_push(push, fingerprint, rules, notify_targets)
+    }
+    fn push_summary(&self, app: u64, task_id: &str) -> Result<Option<PushSummary>, StoreError> {
+        self.inner.push_summary(app, task_id)
+    }
+    fn pushes_since(&self, app: u64, since_ms: u64) -> Result<Vec<PushRecord>, StoreError> {
+        self.inner.pushes_since(app, since_ms)
+    }
+    fn push_counts(&self, app: u64, since_ms: u64) -> Result<PushCounts, StoreError> {
+        self.inner.push_counts(app, since_ms)
+    }
+    fn append_acks(&self, app: u64, acks: &[(String, RoaringBitmap)]) -> Result<(), StoreError> {
+        self.inner.append_acks(app, acks)
+    }
+    fn load_acks(&self, app: u64) -> Result<HashMap<String, RoaringBitmap>, StoreError> {
+        self.inner.load_acks(app)
+    }
+    fn add_delivery_counts(
+        &self,
+        app: u64,
+        counts: &[(String, DeliveryCounts)],
+    ) -> Result<(), StoreError> {
+        self.inner.add_delivery_counts(app, counts)
+    }
+    fn load_delivery_counts(
+        &self,
+        app: u64,
+    ) -> Result<HashMap<String, DeliveryCounts>, StoreError> {
+        self.inner.load_delivery_counts(app)
+    }
+    fn purge_pushes(
+        &self,
+        app: u64,
+        expired_before_ms: u64,
+        created_before_ms: u64,
+    ) -> Result<u64, StoreError> {
+        self.inner
+            .purge_pushes(app, expired_before_ms, created_before_ms)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+}
+
+#[tokio::test]
+async fn a_store_failure_during_a_websocket_request_is_a_generic_error_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FailingDevices {
+        inner: SqliteStore::open(dir.path()).unwrap(),
+        failing: AtomicBool::new(false),
+    });
+    let server = TestServer::start_on_store(Arc::clone(&store) as _, default_apps()).await;
+    let mut alice = Connection::connect(&login_options(&server, "alice"))
+        .await
+        .unwrap();
+    store.failing.store(true, Ordering::Relaxed);
+    alice
+        .send(&ClientFrame::RegisterDevice {
+            platform: "webhook".into(),
+            token: "alice-phone".into(),
+        })
+        .await
+        .unwrap();
+    match next_event(&mut alice).await {
+        Some(Event::Error { code, info }) => {
+            assert_eq!(code, 91000);
+            assert!(info.starts_with("internal error (error id "), "{info}");
+            assert!(
+                !info.contains("sqlite") && !info.contains("/var/lib"),
+                "{info}"
+            );
+        }
+        other => panic!("expected an Error frame, got {other:?}"),
+    }
+    // The session is still open, and the same frame works once the store does.
+    store.failing.store(false, Ordering::Relaxed);
+    alice
+        .send(&ClientFrame::RegisterDevice {
+            platform: "webhook".into(),
+            token: "alice-phone".into(),
+        })
+        .await
+        .unwrap();
+    alice.send(&ClientFrame::Ping).await.unwrap();
+    match next_event(&mut alice).await {
+        Some(Event::Pong) => {}
+        other => panic!("expected Pong (and no error), got {other:?}"),
     }
 }

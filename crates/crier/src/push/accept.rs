@@ -1,0 +1,78 @@
+//! Accepting a push: the record is built from the request and its audience, then offered to
+//! the store, which applies the daily quota, the minimum interval and the `MsgRandom` retry
+//! window against every push the app has stored, in the transaction that stores it. The
+//! limits therefore hold across restarts and across nodes sharing the store.
+
+use crier_proto::codes;
+use roaring::RoaringBitmap;
+
+use super::limits::{quota_exceeded, too_frequent, RETRY_WINDOW_MS};
+use super::validate::PushRequest;
+use crate::clock::utc_day_start_ms;
+use crate::config::AppConfig;
+use crate::error::Error;
+use crate::store::{PushAcceptance, PushRecord, PushRules, Store};
+
+/// How an acceptance ended, when it was not refused.
+pub enum Accepted {
+    /// Stored (with its notification job when `notifying`): announce it.
+    New { record: PushRecord, notifying: bool },
+    /// A client's retry of a push already accepted, answered with that push's TaskId.
+    Retry { task_id: String },
+}
+
+/// Builds the record of `request` from admin `caller`, with its `audience` fixed now, and
+/// stores it if the app's limits allow. `notify_targets` says who is to get an offline
+/// notification (`None`: nobody). Blocking.
+pub fn accept(
+    store: &dyn Store,
+    config: &AppConfig,
+    request: PushRequest,
+    caller: &str,
+    audience: RoaringBitmap,
+    now_ms: u64,
+    notify_targets: impl FnOnce(&PushRecord) -> Option<RoaringBitmap>,
+) -> Result<Accepted, Error> {
+    if !config.push_enabled {
+        return Err(Error::rejected(
+            codes::PUSH_DISABLED,
+            "pushing to all users is not enabled for this app (push_enabled = false)",
+        ));
+    }
+    let app = config.sdkappid;
+    let record = PushRecord {
+        app,
+        task_id: format!(
+            "{app}_{now_ms}_{}_{}",
+            request.msg_random,
+            rand::random::<u32>()
+        ),
+        created_ms: now_ms,
+        lifetime_secs: request.lifetime_secs,
+        from_account: request.from_account.unwrap_or_else(|| caller.to_owned()),
+        msg_random: request.msg_random,
+        msg_body: request.msg_body,
+        offline_push_info: request.offline_push_info,
+        condition: request.condition_text,
+        audience,
+    };
+    let targets = notify_targets(&record).filter(|targets| !targets.is_empty());
+    let rules = PushRules {
+        day_start_ms: utc_day_start_ms(now_ms),
+        daily_quota: config.daily_push_quota,
+        min_interval_ms: config.min_push_interval_ms,
+        retry_window_ms: RETRY_WINDOW_MS,
+    };
+    match store.try_accept_push(&record, request.fingerprint, &rules, targets.as_ref())? {
+        PushAcceptance::Accepted => Ok(Accepted::New {
+            record,
+            notifying: targets.is_some(),
+        }),
+        PushAcceptance::Duplicate { task_id } => Ok(Accepted::Retry { task_id }),
+        PushAcceptance::TooFrequent { last_created_ms } => Err(too_frequent(
+            config.min_push_interval_ms,
+            now_ms.saturating_sub(last_created_ms),
+        )),
+        PushAcceptance::QuotaExceeded { quota } => Err(quota_exceeded(quota)),
+    }
+}

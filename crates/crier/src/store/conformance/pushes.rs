@@ -1,0 +1,327 @@
+//! Push acceptance under the limits (retry window, interval, UTC-day quota), push records and
+//! what hangs on them.
+
+use super::*;
+use crate::store::{PushCounts, PushSummary};
+
+pub fn an_accepted_push_is_stored_with_its_job<F: StoreFactory>() {
+    let factory = F::create();
+    let store = factory.open();
+    let record = push(APP, "t1", DAY + 5_000, 9);
+    let targets = bitmap([3, 70_050]);
+    let accepted = store
+        .try_accept_push(&record, 42, &rules(), Some(&targets))
+        .unwrap();
+    assert_eq!(accepted, PushAcceptance::Accepted);
+    assert_eq!(store.pushes_since(APP, 0).unwrap(), [record]);
+    let job = store.job(APP, "t1").unwrap().unwrap();
+    assert_eq!((job.targets, job.cursor, job.done), (targets, 0, false));
+    let without = push(APP, "t2", DAY + 6_000, 10);
+    assert_eq!(
+        accept(&*store, &without, 42, &rules()),
+        PushAcceptance::Accepted
+    );
+    assert!(
+        store.job(APP, "t2").unwrap().is_none(),
+        "no job unless asked"
+    );
+    assert_eq!(task_ids(&*store, APP), ["t1", "t2"]);
+}
+
+pub fn a_retry_within_the_window_is_a_duplicate_up_to_its_edge<F: StoreFactory>() {
+    let factory = F::create();
+    let store = factory.open();
+    let strict = PushRules {
+        min_interval_ms: 5_000,
+        daily_quota: 1,
+        ..rules()
+    };
+    let first = push(APP, "first", DAY + 10_000, 7);
+    assert_eq!(
+        accept(&*store, &first, 1, &strict),
+        PushAcceptance::Accepted
+    );
+    // A retry is answered before the interval and the quota are looked at.
+    for (task_id, created_ms) in [
+        ("r1", DAY + 10_000),
+        ("r2", DAY + 10_500),
+        ("r3", DAY + 11_000),
+    ] {
+        let retry = push(APP, task_id, created_ms, 7);
+        assert_eq!(
+            accept(&*store, &retry, 1, &strict),
+            PushAcceptance::Duplicate {
+                task_id: "first".into()
+            },
+            "{created_ms}"
+        );
+    }
+    let late = push(APP, "late", DAY + 11_001, 7);
+    assert_eq!(
+        accept(&*store, &late, 1, &rules()),
+        PushAcceptance::Accepted
+    );
+    assert_eq!(task_ids(&*store, APP), ["first", "late"]);
+}
+
+pub fn the_same_msg_random_with_another_fingerprint_is_not_a_duplicate<F: StoreFactory>() {
+    let factory = F::create();
+    let store = factory.open();
+    assert_eq!(
+        accept(&*store, &push(APP, "a", DAY + 1_000, 7), 1, &rules()),
+        PushAcceptance::Accepted
+    );
+    assert_eq!(
+        accept(&*store, &push(APP, "b", DAY + 1_100, 7), 2, &rules()),
+        PushAcceptance::Accepted
+    );
+    assert_eq!(
+        accept(&*store, &push(APP, "c", DAY + 1_200, 8), 1, &rules()),
+        PushAcceptance::Accepted
+    );
+    // Nor is the same request made to another app.
+    assert_eq!(
+        accept(&*store, &push(2, "d", DAY + 1_300, 7), 1, &rules()),
+        PushAcceptance::Accepted
+    );
+    assert_eq!(task_ids(&*store, APP), ["a", "b", "c"]);
+}
+
+pub fn pushes_closer_than_the_interval_are_too_frequent<F: StoreFactory>() {
+    let factory = F::create();
+    let store = factory.open();
+    let spaced = PushRules {
+        min_interval_ms: 2_000,
+        ..rules()
+    };
+    assert_eq!(
+        accept(&*store, &push(APP, "a", DAY + 10_000, 1), 1, &spaced),
+        PushAcceptance::Accepted
+    );
+    assert_eq!(
+        accept(&*store, &push(APP, "b", DAY + 11_999, 2), 2, &spaced),
+        PushAcceptance::TooFrequent {
+            last_created_ms: DAY + 10_000
+        }
+    );
+    assert_eq!(
+        accept(&*store, &push(APP, "c", DAY + 12_000, 3), 3, &spaced),
+        PushAcceptance::Accepted
+    );
+    // The interval is judged before the quota.
+    let spent = PushRules {
+        daily_quota: 0,
+        ..spaced
+    };
+    assert_eq!(
+        accept(&*store, &push(APP, "d", DAY + 12_001, 4), 4, &spent),
+        PushAcceptance::TooFrequent {
+            last_created_ms: DAY + 12_000
+        }
+    );
+    assert_eq!(task_ids(&*store, APP), ["a", "c"]);
+}
+
+pub fn the_quota_counts_pushes_since_the_start_of_the_utc_day<F: StoreFactory>() {
+    let factory = F::create();
+    let store = factory.open();
+    let yesterday = PushRules {
+        day_start_ms: DAY - DAY_MS,
+        daily_quota: 2,
+        ..rules()
+    };
+    let today = PushRules {
+        day_start_ms: DAY,
+        ..yesterday
+    };
+    assert_eq!(
+        accept(&*store, &push(APP, "y1", DAY - 2_000, 1), 1, &yesterday),
+        PushAcceptance::Accepted
+    );
+    assert_eq!(
+        accept(&*store, &push(APP, "y2", DAY - 1, 2), 2, &yesterday),
+        PushAcceptance::Accepted
+    );
+    assert_eq!(
+        accept(&*store, &push(APP, "y3", DAY - 1, 3), 3, &yesterday),
+        PushAcceptance::QuotaExceeded { quota: 2 }
+    );
+    // At midnight UTC the count starts again.
+    assert_eq!(
+        accept(&*store, &push(APP, "t1", DAY, 4), 4, &today),
+        PushAcceptance::Accepted
+    );
+    assert_eq!(
+        accept(&*store, &push(APP, "t2", DAY + 1, 5), 5, &today),
+        PushAcceptance::Accepted
+    );
+    assert_eq!(
+        accept(&*store, &push(APP, "t3", DAY + 2, 6), 6, &today),
+        PushAcceptance::QuotaExceeded { quota: 2 }
+    );
+    assert_eq!(
+        accept(&*store, &push(2, "other", DAY + 3, 7), 7, &today),
+        PushAcceptance::Accepted
+    );
+    assert_eq!(task_ids(&*store, APP), ["y1", "y2", "t1", "t2"]);
+}
+
+pub fn refused_pushes_store_nothing<F: StoreFactory>() {
+    let factory = F::create();
+    let store = factory.open();
+    let one_a_day = PushRules {
+        daily_quota: 1,
+        ..rules()
+    };
+    let targets = bitmap([1, 2]);
+    store
+        .try_accept_push(
+            &push(APP, "a", DAY + 1_000, 1),
+            1,
+            &one_a_day,
+            Some(&targets),
+        )
+        .unwrap();
+    for (task_id, msg_random) in [("retry", 1), ("over", 2)] {
+        let refused = store
+            .try_accept_push(
+                &push(APP, task_id, DAY + 1_500, msg_random),
+                1,
+                &one_a_day,
+                Some(&targets),
+            )
+            .unwrap();
+        assert_ne!(refused, PushAcceptance::Accepted);
+        assert!(store.job(APP, task_id).unwrap().is_none());
+        assert!(store.push_summary(APP, task_id).unwrap().is_none());
+    }
+    assert_eq!(store.unfinished_jobs(APP).unwrap().len(), 1);
+    assert_eq!(task_ids(&*store, APP), ["a"]);
+}
+
+pub fn push_summaries_and_counts<F: StoreFactory>() {
+    let factory = F::create();
+    let store = factory.open();
+    assert_eq!(store.push_counts(APP, 0).unwrap(), PushCounts::default());
+    assert!(store.push_summary(APP, "a").unwrap().is_none());
+    let (a, b) = (push(APP, "a", 5_000, 1), push(APP, "b", 9_000, 2));
+    accept(&*store, &a, 1, &rules());
+    accept(&*store, &b, 2, &rules());
+    assert_eq!(
+        store.push_summary(APP, "a").unwrap(),
+        Some(PushSummary {
+            created_ms: 5_000,
+            lifetime_secs: 60,
+            audience_size: 1_100
+        })
+    );
+    assert!(store.push_summary(2, "a").unwrap().is_none());
+    assert_eq!(store.pushes_since(APP, 0).unwrap(), [a, b.clone()]);
+    assert_eq!(store.pushes_since(APP, 5_001).unwrap(), [b]);
+    assert!(store.pushes_since(APP, 9_001).unwrap().is_empty());
+    assert_eq!(
+        store.push_counts(APP, 5_001).unwrap(),
+        PushCounts {
+            since_count: 1,
+            last_created_ms: Some(9_000)
+        }
+    );
+    assert_eq!(store.push_counts(2, 0).unwrap(), PushCounts::default());
+}
+
+pub fn acks_and_delivery_counts_merge_per_push<F: StoreFactory>() {
+    let factory = F::create();
+    let store = factory.open();
+    store
+        .append_acks(
+            APP,
+            &[("t1".into(), bitmap([1, 2])), ("t2".into(), bitmap([5]))],
+        )
+        .unwrap();
+    store
+        .append_acks(APP, &[("t1".into(), bitmap([2, 3]))])
+        .unwrap();
+    store.append_acks(2, &[("t1".into(), bitmap([9]))]).unwrap();
+    let acks = store.load_acks(APP).unwrap();
+    assert_eq!(
+        (acks.len(), &acks["t1"], &acks["t2"]),
+        (2, &bitmap([1, 2, 3]), &bitmap([5]))
+    );
+    let counts = |online, offline| DeliveryCounts { online, offline };
+    store
+        .add_delivery_counts(APP, &[("t1".into(), counts(5, 0))])
+        .unwrap();
+    store
+        .add_delivery_counts(
+            APP,
+            &[("t1".into(), counts(2, 3)), ("t2".into(), counts(1, 1))],
+        )
+        .unwrap();
+    store
+        .add_delivery_counts(2, &[("t1".into(), counts(9, 9))])
+        .unwrap();
+    let stored = store.load_delivery_counts(APP).unwrap();
+    assert_eq!(
+        (stored.len(), stored["t1"], stored["t2"]),
+        (2, counts(7, 3), counts(1, 1))
+    );
+}
+
+pub fn purging_takes_ended_pushes_with_what_hangs_on_them<F: StoreFactory>() {
+    let factory = F::create();
+    let store = factory.open();
+    // Lifetime 60 s: ends at 65,000.
+    push_with_job(&*store, APP, "old", 5_000, &bitmap([1]));
+    push_with_job(&*store, APP, "new", 100_000, &bitmap([1]));
+    push_with_job(&*store, 2, "old", 5_000, &bitmap([1]));
+    store
+        .append_acks(
+            APP,
+            &[("old".into(), bitmap([1])), ("new".into(), bitmap([1]))],
+        )
+        .unwrap();
+    let one = DeliveryCounts {
+        online: 1,
+        offline: 0,
+    };
+    store
+        .add_delivery_counts(APP, &[("old".into(), one), ("new".into(), one)])
+        .unwrap();
+    // Kept while alive, or while it counts toward the day's quota.
+    assert_eq!(store.purge_pushes(APP, 65_000, 1_000_000).unwrap(), 0);
+    assert_eq!(store.purge_pushes(APP, 65_001, 5_000).unwrap(), 0);
+    assert_eq!(store.purge_pushes(APP, 65_001, 5_001).unwrap(), 1);
+    assert_eq!(task_ids(&*store, APP), ["new"]);
+    assert!(!store.load_acks(APP).unwrap().contains_key("old"));
+    assert!(!store.load_delivery_counts(APP).unwrap().contains_key("old"));
+    assert!(store.job(APP, "old").unwrap().is_none());
+    assert!(store.job(APP, "new").unwrap().is_some());
+    assert_eq!(task_ids(&*store, 2), ["old"], "other apps keep theirs");
+    assert!(store.job(2, "old").unwrap().is_some());
+}
+
+pub fn racing_nodes_never_accept_more_than_the_quota<F: StoreFactory>() {
+    let factory = F::create();
+    let two_a_day = PushRules {
+        daily_quota: 2,
+        ..rules()
+    };
+    let answers = race(&factory, 4, |node, store| {
+        let record = push(APP, &format!("node{node}"), DAY + 1_000, node as u32);
+        store
+            .try_accept_push(&record, node as u64, &two_a_day, Some(&bitmap([1])))
+            .unwrap()
+    });
+    let accepted = answers
+        .iter()
+        .filter(|answer| **answer == PushAcceptance::Accepted)
+        .count();
+    assert_eq!(accepted, 2, "{answers:?}");
+    assert!(answers.iter().all(|answer| matches!(
+        answer,
+        PushAcceptance::Accepted | PushAcceptance::QuotaExceeded { quota: 2 }
+    )));
+    let store = factory.open();
+    assert_eq!(task_ids(&*store, APP).len(), 2);
+    assert_eq!(store.unfinished_jobs(APP).unwrap().len(), 2);
+}

@@ -1,0 +1,292 @@
+//! Push records, accepted under the app's rate limits in one transaction, and what hangs on
+//! them: acknowledgements (one bitmap per batch), delivery counts and notification jobs.
+
+use std::collections::HashMap;
+
+use roaring::RoaringBitmap;
+use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::{bitmap_bytes, corrupt, Failure, SqliteStore};
+use crate::store::PushRecord;
+use crate::store::{DeliveryCounts, PushAcceptance, PushCounts, PushRules, PushSummary};
+
+fn push_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(PushRecord, Vec<u8>)> {
+    let record = PushRecord {
+        app: row.get::<_, i64>(0)? as u64,
+        task_id: row.get(1)?,
+        created_ms: row.get::<_, i64>(2)? as u64,
+        lifetime_secs: row.get(3)?,
+        from_account: row.get(4)?,
+        msg_random: row.get(5)?,
+        msg_body: row.get(6)?,
+        offline_push_info: row.get(7)?,
+        condition: row.get(8)?,
+        audience: RoaringBitmap::new(),
+    };
+    Ok((record, row.get(9)?))
+}
+
+/// The first rule of `rules` that refuses `push`, judged on the app's stored pushes.
+fn judge_push(
+    tx: &Transaction<'_>,
+    push: &PushRecord,
+    fingerprint: u64,
+    rules: &PushRules,
+) -> Result<Option<PushAcceptance>, Failure> {
+    let app = push.app as i64;
+    // No upper bound: a push stamped after this one (the clock stepped back) is inside the
+    // window, as `push::limits` has it.
+    let retry_since = push.created_ms.saturating_sub(rules.retry_window_ms);
+    let repeated: Option<String> = tx
+        .prepare_cached(
+            "SELECT task_id FROM pushes
+             WHERE app = ?1 AND created_ms >= ?2 AND msg_random = ?3 AND fingerprint = ?4
+             ORDER BY seq LIMIT 1",
+        )?
+        .query_row(
+            params![app, retry_since as i64, push.msg_random, fingerprint as i64],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if let Some(task_id) = repeated {
+        return Ok(Some(PushAcceptance::Duplicate { task_id }));
+    }
+    let last: Option<i64> = tx
+        .prepare_cached("SELECT MAX(created_ms) FROM pushes WHERE app = ?1")?
+        .query_row(params![app], |row| row.get(0))?;
+    if let Some(last) = last.map(|ms| ms as u64) {
+        if push.created_ms.saturating_sub(last) < rules.min_interval_ms {
+            return Ok(Some(PushAcceptance::TooFrequent {
+                last_created_ms: last,
+            }));
+        }
+    }
+    let today: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM pushes WHERE app = ?1 AND created_ms >= ?2")?
+        .query_row(params![app, rules.day_start_ms as i64], |row| row.get(0))?;
+    if today as u64 >= rules.daily_quota {
+        return Ok(Some(PushAcceptance::QuotaExceeded {
+            quota: rules.daily_quota,
+        }));
+    }
+    Ok(None)
+}
+
+pub(super) fn try_accept_push(
+    store: &SqliteStore,
+    push: &PushRecord,
+    fingerprint: u64,
+    rules: &PushRules,
+    notify_targets: Option<&RoaringBitmap>,
+) -> Result<PushAcceptance, Failure> {
+    let audience = bitmap_bytes(&push.audience)?;
+    let mut connection = store.connection.lock();
+    // IMMEDIATE: the rules are judged and the push stored under one write lock, so two
+    // nodes cannot both take the last push of the quota.
+    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let Some(refused) = judge_push(&tx, push, fingerprint, rules)? {
+        return Ok(refused);
+    }
+    // Cached: the statement would otherwise be compiled anew for every push.
+    tx.prepare_cached(
+        "INSERT INTO pushes (app, task_id, created_ms, lifetime_secs, from_account, msg_random, msg_body,
+                             offline_push_info, condition, audience_size, audience, fingerprint)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        push.app as i64,
+        push.task_id,
+        push.created_ms as i64,
+        push.lifetime_secs,
+        push.from_account,
+        push.msg_random,
+        push.msg_body,
+        push.offline_push_info,
+        push.condition,
+        push.audience.len() as i64,
+        audience,
+        fingerprint as i64
+    ])?;
+    if let Some(targets) = notify_targets {
+        tx.execute(
+            "INSERT INTO notify_jobs (app, task_id, targets) VALUES (?1, ?2, ?3)",
+            params![push.app as i64, push.task_id, bitmap_bytes(targets)?],
+        )?;
+    }
+    tx.commit()?;
+    Ok(PushAcceptance::Accepted)
+}
+
+pub(super) fn push_summary(
+    store: &SqliteStore,
+    app: u64,
+    task_id: &str,
+) -> Result<Option<PushSummary>, Failure> {
+    let summary = store
+        .connection
+        .lock()
+        .query_row(
+            "SELECT created_ms, lifetime_secs, audience_size FROM pushes WHERE app = ?1 AND task_id = ?2",
+            params![app as i64, task_id],
+            |row| {
+                Ok(PushSummary {
+                    created_ms: row.get::<_, i64>(0)? as u64,
+                    lifetime_secs: row.get(1)?,
+                    audience_size: row.get::<_, i64>(2)? as u64,
+                })
+            },
+        )
+        .optional()?;
+    Ok(summary)
+}
+
+pub(super) fn pushes_since(
+    store: &SqliteStore,
+    app: u64,
+    since_ms: u64,
+) -> Result<Vec<PushRecord>, Failure> {
+    let connection = store.connection.lock();
+    let mut query = connection.prepare(
+        "SELECT app, task_id, created_ms, lifetime_secs, from_account, msg_random, msg_body, offline_push_info,
+                condition, audience
+         FROM pushes WHERE app = ?1 AND created_ms >= ?2 ORDER BY seq",
+    )?;
+    let rows = query.query_map(params![app as i64, since_ms as i64], push_from_row)?;
+    let mut pushes = Vec::new();
+    for row in rows {
+        let (mut record, audience) = row?;
+        record.audience = RoaringBitmap::deserialize_from(audience.as_slice())
+            .map_err(|e| corrupt(format!("audience of {}: {e}", record.task_id)))?;
+        pushes.push(record);
+    }
+    Ok(pushes)
+}
+
+pub(super) fn push_counts(
+    store: &SqliteStore,
+    app: u64,
+    since_ms: u64,
+) -> Result<PushCounts, Failure> {
+    let connection = store.connection.lock();
+    let since_count: i64 = connection.query_row(
+        "SELECT COUNT(*) FROM pushes WHERE app = ?1 AND created_ms >= ?2",
+        params![app as i64, since_ms as i64],
+        |row| row.get(0),
+    )?;
+    let last: Option<i64> = connection.query_row(
+        "SELECT MAX(created_ms) FROM pushes WHERE app = ?1",
+        params![app as i64],
+        |row| row.get(0),
+    )?;
+    Ok(PushCounts {
+        since_count: since_count as u64,
+        last_created_ms: last.map(|ms| ms as u64),
+    })
+}
+
+pub(super) fn append_acks(
+    store: &SqliteStore,
+    app: u64,
+    acks: &[(String, RoaringBitmap)],
+) -> Result<(), Failure> {
+    let mut connection = store.connection.lock();
+    let tx = connection.transaction()?;
+    {
+        let mut insert =
+            tx.prepare_cached("INSERT INTO acks (app, task_id, accounts) VALUES (?1, ?2, ?3)")?;
+        for (task_id, accounts) in acks {
+            insert.execute(params![app as i64, task_id, bitmap_bytes(accounts)?])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn add_delivery_counts(
+    store: &SqliteStore,
+    app: u64,
+    counts: &[(String, DeliveryCounts)],
+) -> Result<(), Failure> {
+    let mut connection = store.connection.lock();
+    let tx = connection.transaction()?;
+    {
+        let mut add = tx.prepare_cached(
+            "INSERT INTO delivery_counts (app, task_id, online, offline) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (app, task_id) DO UPDATE
+             SET online = online + excluded.online, offline = offline + excluded.offline",
+        )?;
+        for (task_id, added) in counts {
+            add.execute(params![
+                app as i64,
+                task_id,
+                added.online as i64,
+                added.offline as i64
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn load_delivery_counts(
+    store: &SqliteStore,
+    app: u64,
+) -> Result<HashMap<String, DeliveryCounts>, Failure> {
+    let connection = store.connection.lock();
+    let mut query = connection
+        .prepare("SELECT task_id, online, offline FROM delivery_counts WHERE app = ?1")?;
+    let counts = query
+        .query_map(params![app as i64], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                DeliveryCounts {
+                    online: row.get::<_, i64>(1)? as u64,
+                    offline: row.get::<_, i64>(2)? as u64,
+                },
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(counts)
+}
+
+pub(super) fn load_acks(
+    store: &SqliteStore,
+    app: u64,
+) -> Result<HashMap<String, RoaringBitmap>, Failure> {
+    let connection = store.connection.lock();
+    let mut query = connection.prepare("SELECT task_id, accounts FROM acks WHERE app = ?1")?;
+    let mut rows = query.query(params![app as i64])?;
+    let mut acks: HashMap<String, RoaringBitmap> = HashMap::new();
+    while let Some(row) = rows.next()? {
+        let task_id: String = row.get(0)?;
+        let blob: Vec<u8> = row.get(1)?;
+        let accounts = RoaringBitmap::deserialize_from(blob.as_slice())
+            .map_err(|e| corrupt(format!("acks of {task_id}: {e}")))?;
+        *acks.entry(task_id).or_default() |= accounts;
+    }
+    Ok(acks)
+}
+
+pub(super) fn purge_pushes(
+    store: &SqliteStore,
+    app: u64,
+    expired_before_ms: u64,
+    created_before_ms: u64,
+) -> Result<u64, Failure> {
+    let mut connection = store.connection.lock();
+    let tx = connection.transaction()?;
+    let purged = tx.execute(
+        "DELETE FROM pushes WHERE app = ?1 AND created_ms + lifetime_secs * 1000 < ?2 AND created_ms < ?3",
+        params![app as i64, expired_before_ms as i64, created_before_ms as i64],
+    )?;
+    // A count batch in flight can bring a row back for a push purged here; the next
+    // purge takes it, and no report shows it meanwhile (the push itself is gone).
+    for table in ["acks", "delivery_counts", "notify_jobs"] {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE app = ?1 AND task_id NOT IN (SELECT task_id FROM pushes WHERE app = ?1)"),
+            params![app as i64],
+        )?;
+    }
+    tx.commit()?;
+    Ok(purged as u64)
+}
