@@ -114,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
                 provider: Provider::Webhook,
                 token: format!("token-{name}"),
             };
-            registering.notify.devices.register(account, name, device)?;
+            registering.register_device(account, name, device)?;
         }
         Ok(())
     })
@@ -161,7 +161,7 @@ async fn main() -> anyhow::Result<()> {
     // The job is marked done right after its last batch; give it a moment.
     let mut report = None;
     for _ in 0..500 {
-        let reported = tenant.notify.report(&task_id)?;
+        let reported = tenant.notifications().report(&task_id)?;
         if reported.as_ref().is_some_and(|r| r.done) {
             report = reported;
             break;
