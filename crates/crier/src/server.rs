@@ -14,6 +14,7 @@ use tracing::{info, warn};
 pub use crate::app_state::AppState;
 use crate::clock::now_ms;
 use crate::http::Edge;
+use crate::metrics::BackgroundTask;
 
 /// Serves the REST API on `listener` until `shutdown` completes, then stops accepting,
 /// gives requests in flight until the shutdown deadline, and flushes the store anyway.
@@ -25,12 +26,16 @@ pub async fn serve(
     info!(addr = %listener.local_addr()?, "listening");
     let purger = tokio::spawn(purge_expired_pushes(Arc::clone(&state)));
     for tenant in state.tenants.values() {
-        tokio::spawn(crate::notify::worker::run(
-            tenant.notifications(),
-            Arc::clone(tenant) as _,
-            tenant.node(),
-            state.shutdown.subscribe(),
-        ));
+        let (tenant, shutdown) = (Arc::clone(tenant), state.shutdown.subscribe());
+        let metrics = Arc::clone(&state.metrics);
+        crate::supervise::spawn_task(BackgroundTask::Notifications, metrics, move || {
+            crate::notify::worker::run(
+                tenant.notifications(),
+                Arc::clone(&tenant) as _,
+                tenant.node(),
+                shutdown.clone(),
+            )
+        });
     }
     let edge = Arc::new(Edge::new(state.limits.clone(), Arc::clone(&state.metrics)));
     let router = router(Arc::clone(&state));

@@ -1,6 +1,7 @@
-//! Background threads that must not die quietly: the fan-out writer and the delivery records
-//! writer. A panic in one is logged, counted (`crier_background_restarts_total{task}`), and
-//! the thread takes up its work again from the next item; it never silently stops delivering.
+//! Background work that must not die quietly: the fan-out writer and the delivery records
+//! writer (threads), and each app's notification runner (a task). A panic in one is logged,
+//! counted (`crier_background_restarts_total{task}`), and the work is taken up again from the
+//! next item; it never silently stops delivering.
 //! What the panicking item was doing is lost, and says so in the log: for a fan-out, the
 //! sessions it had not reached get the push from the kept pushes at their next login.
 
@@ -29,6 +30,30 @@ pub fn spawn(task: BackgroundTask, metrics: Arc<Metrics>, mut work: impl FnMut()
             }
         })
         .expect("a background thread starts");
+}
+
+/// Runs the task `start` makes until it ends, starting a new one after each panic (a
+/// notification runner claims its job again and resumes at the stored cursor).
+pub fn spawn_task<F>(
+    task: BackgroundTask,
+    metrics: Arc<Metrics>,
+    start: impl Fn() -> F + Send + 'static,
+) where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match tokio::spawn(start()).await {
+                Err(error) if error.is_panic() => {
+                    metrics.background_restarted(task);
+                    tracing::error!(task = task.label(), %error, "a background task panicked; starting it again");
+                    // A task that panics at once would otherwise spin.
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                _ => return,
+            }
+        }
+    });
 }
 
 #[cfg(test)]

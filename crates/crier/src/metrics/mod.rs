@@ -12,15 +12,21 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 pub enum BackgroundTask {
     FanOut,
     DeliveryRecords,
+    Notifications,
 }
 
 impl BackgroundTask {
-    pub const ALL: [BackgroundTask; 2] = [BackgroundTask::FanOut, BackgroundTask::DeliveryRecords];
+    pub const ALL: [BackgroundTask; 3] = [
+        BackgroundTask::FanOut,
+        BackgroundTask::DeliveryRecords,
+        BackgroundTask::Notifications,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             BackgroundTask::FanOut => "fan_out",
             BackgroundTask::DeliveryRecords => "delivery_records",
+            BackgroundTask::Notifications => "notifications",
         }
     }
 }
