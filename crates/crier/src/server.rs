@@ -93,6 +93,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     info!(addr = %listener.local_addr()?, "listening");
     let purger = tokio::spawn(purge_expired_pushes(Arc::clone(&state)));
+    let tenants = state.tenants.values().cloned().collect();
+    let sampler = tokio::spawn(crate::tenant::console_reads::sample_every(tenants));
     for tenant in state.tenants.values() {
         tokio::spawn(crate::notify::worker::run(
             Arc::clone(tenant),
@@ -103,6 +105,7 @@ pub async fn serve(
     let router = crate::api::router(Arc::clone(&state));
     crate::http::run(listener, router, edge, state.shutdown.clone(), shutdown).await;
     purger.abort();
+    sampler.abort();
     info!("shutting down: flushing the store");
     tokio::task::spawn_blocking(move || state.flush())
         .await

@@ -10,6 +10,8 @@
 //! million accounts takes seconds, copying them a fraction of that, and writers wait only for
 //! the copy. The copy costs as much memory again as the directory while the file is written.
 
+pub mod console_reads;
+
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
