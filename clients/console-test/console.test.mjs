@@ -51,8 +51,7 @@ async function until(what, check, timeoutMs = 10_000) {
 
 async function shot(tab, name) {
   mkdirSync(SHOTS, { recursive: true });
-  // Let charts and counts settle; hide the caret so pictures do not flicker between runs.
-  await tab.addStyleTag({ content: '* { caret-color: transparent !important; }' });
+  // Playwright hides the caret and waits for fonts.
   await tab.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
 }
 

@@ -235,8 +235,8 @@ export function composePage(main, api) {
   }
 
   function clearErrors() {
+    // The last accepted push stays linked until the next one is accepted.
     for (const box of Object.values(errors)) box.replaceChildren();
-    result.replaceChildren();
   }
 
   function showError(error) {

@@ -45,7 +45,7 @@ export function overviewPage(main, api) {
       sessions.replaceChildren(h('h2', { id: 'sessions-title' }, 'Sessions online'),
         h('p', { class: 'big', id: 'sessions-total' }, fmt(o.Sessions)),
         platforms.length
-          ? h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Platform'), h('th', { scope: 'col' }, 'Sessions'))),
+          ? h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Platform'), h('th', { scope: 'col', class: 'num' }, 'Sessions'))),
             h('tbody', { id: 'sessions-by-platform' }, platforms.map(([p, n]) => h('tr', {}, h('th', { scope: 'row' }, p), h('td', { class: 'num' }, fmt(n))))))
           : h('p', {}, 'No session is open.'),
         h('p', { class: 'help' }, `${fmt(o.AccountsOnline)} accounts online of ${fmt(o.LiveAccounts)}; ${fmt(o.Devices)} devices registered.`));
@@ -65,7 +65,7 @@ export function overviewPage(main, api) {
           { name: 'Notifications failed', color: COLORS.failed, values: o.History.map((p) => sum(p, 'Failed')) },
         ]),
         h('table', { class: 'compact' }, h('caption', {}, 'Notifications in the last hour, by provider'),
-          h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Provider'), h('th', { scope: 'col' }, 'Sent'), h('th', { scope: 'col' }, 'Failed'))),
+          h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Provider'), h('th', { scope: 'col', class: 'num' }, 'Sent'), h('th', { scope: 'col', class: 'num' }, 'Failed'))),
           h('tbody', {}, byProvider)));
       loaded(main, 'overview');
     } catch (error) {
@@ -151,7 +151,7 @@ export function tasksPage(main, api, taskId) {
             { name: 'Delivered online', color: COLORS.online, values: points.map((p) => p.DeliveredOnline) },
             { name: 'Delivered offline', color: COLORS.offline, values: points.map((p) => p.DeliveredOffline) },
             { name: 'Acknowledged', color: COLORS.acked, values: points.map((p) => p.Acknowledged) },
-          ])
+          ], { cumulative: true })
           : h('p', {}, 'No samples over time yet.'),
         h('p', {}, h('a', { href: '#tasks' }, 'Back to all tasks')));
       loaded(main, 'task');
@@ -161,7 +161,10 @@ export function tasksPage(main, api, taskId) {
   }
   refreshList();
   if (taskId) refreshDetail();
-  const timer = setInterval(() => (taskId ? refreshDetail() : refreshList()), 3000);
+  const timer = setInterval(() => {
+    refreshList();
+    if (taskId) refreshDetail();
+  }, 3000);
   return () => clearInterval(timer);
 }
 

@@ -10,6 +10,8 @@ export function h(tag, attrs = {}, ...children) {
     if (value === undefined || value === null || value === false) continue;
     if (key.startsWith('on')) element.addEventListener(key.slice(2), value);
     else if (key === 'class') element.className = value;
+    // Through the CSSOM: the page's Content-Security-Policy refuses style attributes.
+    else if (key === 'style') element.style.cssText = value;
     else if (value === true) element.setAttribute(key, '');
     else element.setAttribute(key, String(value));
   }
@@ -54,9 +56,10 @@ export function status(text, kind = 'info') {
 /**
  * A line chart: `series` is [{name, color, values: [number]}], `labels` the x labels (one per
  * value). Answers an <figure> holding the SVG and a table of the same numbers for keyboard and
- * screen-reader users.
+ * screen-reader users. The legend gives each series' total, or its last value when the values
+ * are `cumulative` counters.
  */
-export function lineChart(title, labels, series, { width = 760, height = 220 } = {}) {
+export function lineChart(title, labels, series, { width = 760, height = 220, cumulative = false } = {}) {
   const pad = { left: 48, right: 12, top: 12, bottom: 28 };
   const max = Math.max(1, ...series.flatMap((s) => s.values));
   const count = Math.max(1, labels.length - 1);
@@ -90,7 +93,7 @@ export function lineChart(title, labels, series, { width = 760, height = 220 } =
     add('polyline', { points, fill: 'none', stroke: s.color, 'stroke-width': 2 });
   }
   const legend = h('ul', { class: 'legend' },
-    series.map((s) => h('li', {}, h('span', { class: 'swatch', style: `background:${s.color}` }), `${s.name}: ${fmt(s.values.reduce((a, b) => a + b, 0))}`)));
+    series.map((s) => h('li', {}, h('span', { class: 'swatch', style: `background:${s.color}` }), `${s.name}: ${fmt(cumulative ? s.values.at(-1) : s.values.reduce((a, b) => a + b, 0))}`)));
   const table = h('table', {},
     h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Time'), series.map((s) => h('th', { scope: 'col' }, s.name)))),
     h('tbody', {}, labels.map((label, i) => h('tr', {}, h('th', { scope: 'row' }, label), series.map((s) => h('td', {}, fmt(s.values[i])))))));
