@@ -7,7 +7,7 @@
 //! ([`ConsoleExtras`], found by the app's address), so that the console adds no field to
 //! `Tenant`. Blocking methods say so: run them on a blocking thread.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock, Weak};
 
 use parking_lot::Mutex;
@@ -19,7 +19,9 @@ use super::Tenant;
 use crate::clock::{now_ms, utc_day_start_ms};
 use crate::directory::stats::Held;
 use crate::error::Error;
-use crate::metrics_history::{History, SentFailed, TaskReading, Totals, FRESH_FOR_MS};
+use crate::metrics_history::{
+    History, SentFailed, TaskReading, Totals, FRESH_FOR_MS, TRACK_TASKS_MS,
+};
 use crate::notify::Provider;
 use crate::push::validate::parse_condition;
 
@@ -31,8 +33,22 @@ const DAY_MS: u64 = 86_400_000;
 #[derive(Default)]
 pub struct ConsoleExtras {
     pub history: Mutex<History>,
+    /// The app's pushes of the last 8 days, as read from the store once each (without their
+    /// audiences), so listing tasks does not read every audience again.
+    tasks: Mutex<HashMap<String, TaskFacts>>,
     /// (second, calls in it).
     rate: Mutex<(u64, u32)>,
+}
+
+/// What `task_list` shows of a push that never changes.
+struct TaskFacts {
+    /// Order in which the store holds the pushes (its order of acceptance).
+    order: u64,
+    created_ms: u64,
+    lifetime_secs: u32,
+    audience_size: u64,
+    condition: Option<String>,
+    msg_body: String,
 }
 
 /// Each app's extras, found by the app's address.
@@ -138,37 +154,40 @@ impl Tenant {
         Ok((audience.len(), connected))
     }
 
-    /// The app's pushes still stored that were accepted at or after `since_ms` (at most 8
-    /// days back), newest first. Blocking.
-    pub fn recent_tasks(&self, since_ms: u64) -> Result<Vec<TaskSummary>, Error> {
+    /// The app's pushes of the last 8 days accepted at or after `since_ms`, newest first.
+    /// Blocking (reads the pushes accepted since the last read from the store).
+    pub fn recent_tasks(self: &Arc<Self>, since_ms: u64) -> Result<Vec<TaskSummary>, Error> {
+        self.sample_history()?;
         let now = now_ms();
-        let since_ms = since_ms.max(now.saturating_sub(8 * DAY_MS));
-        let mut tasks: Vec<TaskSummary> = self
-            .store
-            .pushes_since(self.sdkappid(), since_ms)?
+        let extras = self.console_extras();
+        let known = extras.tasks.lock();
+        let mut listed: Vec<(&String, &TaskFacts)> = known
+            .iter()
+            .filter(|(_, facts)| facts.created_ms >= since_ms)
+            .collect();
+        listed.sort_unstable_by_key(|(_, facts)| std::cmp::Reverse(facts.order));
+        Ok(listed
             .into_iter()
-            .map(|push| {
-                let report = self.delivery.report(&push.task_id);
-                let kept = self.delivery.kept_record(&push.task_id).is_some();
+            .map(|(task_id, facts)| {
+                let expires_ms = facts.created_ms + u64::from(facts.lifetime_secs) * 1000;
+                let kept = self.delivery.kept_record(task_id).is_some();
                 TaskSummary {
-                    state: if kept && push.expires_at_ms() > now {
+                    task_id: task_id.clone(),
+                    state: if kept && expires_ms > now {
                         "active"
                     } else {
                         "done"
                     },
-                    created_ms: push.created_ms,
-                    expires_ms: push.expires_at_ms(),
-                    lifetime_secs: push.lifetime_secs,
-                    audience_size: push.audience.len(),
-                    acked: report.acknowledged.unwrap_or(0),
-                    condition: push.condition,
-                    msg_body: push.msg_body,
-                    task_id: push.task_id,
+                    created_ms: facts.created_ms,
+                    expires_ms,
+                    lifetime_secs: facts.lifetime_secs,
+                    audience_size: facts.audience_size,
+                    acked: self.delivery.report(task_id).acknowledged.unwrap_or(0),
+                    condition: facts.condition.clone(),
+                    msg_body: facts.msg_body.clone(),
                 }
             })
-            .collect();
-        tasks.reverse();
-        Ok(tasks)
+            .collect())
     }
 
     /// One account's state; `None` when the app never heard of it (or deleted it).
@@ -269,25 +288,57 @@ impl Tenant {
         }
     }
 
-    /// Takes a sample of the app's delivery counters into its history, unless one was taken
-    /// in the last second. Blocking (reads the store for new pushes and running notifications).
+    /// Reads the pushes accepted since the last read (the first read: the last 8 days) into
+    /// the history and the task list. Blocking.
+    fn track_new_pushes(
+        &self,
+        extras: &ConsoleExtras,
+        history: &mut History,
+        now: u64,
+    ) -> Result<(), Error> {
+        // From the newest push read, included: another push may have been stored in the same
+        // millisecond after the last read.
+        let since = history
+            .seen_up_to_ms
+            .unwrap_or_else(|| now.saturating_sub(TRACK_TASKS_MS));
+        let mut tasks = extras.tasks.lock();
+        let mut order = tasks
+            .values()
+            .map(|facts| facts.order + 1)
+            .max()
+            .unwrap_or(0);
+        for push in self.store.pushes_since(self.sdkappid(), since)? {
+            history.track(&push.task_id, push.created_ms);
+            history.seen_up_to_ms = Some(push.created_ms.max(since));
+            tasks.entry(push.task_id.clone()).or_insert_with(|| {
+                order += 1;
+                TaskFacts {
+                    order,
+                    created_ms: push.created_ms,
+                    lifetime_secs: push.lifetime_secs,
+                    audience_size: push.audience.len(),
+                    condition: push.condition,
+                    msg_body: push.msg_body,
+                }
+            });
+        }
+        tasks.retain(|_, facts| now.saturating_sub(facts.created_ms) <= TRACK_TASKS_MS);
+        Ok(())
+    }
+
+    /// Reads new pushes, then takes a sample of the app's delivery counters into its history
+    /// unless one was taken in the last second. Blocking (reads the store for new pushes and
+    /// running notifications).
     pub fn sample_history(self: &Arc<Self>) -> Result<(), Error> {
         let extras = self.console_extras();
         let mut history = extras.history.lock();
         let now = now_ms();
+        self.track_new_pushes(&extras, &mut history, now)?;
         if history
             .last_sample_ms()
             .is_some_and(|at| now.saturating_sub(at) < FRESH_FOR_MS)
         {
             return Ok(());
-        }
-        let since = history.seen_up_to_ms.map_or(
-            now.saturating_sub(crate::metrics_history::TRACK_TASKS_MS),
-            |seen| seen,
-        );
-        for push in self.store.pushes_since(self.sdkappid(), since)? {
-            history.track(&push.task_id, push.created_ms);
-            history.seen_up_to_ms = Some(push.created_ms.max(history.seen_up_to_ms.unwrap_or(0)));
         }
         let mut readings = Vec::new();
         for (task_id, read_notifications) in history.tracked() {
