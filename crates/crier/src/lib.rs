@@ -10,6 +10,8 @@
 //! - [`gateway`]: the WebSocket client protocol at `/v4/ws`.
 //! - [`metrics`]: counters at `/metrics`.
 //! - [`api`]: the Tencent-compatible REST surface, thin handlers over the parts.
+//! - [`console`]: the web console's files at `/console/`; its reads are `api::crier_reads`,
+//!   and [`metrics_history`] keeps the delivery history its Overview charts.
 //! - [`http`]: the edge: connections under a cap, timeouts, body budget, shutdown deadline.
 //! - [`server`]: `serve(listener, state, shutdown)`, used by `main` and by the tests.
 #![forbid(unsafe_code)]
