@@ -465,3 +465,38 @@ async fn more_than_ten_reads_a_second_are_refused_with_90024() {
     let other = server.admin_of(OTHER_APP, OTHER_KEY, ADMIN);
     ok(&other, COUNT, json!({})).await;
 }
+
+#[tokio::test]
+async fn the_console_is_served_from_the_binary_with_a_strict_policy() {
+    let server = TestServer::start().await;
+    let get = |path: &str| {
+        let url = format!("{}{path}", server.base);
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        async move { http.get(url).send().await.unwrap() }
+    };
+    let page = get("/console/").await;
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("default-src 'self'") && policy.contains("connect-src 'self'"));
+    assert!(page
+        .text()
+        .await
+        .unwrap()
+        .contains("<script type=\"module\" src=\"app.js\">"));
+    let script = get("/console/app.js").await;
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(get("/console/secret.toml").await.status(), 404);
+    let bare = get("/console").await;
+    assert_eq!(bare.status(), 308);
+    assert_eq!(bare.headers()["location"], "/console/");
+}
