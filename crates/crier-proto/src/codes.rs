@@ -40,4 +40,6 @@ pub const MSG_LIFETIME_NOT_INTEGER: u32 = 90044;
 pub const PUSH_DISABLED: u32 = 90045;
 pub const DAILY_QUOTA_EXCEEDED: u32 = 90047;
 pub const BAD_FROM_ACCOUNT: u32 = 90048;
+/// A parameter of a `v4/crier` read (or a scheduled task) is out of range.
+pub const BAD_PARAMETER: u32 = 90104;
 pub const INTERNAL: u32 = 91000;

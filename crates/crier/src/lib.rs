@@ -4,7 +4,8 @@
 //! - edges: [`server`] (wires routes, the edge and background work; `serve(listener, state,
 //!   shutdown)` is used by `main` and the tests), [`api`] (the Tencent REST surface, thin
 //!   handlers), [`gateway`] (the WebSocket protocol at `/v4/ws`), [`http`] (connections under
-//!   a cap, timeouts, body budget, shutdown deadline), [`auth`] (signed admin calls);
+//!   a cap, timeouts, body budget, shutdown deadline), [`auth`] (signed admin calls),
+//!   [`console`] (the web console's files at `/console/`; its reads are `api::crier_reads`);
 //! - [`app_state`]: what handlers share: the apps, the store, metrics, limits;
 //! - [`tenant`]: one app's façade; the edges call its methods, never its parts;
 //! - the parts: [`push`] (reading an `im_push`, its rules), [`delivery`] (presence, fan-out,
@@ -12,7 +13,8 @@
 //!   [`bus`] (announcements between sessions and nodes), [`directory`] (accounts, tags and
 //!   attributes as roaring bitmaps), [`store`] (durable state behind a trait; SQLite is the
 //!   embedded default), [`supervise`] (background threads that restart after a panic);
-//! - below everything: [`error`] (one place errors become wire answers), [`metrics`],
+//! - below everything: [`error`] (one place errors become wire answers), [`metrics`] (and
+//!   [`metrics_history`], the per-minute history the console charts),
 //!   [`config`] (imports nothing from the crate), [`clock`].
 #![forbid(unsafe_code)]
 
@@ -22,12 +24,14 @@ pub mod auth;
 pub mod bus;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod directory;
 pub mod error;
 pub mod gateway;
 pub mod http;
 pub mod metrics;
+pub mod metrics_history;
 pub mod notify;
 pub mod push;
 pub mod server;

@@ -25,6 +25,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     info!(addr = %listener.local_addr()?, "listening");
     let purger = tokio::spawn(purge_expired_pushes(Arc::clone(&state)));
+    let tenants = state.tenants.values().cloned().collect();
+    let sampler = tokio::spawn(crate::tenant::console_reads::sample_every(tenants));
     for tenant in state.tenants.values() {
         let (tenant, shutdown) = (Arc::clone(tenant), state.shutdown.subscribe());
         let metrics = Arc::clone(&state.metrics);
@@ -41,6 +43,7 @@ pub async fn serve(
     let router = router(Arc::clone(&state));
     crate::http::run(listener, router, edge, state.shutdown.clone(), shutdown).await;
     purger.abort();
+    sampler.abort();
     info!("shutting down: flushing the store");
     tokio::task::spawn_blocking(move || state.flush())
         .await
@@ -62,6 +65,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/metrics",
             get(|State(state): State<Arc<AppState>>| async move { state.metrics.render() }),
         )
+        .merge(crate::console::router())
         .fallback(crate::api::unknown_route)
         .with_state(state)
 }

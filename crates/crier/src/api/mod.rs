@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod attrs;
+pub mod crier_reads;
 pub mod fields;
 pub mod tags;
 
@@ -62,6 +63,14 @@ fn command(service: &str, command: &str) -> Option<(Service, Handler)> {
         ("openim", "query_online_status") => (OpenIm, handler!(accounts::query_online_status)),
         // Crier's own extensions, in Tencent's style.
         ("crier", "task_report") => (AllMemberPush, handler!(task_report)),
+        ("crier", "audience_count") => (AllMemberPush, handler!(crier_reads::audience_count)),
+        ("crier", "task_list") => (AllMemberPush, handler!(crier_reads::task_list)),
+        ("crier", "task_timeline") => (AllMemberPush, handler!(crier_reads::task_timeline)),
+        ("crier", "account_info") => (AllMemberPush, handler!(crier_reads::account_info)),
+        ("crier", "tag_stats") => (AllMemberPush, handler!(crier_reads::tag_stats)),
+        ("crier", "attr_stats") => (AllMemberPush, handler!(crier_reads::attr_stats)),
+        ("crier", "quota") => (AllMemberPush, handler!(crier_reads::quota)),
+        ("crier", "overview") => (AllMemberPush, handler!(crier_reads::overview)),
         _ => return None,
     })
 }

@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod condition;
 pub mod ops;
 pub mod snapshot;
+pub mod stats;
 pub mod tag_lists;
 
 use std::collections::{BTreeMap, HashMap};

@@ -322,7 +322,7 @@ struct RawCondition {
 
 /// The condition and its text as stored with the push. The size is checked after the fields,
 /// so a request with one bad tag hears about that tag.
-fn parse_condition(
+pub fn parse_condition(
     value: Option<&Value>,
     directory: &Directory,
 ) -> Result<(Condition, Option<String>), Error> {

@@ -28,6 +28,7 @@ use crate::notify::worker::{Notify, PushLookups};
 use crate::notify::{channels, Provider};
 use crate::store::{PushRecord, Store, StoreError};
 
+pub mod console_reads;
 mod pushes;
 pub mod report;
 mod sessions;

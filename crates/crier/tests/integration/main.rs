@@ -12,6 +12,7 @@ mod attrs;
 mod auth;
 mod cli;
 mod crash;
+mod crier_reads;
 mod edge;
 mod fakes;
 mod gateway;
