@@ -13,7 +13,8 @@ use serde_json::{Map, Value};
 /// Where the server is and which app to act for.
 #[derive(Args, Clone)]
 pub struct Target {
-    /// The server's base URL (http://host:port); `listen` derives ws://host:port/v4/ws from it.
+    /// The server's base URL (http://host:port); `listen` derives ws://host:port/v4/ws from it
+    /// (and takes several nodes of a cluster with --server).
     #[arg(long, env = "CRIER_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// The app's SDKAppID.
@@ -26,19 +27,25 @@ pub struct Target {
 
 impl Target {
     pub fn websocket_url(&self) -> String {
-        let base = self.url.trim_end_matches('/');
-        let base = if let Some(rest) = base.strip_prefix("https://") {
-            format!("wss://{rest}")
-        } else if let Some(rest) = base.strip_prefix("http://") {
-            format!("ws://{rest}")
-        } else {
-            base.to_owned()
-        };
-        if base.ends_with("/v4/ws") {
-            base
-        } else {
-            format!("{base}/v4/ws")
-        }
+        websocket_url(&self.url)
+    }
+}
+
+/// The gateway's URL on the server at `base`: http://host:port gives ws://host:port/v4/ws,
+/// https gives wss; a URL that already ends in /v4/ws is kept.
+pub fn websocket_url(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    let base = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        base.to_owned()
+    };
+    if base.ends_with("/v4/ws") {
+        base
+    } else {
+        format!("{base}/v4/ws")
     }
 }
 

@@ -14,6 +14,7 @@ mod cli;
 mod crash;
 mod crier_reads;
 mod edge;
+mod failover;
 mod fakes;
 mod gateway;
 mod gateway_limits;
