@@ -14,7 +14,8 @@ mod on_stream;
 /// Who logs in where. `user_sig` is made for `identifier` with the app's key.
 #[derive(Debug, Clone)]
 pub struct LoginOptions {
-    /// `ws://host:port/v4/ws`
+    /// `ws://host:port/v4/ws`. A [`Listener`](crate::Listener) started with several servers
+    /// sets it to each of them in turn.
     pub url: String,
     pub sdkappid: u64,
     pub identifier: String,

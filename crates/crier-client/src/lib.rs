@@ -2,7 +2,8 @@
 //!
 //! - [`Connection`]: one WebSocket session: log in, read pushes, acknowledge them.
 //! - [`Listener`]: a session that reconnects with back-off, drops repeated TaskIds and sends the
-//!   application's acks, as the protocol's at-least-once delivery asks of clients.
+//!   application's acks, as the protocol's at-least-once delivery asks of clients. Given the
+//!   nodes of a cluster ([`Listener::start_with_servers`]) it fails over between them.
 //! - [`Admin`]: signed admin calls to the REST API (`im_push` and the rest).
 #![forbid(unsafe_code)]
 

@@ -13,8 +13,7 @@ use serde_json::{Map, Value};
 /// Where the server is and which app to act for.
 #[derive(Args, Clone)]
 pub struct Target {
-    /// The server's base URL (http://host:port); `listen` derives ws://host:port/v4/ws from it
-    /// (and takes several nodes of a cluster with --server).
+    /// The server's base URL (http://host:port); `listen` derives ws://host:port/v4/ws from it.
     #[arg(long, env = "CRIER_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// The app's SDKAppID.
