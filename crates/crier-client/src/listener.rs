@@ -5,25 +5,27 @@
 //! `run` is the loop over logins (which node, when to back off, which ends are final);
 //! `listen` is one logged-in connection; `Seen` remembers the TaskIds handed over.
 
+mod seen;
 mod servers;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use crier_proto::protocol::{close, PushFrame};
+use crier_proto::protocol::{close, ClientFrame, PushFrame};
 use tokio::sync::mpsc;
 
 use crate::{ClientError, Connection, Event, LoginOptions};
+use seen::{Seen, Sighting};
 use servers::Servers;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A node that has not accepted the login within this long counts as down: the next is tried.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// TaskIds remembered for dropping repeats.
-const SEEN_CAPACITY: usize = 10_000;
+/// An idle connection gets a Ping this often; one that has sent nothing by the next time is
+/// taken for dead (a node that vanished without closing its connections) and the next tried.
+const HEARTBEAT: Duration = Duration::from_secs(30);
 
 pub struct Listener {
     pushes: mpsc::Receiver<PushFrame>,
@@ -59,11 +61,12 @@ impl Listener {
             servers
         };
         let first = rand::random::<usize>() % servers.len();
-        Listener::spawn(Servers::new(servers, first), options, sign)
+        Listener::spawn(Servers::new(servers, first), HEARTBEAT, options, sign)
     }
 
     fn spawn(
         servers: Servers,
+        heartbeat: Duration,
         options: LoginOptions,
         sign: impl Fn() -> String + Send + 'static,
     ) -> Listener {
@@ -74,6 +77,7 @@ impl Listener {
             acks: ack_receiver,
             seen: Seen::default(),
             unsent: Vec::new(),
+            heartbeat,
         };
         let task = tokio::spawn(run(servers, options, sign, delivery));
         Listener { pushes, acks, task }
@@ -115,46 +119,6 @@ async fn outcome(task: tokio::task::JoinHandle<ClientError>) -> ClientError {
     }
 }
 
-/// TaskIds handed over to the application, with whether it has acknowledged each.
-#[derive(Default)]
-struct Seen {
-    acked: HashMap<String, bool>,
-    order: VecDeque<String>,
-}
-
-enum Sighting {
-    First,
-    /// Handed over before and acknowledged: the ack may have been lost with the connection it
-    /// went out on, so it is sent again.
-    Acked,
-    /// Handed over before; the application acknowledges it when it is done with it.
-    Unacked,
-}
-
-impl Seen {
-    fn sighting(&mut self, task_id: &str) -> Sighting {
-        match self.acked.get(task_id) {
-            Some(true) => return Sighting::Acked,
-            Some(false) => return Sighting::Unacked,
-            None => {}
-        }
-        self.acked.insert(task_id.to_owned(), false);
-        self.order.push_back(task_id.to_owned());
-        if self.order.len() > SEEN_CAPACITY {
-            if let Some(oldest) = self.order.pop_front() {
-                self.acked.remove(&oldest);
-            }
-        }
-        Sighting::First
-    }
-
-    fn acknowledged(&mut self, task_id: &str) {
-        if let Some(acked) = self.acked.get_mut(task_id) {
-            *acked = true;
-        }
-    }
-}
-
 /// What outlives each connection: the application's ends of the channels, the TaskIds handed
 /// over, and acks taken from the application that no connection has sent yet.
 struct Delivery {
@@ -162,6 +126,8 @@ struct Delivery {
     acks: mpsc::UnboundedReceiver<String>,
     seen: Seen,
     unsent: Vec<String>,
+    /// [`HEARTBEAT`], shorter in tests.
+    heartbeat: Duration,
 }
 
 async fn run(
@@ -219,10 +185,15 @@ fn is_final(outcome: &ClientError) -> bool {
 async fn log_in(options: &LoginOptions) -> Result<Connection, ClientError> {
     match tokio::time::timeout(LOGIN_TIMEOUT, Connection::connect(options)).await {
         Ok(result) => result,
-        Err(_elapsed) => Err(ClientError::WebSocket(
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "no LoginOK within 10 s").into(),
-        )),
+        Err(_elapsed) => Err(timed_out(format!(
+            "no LoginOK within {} s",
+            LOGIN_TIMEOUT.as_secs()
+        ))),
     }
+}
+
+fn timed_out(what: String) -> ClientError {
+    ClientError::WebSocket(std::io::Error::new(std::io::ErrorKind::TimedOut, what).into())
 }
 
 fn closed_by_us() -> ClientError {
@@ -270,14 +241,56 @@ impl Delivery {
         }
         Ok(())
     }
+
+    /// Hands a push over unless it is a repeat; answers how the connection ended if `event`
+    /// ends it.
+    async fn take(
+        &mut self,
+        event: Result<Event, ClientError>,
+        connection: &mut Connection,
+    ) -> Option<ClientError> {
+        let push = match event {
+            Err(error) => return Some(error),
+            Ok(Event::Closed { code, reason }) => {
+                return Some(ClientError::Closed { code, reason })
+            }
+            Ok(Event::Kicked { .. } | Event::Error { .. } | Event::Pong) => return None,
+            Ok(Event::Push(push)) => push,
+        };
+        match self.seen.sighting(&push.task_id) {
+            Sighting::First => self.pushes.send(push).await.err().map(|_| closed_by_us()),
+            Sighting::Acked => self.send_acks(connection, vec![push.task_id]).await.err(),
+            Sighting::Unacked => None,
+        }
+    }
 }
 
 async fn listen(mut connection: Connection, delivery: &mut Delivery) -> ClientError {
     if let Err(error) = delivery.send_acks(&mut connection, Vec::new()).await {
         return error;
     }
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + delivery.heartbeat,
+        delivery.heartbeat,
+    );
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Whether anything came since the last tick, and whether a Ping is waiting for its Pong.
+    let (mut heard, mut pinged) = (false, false);
     loop {
         tokio::select! {
+            _ = heartbeat.tick() => {
+                if pinged {
+                    let silent = delivery.heartbeat.as_secs_f64();
+                    return timed_out(format!("nothing from the server {silent} s after a Ping"));
+                }
+                if std::mem::take(&mut heard) {
+                    continue;
+                }
+                if let Err(error) = connection.send(&ClientFrame::Ping).await {
+                    return error;
+                }
+                pinged = true;
+            }
             ack = delivery.acks.recv() => {
                 let Some(first) = ack else {
                     // The application is done: what it acknowledged is sent, so close cleanly.
@@ -297,24 +310,12 @@ async fn listen(mut connection: Connection, delivery: &mut Delivery) -> ClientEr
                     return error;
                 }
             }
-            event = connection.next_event() => match event {
-                Err(error) => return error,
-                Ok(Event::Push(push)) => match delivery.seen.sighting(&push.task_id) {
-                    Sighting::First => {
-                        if delivery.pushes.send(push).await.is_err() {
-                            return closed_by_us();
-                        }
-                    }
-                    Sighting::Acked => {
-                        if let Err(error) = delivery.send_acks(&mut connection, vec![push.task_id]).await {
-                            return error;
-                        }
-                    }
-                    Sighting::Unacked => {}
-                },
-                Ok(Event::Closed { code, reason }) => return ClientError::Closed { code, reason },
-                Ok(Event::Kicked { .. } | Event::Error { .. } | Event::Pong) => {}
-            },
+            event = connection.next_event() => {
+                (heard, pinged) = (true, false);
+                if let Some(end) = delivery.take(event, &mut connection).await {
+                    return end;
+                }
+            }
         }
     }
 }

@@ -75,7 +75,11 @@ fn options() -> LoginOptions {
 }
 
 fn listener_on(urls: Vec<String>) -> Listener {
-    Listener::spawn(Servers::new(urls, 0), options(), || "sig".into())
+    listener_with_heartbeat(urls, HEARTBEAT)
+}
+
+fn listener_with_heartbeat(urls: Vec<String>, heartbeat: Duration) -> Listener {
+    Listener::spawn(Servers::new(urls, 0), heartbeat, options(), || "sig".into())
 }
 
 async fn next(listener: &mut Listener) -> Option<PushFrame> {
@@ -163,4 +167,38 @@ async fn closing_while_no_node_answers_ends_at_the_back_off() {
         .await
         .expect("close does not wait for a server");
     assert!(matches!(reason, ClientError::WebSocket(_)), "{reason:?}");
+}
+
+#[tokio::test]
+async fn a_node_that_goes_silent_is_left_for_the_next() {
+    let (url_a, node_a) = node().await;
+    let (url_b, node_b) = node().await;
+    let mut listener = listener_with_heartbeat(vec![url_a, url_b], Duration::from_millis(100));
+
+    let mut a = accept_login(&node_a).await;
+    // a gets a Ping on the idle connection and never answers, like a node that hangs.
+    let ping = a.next().await.unwrap().unwrap().into_text().unwrap();
+    assert_eq!(ping.as_str(), r#"{"Type":"Ping"}"#);
+    let mut b = accept_login(&node_b).await;
+    push(&mut b, "t1").await;
+    assert_eq!(next(&mut listener).await.unwrap().task_id, "t1");
+    drop(a);
+}
+
+#[tokio::test]
+async fn a_node_that_answers_pings_is_kept() {
+    let (url_a, node_a) = node().await;
+    let (url_b, node_b) = node().await;
+    let mut listener = listener_with_heartbeat(vec![url_a, url_b], Duration::from_millis(200));
+
+    let mut a = accept_login(&node_a).await;
+    for _ in 0..2 {
+        let ping = a.next().await.unwrap().unwrap().into_text().unwrap();
+        assert_eq!(ping.as_str(), r#"{"Type":"Ping"}"#);
+        a.send(Message::text(r#"{"Type":"Pong"}"#)).await.unwrap();
+    }
+    push(&mut a, "t1").await;
+    assert_eq!(next(&mut listener).await.unwrap().task_id, "t1");
+    let tried = tokio::time::timeout(Duration::from_millis(100), node_b.accept()).await;
+    assert!(tried.is_err(), "b was not tried");
 }
