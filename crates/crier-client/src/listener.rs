@@ -49,7 +49,9 @@ impl Listener {
     /// kicked, not refused, not closed by the application), the next node in turn is tried
     /// at once; the back-off applies only after every node has failed in a row. Logging in
     /// on another node delivers the pushes kept for the account that were not acknowledged;
-    /// those already handed over are dropped as repeats.
+    /// those already handed over are dropped as repeats. A connection that stays silent for a
+    /// heartbeat after a Ping (30 s) counts as failed too, so a node that vanishes without
+    /// closing its connections is left within about a minute.
     pub fn start_with_servers(
         servers: Vec<String>,
         options: LoginOptions,
