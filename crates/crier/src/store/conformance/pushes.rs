@@ -229,6 +229,52 @@ pub fn push_summaries_and_counts<F: StoreFactory>() {
     assert_eq!(store.push_counts(2, 0).unwrap(), PushCounts::default());
 }
 
+pub fn a_push_record_is_read_whole_by_any_node<F: StoreFactory>() {
+    let factory = F::create();
+    let (node_a, node_b) = (factory.open(), factory.open());
+    let mut record = push(APP, "t1", DAY + 1_000, 5);
+    record.offline_push_info = None;
+    record.audience = (0..200_000).step_by(3).collect();
+    assert_eq!(accept(&*node_a, &record, 1, &rules()), PushAcceptance::Accepted);
+    assert_eq!(node_b.push_record(APP, "t1").unwrap(), Some(record));
+    assert!(node_b.push_record(APP, "t2").unwrap().is_none());
+    assert!(
+        node_b.push_record(2, "t1").unwrap().is_none(),
+        "task ids are per app"
+    );
+}
+
+pub fn acks_since_a_cursor_are_the_later_batches_in_order<F: StoreFactory>() {
+    let factory = F::create();
+    let (node_a, node_b) = (factory.open(), factory.open());
+    assert_eq!(node_b.acks_since(APP, 0).unwrap(), (0, vec![]));
+    node_a
+        .append_acks(
+            APP,
+            &[("t1".into(), bitmap([1, 2])), ("t2".into(), bitmap([5]))],
+        )
+        .unwrap();
+    node_a.append_acks(2, &[("t1".into(), bitmap([9]))]).unwrap();
+    let (cursor, batches) = node_b.acks_since(APP, 0).unwrap();
+    assert_eq!(
+        batches,
+        [("t1".to_owned(), bitmap([1, 2])), ("t2".to_owned(), bitmap([5]))]
+    );
+    assert_eq!(node_b.acks_since(APP, cursor).unwrap(), (cursor, vec![]));
+    node_b.append_acks(APP, &[]).unwrap();
+    node_b
+        .append_acks(APP, &[("t1".into(), bitmap([2, 3]))])
+        .unwrap();
+    let (later, batches) = node_a.acks_since(APP, cursor).unwrap();
+    assert_eq!(batches, [("t1".to_owned(), bitmap([2, 3]))]);
+    assert_ne!(later, cursor);
+    assert_eq!(node_a.acks_since(APP, later).unwrap(), (later, vec![]));
+    let (_, everything) = node_a.acks_since(APP, 0).unwrap();
+    assert_eq!(everything.len(), 3);
+    let (_, other_app) = node_a.acks_since(2, 0).unwrap();
+    assert_eq!(other_app, [("t1".to_owned(), bitmap([9]))]);
+}
+
 pub fn acks_and_delivery_counts_merge_per_push<F: StoreFactory>() {
     let factory = F::create();
     let store = factory.open();
