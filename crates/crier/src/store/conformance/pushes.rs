@@ -235,7 +235,10 @@ pub fn a_push_record_is_read_whole_by_any_node<F: StoreFactory>() {
     let mut record = push(APP, "t1", DAY + 1_000, 5);
     record.offline_push_info = None;
     record.audience = (0..200_000).step_by(3).collect();
-    assert_eq!(accept(&*node_a, &record, 1, &rules()), PushAcceptance::Accepted);
+    assert_eq!(
+        accept(&*node_a, &record, 1, &rules()),
+        PushAcceptance::Accepted
+    );
     assert_eq!(node_b.push_record(APP, "t1").unwrap(), Some(record));
     assert!(node_b.push_record(APP, "t2").unwrap().is_none());
     assert!(
@@ -254,11 +257,16 @@ pub fn acks_since_a_cursor_are_the_later_batches_in_order<F: StoreFactory>() {
             &[("t1".into(), bitmap([1, 2])), ("t2".into(), bitmap([5]))],
         )
         .unwrap();
-    node_a.append_acks(2, &[("t1".into(), bitmap([9]))]).unwrap();
+    node_a
+        .append_acks(2, &[("t1".into(), bitmap([9]))])
+        .unwrap();
     let (cursor, batches) = node_b.acks_since(APP, 0).unwrap();
     assert_eq!(
         batches,
-        [("t1".to_owned(), bitmap([1, 2])), ("t2".to_owned(), bitmap([5]))]
+        [
+            ("t1".to_owned(), bitmap([1, 2])),
+            ("t2".to_owned(), bitmap([5]))
+        ]
     );
     assert_eq!(node_b.acks_since(APP, cursor).unwrap(), (cursor, vec![]));
     node_b.append_acks(APP, &[]).unwrap();

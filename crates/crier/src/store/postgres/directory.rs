@@ -94,7 +94,9 @@ pub(super) fn append_dir_ops(
         let head = dir_head_of(client, app, false)?.head;
         return Err(stale_head(app, head, expected_head));
     }
-    let seqs: Vec<i64> = (expected_head + 1..=new_head).map(|seq| seq as i64).collect();
+    let seqs: Vec<i64> = (expected_head + 1..=new_head)
+        .map(|seq| seq as i64)
+        .collect();
     let texts = ops
         .iter()
         .map(serde_json::to_string)

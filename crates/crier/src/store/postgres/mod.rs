@@ -18,7 +18,7 @@
 //! row), or claims a job with `FOR UPDATE SKIP LOCKED`. Transactions are `READ COMMITTED`, so
 //! each statement after the lock sees what the previous holder committed.
 //!
-//! Every operation goes through [`PostgresStore::run`], which turns the client's and the
+//! Every operation goes through `PostgresStore::run`, which turns the client's and the
 //! pool's errors into [`StoreError`]s: they become backend-neutral here and nowhere else.
 //! URLs are only ever shown through [`redacted`].
 
@@ -95,21 +95,40 @@ impl Failure {
             Failure::Postgres(error) => match error.as_db_error() {
                 // Two writers took one key (in practice a directory seq): the other got there
                 // first.
-                Some(db) if *db.code() == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(
-                    format!("postgres: {} ({})", db.message(), db.constraint().unwrap_or("?")),
-                ),
+                Some(db) if *db.code() == SqlState::UNIQUE_VIOLATION => {
+                    StoreError::Conflict(format!(
+                        "postgres: {} ({})",
+                        db.message(),
+                        db.constraint().unwrap_or("?")
+                    ))
+                }
                 Some(db) => StoreError::Unavailable(format!(
                     "postgres: {} (sqlstate {})",
                     db.message(),
                     db.code().code()
                 )),
-                None => StoreError::Unavailable(format!("postgres: {error}")),
+                None => StoreError::Unavailable(format!("postgres: {}", with_causes(&error))),
             },
             Failure::Pool(error) => StoreError::Unavailable(format!("postgres pool: {error}")),
             Failure::Io(error) => StoreError::Unavailable(format!("io: {error}")),
             Failure::Store(error) => error,
         }
     }
+}
+
+/// `error` and what caused it: the client's errors keep the cause (say, "connection refused")
+/// out of their own message.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut told = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let message = error.to_string();
+        if !told.contains(&message) {
+            told = format!("{told}: {message}");
+        }
+        cause = error.source();
+    }
+    told
 }
 
 fn corrupt(what: impl std::fmt::Display) -> Failure {
@@ -187,8 +206,7 @@ impl PostgresStore {
         let mut first = config
             .connect(NoTls)
             .map_err(|e| at(Failure::from(e).into_store_error()))?;
-        schema::migrate(&mut first)
-            .map_err(|e| at(e.into_store_error()))?;
+        schema::migrate(&mut first).map_err(|e| at(e.into_store_error()))?;
         drop(first);
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
@@ -202,9 +220,10 @@ impl PostgresStore {
     }
 
     fn connection(&self) -> Result<PooledClient, Failure> {
-        let pool = self.pool.as_ref().ok_or_else(|| {
-            Failure::Store(StoreError::Unavailable("the store is closed".into()))
-        })?;
+        let pool = self
+            .pool
+            .as_ref()
+            .ok_or_else(|| Failure::Store(StoreError::Unavailable("the store is closed".into())))?;
         Ok(pool.get()?)
     }
 

@@ -12,7 +12,8 @@ use crate::store::{
     DeliveryCounts, PushAcceptance, PushCounts, PushRecord, PushRules, PushSummary,
 };
 
-const PUSH_COLUMNS: &str = "app, task_id, created_ms, lifetime_secs, from_account, msg_random, msg_body,
+const PUSH_COLUMNS: &str =
+    "app, task_id, created_ms, lifetime_secs, from_account, msg_random, msg_body,
                             offline_push_info, condition, audience";
 
 fn push_from_row(row: &Row) -> Result<PushRecord, Failure> {

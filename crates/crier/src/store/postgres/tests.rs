@@ -29,6 +29,7 @@ fn unreachable() -> Option<String> {
         .get_or_init(|| {
             let url = server_url();
             connect(&url).err().map(|error| {
+                let error = with_causes(&error);
                 format!("PostgreSQL unreachable at {}: {error}", redacted(&url))
             })
         })
@@ -37,7 +38,9 @@ fn unreachable() -> Option<String> {
 
 /// `url` naming the database `name` instead of its own.
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let authority_start = base.find("://").map_or(0, |at| at + 3);
     let path_start = base[authority_start..]
         .find('/')
@@ -79,7 +82,10 @@ impl StoreFactory for PostgresFactory {
 impl Drop for PostgresFactory {
     fn drop(&mut self) {
         let dropped = connect(&server_url()).and_then(|mut admin| {
-            admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
         });
         if let Err(error) = dropped {
             eprintln!("cannot drop the test database {}: {error}", self.name);
@@ -139,6 +145,7 @@ fn an_unreachable_server_is_unavailable_and_its_password_is_never_told() {
         panic!("{:?}", opened.err());
     };
     assert!(message.contains("127.0.0.1:9"), "{message}");
+    assert!(message.contains("refused"), "says why: {message}");
     assert!(!message.contains("s3cret"), "{message}");
     let invalid = PostgresStore::open("postgres://crier:s3cret@127.0.0.1:notaport/crier");
     let Err(StoreError::Unavailable(message)) = invalid else {
@@ -167,7 +174,10 @@ fn nodes_opening_a_fresh_database_together_apply_the_schema_once() {
         });
         let mut client = connect(&factory.url).unwrap();
         let versions: Vec<i32> = client
-            .query("SELECT version FROM crier_schema_migrations ORDER BY version", &[])
+            .query(
+                "SELECT version FROM crier_schema_migrations ORDER BY version",
+                &[],
+            )
             .unwrap()
             .iter()
             .map(|row| row.get(0))
@@ -195,7 +205,11 @@ fn a_database_of_a_newer_schema_is_refused() {
             )
             .unwrap();
         let opened = PostgresStore::open(&factory.url);
-        assert!(matches!(opened, Err(StoreError::Corrupt(_))), "{:?}", opened.err());
+        assert!(
+            matches!(opened, Err(StoreError::Corrupt(_))),
+            "{:?}",
+            opened.err()
+        );
     });
 }
 
@@ -227,7 +241,9 @@ async fn it_works_from_spawn_blocking_and_may_be_dropped_in_an_async_task() {
     .unwrap();
     // Dropped here, on the runtime's thread: the connections close on a thread of their own.
     drop(store);
-    tokio::task::spawn_blocking(move || drop(factory)).await.unwrap();
+    tokio::task::spawn_blocking(move || drop(factory))
+        .await
+        .unwrap();
 }
 
 #[test]
@@ -253,7 +269,9 @@ fn a_large_snapshot_is_stored_in_chunks_and_streamed_back() {
         let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         store
             .save_dir_snapshot(1, 3, &mut |out: &mut dyn Write| {
-                bytes.chunks(1_000_003).try_for_each(|piece| out.write_all(piece))
+                bytes
+                    .chunks(1_000_003)
+                    .try_for_each(|piece| out.write_all(piece))
             })
             .unwrap();
         let mut client = connect(&factory.url).unwrap();
@@ -303,7 +321,10 @@ fn a_failing_snapshot_writer_stores_nothing() {
             out.write_all(&vec![7; CHUNK_BYTES + 10])?;
             Err(std::io::Error::other("the directory could not be read"))
         });
-        assert!(matches!(failed, Err(StoreError::Unavailable(_))), "{failed:?}");
+        assert!(
+            matches!(failed, Err(StoreError::Unavailable(_))),
+            "{failed:?}"
+        );
         assert!(store.load_dir_snapshot(1).unwrap().is_none());
         assert_eq!(store.dir_head(1).unwrap(), 0);
     });
@@ -340,7 +361,10 @@ fn a_stray_log_row_past_the_head_is_a_conflict() {
             .unwrap();
         let import = DirOp::Import { accounts: vec![] };
         let appended = store.append_dir_ops(1, 0, &[import]);
-        assert!(matches!(appended, Err(StoreError::Conflict(_))), "{appended:?}");
+        assert!(
+            matches!(appended, Err(StoreError::Conflict(_))),
+            "{appended:?}"
+        );
         assert_eq!(store.dir_head(1).unwrap(), 0, "nothing was written");
     });
 }

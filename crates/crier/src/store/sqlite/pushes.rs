@@ -140,7 +140,8 @@ pub(super) fn push_summary(
     Ok(summary)
 }
 
-const PUSH_COLUMNS: &str = "app, task_id, created_ms, lifetime_secs, from_account, msg_random, msg_body,
+const PUSH_COLUMNS: &str =
+    "app, task_id, created_ms, lifetime_secs, from_account, msg_random, msg_body,
                             offline_push_info, condition, audience";
 
 /// A record read by `push_from_row`, with its audience decoded.
