@@ -68,6 +68,7 @@ macro_rules! store_conformance_suite {
             a_push_record_is_read_whole_by_any_node,
             acks_and_delivery_counts_merge_per_push,
             acks_since_a_cursor_are_the_later_batches_in_order,
+            a_poller_of_acks_since_misses_no_batch_of_racing_nodes,
             purging_takes_ended_pushes_with_what_hangs_on_them,
             devices_move_between_accounts_and_go,
             two_nodes_never_hold_one_job,

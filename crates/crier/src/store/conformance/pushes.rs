@@ -283,6 +283,48 @@ pub fn acks_since_a_cursor_are_the_later_batches_in_order<F: StoreFactory>() {
     assert_eq!(other_app, [("t1".to_owned(), bitmap([9]))]);
 }
 
+pub fn a_poller_of_acks_since_misses_no_batch_of_racing_nodes<F: StoreFactory>() {
+    const WRITERS: usize = 3;
+    const BATCHES: u32 = 20;
+    let factory = F::create();
+    let writing = std::sync::atomic::AtomicUsize::new(WRITERS);
+    let seen = race(&factory, WRITERS + 1, |node, store| {
+        if node < WRITERS {
+            for batch in 0..BATCHES {
+                let task_id = format!("n{node}-{batch}");
+                store
+                    .append_acks(APP, &[(task_id, bitmap([batch]))])
+                    .unwrap();
+            }
+            writing.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            return Vec::new();
+        }
+        // The poller: what it reads while the others write, then what is left.
+        let (mut cursor, mut seen) = (0, Vec::new());
+        loop {
+            let done = writing.load(std::sync::atomic::Ordering::SeqCst) == 0;
+            let (next, batches) = store.acks_since(APP, cursor).unwrap();
+            cursor = next;
+            seen.extend(batches.into_iter().map(|(task_id, _)| task_id));
+            if done {
+                return seen;
+            }
+        }
+    });
+    let mut seen = seen.concat();
+    let read = seen.len();
+    seen.sort();
+    seen.dedup();
+    assert_eq!((read, seen.len()), (WRITERS * BATCHES as usize, read));
+    for node in 0..WRITERS {
+        let own: Vec<&String> = seen
+            .iter()
+            .filter(|task_id| task_id.starts_with(&format!("n{node}-")))
+            .collect();
+        assert_eq!(own.len(), BATCHES as usize);
+    }
+}
+
 pub fn acks_and_delivery_counts_merge_per_push<F: StoreFactory>() {
     let factory = F::create();
     let store = factory.open();

@@ -368,3 +368,39 @@ fn a_stray_log_row_past_the_head_is_a_conflict() {
         assert_eq!(store.dir_head(1).unwrap(), 0, "nothing was written");
     });
 }
+
+#[test]
+fn of_racing_snapshots_the_newest_is_kept_whole() {
+    with_server(|| {
+        let factory = PostgresFactory::create();
+        let nodes: Vec<PostgresStore> = (0..4)
+            .map(|_| PostgresStore::open(&factory.url).unwrap())
+            .collect();
+        let start = Barrier::new(nodes.len());
+        std::thread::scope(|scope| {
+            for (node, store) in nodes.iter().enumerate() {
+                let start = &start;
+                scope.spawn(move || {
+                    start.wait();
+                    let bytes = vec![node as u8; CHUNK_BYTES + node];
+                    store
+                        .save_dir_snapshot(1, node as u64 + 1, &mut |out: &mut dyn Write| {
+                            out.write_all(&bytes)
+                        })
+                        .unwrap();
+                });
+            }
+        });
+        let mut stored = nodes[0].load_dir_snapshot(1).unwrap().unwrap();
+        let mut read = Vec::new();
+        stored.reader.read_to_end(&mut read).unwrap();
+        assert_eq!(stored.seq, 4);
+        assert!(read == vec![3; CHUNK_BYTES + 3], "the newest, whole");
+        let mut client = connect(&factory.url).unwrap();
+        let chunks: i64 = client
+            .query_one("SELECT COUNT(*) FROM dir_snapshot_chunks", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(chunks, 2, "no chunk of another snapshot is left");
+    });
+}
