@@ -66,14 +66,23 @@ pub(super) fn append_dir_ops(
     expected_head: u64,
     ops: &[DirOp],
 ) -> Result<u64, Failure> {
+    // A stale head is told without a transaction; the compare-and-set below is what decides.
     let head = dir_head_of(client, app, false)?.head;
-    if ops.is_empty() || head != expected_head {
-        return match head == expected_head {
-            true => Ok(head),
-            false => Err(stale_head(app, head, expected_head)),
-        };
+    if head != expected_head {
+        return Err(stale_head(app, head, expected_head));
+    }
+    if ops.is_empty() {
+        return Ok(head);
     }
     let new_head = expected_head + ops.len() as u64;
+    let seqs: Vec<i64> = (expected_head + 1..=new_head)
+        .map(|seq| seq as i64)
+        .collect();
+    let texts = ops
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(corrupt)?;
     let mut tx = client.transaction()?;
     // Compare-and-set: the row stays locked until commit, and a concurrent append waits for
     // it, then finds the head moved (READ COMMITTED re-checks the condition on the new row).
@@ -94,14 +103,6 @@ pub(super) fn append_dir_ops(
         let head = dir_head_of(client, app, false)?.head;
         return Err(stale_head(app, head, expected_head));
     }
-    let seqs: Vec<i64> = (expected_head + 1..=new_head)
-        .map(|seq| seq as i64)
-        .collect();
-    let texts = ops
-        .iter()
-        .map(serde_json::to_string)
-        .collect::<Result<Vec<String>, _>>()
-        .map_err(corrupt)?;
     tx.execute(
         "INSERT INTO dir_log (app, seq, op) SELECT $1, seq, op FROM UNNEST($2::BIGINT[], $3::TEXT[]) AS w (seq, op)",
         &[&(app as i64), &seqs, &texts],
@@ -281,7 +282,7 @@ pub(super) fn load_dir_snapshot(
         position: 0,
     };
     let Some(client) = reader.client.as_deref_mut() else {
-        return Ok(None);
+        return Ok(None); // Not reached: the reader was just given the connection.
     };
     let row = client.query_opt(
         "SELECT snapshot_seq, snapshot_id, snapshot_chunks FROM dir_heads
