@@ -404,3 +404,35 @@ fn of_racing_snapshots_the_newest_is_kept_whole() {
         assert_eq!(chunks, 2, "no chunk of another snapshot is left");
     });
 }
+
+#[test]
+fn connections_the_server_closed_are_replaced_before_a_call_fails() {
+    with_server(|| {
+        let factory = PostgresFactory::create();
+        let store = PostgresStore::open(&factory.url).unwrap();
+        let calls_at_once = 4;
+        let start = Barrier::new(calls_at_once);
+        let open_several = || {
+            std::thread::scope(|scope| {
+                for _ in 0..calls_at_once {
+                    scope.spawn(|| {
+                        start.wait();
+                        assert_eq!(store.dir_head(1).unwrap(), 0);
+                    });
+                }
+            })
+        };
+        open_several();
+        let mut admin = connect(&server_url()).unwrap();
+        let terminated = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                &[&factory.name],
+            )
+            .unwrap();
+        assert!(terminated.len() > 1, "{}", terminated.len());
+        open_several();
+        let import = DirOp::Import { accounts: vec![] };
+        assert_eq!(store.append_dir_ops(1, 0, &[import]).unwrap(), 1);
+    });
+}
