@@ -216,6 +216,7 @@ impl PostgresStore {
             // milliseconds) finds the connections that a restarted server or a proxy closed
             // while idle, and replaces them, instead of failing a call on each.
             .test_on_check_out(true)
+            .error_handler(Box::new(LogConnectionErrors))
             .build_unchecked(PostgresConnectionManager::new(config, NoTls));
         Ok(PostgresStore { pool: Some(pool) })
     }
@@ -237,6 +238,17 @@ impl PostgresStore {
         self.connection()
             .and_then(|mut client| operation(&mut client))
             .map_err(Failure::into_store_error)
+    }
+}
+
+/// The pool opens connections in the background; why one could not be opened goes to the log
+/// with its cause (the pool's own handler would log only "error connecting to server").
+#[derive(Debug)]
+struct LogConnectionErrors;
+
+impl r2d2::HandleError<postgres::Error> for LogConnectionErrors {
+    fn handle_error(&self, error: postgres::Error) {
+        tracing::warn!(error = %with_causes(&error), "cannot open a PostgreSQL connection");
     }
 }
 
