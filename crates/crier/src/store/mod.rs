@@ -9,17 +9,19 @@
 //! under a lease ([`notify`]).
 //!
 //! - [`sqlite`]: the embedded default.
+//! - [`postgres`]: one PostgreSQL database shared by the nodes of a cluster.
 //! - `conformance`: the behaviour every implementation must show, as generic test cases (in
 //!   tests, or with the `store-conformance` feature).
 //!
 //! The trait blocks: callers run it on blocking threads (`spawn_blocking`). SQLite has no
-//! async interface, a PostgreSQL store will use a blocking client over a connection pool, and
+//! async interface, the PostgreSQL store uses a blocking client over a connection pool, and
 //! the few calls on hot paths (accepting a push, a batch of acknowledgements) are one
 //! transaction each, so an async trait would buy nothing but boxed futures.
 
 #[cfg(any(test, feature = "store-conformance"))]
 pub mod conformance;
 pub mod notify;
+pub mod postgres;
 mod record;
 pub mod sqlite;
 
@@ -162,6 +164,9 @@ pub trait Store: notify::NotifyStore + Send + Sync + 'static {
     /// The stored facts of one push, without its audience.
     fn push_summary(&self, app: u64, task_id: &str) -> Result<Option<PushSummary>, StoreError>;
 
+    /// One push whole, with its audience: for a node that learns of a push accepted by another.
+    fn push_record(&self, app: u64, task_id: &str) -> Result<Option<PushRecord>, StoreError>;
+
     /// Pushes of `app` accepted at or after `since_ms`, oldest first.
     fn pushes_since(&self, app: u64, since_ms: u64) -> Result<Vec<PushRecord>, StoreError>;
 
@@ -172,6 +177,16 @@ pub trait Store: notify::NotifyStore + Send + Sync + 'static {
 
     /// Every acknowledgement of `app`, merged per TaskId.
     fn load_acks(&self, app: u64) -> Result<HashMap<String, RoaringBitmap>, StoreError>;
+
+    /// The acknowledgement batches of `app` stored after the cursor `after` (0: from the
+    /// start), one entry per stored batch in the order stored, and the cursor to pass next
+    /// time (`after` itself when there is nothing new). The cursor is opaque; batches are
+    /// never seen out of order, so a node that polls it picks up every batch stored by others.
+    fn acks_since(
+        &self,
+        app: u64,
+        after: u64,
+    ) -> Result<(u64, Vec<(String, RoaringBitmap)>), StoreError>;
 
     /// Adds `counts` to what is stored for each push.
     fn add_delivery_counts(

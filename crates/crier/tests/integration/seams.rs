@@ -213,6 +213,9 @@ impl Store for FailingDevices {
     fn push_summary(&self, app: u64, task_id: &str) -> Result<Option<PushSummary>, StoreError> {
         self.inner.push_summary(app, task_id)
     }
+    fn push_record(&self, app: u64, task_id: &str) -> Result<Option<PushRecord>, StoreError> {
+        self.inner.push_record(app, task_id)
+    }
     fn pushes_since(&self, app: u64, since_ms: u64) -> Result<Vec<PushRecord>, StoreError> {
         self.inner.pushes_since(app, since_ms)
     }
@@ -224,6 +227,13 @@ impl Store for FailingDevices {
     }
     fn load_acks(&self, app: u64) -> Result<HashMap<String, RoaringBitmap>, StoreError> {
         self.inner.load_acks(app)
+    }
+    fn acks_since(
+        &self,
+        app: u64,
+        after: u64,
+    ) -> Result<(u64, Vec<(String, RoaringBitmap)>), StoreError> {
+        self.inner.acks_since(app, after)
     }
     fn add_delivery_counts(
         &self,

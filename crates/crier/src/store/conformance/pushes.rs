@@ -229,6 +229,102 @@ pub fn push_summaries_and_counts<F: StoreFactory>() {
     assert_eq!(store.push_counts(2, 0).unwrap(), PushCounts::default());
 }
 
+pub fn a_push_record_is_read_whole_by_any_node<F: StoreFactory>() {
+    let factory = F::create();
+    let (node_a, node_b) = (factory.open(), factory.open());
+    let mut record = push(APP, "t1", DAY + 1_000, 5);
+    record.offline_push_info = None;
+    record.audience = (0..200_000).step_by(3).collect();
+    assert_eq!(
+        accept(&*node_a, &record, 1, &rules()),
+        PushAcceptance::Accepted
+    );
+    assert_eq!(node_b.push_record(APP, "t1").unwrap(), Some(record));
+    assert!(node_b.push_record(APP, "t2").unwrap().is_none());
+    assert!(
+        node_b.push_record(2, "t1").unwrap().is_none(),
+        "task ids are per app"
+    );
+}
+
+pub fn acks_since_a_cursor_are_the_later_batches_in_order<F: StoreFactory>() {
+    let factory = F::create();
+    let (node_a, node_b) = (factory.open(), factory.open());
+    assert_eq!(node_b.acks_since(APP, 0).unwrap(), (0, vec![]));
+    node_a
+        .append_acks(
+            APP,
+            &[("t1".into(), bitmap([1, 2])), ("t2".into(), bitmap([5]))],
+        )
+        .unwrap();
+    node_a
+        .append_acks(2, &[("t1".into(), bitmap([9]))])
+        .unwrap();
+    let (cursor, batches) = node_b.acks_since(APP, 0).unwrap();
+    assert_eq!(
+        batches,
+        [
+            ("t1".to_owned(), bitmap([1, 2])),
+            ("t2".to_owned(), bitmap([5]))
+        ]
+    );
+    assert_eq!(node_b.acks_since(APP, cursor).unwrap(), (cursor, vec![]));
+    node_b.append_acks(APP, &[]).unwrap();
+    node_b
+        .append_acks(APP, &[("t1".into(), bitmap([2, 3]))])
+        .unwrap();
+    let (later, batches) = node_a.acks_since(APP, cursor).unwrap();
+    assert_eq!(batches, [("t1".to_owned(), bitmap([2, 3]))]);
+    assert_ne!(later, cursor);
+    assert_eq!(node_a.acks_since(APP, later).unwrap(), (later, vec![]));
+    let (_, everything) = node_a.acks_since(APP, 0).unwrap();
+    assert_eq!(everything.len(), 3);
+    let (_, other_app) = node_a.acks_since(2, 0).unwrap();
+    assert_eq!(other_app, [("t1".to_owned(), bitmap([9]))]);
+}
+
+pub fn a_poller_of_acks_since_misses_no_batch_of_racing_nodes<F: StoreFactory>() {
+    const WRITERS: usize = 3;
+    const BATCHES: u32 = 20;
+    let factory = F::create();
+    let writing = std::sync::atomic::AtomicUsize::new(WRITERS);
+    let seen = race(&factory, WRITERS + 1, |node, store| {
+        if node < WRITERS {
+            for batch in 0..BATCHES {
+                let task_id = format!("n{node}-{batch}");
+                store
+                    .append_acks(APP, &[(task_id, bitmap([batch]))])
+                    .unwrap();
+            }
+            writing.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            return Vec::new();
+        }
+        // The poller: what it reads while the others write, then what is left.
+        let (mut cursor, mut seen) = (0, Vec::new());
+        loop {
+            let done = writing.load(std::sync::atomic::Ordering::SeqCst) == 0;
+            let (next, batches) = store.acks_since(APP, cursor).unwrap();
+            cursor = next;
+            seen.extend(batches.into_iter().map(|(task_id, _)| task_id));
+            if done {
+                return seen;
+            }
+        }
+    });
+    let mut seen = seen.concat();
+    let read = seen.len();
+    seen.sort();
+    seen.dedup();
+    assert_eq!((read, seen.len()), (WRITERS * BATCHES as usize, read));
+    for node in 0..WRITERS {
+        let own: Vec<&String> = seen
+            .iter()
+            .filter(|task_id| task_id.starts_with(&format!("n{node}-")))
+            .collect();
+        assert_eq!(own.len(), BATCHES as usize);
+    }
+}
+
 pub fn acks_and_delivery_counts_merge_per_push<F: StoreFactory>() {
     let factory = F::create();
     let store = factory.open();

@@ -224,6 +224,10 @@ impl Store for SqliteStore {
         run(|| pushes::push_summary(self, app, task_id))
     }
 
+    fn push_record(&self, app: u64, task_id: &str) -> Result<Option<PushRecord>, StoreError> {
+        run(|| pushes::push_record(self, app, task_id))
+    }
+
     fn pushes_since(&self, app: u64, since_ms: u64) -> Result<Vec<PushRecord>, StoreError> {
         run(|| pushes::pushes_since(self, app, since_ms))
     }
@@ -253,6 +257,14 @@ impl Store for SqliteStore {
 
     fn load_acks(&self, app: u64) -> Result<HashMap<String, RoaringBitmap>, StoreError> {
         run(|| pushes::load_acks(self, app))
+    }
+
+    fn acks_since(
+        &self,
+        app: u64,
+        after: u64,
+    ) -> Result<(u64, Vec<(String, RoaringBitmap)>), StoreError> {
+        run(|| pushes::acks_since(self, app, after))
     }
 
     fn purge_pushes(

@@ -140,24 +140,46 @@ pub(super) fn push_summary(
     Ok(summary)
 }
 
+const PUSH_COLUMNS: &str =
+    "app, task_id, created_ms, lifetime_secs, from_account, msg_random, msg_body,
+                            offline_push_info, condition, audience";
+
+/// A record read by `push_from_row`, with its audience decoded.
+fn with_audience((mut record, audience): (PushRecord, Vec<u8>)) -> Result<PushRecord, Failure> {
+    record.audience = RoaringBitmap::deserialize_from(audience.as_slice())
+        .map_err(|e| corrupt(format!("audience of {}: {e}", record.task_id)))?;
+    Ok(record)
+}
+
+pub(super) fn push_record(
+    store: &SqliteStore,
+    app: u64,
+    task_id: &str,
+) -> Result<Option<PushRecord>, Failure> {
+    let connection = store.connection.lock();
+    let row = connection
+        .query_row(
+            &format!("SELECT {PUSH_COLUMNS} FROM pushes WHERE app = ?1 AND task_id = ?2"),
+            params![app as i64, task_id],
+            push_from_row,
+        )
+        .optional()?;
+    row.map(with_audience).transpose()
+}
+
 pub(super) fn pushes_since(
     store: &SqliteStore,
     app: u64,
     since_ms: u64,
 ) -> Result<Vec<PushRecord>, Failure> {
     let connection = store.connection.lock();
-    let mut query = connection.prepare(
-        "SELECT app, task_id, created_ms, lifetime_secs, from_account, msg_random, msg_body, offline_push_info,
-                condition, audience
-         FROM pushes WHERE app = ?1 AND created_ms >= ?2 ORDER BY seq",
-    )?;
+    let mut query = connection.prepare(&format!(
+        "SELECT {PUSH_COLUMNS} FROM pushes WHERE app = ?1 AND created_ms >= ?2 ORDER BY seq"
+    ))?;
     let rows = query.query_map(params![app as i64, since_ms as i64], push_from_row)?;
     let mut pushes = Vec::new();
     for row in rows {
-        let (mut record, audience) = row?;
-        record.audience = RoaringBitmap::deserialize_from(audience.as_slice())
-            .map_err(|e| corrupt(format!("audience of {}: {e}", record.task_id)))?;
-        pushes.push(record);
+        pushes.push(with_audience(row?)?);
     }
     Ok(pushes)
 }
@@ -265,6 +287,29 @@ pub(super) fn load_acks(
         *acks.entry(task_id).or_default() |= accounts;
     }
     Ok(acks)
+}
+
+/// The batches after row id `after` (ids grow with each insert, and inserts are serialized
+/// by SQLite's write lock, so a batch never appears behind a cursor already handed out).
+pub(super) fn acks_since(
+    store: &SqliteStore,
+    app: u64,
+    after: u64,
+) -> Result<(u64, Vec<(String, RoaringBitmap)>), Failure> {
+    let connection = store.connection.lock();
+    let mut query = connection
+        .prepare("SELECT id, task_id, accounts FROM acks WHERE app = ?1 AND id > ?2 ORDER BY id")?;
+    let mut rows = query.query(params![app as i64, after as i64])?;
+    let (mut cursor, mut batches) = (after, Vec::new());
+    while let Some(row) = rows.next()? {
+        cursor = row.get::<_, i64>(0)? as u64;
+        let task_id: String = row.get(1)?;
+        let blob: Vec<u8> = row.get(2)?;
+        let accounts = RoaringBitmap::deserialize_from(blob.as_slice())
+            .map_err(|e| corrupt(format!("acks of {task_id}: {e}")))?;
+        batches.push((task_id, accounts));
+    }
+    Ok((cursor, batches))
 }
 
 pub(super) fn purge_pushes(
