@@ -19,6 +19,9 @@ use crate::tenant::{OpenError, Shared, Tenant};
 pub struct AppState {
     pub tenants: HashMap<u64, Arc<Tenant>>,
     pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    /// This node, in announcements and job leases.
+    pub node: NodeId,
     pub metrics: Arc<Metrics>,
     /// Flips to `true` when the server stops; sessions close on it.
     pub shutdown: watch::Sender<bool>,
@@ -36,16 +39,17 @@ impl AppState {
 
     /// Loads every app from `store`, on the in-process bus. Blocking.
     pub fn with_store(store: Arc<dyn Store>, apps: Vec<AppConfig>) -> Result<AppState, OpenError> {
-        Self::with_store_and_bus(store, Arc::new(LocalBus::default()), apps)
+        Self::with_backends(store, Arc::new(LocalBus::default()), new_node_id(), apps)
     }
 
-    pub fn with_store_and_bus(
+    /// Loads every app from `store`, announcing on `bus` as `node`. Blocking.
+    pub fn with_backends(
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
+        node: NodeId,
         apps: Vec<AppConfig>,
     ) -> Result<AppState, OpenError> {
         let metrics = Arc::new(Metrics::default());
-        let node: NodeId = format!("node-{:016x}", rand::random::<u64>()).into();
         let mut tenants = HashMap::new();
         for app in apps {
             let shared = Shared {
@@ -60,6 +64,8 @@ impl AppState {
         Ok(AppState {
             tenants,
             store,
+            bus,
+            node,
             metrics,
             shutdown: watch::Sender::new(false),
             body_budget: body_budget(&limits),
@@ -84,6 +90,11 @@ impl AppState {
             warn!(%error, "store flush at shutdown failed");
         }
     }
+}
+
+/// A name for a node started without one: unique enough among the nodes of a cluster.
+pub fn new_node_id() -> NodeId {
+    format!("node-{:08x}", rand::random::<u32>()).into()
 }
 
 fn body_budget(limits: &Limits) -> BodyBudget {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use crier::config::{self, Config, Overrides};
-use crier::server::{serve, AppState};
+use crier::server::serve;
 use crier_proto::usersig;
 
 #[derive(Parser)]
@@ -51,6 +51,17 @@ enum Command {
         /// the store is flushed anyway [default: 10].
         #[arg(long, env = "CRIER_SHUTDOWN_TIMEOUT", value_name = "SECONDS")]
         shutdown_timeout: Option<u64>,
+        /// The store: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE for a cluster of nodes
+        /// sharing it [default: the embedded SQLite store under the data directory]. The
+        /// password is never printed.
+        #[arg(long, env = "CRIER_STORE", value_name = "URL", hide_env_values = true)]
+        store: Option<String>,
+        /// The bus between nodes: nats://HOST[:PORT] [default: in-process, a single node].
+        #[arg(long, env = "CRIER_BUS", value_name = "URL", hide_env_values = true)]
+        bus: Option<String>,
+        /// This node's name in a cluster [default: made up at start].
+        #[arg(long, env = "CRIER_NODE_ID", value_name = "NAME")]
+        node_id: Option<String>,
     },
     /// Print a UserSig v2 for an identifier, byte-compatible with Tencent's signing libraries.
     Usersig {
@@ -142,6 +153,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             log_format,
             max_connections,
             shutdown_timeout,
+            store,
+            bus,
+            node_id,
         } => {
             init_logging(log_format);
             let overrides = Overrides {
@@ -150,6 +164,9 @@ fn run(command: Command) -> anyhow::Result<()> {
                 data_dir,
                 max_connections,
                 shutdown_timeout_secs: shutdown_timeout,
+                store,
+                bus,
+                node_id,
             };
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -181,12 +198,12 @@ async fn run_server(overrides: Overrides) -> anyhow::Result<()> {
         config.apps.push(app);
     }
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), apps = config.apps.len(), "starting");
-    let data_dir = config.data_dir.clone();
-    let apps = config.apps.clone();
-    let state = tokio::task::spawn_blocking(move || AppState::open(&data_dir, apps))
-        .await?
-        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?
-        .with_limits(config.limits.clone());
+    let state = crier::server::open_state(&config)
+        .await
+        .with_context(|| match &config.store {
+            Some(url) => format!("cannot open the store {url}"),
+            None => format!("cannot open the store in {}", config.data_dir.display()),
+        })?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

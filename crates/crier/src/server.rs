@@ -12,9 +12,16 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 pub use crate::app_state::AppState;
+use crate::bus::local::LocalBus;
+use crate::bus::nats::NatsBus;
+use crate::bus::{Bus, NodeId};
 use crate::clock::now_ms;
+use crate::config::Config;
 use crate::http::Edge;
 use crate::metrics::BackgroundTask;
+use crate::store::postgres::PostgresStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
 
 /// Serves the REST API on `listener` until `shutdown` completes, then stops accepting,
 /// gives requests in flight until the shutdown deadline, and flushes the store anyway.
@@ -39,6 +46,11 @@ pub async fn serve(
             )
         });
     }
+    if state.bus.spans_nodes() {
+        for tenant in state.tenants.values() {
+            tokio::spawn(Arc::clone(tenant).run_cluster_sync(state.shutdown.subscribe()));
+        }
+    }
     let edge = Arc::new(Edge::new(state.limits.clone(), Arc::clone(&state.metrics)));
     let router = router(Arc::clone(&state));
     crate::http::run(listener, router, edge, state.shutdown.clone(), shutdown).await;
@@ -50,6 +62,55 @@ pub async fn serve(
         .map_err(std::io::Error::other)?;
     info!("stopped");
     Ok(())
+}
+
+/// Opens the store and the bus `config` names (the embedded SQLite store under its data
+/// directory and the in-process bus by default) and loads every app of `config`.
+pub async fn open_state(config: &Config) -> Result<AppState, OpenStateError> {
+    let store: Arc<dyn Store> = match &config.store {
+        None => {
+            let data_dir = config.data_dir.clone();
+            Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir)).await??)
+        }
+        Some(url) => {
+            let url = url.clone();
+            Arc::new(tokio::task::spawn_blocking(move || PostgresStore::open(url.expose())).await??)
+        }
+    };
+    let node: NodeId = match &config.node_id {
+        Some(node) => node.as_str().into(),
+        None => crate::app_state::new_node_id(),
+    };
+    let bus: Arc<dyn Bus> = match &config.bus {
+        None => Arc::new(LocalBus::default()),
+        Some(url) => Arc::new(
+            NatsBus::connect(
+                url.expose(),
+                &config.bus_subject_prefix,
+                Arc::clone(&node),
+                Arc::clone(&store),
+            )
+            .await?,
+        ),
+    };
+    info!(%node, store = %config.store.as_ref().map_or_else(|| "embedded SQLite".to_owned(), ToString::to_string), bus = %config.bus.as_ref().map_or_else(|| "in-process".to_owned(), ToString::to_string), "backends open");
+    let apps = config.apps.clone();
+    let state =
+        tokio::task::spawn_blocking(move || AppState::with_backends(store, bus, node, apps))
+            .await??;
+    Ok(state.with_limits(config.limits.clone()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenStateError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Bus(#[from] crate::bus::nats::ConnectError),
+    #[error(transparent)]
+    Open(#[from] crate::tenant::OpenError),
+    #[error("opening failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
 }
 
 /// Every route: the REST API, the WebSocket gateway, health and metrics.

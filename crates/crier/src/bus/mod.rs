@@ -7,8 +7,12 @@
 //! - [`Event::Kick`] and [`Event::AccountDeleted`]: each node closes its sessions of the
 //!   account.
 //! - [`Event::Presence`]: a session logged in or out on some node (`query_online_status`
-//!   reports sessions on every node).
+//!   reports sessions on every node); [`Event::PresenceWanted`] asks every node to announce
+//!   its sessions again (a node that just started), [`Event::NodeAlive`] says a node still
+//!   runs (the sessions of a node that went silent are forgotten).
 //! - [`Event::DirectoryHead`]: the directory log has a new head; nodes behind it catch up.
+//! - [`Event::DeviceRegistered`], [`Event::DeviceUnregistered`]: the device registry changed
+//!   (every node keeps it in memory, for whichever node runs a notification job).
 //!
 //! Announcements are never the only copy of anything: what they announce is in the store
 //! first, so a lost announcement delays an effect (until a node catches up from the store),
@@ -16,9 +20,11 @@
 //! app's handler on the publishing thread: on one node that is exactly a direct call.
 
 pub mod local;
+pub mod nats;
 
 use std::sync::Arc;
 
+use crate::notify::devices::Device;
 use crate::store::PushRecord;
 
 /// Which node made an announcement (`--node-id`, or one made up at start).
@@ -38,6 +44,15 @@ pub enum Event {
         account: u32,
         platform: String,
         online: bool,
+    },
+    PresenceWanted,
+    NodeAlive,
+    DeviceRegistered {
+        account: u32,
+        device: Device,
+    },
+    DeviceUnregistered {
+        device: Device,
     },
     DirectoryHead {
         seq: u64,
@@ -62,4 +77,10 @@ pub trait Bus: Send + Sync + 'static {
     /// Sets the handler of `app`'s announcements on this node (one per app; a second
     /// replaces the first).
     fn subscribe(&self, app: u64, handler: Handler);
+
+    /// Whether other nodes may share the store (and so a node must also look at the store
+    /// for what they did, in case an announcement was lost).
+    fn spans_nodes(&self) -> bool {
+        false
+    }
 }

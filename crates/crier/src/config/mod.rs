@@ -182,6 +182,10 @@ impl Limits {
 struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    store: Option<String>,
+    bus: Option<String>,
+    node_id: Option<String>,
+    bus_subject_prefix: Option<String>,
     #[serde(default)]
     limits: Option<toml::Spanned<Limits>>,
     #[serde(default, rename = "app")]
@@ -193,6 +197,15 @@ struct FileConfig {
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// `postgres://...` for a store shared by several nodes; `None`: the embedded SQLite
+    /// store under `data_dir`.
+    pub store: Option<BackendUrl>,
+    /// `nats://...` for the bus between nodes; `None`: in-process (a single node).
+    pub bus: Option<BackendUrl>,
+    /// This node's name in announcements and job leases; made up at start when not given.
+    pub node_id: Option<String>,
+    /// NATS subjects start with this (several clusters may share one NATS server).
+    pub bus_subject_prefix: String,
     pub apps: Vec<AppConfig>,
     pub limits: Limits,
 }
@@ -205,6 +218,9 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub max_connections: Option<usize>,
     pub shutdown_timeout_secs: Option<u64>,
+    pub store: Option<String>,
+    pub bus: Option<String>,
+    pub node_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +234,61 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
     #[error("listen address {0:?} is not HOST:PORT (for example 127.0.0.1:8080)")]
     Listen(String),
+    #[error("{what} {url} is not one of: {expected}")]
+    Backend {
+        what: &'static str,
+        url: BackendUrl,
+        expected: &'static str,
+    },
+}
+
+/// A backend's URL (`postgres://user:password@host/db`, `nats://host:4222`). Shown with
+/// its password replaced, in logs, errors and `Debug` alike.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BackendUrl(String);
+
+impl BackendUrl {
+    pub fn new(url: impl Into<String>) -> BackendUrl {
+        BackendUrl(url.into())
+    }
+
+    /// The URL itself, password included: for connecting, never for printing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn scheme(&self) -> &str {
+        self.0.split("://").next().unwrap_or_default()
+    }
+}
+
+impl fmt::Display for BackendUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return f.write_str(&self.0);
+        };
+        // The password sits between the first ':' and the last '@' of the authority.
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let authority = &rest[..authority_end];
+        match authority.rfind('@') {
+            Some(at) => {
+                let user = authority[..at].split(':').next().unwrap_or_default();
+                let hidden = if authority[..at].contains(':') {
+                    ":***"
+                } else {
+                    ""
+                };
+                write!(f, "{scheme}://{user}{hidden}@{}", &rest[at + 1..])
+            }
+            None => f.write_str(&self.0),
+        }
+    }
+}
+
+impl fmt::Debug for BackendUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -299,12 +370,52 @@ impl Config {
         if let Some(secs) = overrides.shutdown_timeout_secs {
             limits.shutdown_timeout_secs = secs;
         }
+        let from_file = |pick: fn(&FileConfig) -> Option<String>| file.as_ref().and_then(pick);
+        let store = overrides
+            .store
+            .clone()
+            .or_else(|| from_file(|f| f.store.clone()))
+            .map(BackendUrl::new);
+        let store = match store {
+            Some(url) if url.scheme() == "sqlite" => None,
+            Some(url) if matches!(url.scheme(), "postgres" | "postgresql") => Some(url),
+            Some(url) => {
+                return Err(ConfigError::Backend {
+                    what: "store",
+                    url,
+                    expected: "postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE, or sqlite:// (the embedded store under data_dir)",
+                })
+            }
+            None => None,
+        };
+        let bus = overrides
+            .bus
+            .clone()
+            .or_else(|| from_file(|f| f.bus.clone()))
+            .map(BackendUrl::new);
+        if let Some(url) = bus.as_ref().filter(|url| url.scheme() != "nats") {
+            return Err(ConfigError::Backend {
+                what: "bus",
+                url: url.clone(),
+                expected: "nats://HOST[:PORT]",
+            });
+        }
+        let node_id = overrides
+            .node_id
+            .clone()
+            .or_else(|| from_file(|f| f.node_id.clone()));
+        let bus_subject_prefix =
+            from_file(|f| f.bus_subject_prefix.clone()).unwrap_or_else(|| "crier".to_owned());
         let apps = file
             .map(|f| f.apps.into_iter().map(toml::Spanned::into_inner).collect())
             .unwrap_or_default();
         Ok(Config {
             listen: listen.parse().map_err(|_| ConfigError::Listen(listen))?,
             data_dir,
+            store,
+            bus,
+            node_id,
+            bus_subject_prefix,
             apps,
             limits,
         })
@@ -362,6 +473,60 @@ fn write_owner_only(path: &Path, text: &str) -> std::io::Result<()> {
     let mut file = options.open(path)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()
+}
+
+#[cfg(test)]
+mod backend_url_tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        let url = BackendUrl::new("postgres://crier:s3cr@t@db.internal:5432/crier");
+        assert_eq!(
+            url.to_string(),
+            "postgres://crier:***@db.internal:5432/crier"
+        );
+        assert!(!format!("{url:?}").contains("s3cr"));
+        assert_eq!(
+            url.expose(),
+            "postgres://crier:s3cr@t@db.internal:5432/crier"
+        );
+        assert_eq!(
+            BackendUrl::new("postgres://postgres@127.0.0.1/db").to_string(),
+            "postgres://postgres@127.0.0.1/db"
+        );
+        assert_eq!(
+            BackendUrl::new("nats://127.0.0.1:4222").to_string(),
+            "nats://127.0.0.1:4222"
+        );
+    }
+
+    #[test]
+    fn store_and_bus_come_from_flags_over_the_file_and_unknown_schemes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("crier.toml");
+        std::fs::write(
+            &file,
+            "store = \"postgres://a@h/db\"\nbus = \"nats://h:4222\"\nnode_id = \"n1\"\n",
+        )
+        .unwrap();
+        let mut overrides = Overrides {
+            config_file: Some(file),
+            ..Overrides::default()
+        };
+        let config = Config::resolve(&overrides).unwrap();
+        assert_eq!(config.store.unwrap().expose(), "postgres://a@h/db");
+        assert_eq!(config.bus.unwrap().expose(), "nats://h:4222");
+        assert_eq!(config.node_id.as_deref(), Some("n1"));
+        overrides.store = Some("sqlite://".into());
+        assert!(Config::resolve(&overrides).unwrap().store.is_none());
+        overrides.store = Some("mysql://x".into());
+        let refused = Config::resolve(&overrides).unwrap_err().to_string();
+        assert!(refused.contains("postgres://"), "{refused}");
+        overrides.store = None;
+        overrides.bus = Some("redis://x".into());
+        assert!(Config::resolve(&overrides).is_err());
+    }
 }
 
 #[cfg(test)]

@@ -184,12 +184,19 @@ impl Delivery {
     }
 
     /// Takes a push that was just stored: keeps it if it has a lifetime, and queues it for
-    /// every session online now. Pushes are fanned out in the order they are accepted.
+    /// every session online now. Pushes are fanned out in the order they are accepted. A push
+    /// this node has already is ignored.
     pub fn accept(&self, record: Arc<PushRecord>) {
         let stats = Arc::<TaskStats>::default();
-        self.task_stats
-            .write()
-            .insert(record.task_id.clone(), Arc::clone(&stats));
+        {
+            // A push can reach a node twice (its announcement, and the look at the store
+            // that covers lost ones): the first one in is the one kept and fanned out.
+            let mut task_stats = self.task_stats.write();
+            if task_stats.contains_key(&record.task_id) {
+                return;
+            }
+            task_stats.insert(record.task_id.clone(), Arc::clone(&stats));
+        }
         if record.lifetime_secs > 0 {
             let kept = Arc::new(KeptPush {
                 offline_frame: push_frame(&record, true),
@@ -276,6 +283,19 @@ impl Delivery {
                 .map_or(0, |s| s.online.load(Ordering::Relaxed)),
             delivered_offline: stats.map_or(0, |s| s.offline.load(Ordering::Relaxed)),
             acknowledged,
+        }
+    }
+
+    /// Whether this node has the push already (accepted here or announced to it).
+    pub fn knows(&self, task_id: &str) -> bool {
+        self.task_stats.read().contains_key(task_id)
+    }
+
+    /// Takes acknowledgements another node recorded (and stored): they are not recorded
+    /// again, and the accounts are not sent the push again here.
+    pub fn merge_acks(&self, task_id: &str, accounts: &RoaringBitmap) {
+        if let Some(kept) = self.kept_by_task.read().get(task_id) {
+            *kept.acked.write() |= accounts;
         }
     }
 

@@ -214,6 +214,16 @@ impl Sessions {
         self.registry.read().online.clone()
     }
 
+    /// Every open session, as (account, platform).
+    pub fn sessions(&self) -> Vec<(u32, String)> {
+        let registry = self.registry.read();
+        registry
+            .by_account
+            .iter()
+            .flat_map(|(account, sessions)| sessions.iter().map(|s| (*account, s.platform.clone())))
+            .collect()
+    }
+
     pub fn is_online(&self, account: u32) -> bool {
         self.registry.read().online.contains(account)
     }

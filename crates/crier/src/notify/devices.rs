@@ -163,6 +163,16 @@ impl Devices {
         Ok(())
     }
 
+    /// Takes a device another node registered (and stored) into memory.
+    pub fn remember(&self, account: u32, device: Device) {
+        self.registry.write().insert(account, device);
+    }
+
+    /// Drops a device another node unregistered (and deleted from the store) from memory.
+    pub fn forget_device(&self, device: &Device) {
+        self.registry.write().remove(device);
+    }
+
     /// Forgets the devices of a deleted account in memory only (another node deleted them
     /// from the store).
     pub fn forget_in_memory(&self, account: u32) {

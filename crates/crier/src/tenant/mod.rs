@@ -28,6 +28,7 @@ use crate::notify::worker::{Notify, PushLookups};
 use crate::notify::{channels, Provider};
 use crate::store::{PushRecord, Store, StoreError};
 
+mod cluster;
 pub mod console_reads;
 mod pushes;
 pub mod report;
@@ -52,6 +53,7 @@ pub struct Tenant {
     delivery: Delivery,
     notify: Arc<Notify>,
     remote_presence: RemotePresence,
+    sync: Mutex<cluster::SyncState>,
     metrics: Arc<Metrics>,
 }
 
@@ -155,6 +157,7 @@ impl Tenant {
             delivery,
             notify: Arc::new(notify),
             remote_presence: RemotePresence::default(),
+            sync: Mutex::default(),
             metrics: shared.metrics,
             directory: RwLock::new(directory),
             writer: Mutex::new(WriterState::new(last_seq, replayed)),
@@ -214,8 +217,31 @@ impl Tenant {
                 self.remote_presence
                     .update(*account, node, platform, *online);
             }
+            Event::PresenceWanted if !from_here => {
+                for (account, platform) in self.delivery.sessions.sessions() {
+                    self.announce(Event::Presence {
+                        account,
+                        platform,
+                        online: true,
+                    });
+                }
+            }
+            Event::NodeAlive if !from_here => {
+                self.remote_presence.node_seen(&announcement.node, now_ms());
+            }
+            Event::DeviceRegistered { account, device } if !from_here => {
+                self.notify.devices.remember(*account, device.clone());
+            }
+            Event::DeviceUnregistered { device } if !from_here => {
+                self.notify.devices.forget_device(device);
+            }
             Event::DirectoryHead { seq } if !from_here => self.catch_up_to(*seq),
-            Event::Presence { .. } | Event::DirectoryHead { .. } => {}
+            Event::Presence { .. }
+            | Event::PresenceWanted
+            | Event::NodeAlive
+            | Event::DeviceRegistered { .. }
+            | Event::DeviceUnregistered { .. }
+            | Event::DirectoryHead { .. } => {}
         }
     }
 
@@ -244,8 +270,11 @@ impl Tenant {
         self.delivery.inject_fan_out_panics(pushes);
     }
 
+    /// Who is online now, on any node.
     fn online(&self) -> RoaringBitmap {
-        self.delivery.sessions.online()
+        let mut online = self.delivery.sessions.online();
+        online |= self.remote_presence.online();
+        online
     }
 }
 

@@ -31,6 +31,11 @@ impl Tenant {
             // One acceptance at a time on this node, so pushes are announced (and fanned
             // out) in the order the store accepted them.
             let _accepting = tenant.accepting.lock();
+            if tenant.bus.spans_nodes() {
+                // Writes acknowledged on other nodes are in the audience.
+                let head = tenant.store.dir_head(tenant.sdkappid())?;
+                tenant.catch_up_to(head);
+            }
             let now = now_ms();
             let audience = tenant.read(|directory| directory.audience(&request.condition));
             let accepted = accept(

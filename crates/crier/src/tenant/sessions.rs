@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use crier_proto::protocol::close;
 use parking_lot::{Mutex, RwLock};
+use roaring::RoaringBitmap;
 
 use super::Tenant;
 use crate::bus::{Event, NodeId};
@@ -190,24 +191,69 @@ impl Tenant {
         name: &str,
         device: Device,
     ) -> Result<(), RegisterError> {
-        self.notify.devices.register(account, name, device)
+        self.notify
+            .devices
+            .register(account, name, device.clone())?;
+        self.announce(Event::DeviceRegistered { account, device });
+        Ok(())
     }
 
     /// Forgets a device `account` gives up (not one another account holds). Blocking.
     pub fn unregister_device(&self, account: u32, device: &Device) -> Result<(), RegisterError> {
-        self.notify.devices.unregister_own(account, device)?;
+        if self.notify.devices.unregister_own(account, device)? {
+            self.announce(Event::DeviceUnregistered {
+                device: device.clone(),
+            });
+        }
         Ok(())
     }
 }
 
-/// Sessions open on other nodes, as their presence announcements told.
+/// Sessions open on other nodes, as their presence announcements told, and when each node
+/// was last heard of.
 #[derive(Default)]
 pub(super) struct RemotePresence {
     by_account: RwLock<HashMap<u32, Vec<(NodeId, String)>>>,
+    last_seen_ms: RwLock<HashMap<NodeId, u64>>,
 }
 
 impl RemotePresence {
+    pub(super) fn node_seen(&self, node: &NodeId, now_ms: u64) {
+        self.last_seen_ms.write().insert(Arc::clone(node), now_ms);
+    }
+
+    /// Forgets the sessions of nodes not heard of since `silent_since_ms` (stopped, or cut
+    /// off: their clients reconnect elsewhere).
+    pub(super) fn forget_silent_nodes(&self, silent_since_ms: u64) {
+        let mut last_seen = self.last_seen_ms.write();
+        let silent: Vec<NodeId> = last_seen
+            .iter()
+            .filter(|(_, seen)| **seen < silent_since_ms)
+            .map(|(node, _)| Arc::clone(node))
+            .collect();
+        if silent.is_empty() {
+            return;
+        }
+        for node in &silent {
+            last_seen.remove(node);
+            tracing::warn!(%node, "a node went silent; forgetting its sessions");
+        }
+        self.by_account.write().retain(|_, sessions| {
+            sessions.retain(|(node, _)| !silent.contains(node));
+            !sessions.is_empty()
+        });
+    }
+
+    /// Accounts with a session on another node.
+    pub(super) fn online(&self) -> RoaringBitmap {
+        self.by_account.read().keys().copied().collect()
+    }
+
     pub(super) fn update(&self, account: u32, node: NodeId, platform: &str, online: bool) {
+        self.last_seen_ms
+            .write()
+            .entry(Arc::clone(&node))
+            .or_insert_with(crate::clock::now_ms);
         let mut by_account = self.by_account.write();
         let sessions = by_account.entry(account).or_default();
         if online {

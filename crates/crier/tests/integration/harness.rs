@@ -78,6 +78,12 @@ impl TestServer {
         Self::serve_state(tempfile::tempdir().unwrap(), state).await
     }
 
+    /// Starts a node on the store and bus `config` names (a cluster node, for example).
+    pub async fn start_node(config: crier::config::Config) -> TestServer {
+        let state = crier::server::open_state(&config).await.unwrap();
+        Self::serve_state(tempfile::tempdir().unwrap(), state).await
+    }
+
     async fn serve_state(data_dir: tempfile::TempDir, state: AppState) -> TestServer {
         let state = Arc::new(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -11,6 +11,7 @@ mod accounts;
 mod attrs;
 mod auth;
 mod cli;
+mod cluster;
 mod crash;
 mod crier_reads;
 mod edge;

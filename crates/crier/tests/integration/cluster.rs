@@ -1,0 +1,302 @@
+//! Several nodes on one PostgreSQL and one NATS, each test in a database and a subject
+//! prefix of its own. Skipped, with the reason printed, when either service is unreachable.
+
+use std::time::{Duration, Instant};
+
+use crier::config::{BackendUrl, Config, Limits};
+use crier_client::{Connection, Event, LoginOptions};
+use crier_proto::protocol::ClientFrame;
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
+const NATS: &str = "nats://127.0.0.1:4222";
+
+/// A database and a subject prefix for one test; the database is dropped with it.
+struct Cluster {
+    database: String,
+    prefix: String,
+}
+
+impl Cluster {
+    /// `None` (and a printed reason) when PostgreSQL or NATS cannot be reached.
+    async fn new() -> Option<Cluster> {
+        let server = std::env::var("CRIER_TEST_POSTGRES").unwrap_or_else(|_| POSTGRES.into());
+        let database = format!("crier_it_{:016x}", rand::random::<u64>());
+        let create = format!("CREATE DATABASE {database}");
+        let admin_url = format!("{server}/postgres");
+        let created = tokio::task::spawn_blocking(move || {
+            let mut client = postgres::Client::connect(&admin_url, postgres::NoTls)?;
+            client.batch_execute(&create)
+        })
+        .await
+        .unwrap();
+        if let Err(error) = created {
+            eprintln!("skipped: PostgreSQL unreachable at {server}: {error}");
+            return None;
+        }
+        if let Err(error) = async_nats::connect(NATS).await {
+            eprintln!("skipped: NATS unreachable at {NATS}: {error}");
+            return None;
+        }
+        Some(Cluster {
+            database: format!("{server}/{database}"),
+            prefix: format!("crier-it-{:016x}", rand::random::<u64>()),
+        })
+    }
+
+    fn config(&self, node: &str, prefix: &str, apps: Vec<crier::config::AppConfig>) -> Config {
+        Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: std::env::temp_dir(),
+            store: Some(BackendUrl::new(self.database.clone())),
+            bus: Some(BackendUrl::new(NATS)),
+            node_id: Some(node.into()),
+            bus_subject_prefix: prefix.into(),
+            apps,
+            limits: Limits::default(),
+        }
+    }
+
+    async fn node(&self, name: &str) -> TestServer {
+        TestServer::start_node(self.config(name, &self.prefix, default_apps())).await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let (server, database) = self.database.rsplit_once('/').unwrap();
+        let (admin_url, drop) = (
+            format!("{server}/postgres"),
+            format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+        );
+        // A thread of its own: the blocking client must not run on the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&admin_url, postgres::NoTls)?;
+            client.batch_execute(&drop)
+        })
+        .join();
+    }
+}
+
+fn login_options(server: &TestServer, identifier: &str) -> LoginOptions {
+    LoginOptions {
+        url: format!("{}/v4/ws", server.base.replace("http://", "ws://")),
+        sdkappid: APP,
+        identifier: identifier.into(),
+        user_sig: crier_proto::usersig::sign(APP, KEY, identifier, 3_600, crier::clock::now_secs()),
+        platform: Some("Android".into()),
+    }
+}
+
+async fn login(server: &TestServer, identifier: &str) -> Connection {
+    Connection::connect(&login_options(server, identifier))
+        .await
+        .unwrap()
+}
+
+async fn next_event(connection: &mut Connection, within: Duration) -> Option<Event> {
+    tokio::time::timeout(within, connection.next_event())
+        .await
+        .ok()
+        .map(Result::unwrap)
+}
+
+async fn next_push_id(connection: &mut Connection, within: Duration) -> Option<String> {
+    loop {
+        match next_event(connection, within).await? {
+            Event::Push(push) => return Some(push.task_id),
+            Event::Pong => {}
+            other => panic!("expected a push, got {other:?}"),
+        }
+    }
+}
+
+fn tag_push(msg_random: u32, tag: &str) -> Value {
+    let mut body = text_push(msg_random, "to a tag");
+    body["Condition"] = json!({"TagsOr": [tag]});
+    body
+}
+
+/// Waits until `query_online_status` on `server` says `account` has `sessions` sessions.
+async fn until_sessions(server: &TestServer, account: &str, sessions: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = server
+            .admin()
+            .ok(
+                "openim/query_online_status",
+                json!({"To_Account": [account], "IsNeedDetail": 1}),
+            )
+            .await;
+        let detail = &answer["QueryResult"][0]["Detail"];
+        if detail.as_array().map_or(0, Vec::len) == sessions || Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_write_on_one_node_is_in_the_audience_of_a_push_from_another_and_reaches_both_nodes_sessions(
+) {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let (a, b) = (cluster.node("a").await, cluster.node("b").await);
+    let mut on_a = login(&a, "alice").await;
+    let mut on_b = login(&b, "bob").await;
+    // Tagged on A, pushed to the tag on B: B evaluates the audience after catching up.
+    a.admin()
+        .ok(
+            "all_member_push/im_add_tag",
+            json!({"UserTags": [{"To_Account": "alice", "Tags": ["vip"]}, {"To_Account": "bob", "Tags": ["vip"]}]}),
+        )
+        .await;
+    let task_id = b
+        .admin()
+        .ok("all_member_push/im_push", tag_push(1, "vip"))
+        .await["TaskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let within = Duration::from_secs(3);
+    assert_eq!(
+        next_push_id(&mut on_a, within).await.as_deref(),
+        Some(&*task_id)
+    );
+    assert_eq!(
+        next_push_id(&mut on_b, within).await.as_deref(),
+        Some(&*task_id)
+    );
+    // Account numbers are the same on both nodes: the same audience either way.
+    assert_eq!(audience_size(&a, &task_id).await, json!(2));
+    assert_eq!(audience_size(&b, &task_id).await, json!(2));
+}
+
+async fn audience_size(server: &TestServer, task_id: &str) -> Value {
+    server
+        .admin()
+        .ok("crier/task_report", json!({"TaskId": task_id}))
+        .await["Report"]["AudienceSize"]
+        .clone()
+}
+
+#[tokio::test]
+async fn quotas_and_retries_are_cluster_wide() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let mut apps = default_apps();
+    apps[0].min_push_interval_ms = 1_000;
+    let a = TestServer::start_node(cluster.config("a", &cluster.prefix, apps.clone())).await;
+    let b = TestServer::start_node(cluster.config("b", &cluster.prefix, apps)).await;
+    let (admin_a, admin_b) = (a.admin(), b.admin());
+    let (from_a, from_b) = tokio::join!(
+        admin_a.call("all_member_push/im_push", text_push(1, "one")),
+        admin_b.call("all_member_push/im_push", text_push(2, "two")),
+    );
+    let mut codes = [from_a["ErrorCode"].as_u64(), from_b["ErrorCode"].as_u64()];
+    codes.sort();
+    assert_eq!(codes, [Some(0), Some(90024)], "{from_a} {from_b}");
+    // A retry of the accepted one, on the other node, answers its TaskId.
+    let (accepted, other, msg_random, text) = if from_a["ErrorCode"] == 0 {
+        (&from_a, &b, 1, "one")
+    } else {
+        (&from_b, &a, 2, "two")
+    };
+    let retry = other
+        .admin()
+        .ok("all_member_push/im_push", text_push(msg_random, text))
+        .await;
+    assert_eq!(retry["TaskId"], accepted["TaskId"]);
+}
+
+#[tokio::test]
+async fn kicks_online_status_and_acks_reach_across_nodes() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let (a, b) = (cluster.node("a").await, cluster.node("b").await);
+    let mut on_b = login(&b, "carol").await;
+    let status = until_sessions(&a, "carol", 1).await;
+    assert_eq!(
+        status["QueryResult"][0],
+        json!({"To_Account": "carol", "Status": "Online", "Detail": [{"Platform": "Android", "Status": "Online"}]})
+    );
+
+    // Acknowledged on B: a login on A does not get it again.
+    let task_id = a
+        .admin()
+        .ok("all_member_push/im_push", text_push(7, "hello"))
+        .await["TaskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        next_push_id(&mut on_b, Duration::from_secs(3))
+            .await
+            .as_deref(),
+        Some(&*task_id)
+    );
+    on_b.send(&ClientFrame::Ack {
+        task_ids: vec![task_id.clone()],
+    })
+    .await
+    .unwrap();
+    // Acks are stored in batches and other nodes look at the store once a second.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let mut on_a = login(&a, "carol").await;
+    on_a.send(&ClientFrame::Ping).await.unwrap();
+    match next_event(&mut on_a, Duration::from_secs(3)).await {
+        Some(Event::Pong) => {}
+        other => panic!("expected nothing before the Pong, got {other:?}"),
+    }
+
+    // Kicked on A: both sessions, on A and on B, are told.
+    a.admin()
+        .ok("im_open_login_svc/kick", json!({"UserID": "carol"}))
+        .await;
+    for session in [&mut on_a, &mut on_b] {
+        match next_event(session, Duration::from_secs(3)).await {
+            Some(Event::Kicked { .. }) => {}
+            other => panic!("expected Kicked, got {other:?}"),
+        }
+    }
+    let status = until_sessions(&b, "carol", 0).await;
+    assert_eq!(status["QueryResult"][0]["Status"], "Offline");
+}
+
+#[tokio::test]
+async fn a_push_whose_announcement_is_lost_still_reaches_the_other_nodes_within_two_seconds() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    // Two nodes on one store whose announcements never reach each other (other prefixes).
+    let (deaf_a, deaf_b) = (
+        format!("{}-deaf-a", cluster.prefix),
+        format!("{}-deaf-b", cluster.prefix),
+    );
+    let a = TestServer::start_node(cluster.config("a", &deaf_a, default_apps())).await;
+    let b = TestServer::start_node(cluster.config("b", &deaf_b, default_apps())).await;
+    let mut on_b = login(&b, "dave").await;
+    let started = Instant::now();
+    let task_id = a
+        .admin()
+        .ok("all_member_push/im_push", text_push(9, "lost"))
+        .await["TaskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        next_push_id(&mut on_b, Duration::from_secs(2))
+            .await
+            .as_deref(),
+        Some(&*task_id)
+    );
+    eprintln!(
+        "a push without its announcement reached the other node's session after {} ms",
+        started.elapsed().as_millis()
+    );
+}
