@@ -139,19 +139,29 @@ async fn until_sessions(server: &TestServer, account: &str, sessions: usize) -> 
 }
 
 #[tokio::test]
-async fn a_write_on_one_node_is_in_the_audience_of_a_push_from_another_and_reaches_both_nodes_sessions(
+async fn a_write_on_one_node_is_in_the_audience_of_a_push_from_another_and_reaches_every_nodes_sessions(
 ) {
     let Some(cluster) = Cluster::new().await else {
         return;
     };
-    let (a, b) = (cluster.node("a").await, cluster.node("b").await);
+    let (a, b, c) = (
+        cluster.node("a").await,
+        cluster.node("b").await,
+        cluster.node("c").await,
+    );
     let mut on_a = login(&a, "alice").await;
     let mut on_b = login(&b, "bob").await;
+    let mut on_c = login(&c, "carol").await;
+    let mut untagged = login(&c, "dave").await;
     // Tagged on A, pushed to the tag on B: B evaluates the audience after catching up.
     a.admin()
         .ok(
             "all_member_push/im_add_tag",
-            json!({"UserTags": [{"To_Account": "alice", "Tags": ["vip"]}, {"To_Account": "bob", "Tags": ["vip"]}]}),
+            json!({"UserTags": [
+                {"To_Account": "alice", "Tags": ["vip"]},
+                {"To_Account": "bob", "Tags": ["vip"]},
+                {"To_Account": "carol", "Tags": ["vip"]},
+            ]}),
         )
         .await;
     let task_id = b
@@ -162,17 +172,21 @@ async fn a_write_on_one_node_is_in_the_audience_of_a_push_from_another_and_reach
         .unwrap()
         .to_owned();
     let within = Duration::from_secs(3);
-    assert_eq!(
-        next_push_id(&mut on_a, within).await.as_deref(),
-        Some(&*task_id)
-    );
-    assert_eq!(
-        next_push_id(&mut on_b, within).await.as_deref(),
-        Some(&*task_id)
-    );
-    // Account numbers are the same on both nodes: the same audience either way.
-    assert_eq!(audience_size(&a, &task_id).await, json!(2));
-    assert_eq!(audience_size(&b, &task_id).await, json!(2));
+    for session in [&mut on_a, &mut on_b, &mut on_c] {
+        assert_eq!(
+            next_push_id(session, within).await.as_deref(),
+            Some(&*task_id)
+        );
+    }
+    untagged.send(&ClientFrame::Ping).await.unwrap();
+    assert!(matches!(
+        next_event(&mut untagged, within).await,
+        Some(Event::Pong)
+    ));
+    // Account numbers are the same on every node: the same audience whichever reports it.
+    for node in [&a, &b, &c] {
+        assert_eq!(audience_size(node, &task_id).await, json!(3));
+    }
 }
 
 async fn audience_size(server: &TestServer, task_id: &str) -> Value {
@@ -218,7 +232,11 @@ async fn kicks_online_status_and_acks_reach_across_nodes() {
     let Some(cluster) = Cluster::new().await else {
         return;
     };
-    let (a, b) = (cluster.node("a").await, cluster.node("b").await);
+    let (a, b, c) = (
+        cluster.node("a").await,
+        cluster.node("b").await,
+        cluster.node("c").await,
+    );
     let mut on_b = login(&b, "carol").await;
     let status = until_sessions(&a, "carol", 1).await;
     assert_eq!(
@@ -266,6 +284,30 @@ async fn kicks_online_status_and_acks_reach_across_nodes() {
     }
     let status = until_sessions(&b, "carol", 0).await;
     assert_eq!(status["QueryResult"][0]["Status"], "Offline");
+
+    // Deleted on C: the session on A is told and closed, and every node says so.
+    let mut erin = login(&a, "erin").await;
+    until_sessions(&c, "erin", 1).await;
+    c.admin()
+        .ok(
+            "im_open_login_svc/account_delete",
+            json!({"DeleteItem": [{"UserID": "erin"}]}),
+        )
+        .await;
+    match next_event(&mut erin, Duration::from_secs(3)).await {
+        Some(Event::Kicked { .. }) => {}
+        other => panic!("expected Kicked, got {other:?}"),
+    }
+    for node in [&a, &b, &c] {
+        let check = node
+            .admin()
+            .ok(
+                "im_open_login_svc/account_check",
+                json!({"CheckItem": [{"UserID": "erin"}]}),
+            )
+            .await;
+        assert_eq!(check["ResultItem"][0]["AccountStatus"], "NotImported");
+    }
 }
 
 #[tokio::test]
@@ -299,4 +341,105 @@ async fn a_push_whose_announcement_is_lost_still_reaches_the_other_nodes_within_
         "a push without its announcement reached the other node's session after {} ms",
         started.elapsed().as_millis()
     );
+}
+
+/// A NATS server of the test's own, on a port of its own, that the test can stop.
+struct OwnNats {
+    port: u16,
+    process: std::process::Child,
+}
+
+impl OwnNats {
+    fn start(port: u16) -> Option<OwnNats> {
+        let process = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        match process {
+            Ok(process) => Some(OwnNats { port, process }),
+            Err(error) => {
+                eprintln!("skipped: cannot start nats-server: {error}");
+                None
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    async fn ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while async_nats::connect(self.url()).await.is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn push_id(server: &TestServer, msg_random: u32, text: &str) -> String {
+    server
+        .admin()
+        .ok("all_member_push/im_push", text_push(msg_random, text))
+        .await["TaskId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn pushes_reach_every_node_while_nats_is_down_and_after_it_returns() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let port = free_port();
+    let Some(nats) = OwnNats::start(port) else {
+        return;
+    };
+    nats.ready().await;
+    let node = |name: &'static str| {
+        let mut config = cluster.config(name, &cluster.prefix, default_apps());
+        config.bus = Some(BackendUrl::new(nats.url()));
+        TestServer::start_node(config)
+    };
+    let (a, b) = (node("a").await, node("b").await);
+    let mut on_b = login(&b, "frank").await;
+    let within = Duration::from_secs(3);
+
+    drop(nats);
+    let started = Instant::now();
+    let during = push_id(&a, 21, "nats is down").await;
+    assert_eq!(
+        next_push_id(&mut on_b, within).await.as_deref(),
+        Some(&*during)
+    );
+    eprintln!(
+        "with NATS down, a push reached the other node's session after {} ms",
+        started.elapsed().as_millis()
+    );
+
+    let nats = OwnNats::start(port).unwrap();
+    nats.ready().await;
+    let after = push_id(&a, 22, "nats is back").await;
+    assert_eq!(
+        next_push_id(&mut on_b, within).await.as_deref(),
+        Some(&*after)
+    );
+    drop(nats);
 }
