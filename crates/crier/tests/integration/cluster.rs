@@ -119,6 +119,26 @@ fn tag_push(msg_random: u32, tag: &str) -> Value {
     body
 }
 
+/// Waits until `query_online_status` on the node at `base` says `account` has `sessions`
+/// sessions somewhere in the cluster.
+async fn until_sessions_at(base: &str, account: &str, sessions: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = crate::process::admin_call(
+            base,
+            "openim/query_online_status",
+            json!({"To_Account": [account], "IsNeedDetail": 1}),
+        )
+        .await;
+        let detail = &answer["QueryResult"][0]["Detail"];
+        if detail.as_array().map_or(0, Vec::len) == sessions {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{account}: {answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until `query_online_status` on `server` says `account` has `sessions` sessions.
 async fn until_sessions(server: &TestServer, account: &str, sessions: usize) -> Value {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -442,4 +462,110 @@ async fn pushes_reach_every_node_while_nats_is_down_and_after_it_returns() {
         Some(&*after)
     );
     drop(nats);
+}
+
+#[tokio::test]
+async fn a_node_killed_while_pushes_are_accepted_loses_none_that_were_answered() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("crier.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "bus_subject_prefix = \"{}\"\n[[app]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\nadmins = [\"{ADMIN}\"]\nmin_push_interval_ms = 0\ndaily_push_quota = 1000\n",
+            cluster.prefix
+        ),
+    )
+    .unwrap();
+    let node = |name: &str| {
+        let data_dir = dir.path().join(name);
+        crate::process::ServerProcess::start_with(
+            &config,
+            &data_dir,
+            &[
+                "--store",
+                &cluster.database,
+                "--bus",
+                NATS,
+                "--node-id",
+                name,
+            ],
+        )
+    };
+    let (one, two, three) = (node("one"), node("two"), node("three"));
+    let servers: Vec<String> = [&one, &two, &three]
+        .iter()
+        .map(|node| format!("{}/v4/ws", node.base.replace("http://", "ws://")))
+        .collect();
+    let mut listeners: Vec<crier_client::Listener> = (0..6)
+        .map(|n| {
+            let identifier = format!("listener{n}");
+            let options = LoginOptions {
+                url: servers[0].clone(),
+                sdkappid: APP,
+                identifier: identifier.clone(),
+                user_sig: String::new(),
+                platform: None,
+            };
+            crier_client::Listener::start_with_servers(servers.clone(), options, move || {
+                crier_proto::usersig::sign(APP, KEY, &identifier, 3_600, crier::clock::now_secs())
+            })
+        })
+        .collect();
+    // Every listener is online somewhere before the first push.
+    for n in 0..6 {
+        until_sessions_at(&three.base, &format!("listener{n}"), 1).await;
+    }
+
+    let mut answered = Vec::new();
+    let mut two = Some(two);
+    for round in 0..30u32 {
+        if round == 10 {
+            two.take().unwrap().kill_9();
+        }
+        // Alternately to the node that dies and to one that lives.
+        let base = match (&two, round % 2) {
+            (Some(two), 0) => two.base.clone(),
+            _ => one.base.clone(),
+        };
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            crate::process::admin_call(
+                &base,
+                "all_member_push/im_push",
+                text_push(100 + round, "while a node dies"),
+            ),
+        )
+        .await;
+        if let Ok(answer) = answer {
+            if answer["ErrorCode"] == 0 {
+                answered.push(answer["TaskId"].as_str().unwrap().to_owned());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered.len() >= 20, "{answered:?}");
+
+    for listener in &mut listeners {
+        let mut received = std::collections::HashSet::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !answered.iter().all(|id| received.contains(id)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let push = tokio::time::timeout(left, listener.next())
+                .await
+                .unwrap_or_else(|_| {
+                    let missing: Vec<_> = answered
+                        .iter()
+                        .filter(|id| !received.contains(*id))
+                        .collect();
+                    panic!("pushes answered OK but never delivered: {missing:?}")
+                })
+                .expect("the listener keeps listening");
+            listener.ack(push.task_id.clone());
+            received.insert(push.task_id);
+        }
+    }
+    drop(three);
 }
