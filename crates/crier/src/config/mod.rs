@@ -46,6 +46,10 @@ fn default_max_tags_per_user() -> usize {
     100
 }
 
+fn default_notification_lease_secs() -> u64 {
+    30
+}
+
 /// One `[[app]]` table: an isolated tenant.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +75,10 @@ pub struct AppConfig {
     pub fcm: Option<providers::FcmConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<providers::WebhookConfig>,
+    /// How long a node holds a notification job without storing progress before another node
+    /// may take it over (in a cluster: how long a dead node's run waits). Default 30 s.
+    #[serde(default = "default_notification_lease_secs")]
+    pub notification_lease_secs: u64,
 }
 
 impl AppConfig {
@@ -87,6 +95,7 @@ impl AppConfig {
             apns: None,
             fcm: None,
             webhook: None,
+            notification_lease_secs: default_notification_lease_secs(),
         }
     }
 

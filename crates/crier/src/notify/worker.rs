@@ -33,10 +33,6 @@ const IN_FLIGHT: usize = 64;
 const MAX_ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// How long a claimed job stays with this node without a stored batch. A batch takes at most
-/// a few seconds at the providers' rates, so this outlasts a slow one with room to spare, and
-/// bounds how long another node waits for a job whose node died.
-const LEASE_MS: u64 = 30_000;
 
 /// What a run has done for one provider.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +94,11 @@ pub struct Notify {
     channels: HashMap<Provider, Channel>,
     wake: tokio::sync::Notify,
     metrics: Arc<Metrics>,
+    /// How long a claimed job stays with this node without a stored batch
+    /// (`notification_lease_secs`). A batch takes at most a few seconds at the providers'
+    /// rates, so the default 30 s outlasts a slow one with room to spare, and bounds how long
+    /// another node waits for a job whose node died.
+    lease_ms: u64,
 }
 
 /// How a run stands, for task reports.
@@ -123,6 +124,7 @@ impl Notify {
         devices: Devices,
         channels: HashMap<Provider, Channel>,
         metrics: Arc<Metrics>,
+        lease: Duration,
     ) -> Notify {
         Notify {
             app,
@@ -131,6 +133,7 @@ impl Notify {
             channels,
             wake: tokio::sync::Notify::new(),
             metrics,
+            lease_ms: lease.as_millis() as u64,
         }
     }
 
@@ -230,12 +233,12 @@ pub async fn run(
     node: Arc<str>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let app = notify.app;
+    let (app, lease_ms) = (notify.app, notify.lease_ms);
     loop {
         let store = Arc::clone(&notify.store);
         let claimant = Arc::clone(&node);
         let claimed = tokio::task::spawn_blocking(move || {
-            store.claim_job(app, &claimant, now_ms(), LEASE_MS)
+            store.claim_job(app, &claimant, now_ms(), lease_ms)
         })
         .await;
         let job = match claimed {
@@ -254,7 +257,7 @@ pub async fn run(
             // Also wakes when a lease held by another node may have run out.
             tokio::select! {
                 () = notify.wake.notified() => {}
-                () = tokio::time::sleep(Duration::from_millis(LEASE_MS)) => {}
+                () = tokio::time::sleep(Duration::from_millis(lease_ms)) => {}
                 _ = shutdown.changed() => return,
             }
             continue;
@@ -388,12 +391,13 @@ async fn finish(
 ) -> bool {
     let store = Arc::clone(&notify.store);
     let (app, task_id, node) = (notify.app, job.task_id.clone(), Arc::clone(node));
+    let lease_ms = notify.lease_ms;
     let counts = serde_json::to_string(counts).unwrap_or_else(|_| "{}".into());
     match tokio::task::spawn_blocking(move || {
         let lease = Lease {
             node: &node,
             now_ms: now_ms(),
-            lease_ms: LEASE_MS,
+            lease_ms,
         };
         let progress = JobProgress {
             cursor,

@@ -148,6 +148,7 @@ impl Tenant {
             devices,
             channels,
             Arc::clone(&shared.metrics),
+            std::time::Duration::from_secs(config.notification_lease_secs.max(1)),
         );
         Ok(Tenant {
             config,

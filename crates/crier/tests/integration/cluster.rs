@@ -569,3 +569,125 @@ async fn a_node_killed_while_pushes_are_accepted_loses_none_that_were_answered()
     }
     drop(three);
 }
+
+/// Logs `identifier` in on `server`, registers a webhook device, waits until the server has
+/// it, and logs out.
+async fn with_webhook_device(base: &str, identifier: &str) {
+    let options = LoginOptions {
+        url: format!("{}/v4/ws", base.replace("http://", "ws://")),
+        sdkappid: APP,
+        identifier: identifier.into(),
+        user_sig: crier_proto::usersig::sign(APP, KEY, identifier, 3_600, crier::clock::now_secs()),
+        platform: None,
+    };
+    let mut connection = Connection::connect(&options).await.unwrap();
+    connection
+        .send(&ClientFrame::RegisterDevice {
+            platform: "webhook".into(),
+            token: format!("token-{identifier}"),
+        })
+        .await
+        .unwrap();
+    connection.send(&ClientFrame::Ping).await.unwrap();
+    loop {
+        match next_event(&mut connection, Duration::from_secs(5)).await {
+            Some(Event::Pong) => break,
+            Some(Event::Error { code, info }) => panic!("device refused: {code} {info}"),
+            Some(_) => {}
+            None => panic!("no Pong"),
+        }
+    }
+    connection.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_notification_run_whose_node_dies_is_finished_by_another_from_its_cursor() {
+    const DEVICES: usize = 1_500;
+    /// Accounts per notification batch (`notify::worker`): what may be sent twice.
+    const BATCH: usize = 512;
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let webhook = crate::fakes::webhook::FakeWebhook::start().await;
+    let mut hook = webhook.config();
+    // Slow enough that the run is mid-way when its node dies (about 5 s for every device), and
+    // a batch (1.7 s) well within the lease (3 s), so only a dead node loses its job.
+    hook.rate_per_sec = Some(300);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("crier.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "bus_subject_prefix = \"{}\"\n[[app]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\nadmins = [\"{ADMIN}\"]\nmin_push_interval_ms = 0\nnotification_lease_secs = 3\n[app.webhook]\n{}",
+            cluster.prefix,
+            toml::to_string(&hook).unwrap()
+        ),
+    )
+    .unwrap();
+    let node = |name: &str| {
+        crate::process::ServerProcess::start_with(
+            &config,
+            &dir.path().join(name),
+            &[
+                "--store",
+                &cluster.database,
+                "--bus",
+                NATS,
+                "--node-id",
+                name,
+            ],
+        )
+    };
+    let (first, second) = (node("first"), node("second"));
+    for chunk in (0..DEVICES).collect::<Vec<_>>().chunks(100) {
+        let registering = chunk.iter().map(|n| {
+            let base = first.base.clone();
+            async move { with_webhook_device(&base, &format!("user{n}")).await }
+        });
+        futures_util::future::join_all(registering).await;
+    }
+    let mut body = text_push(31, "you have mail");
+    body["OfflinePushInfo"] = json!({"Title": "Crier", "Desc": "you have mail"});
+    crate::process::admin_ok(&first.base, "all_member_push/im_push", body).await;
+
+    // The node that accepted the push runs the job; it dies after the first batch is stored.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while webhook.count() < BATCH + 50 {
+        assert!(
+            Instant::now() < deadline,
+            "the run did not start: {} sent",
+            webhook.count()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill_9();
+    let sent_before_the_kill = webhook.count();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let tokens = loop {
+        let tokens: std::collections::HashMap<String, usize> =
+            webhook
+                .requests()
+                .into_iter()
+                .fold(Default::default(), |mut tokens, request| {
+                    *tokens.entry(request.token).or_default() += 1;
+                    tokens
+                });
+        if tokens.len() == DEVICES {
+            break tokens;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {DEVICES} devices notified",
+            tokens.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let twice = tokens.values().filter(|sends| **sends > 1).count();
+    eprintln!(
+        "{sent_before_the_kill} sent before the kill; every one of {DEVICES} devices notified, {twice} twice (at most {BATCH}: the batch in flight)"
+    );
+    assert!(twice <= BATCH, "{twice} devices notified twice");
+    assert!(tokens.values().all(|sends| *sends <= 2));
+    drop(second);
+}
