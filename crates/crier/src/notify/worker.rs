@@ -337,11 +337,26 @@ async fn run_job(
                 sends.push((notification, device));
             }
         }
-        let ended: Vec<Ended> = stream::iter(sends)
+        let sending = stream::iter(sends)
             .map(|(notification, device)| notify.deliver(notification, device))
             .buffer_unordered(IN_FLIGHT)
-            .collect()
-            .await;
+            .collect::<Vec<Ended>>();
+        tokio::pin!(sending);
+        // A batch slower than the lease (a slow provider, retries) would otherwise lose the
+        // job to another node while this one is still sending: renew it meanwhile, with the
+        // cursor where the batch started.
+        let mut renew = tokio::time::interval(Duration::from_millis(notify.lease_ms / 3));
+        renew.tick().await;
+        let ended = loop {
+            tokio::select! {
+                ended = &mut sending => break ended,
+                _ = renew.tick() => {
+                    if !finish(notify, node, &job, cursor, &counts, false).await {
+                        return false;
+                    }
+                }
+            }
+        };
         for ended in &ended {
             notify.count(&mut counts, ended);
             match &ended.outcome {

@@ -8,7 +8,7 @@
 //! `Tenant`. Blocking methods say so: run them on a blocking thread.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, LazyLock, Weak};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -50,12 +50,6 @@ struct TaskFacts {
     condition: Option<String>,
     msg_body: String,
 }
-
-/// Each app's extras, found by the app's address.
-type ExtrasOf = Vec<(Weak<Tenant>, Arc<ConsoleExtras>)>;
-
-/// Apps by address, weakly: an app that is dropped (a test's server) leaves on the next lookup.
-static EXTRAS: LazyLock<Mutex<ExtrasOf>> = LazyLock::new(Mutex::default);
 
 /// One recent push, as `task_list` lists it.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,19 +104,9 @@ pub struct OnlineState {
 }
 
 impl Tenant {
-    /// This app's console state, made on first use.
-    pub fn console_extras(self: &Arc<Self>) -> Arc<ConsoleExtras> {
-        let mut all = EXTRAS.lock();
-        all.retain(|(tenant, _)| tenant.strong_count() > 0);
-        if let Some((_, extras)) = all
-            .iter()
-            .find(|(tenant, _)| std::ptr::eq(tenant.as_ptr(), Arc::as_ptr(self)))
-        {
-            return Arc::clone(extras);
-        }
-        let extras = Arc::new(ConsoleExtras::default());
-        all.push((Arc::downgrade(self), Arc::clone(&extras)));
-        extras
+    /// This app's console state.
+    pub fn console_extras(&self) -> Arc<ConsoleExtras> {
+        Arc::clone(&self.console)
     }
 
     /// Counts a `v4/crier/*` call against the app's 10 per second; 90024 past it.

@@ -54,6 +54,8 @@ pub struct Tenant {
     notify: Arc<Notify>,
     remote_presence: RemotePresence,
     sync: Mutex<cluster::SyncState>,
+    /// What the web console keeps beside the app (history, task facts, its rate window).
+    console: Arc<console_reads::ConsoleExtras>,
     metrics: Arc<Metrics>,
 }
 
@@ -159,6 +161,7 @@ impl Tenant {
             notify: Arc::new(notify),
             remote_presence: RemotePresence::default(),
             sync: Mutex::default(),
+            console: Arc::default(),
             metrics: shared.metrics,
             directory: RwLock::new(directory),
             writer: Mutex::new(WriterState::new(last_seq, replayed)),
