@@ -1,8 +1,10 @@
-// The console against a real `crier serve`, in headless chromium: sign in, build a tag
-// condition and see the count the API gives, send, a WebSocket client of that tag receives
-// the push, the task page shows it delivered then acknowledged, an account lookup shows the
-// user's tags and session, and a wrong UserSig and a push inside the 1 s interval are shown in
-// words. Screenshots of every page go to docs/console/.
+// The console against a real `crier serve`, in headless chromium and in headless Firefox: sign
+// in, build a tag condition and see the count the API gives, send, a WebSocket client of that
+// tag receives the push, the task page shows it delivered then acknowledged, an account lookup
+// shows the user's tags and session, and a wrong UserSig and a push inside the 1 s interval are
+// shown in words. Chromium's screenshots of every page go to docs/console/ (Firefox's only to
+// $CRIER_CONSOLE_FIREFOX_SCREENSHOTS when set). CRIER_CONSOLE_BROWSERS=firefox (or chromium)
+// runs one browser.
 
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -11,11 +13,16 @@ import { test } from 'node:test';
 
 import WebSocket from 'ws';
 
+import { firefox } from './firefox.mjs';
 import { admin, browser, repo, signIn, startServer, userSig, workspace } from './helpers.mjs';
 
 const APP = 1400000777;
 const KEY = 'the console test key, long enough to be a real one 0123456789';
-const SHOTS = process.env.CRIER_CONSOLE_SCREENSHOTS || join(repo, 'docs/console');
+const SHOTS = {
+  chromium: process.env.CRIER_CONSOLE_SCREENSHOTS || join(repo, 'docs/console'),
+  firefox: process.env.CRIER_CONSOLE_FIREFOX_SCREENSHOTS,
+};
+const BROWSERS = { chromium: browser, firefox };
 
 /** A WebSocket session of `identifier` that records its pushes and acknowledges on demand. */
 async function session(server, identifier, platform) {
@@ -49,13 +56,20 @@ async function until(what, check, timeoutMs = 10_000) {
   }
 }
 
-async function shot(tab, name) {
-  mkdirSync(SHOTS, { recursive: true });
-  // Playwright hides the caret and waits for fonts.
-  await tab.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+const selected = (process.env.CRIER_CONSOLE_BROWSERS || 'chromium,firefox').split(',');
+for (const name of selected) {
+  if (!BROWSERS[name]) throw new Error(`CRIER_CONSOLE_BROWSERS: no browser ${name} (chromium, firefox)`);
+  test(`${name}: the console signs in, counts, sends, follows delivery and shows accounts`, { timeout: 180_000 },
+    (t) => journey(t, BROWSERS[name], SHOTS[name]));
 }
 
-test('the console signs in, counts, sends, follows delivery and shows accounts', { timeout: 180_000 }, async (t) => {
+async function journey(t, open, shots) {
+  const shot = async (tab, name) => {
+    if (!shots) return;
+    mkdirSync(shots, { recursive: true });
+    // Playwright hides the caret and waits for fonts.
+    await tab.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+  };
   const space = workspace({ app: APP, key: KEY, extra: 'min_push_interval_ms = 1000\ndaily_push_quota = 100' });
   t.after(space.remove);
   const server = await startServer(space);
@@ -74,7 +88,7 @@ test('the console signs in, counts, sends, follows delivery and shows accounts',
   const alice = await session(server, 'alice', 'Android');
   t.after(alice.close);
 
-  const { instance, tab, problems, foreign } = await browser(server.http);
+  const { instance, tab, problems, foreign } = await open(server.http);
   t.after(() => instance.close());
   await tab.goto(`${server.http}/console/`);
 
@@ -172,4 +186,4 @@ test('the console signs in, counts, sends, follows delivery and shows accounts',
 
   assert.deepEqual(foreign, [], 'the console loads nothing from outside the server');
   assert.deepEqual(problems, [], 'no script errors');
-});
+}
