@@ -7,20 +7,25 @@
 //!
 //! - [`accounts`]: the name ↔ number map.
 //! - [`ops`]: the writes, as logged.
+//! - [`tag_lists`] and [`attr_values`]: the transposes the writes read (which tags, which value
+//!   an account holds), so a write costs the account's own tags and values, not the app's.
 //! - [`snapshot`]: the versioned on-disk form, so start-up loads bitmaps instead of rebuilding
 //!   them from every write ever made.
 
 pub mod accounts;
+pub mod attr_values;
 pub mod condition;
 pub mod ops;
 pub mod snapshot;
 pub mod tag_lists;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
+use hashbrown::HashMap;
 use roaring::RoaringBitmap;
 
 pub use accounts::AccountIds;
+pub use attr_values::SlotValues;
 pub use condition::Condition;
 pub use ops::{DirOp, UserAttrSlots, UserAttrValues, UserTags};
 pub use tag_lists::TagLists;
@@ -39,11 +44,32 @@ pub struct Directory {
     /// The tags each account holds (the transpose of `tags`), so reading, counting and clearing
     /// an account's tags costs its own tags, not every tag of the app.
     tag_lists: TagLists,
+    /// At least the most tags any account holds (it does not shrink when tags are removed), so
+    /// the per-account cap is checked without looking each account up while it is far off.
+    most_tags_held: usize,
     attr_names: [Option<String>; ATTR_SLOTS],
-    attr_values: [HashMap<Box<str>, RoaringBitmap>; ATTR_SLOTS],
-    /// Per slot, an upper bound of the account numbers holding a value (`None`: nobody), so
-    /// setting the first value of a new account skips the scan of the slot's values.
-    attr_max: [Option<u32>; ATTR_SLOTS],
+    /// Per slot, the holders of each value and the value of each account.
+    attr_values: [SlotValues; ATTR_SLOTS],
+    /// Buffers of the write path, kept from one write to the next.
+    scratch: Scratch,
+}
+
+/// Buffers the tag writes reuse, so a warm write path allocates only where the data grows.
+#[derive(Default)]
+struct Scratch {
+    /// (tag number, account number) of one write, sorted so each bitmap is visited once.
+    pairs: Vec<(u32, u32)>,
+    /// (account number, tag number) that changed, sorted so each account's list is
+    /// rewritten once.
+    changed: Vec<(u32, u32)>,
+    list: Vec<u32>,
+}
+
+/// A copy of the directory (a snapshot's) starts with empty buffers.
+impl Clone for Scratch {
+    fn clone(&self) -> Self {
+        Scratch::default()
+    }
 }
 
 /// Sizes for metrics and the benchmark's memory report.
@@ -57,6 +83,11 @@ pub struct DirectoryStats {
     pub account_map_bytes: u64,
     /// The per-account tag lists ([`TagLists`]), which also give the per-account counts.
     pub tag_count_bytes: u64,
+    /// The per-account value columns of the attribute slots in use ([`SlotValues`]).
+    pub attr_index_bytes: u64,
+    /// Attribute slots some value was ever set in: the index's budget is 4 bytes per account
+    /// for each.
+    pub attr_slots_in_use: u64,
 }
 
 impl Directory {
@@ -74,58 +105,14 @@ impl Directory {
                         self.retired.insert(id);
                         self.live.remove(id);
                         self.clear_tags(id);
-                        for slot in 0..ATTR_SLOTS {
-                            self.clear_attr(id, slot);
+                        for slot in &mut self.attr_values {
+                            slot.clear(id);
                         }
                     }
                 }
             }
-            DirOp::AddTags { users } => {
-                let mut held = Vec::new();
-                for user in users {
-                    let id = self.number(&user.account);
-                    held.clear();
-                    for tag in &user.tags {
-                        let tag_number = self.tag_number(tag);
-                        // The bitmaps and the lists agree, so a tag new to the bitmap is new
-                        // to the list.
-                        if self.tags[tag_number as usize].1.insert(id) {
-                            held.push(tag_number);
-                        }
-                    }
-                    if !held.is_empty() {
-                        held.extend(self.tag_lists.tags(id));
-                        held.sort_unstable();
-                        self.tag_lists.set(id, &held);
-                    }
-                }
-            }
-            DirOp::RemoveTags { users } => {
-                let mut removed = Vec::new();
-                for user in users {
-                    let Some(id) = self.accounts.get(&user.account) else {
-                        continue;
-                    };
-                    removed.clear();
-                    for tag in &user.tags {
-                        let Some(&tag_number) = self.tag_numbers.get(tag.as_str()) else {
-                            continue;
-                        };
-                        if self.tags[tag_number as usize].1.remove(id) {
-                            removed.push(tag_number);
-                        }
-                    }
-                    if !removed.is_empty() {
-                        removed.sort_unstable();
-                        let kept: Vec<u32> = self
-                            .tag_lists
-                            .tags(id)
-                            .filter(|tag| removed.binary_search(tag).is_err())
-                            .collect();
-                        self.tag_lists.set(id, &kept);
-                    }
-                }
-            }
+            DirOp::AddTags { users } => self.add_tags(users),
+            DirOp::RemoveTags { users } => self.remove_tags(users),
             DirOp::RemoveAllTags { accounts } => {
                 for name in accounts {
                     if let Some(id) = self.accounts.get(name) {
@@ -137,19 +124,9 @@ impl Directory {
                 for user in users {
                     let id = self.number(&user.account);
                     for (slot, value) in &user.values {
-                        let slot = *slot as usize % ATTR_SLOTS;
-                        if self.attr_values[slot]
-                            .get(value.as_str())
-                            .is_some_and(|members| members.contains(id))
-                        {
-                            continue;
-                        }
-                        self.clear_attr(id, slot);
-                        self.attr_values[slot]
-                            .entry(value.as_str().into())
-                            .or_default()
-                            .insert(id);
-                        self.attr_max[slot] = self.attr_max[slot].max(Some(id));
+                        let slot = &mut self.attr_values[*slot as usize % ATTR_SLOTS];
+                        let number = slot.number(value);
+                        slot.set(id, number);
                     }
                 }
             }
@@ -159,7 +136,7 @@ impl Directory {
                         continue;
                     };
                     for slot in &user.slots {
-                        self.clear_attr(id, *slot as usize % ATTR_SLOTS);
+                        self.attr_values[*slot as usize % ATTR_SLOTS].clear(id);
                     }
                 }
             }
@@ -185,6 +162,91 @@ impl Directory {
         number
     }
 
+    /// Each account's name is looked up once; the (tag, account) pairs are then sorted, so
+    /// each tag bitmap is entered once per write and filled in account order, and each
+    /// account's list is rewritten once with all its new tags.
+    fn add_tags(&mut self, users: &[UserTags]) {
+        let mut pairs = std::mem::take(&mut self.scratch.pairs);
+        pairs.clear();
+        for user in users {
+            let id = self.number(&user.account);
+            for tag in &user.tags {
+                pairs.push((self.tag_number(tag), id));
+            }
+        }
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut changed = std::mem::take(&mut self.scratch.changed);
+        changed.clear();
+        for &(tag_number, id) in &pairs {
+            // The bitmaps and the lists agree, so a tag new to the bitmap is new to the list.
+            if self.tags[tag_number as usize].1.insert(id) {
+                changed.push((id, tag_number));
+            }
+        }
+        changed.sort_unstable();
+        let mut list = std::mem::take(&mut self.scratch.list);
+        for added in changed.chunk_by(|a, b| a.0 == b.0) {
+            let id = added[0].0;
+            list.clear();
+            list.extend(self.tag_lists.tags(id));
+            list.extend(added.iter().map(|&(_, tag_number)| tag_number));
+            list.sort_unstable();
+            self.tag_lists.set(id, &list);
+            self.most_tags_held = self.most_tags_held.max(list.len());
+        }
+        self.scratch = Scratch {
+            pairs,
+            changed,
+            list,
+        };
+    }
+
+    /// As [`Self::add_tags`]: one lookup per name, each bitmap entered once.
+    fn remove_tags(&mut self, users: &[UserTags]) {
+        let mut pairs = std::mem::take(&mut self.scratch.pairs);
+        pairs.clear();
+        for user in users {
+            let Some(id) = self.accounts.get(&user.account) else {
+                continue;
+            };
+            for tag in &user.tags {
+                if let Some(&tag_number) = self.tag_numbers.get(tag.as_str()) {
+                    pairs.push((tag_number, id));
+                }
+            }
+        }
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut changed = std::mem::take(&mut self.scratch.changed);
+        changed.clear();
+        for &(tag_number, id) in &pairs {
+            if self.tags[tag_number as usize].1.remove(id) {
+                changed.push((id, tag_number));
+            }
+        }
+        changed.sort_unstable();
+        let mut list = std::mem::take(&mut self.scratch.list);
+        for removed in changed.chunk_by(|a, b| a.0 == b.0) {
+            let id = removed[0].0;
+            list.clear();
+            // Both ascending: one merge-like pass.
+            let mut gone = removed.iter().map(|&(_, tag_number)| tag_number).peekable();
+            for tag_number in self.tag_lists.tags(id) {
+                while gone.next_if(|&g| g < tag_number).is_some() {}
+                if gone.next_if_eq(&tag_number).is_none() {
+                    list.push(tag_number);
+                }
+            }
+            self.tag_lists.set(id, &list);
+        }
+        self.scratch = Scratch {
+            pairs,
+            changed,
+            list,
+        };
+    }
+
     fn clear_tags(&mut self, id: u32) {
         if self.tag_lists.count(id) == 0 {
             return;
@@ -193,19 +255,6 @@ impl Directory {
             self.tags[tag_number as usize].1.remove(id);
         }
         self.tag_lists.set(id, &[]);
-    }
-
-    /// Removes the value `id` holds in `slot`, if any. Scans the slot's values unless `id` is
-    /// above every account number that ever got a value there (an account's first values).
-    fn clear_attr(&mut self, id: u32, slot: usize) {
-        if self.attr_max[slot].is_none_or(|max| id > max) {
-            return;
-        }
-        for members in self.attr_values[slot].values_mut() {
-            if members.remove(id) {
-                return;
-            }
-        }
     }
 
     pub fn account_number(&self, name: &str) -> Option<u32> {
@@ -224,6 +273,11 @@ impl Directory {
 
     pub fn live(&self) -> &RoaringBitmap {
         &self.live
+    }
+
+    /// An upper bound of [`Self::tag_count`] over every account.
+    pub fn most_tags_held(&self) -> usize {
+        self.most_tags_held
     }
 
     pub fn tag_count(&self, name: &str) -> usize {
@@ -261,13 +315,11 @@ impl Directory {
         let Some(id) = self.accounts.get(name) else {
             return BTreeMap::new();
         };
-        let mut attrs = BTreeMap::new();
-        for (slot, values) in self.attr_values.iter().enumerate() {
-            if let Some((value, _)) = values.iter().find(|(_, members)| members.contains(id)) {
-                attrs.insert(slot as u8, value.to_string());
-            }
-        }
-        attrs
+        self.attr_values
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, values)| Some((slot as u8, values.value_of(id)?.to_owned())))
+            .collect()
     }
 
     pub fn attr_names(&self) -> BTreeMap<u8, String> {
@@ -303,7 +355,7 @@ impl Directory {
             }
             Condition::Attrs { and, or } => {
                 let value = |(slot, v): &(u8, String)| {
-                    self.attr_values[*slot as usize % ATTR_SLOTS].get(v.as_str())
+                    self.attr_values[*slot as usize % ATTR_SLOTS].members(v)
                 };
                 let and = (!and.is_empty())
                     .then(|| condition::intersect_all(and.iter().map(value).collect(), &self.live));
@@ -327,12 +379,7 @@ impl Directory {
             .iter()
             .map(|(_, m)| m.serialized_size() as u64)
             .sum();
-        let attr_bytes: u64 = self
-            .attr_values
-            .iter()
-            .flat_map(|v| v.values())
-            .map(|m| m.serialized_size() as u64)
-            .sum();
+        let attr_bytes: u64 = self.attr_values.iter().map(SlotValues::bitmap_bytes).sum();
         DirectoryStats {
             accounts: self.accounts.len() as u64,
             live: self.live.len(),
@@ -341,6 +388,12 @@ impl Directory {
             bitmap_bytes: tag_bytes + attr_bytes + self.live.serialized_size() as u64,
             account_map_bytes: self.accounts.heap_bytes() as u64,
             tag_count_bytes: self.tag_lists.heap_bytes() as u64,
+            attr_index_bytes: self
+                .attr_values
+                .iter()
+                .map(|slot| slot.index_bytes() as u64)
+                .sum(),
+            attr_slots_in_use: self.attr_values.iter().filter(|s| !s.is_empty()).count() as u64,
         }
     }
 }
