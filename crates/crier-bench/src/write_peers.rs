@@ -332,6 +332,7 @@ fn redis_request(
                 let name = account_name(user.uid);
                 let mut hash = redis::cmd(if kind.add { "HSET" } else { "HDEL" });
                 hash.arg(format!("user:{name}"));
+                let mut changed = false;
                 for (&(slot, value), before) in user.attrs.iter().zip(before) {
                     let value = value.map(attr_value);
                     if value == before {
@@ -344,6 +345,7 @@ fn redis_request(
                             .ignore();
                     }
                     hash.arg(ATTRS[slot].0);
+                    changed = true;
                     if let Some(value) = value {
                         pipe.cmd("SADD")
                             .arg(format!("attr:{slot}:{value}"))
@@ -352,7 +354,9 @@ fn redis_request(
                         hash.arg(value);
                     }
                 }
-                pipe.add_command(hash).ignore();
+                if changed {
+                    pipe.add_command(hash).ignore();
+                }
             }
             pipe.query::<()>(con)?;
         }
