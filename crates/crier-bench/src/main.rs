@@ -84,7 +84,7 @@ pub struct RunArgs {
     remove_requests: usize,
     /// Timed `im_push` calls to all users on the idle server, and as many again while an
     /// `im_set_attr` sync runs at full speed on `--concurrency` other connections.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 100)]
     sync_pushes: usize,
     /// Requests of each kind the write peers (Redis, SQLite) are timed on: the first ones of
     /// Crier's, the same users and changes.

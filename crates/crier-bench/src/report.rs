@@ -471,7 +471,7 @@ impl Report<'_> {
         let during = &server["push_during_sync"];
         let _ = writeln!(
             w,
-            "| `im_push` to all {} users ({} pushes, 50 ms apart) | p50 | p99 | max |",
+            "| `im_push` to all {} users ({} pushes, 100 ms apart) | p50 | p99 | max |",
             fmt_count(accounts),
             idle["samples"]
         );

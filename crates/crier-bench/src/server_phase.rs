@@ -43,7 +43,7 @@ pub struct ServerArgs {
 
 /// Pause between two timed pushes of the idle / during-sync comparison, so each is a push of
 /// its own and not one of a burst.
-const PUSH_SPACING: Duration = Duration::from_millis(50);
+const PUSH_SPACING: Duration = Duration::from_millis(100);
 /// `im_set_attr` requests made ready for the sync that runs while pushes are timed; they are
 /// sent again from the first if the pushes outlast them.
 const SYNC_REQUESTS: usize = 20_000;
@@ -358,7 +358,10 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<Value> {
         }
 
         // im_push to all users on an idle server, then while an attribute sync runs at full
-        // speed on `concurrency` other connections.
+        // speed on `concurrency` other connections. A snapshot first, so that the one the writes
+        // above may have started in the background is not part of "idle".
+        let snapshotting = Arc::clone(&tenant);
+        tokio::task::spawn_blocking(move || snapshotting.snapshot()).await??;
         let idle = push_samples(&client, args.sync_pushes, 3_000, None, PUSH_SPACING).await?;
         let idle = samples_json(idle);
         log(started, format!("server: im_push all users, idle {idle}"));

@@ -123,15 +123,31 @@ pub fn read(input: &mut impl Read, mut progress: impl FnMut(u32, u32)) -> io::Re
         let text = read_short_text(input, &mut name)?;
         directory.attr_names[slot] = (present[0] == 1).then(|| text.to_owned());
     }
-    for slot in 0..ATTR_SLOTS {
+    let mut slots = Vec::with_capacity(ATTR_SLOTS);
+    for _ in 0..ATTR_SLOTS {
         let count = read_u32(input)?;
         let mut values = Vec::with_capacity(count.min(1 << 16) as usize);
         for _ in 0..count {
             let value: Box<str> = read_short_text(input, &mut name)?.into();
             values.push((value, read_bitmap(input)?));
         }
-        // The per-account value columns are rebuilt from the bitmaps, like the tag lists.
-        directory.attr_values[slot] = SlotValues::from_loaded(values);
+        slots.push(values);
+    }
+    // The per-account value columns are rebuilt from the bitmaps, like the tag lists; the
+    // slots are independent, so on threads of their own (at ten million accounts each is a
+    // pass over ten million memberships).
+    let built: Vec<SlotValues> = std::thread::scope(|scope| {
+        let builders: Vec<_> = slots
+            .into_iter()
+            .map(|values| scope.spawn(move || SlotValues::from_loaded(values)))
+            .collect();
+        builders
+            .into_iter()
+            .map(|builder| builder.join().expect("a value column builder panicked"))
+            .collect()
+    });
+    for (slot, values) in directory.attr_values.iter_mut().zip(built) {
+        *slot = values;
     }
     Ok(directory)
 }
