@@ -171,9 +171,17 @@ async fn push_samples(
     Ok(samples)
 }
 
+/// Percentiles of push samples, and which pushes (by position, from 0) took over 20 ms.
 fn samples_json(mut samples: Vec<Duration>) -> Value {
+    let slow: Vec<Value> = samples
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| **t > Duration::from_millis(20))
+        .map(|(n, t)| json!([n, t.as_secs_f64()]))
+        .collect();
     samples.sort();
     json!({
+        "over_20ms": slow,
         "samples": samples.len(),
         "p50_s": percentile(&samples, 0.50).as_secs_f64(),
         "p99_s": percentile(&samples, 0.99).as_secs_f64(),
