@@ -297,5 +297,7 @@ pub fn stats_json(stats: &DirectoryStats) -> serde_json::Value {
         "bitmap_bytes": stats.bitmap_bytes,
         "account_map_bytes": stats.account_map_bytes,
         "tag_count_bytes": stats.tag_count_bytes,
+        "attr_index_bytes": stats.attr_index_bytes,
+        "attr_slots_in_use": stats.attr_slots_in_use,
     })
 }

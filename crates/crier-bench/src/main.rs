@@ -15,6 +15,8 @@ mod report;
 mod server_phase;
 mod sqlite_peer;
 mod util;
+mod workload;
+mod write_peers;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -74,8 +76,24 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 20_000)]
     tag_requests: usize,
     /// `im_set_attr` requests of 100 users each.
-    #[arg(long, default_value_t = 2_000)]
+    #[arg(long, default_value_t = 10_000)]
     attr_requests: usize,
+    /// `im_remove_tag` and `im_remove_attr` requests of 100 users each (the removed tags are
+    /// those the first `im_add_tag` requests added).
+    #[arg(long, default_value_t = 5_000)]
+    remove_requests: usize,
+    /// Timed `im_push` calls to all users on the idle server, and as many again while an
+    /// `im_set_attr` sync runs at full speed on `--concurrency` other connections.
+    #[arg(long, default_value_t = 100)]
+    sync_pushes: usize,
+    /// Requests of each kind the write peers (Redis, SQLite) are timed on: the first ones of
+    /// Crier's, the same users and changes.
+    #[arg(long, default_value_t = 2_000)]
+    peer_write_requests: usize,
+    /// Skip the Redis and SQLite write peers (they load only the accounts the writes touch,
+    /// so they take seconds, unlike the audience peers).
+    #[arg(long)]
+    skip_write_peers: bool,
     #[arg(long)]
     skip_redis: bool,
     #[arg(long)]
@@ -351,6 +369,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 &args.tag_requests.to_string(),
                 "--attr-requests",
                 &args.attr_requests.to_string(),
+                "--remove-requests",
+                &args.remove_requests.to_string(),
+                "--sync-pushes",
+                &args.sync_pushes.to_string(),
             ])
             .stderr(Stdio::inherit())
             .output()
@@ -400,6 +422,19 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         )?)
     };
 
+    let write_peers = if args.skip_write_peers {
+        None
+    } else {
+        Some(write_peers::run(
+            &args.redis_url,
+            &work_dir,
+            &dataset,
+            args.peer_write_requests,
+            args.concurrency,
+            started,
+        )?)
+    };
+
     let report = report::Report {
         args: &args,
         queries: &queries,
@@ -415,6 +450,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         redis: redis.as_ref(),
         sqlite: sqlite.as_ref(),
         peers_from: earlier.as_ref().map(|e| e.describe()),
+        write_peers: write_peers.as_ref(),
     };
     let markdown = report.markdown();
     println!("{markdown}");

@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 use crate::crier_phase::{AudienceResult, BareResult, BuildReport};
 use crate::queries::Query;
 use crate::redis_peer::{PeerQuery, RedisResult};
-use crate::server_phase::USERS_PER_REQUEST;
 use crate::sqlite_peer::SqliteResult;
 use crate::util::{fmt_bytes, fmt_count, fmt_duration, Timing};
+use crate::workload::USERS_PER_REQUEST;
 use crate::RunArgs;
 
 pub const AUDIENCE_TARGET: Duration = Duration::from_millis(2);
@@ -39,7 +39,13 @@ pub struct Report<'a> {
     pub sqlite: Option<&'a SqliteResult>,
     /// Set when the Redis and SQLite figures come from an earlier run (`--peers-from`).
     pub peers_from: Option<String>,
+    /// The same bulk writes on Redis and SQLite (`write_peers`).
+    pub write_peers: Option<&'a Value>,
 }
+
+/// Issue 17's targets at 10M accounts, in users per second.
+pub const SET_ATTR_TARGET_PER_S: f64 = 200_000.0;
+pub const ADD_TAG_TARGET_PER_S: f64 = 300_000.0;
 
 fn verdict(met: bool) -> &'static str {
     if met {
@@ -205,6 +211,7 @@ impl Report<'_> {
 
         if let Some(server) = self.server {
             self.server_table(w, server, accounts);
+            self.writes_table(w, server, accounts);
         }
 
         let _ = writeln!(w, "#### Setup costs (not targets)\n");
@@ -391,6 +398,141 @@ impl Report<'_> {
         let _ = writeln!(w);
     }
 
+    /// Issue 17: the four bulk writes beside Redis and SQLite, `im_push` during a sync, and the
+    /// memory of the indexes the writes keep.
+    fn writes_table(&self, w: &mut String, server: &Value, accounts: u64) {
+        let _ = writeln!(w, "#### Directory writes (issue 17)\n");
+        let _ = writeln!(
+            w,
+            "100 users per request. Crier: through the REST API, {} connections, process CPU (the server and the benchmark's HTTP client share the process). Redis and SQLite: the same users and changes, the first {} requests of each kind, on only the accounts the writes touch; CPU of `redis-server` / of the SQLite process.\n",
+            self.args.concurrency,
+            self.write_peers
+                .and_then(|p| p["requests_per_kind"].as_u64())
+                .map_or("—".into(), fmt_count)
+        );
+        let _ = writeln!(
+            w,
+            "| Write | System | Requests | Users/s | Items/s | Latency p50 / p99 / max | CPU per user | Target (10M) |"
+        );
+        let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|---|");
+        for (key, what, target) in [
+            (
+                "add_tag",
+                "`im_add_tag`, 1–10 tags per user",
+                Some(ADD_TAG_TARGET_PER_S),
+            ),
+            (
+                "set_attr",
+                "`im_set_attr`, 1–3 attributes per user",
+                Some(SET_ATTR_TARGET_PER_S),
+            ),
+            ("remove_tag", "`im_remove_tag`, the tags the add gave", None),
+            (
+                "remove_attr",
+                "`im_remove_attr`, 1–3 attributes per user",
+                None,
+            ),
+        ] {
+            let systems = [
+                ("Crier", Some(&server[key])),
+                ("Redis", self.write_peers.map(|p| &p["redis"][key])),
+                ("SQLite naive", self.write_peers.map(|p| &p["sqlite"][key])),
+            ];
+            for (system, r) in systems {
+                let Some(r) = r.filter(|r| r.is_object()) else {
+                    continue;
+                };
+                let users_per_s = r["users_per_s"].as_f64().unwrap_or(0.0);
+                let target_text = match (system, target) {
+                    ("Crier", Some(t)) => format!(
+                        "≥ {}k users/s: {}",
+                        t as u64 / 1000,
+                        verdict(users_per_s >= t)
+                    ),
+                    _ => String::new(),
+                };
+                let _ = writeln!(
+                    w,
+                    "| {what} | {system} | {} | **{}** | {} | {} / {} / {} | {} | {target_text} |",
+                    fmt_count(r["requests"].as_u64().unwrap_or(0)),
+                    fmt_count(users_per_s.round() as u64),
+                    fmt_count(r["items_per_s"].as_f64().unwrap_or(0.0).round() as u64),
+                    fmt_duration(secs(&r["p50_s"])),
+                    fmt_duration(secs(&r["p99_s"])),
+                    fmt_duration(secs(&r["max_s"])),
+                    r["cpu_us_per_user"]
+                        .as_f64()
+                        .map_or("—".into(), |us| format!("{us:.1} µs")),
+                );
+            }
+        }
+        let _ = writeln!(w);
+        let idle = &server["push_idle"];
+        let during = &server["push_during_sync"];
+        let _ = writeln!(
+            w,
+            "| `im_push` to all {} users ({} pushes, 100 ms apart) | p50 | p99 | max |",
+            fmt_count(accounts),
+            idle["samples"]
+        );
+        let _ = writeln!(w, "|---|--:|--:|--:|");
+        for (what, r) in [
+            ("idle server".to_owned(), idle),
+            (
+                format!(
+                    "during an `im_set_attr` sync on {} other connections ({} users/s meanwhile)",
+                    self.args.concurrency,
+                    fmt_count(server["sync_users_per_s"].as_f64().unwrap_or(0.0).round() as u64)
+                ),
+                during,
+            ),
+        ] {
+            let _ = writeln!(
+                w,
+                "| {what} | {} | {} | {} |",
+                fmt_duration(secs(&r["p50_s"])),
+                fmt_duration(secs(&r["p99_s"])),
+                fmt_duration(secs(&r["max_s"]))
+            );
+        }
+        if server["push_sync_audiences_all"] != json!(true) {
+            let _ = writeln!(w, "\n**Some of these pushes did not reach every account.**");
+        }
+        let _ = writeln!(w);
+        let end = &server["stats_at_end"];
+        let per_account = |key: &str| end[key].as_u64().unwrap_or(0) as f64 / accounts as f64;
+        let _ = writeln!(
+            w,
+            "| Memory after the writes (`Directory::stats`) | B/account | Budget |"
+        );
+        let _ = writeln!(w, "|---|--:|---|");
+        let _ = writeln!(
+            w,
+            "| Bitmaps (tags, attribute values, live), serialized size | {:.1} | ≤ 40: {} |",
+            per_account("bitmap_bytes"),
+            verdict(per_account("bitmap_bytes") <= BITMAP_TARGET_PER_ACCOUNT)
+        );
+        let slots_in_use = end["attr_slots_in_use"].as_u64().unwrap_or(0);
+        let index = per_account("attr_index_bytes");
+        let _ = writeln!(
+            w,
+            "| Attribute reverse index (value per account, {slots_in_use} slots in use) | {index:.1} | ≤ 4 per slot in use = {}: {} |",
+            4 * slots_in_use,
+            verdict(index <= 4.0 * slots_in_use as f64)
+        );
+        let _ = writeln!(
+            w,
+            "| Per-account tag lists | {:.1} | — |",
+            per_account("tag_count_bytes")
+        );
+        let _ = writeln!(
+            w,
+            "| Identifier map | {:.1} | — |",
+            per_account("account_map_bytes")
+        );
+        let _ = writeln!(w);
+    }
+
     pub fn json(&self) -> Value {
         let peer = |p: Option<&PeerQuery>| {
             p.map(|p| json!({"timing": p.timing.to_json(), "cardinality": p.cardinality}))
@@ -433,6 +575,7 @@ impl Report<'_> {
             "server": self.server,
             "redis": self.redis.map(|r| json!({"load_s": r.load.as_secs_f64(), "used_memory": r.used_memory, "members": r.members})),
             "sqlite": self.sqlite.map(|s| json!({"insert_s": s.insert.as_secs_f64(), "index_s": s.index.as_secs_f64(), "disk_bytes": s.disk_bytes, "rows": s.rows})),
+            "write_peers": self.write_peers,
         })
     }
 }

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use crier::server::{serve, AppState};
 use crier_proto::usersig;
-use rand::Rng;
 use serde_json::{json, Map, Value};
 
 use crate::crier_phase::{app_config, stats_json, ADMIN, APP, KEY};
-use crate::dataset::{account_name, attr_value, Dataset, ATTRS};
-use crate::util::{disk_usage, log, percentile, proc_status_bytes, Timing};
+use crate::dataset::Dataset;
+use crate::util::{disk_usage, log, percentile, proc_status_bytes, process_cpu_secs, Timing};
+use crate::workload::{self, USERS_PER_REQUEST};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServerArgs {
@@ -35,71 +35,18 @@ pub struct ServerArgs {
     pub tag_requests: usize,
     #[arg(long)]
     pub attr_requests: usize,
+    #[arg(long)]
+    pub remove_requests: usize,
+    #[arg(long)]
+    pub sync_pushes: usize,
 }
 
-pub const USERS_PER_REQUEST: usize = 100;
-/// A prime: walking account numbers by it visits every account once per pass, scattered.
-const STRIDE: u64 = 2_147_483_647;
-
-/// The accounts of write request `request`: scattered, each account once per pass.
-fn request_accounts(dataset: &Dataset, request: usize) -> impl Iterator<Item = (u64, u32)> + '_ {
-    (0..USERS_PER_REQUEST).map(move |j| {
-        let k = (request * USERS_PER_REQUEST + j) as u64;
-        (k, ((k * STRIDE) % u64::from(dataset.accounts)) as u32)
-    })
-}
-
-/// `im_add_tag` bodies: 100 users, each 1 to 10 distinct Zipf-drawn tags. Answers the bodies
-/// and the number of tags they carry.
-fn add_tag_bodies(dataset: &Dataset, requests: usize) -> (Vec<String>, u64) {
-    let mut tags_total = 0u64;
-    let bodies = (0..requests)
-        .map(|request| {
-            let users: Vec<Value> = request_accounts(dataset, request)
-                .map(|(k, uid)| {
-                    let mut rng = dataset.rng_for(1, k);
-                    let count = rng.gen_range(1..=10);
-                    let mut tags: Vec<usize> = Vec::with_capacity(count);
-                    while tags.len() < count {
-                        let tag = dataset.tag_zipf.sample(&mut rng);
-                        if !tags.contains(&tag) {
-                            tags.push(tag);
-                        }
-                    }
-                    tags_total += count as u64;
-                    json!({"To_Account": account_name(uid), "Tags": tags.iter().map(|&t| &dataset.tag_names[t]).collect::<Vec<_>>()})
-                })
-                .collect();
-            json!({ "UserTags": users }).to_string()
-        })
-        .collect();
-    (bodies, tags_total)
-}
-
-/// `im_set_attr` bodies: 100 users, each 1 to 3 attributes set to Zipf-drawn values.
-fn set_attr_bodies(dataset: &Dataset, requests: usize) -> (Vec<String>, u64) {
-    let mut attrs_total = 0u64;
-    let bodies = (0..requests)
-        .map(|request| {
-            let users: Vec<Value> = request_accounts(dataset, request)
-                .map(|(k, uid)| {
-                    let mut rng = dataset.rng_for(2, k);
-                    let count = rng.gen_range(1..=3);
-                    let mut attrs = Map::new();
-                    while attrs.len() < count {
-                        let slot = rng.gen_range(0..ATTRS.len());
-                        let value = dataset.attr_zipf(slot).sample(&mut rng) as u16;
-                        attrs.insert(ATTRS[slot].0.to_owned(), Value::String(attr_value(value)));
-                    }
-                    attrs_total += count as u64;
-                    json!({"To_Account": account_name(uid), "Attrs": attrs})
-                })
-                .collect();
-            json!({ "UserAttrs": users }).to_string()
-        })
-        .collect();
-    (bodies, attrs_total)
-}
+/// Pause between two timed pushes of the idle / during-sync comparison, so each is a push of
+/// its own and not one of a burst.
+const PUSH_SPACING: Duration = Duration::from_millis(100);
+/// `im_set_attr` requests made ready for the sync that runs while pushes are timed; they are
+/// sent again from the first if the pushes outlast them.
+const SYNC_REQUESTS: usize = 20_000;
 
 struct Client {
     http: reqwest::Client,
@@ -157,10 +104,18 @@ async fn blast(
     Ok((elapsed, latencies))
 }
 
-fn write_json(elapsed: Duration, latencies: &[Duration], requests: usize, items: u64) -> Value {
+fn write_json(
+    elapsed: Duration,
+    latencies: &[Duration],
+    requests: usize,
+    items: u64,
+    cpu_s: f64,
+) -> Value {
     let secs = elapsed.as_secs_f64();
     let users = (requests * USERS_PER_REQUEST) as u64;
     json!({
+        "cpu_s": cpu_s,
+        "cpu_us_per_user": cpu_s * 1e6 / users as f64,
         "requests": requests,
         "users": users,
         "items": items,
@@ -180,6 +135,19 @@ async fn time_pushes(
     first_random: u32,
     condition: Option<Value>,
 ) -> anyhow::Result<Timing> {
+    Ok(Timing::of(
+        push_samples(client, pushes, first_random, condition, Duration::ZERO).await?,
+    ))
+}
+
+/// `pushes` timed `im_push` calls after an untimed one, `spacing` apart; answers the samples.
+async fn push_samples(
+    client: &Client,
+    pushes: usize,
+    first_random: u32,
+    condition: Option<Value>,
+    spacing: Duration,
+) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(pushes);
     // One untimed push first: connection set-up and first-touch costs are not the steady state.
     for n in 0..=pushes {
@@ -198,8 +166,62 @@ async fn time_pushes(
         if n > 0 {
             samples.push(t.elapsed());
         }
+        tokio::time::sleep(spacing).await;
     }
-    Ok(Timing::of(samples))
+    Ok(samples)
+}
+
+/// Percentiles of push samples, and which pushes (by position, from 0) took over 20 ms.
+fn samples_json(mut samples: Vec<Duration>) -> Value {
+    let slow: Vec<Value> = samples
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| **t > Duration::from_millis(20))
+        .map(|(n, t)| json!([n, t.as_secs_f64()]))
+        .collect();
+    samples.sort();
+    json!({
+        "over_20ms": slow,
+        "samples": samples.len(),
+        "p50_s": percentile(&samples, 0.50).as_secs_f64(),
+        "p99_s": percentile(&samples, 0.99).as_secs_f64(),
+        "max_s": percentile(&samples, 1.0).as_secs_f64(),
+        "min_s": percentile(&samples, 0.0).as_secs_f64(),
+    })
+}
+
+/// Sends `bodies` over and over from `concurrency` connections until `stop` is set; answers
+/// the requests answered and the time it ran.
+async fn sync_until(
+    client: Arc<Client>,
+    bodies: Arc<Vec<String>>,
+    concurrency: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<(usize, Duration)> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (client, bodies, next, stop) = (
+                Arc::clone(&client),
+                Arc::clone(&bodies),
+                Arc::clone(&next),
+                Arc::clone(&stop),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let body = bodies[n % bodies.len()].clone();
+                    client.call("all_member_push/im_set_attr", body).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await??;
+    }
+    Ok((next.load(Ordering::Relaxed), started.elapsed()))
 }
 
 pub fn run(args: &ServerArgs) -> anyhow::Result<Value> {
@@ -210,7 +232,7 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<Value> {
     let state = AppState::open(&args.data_dir, vec![app_config()]).context("AppState::open")?;
     let startup = t.elapsed();
     let rss_after = proc_status_bytes("VmRSS");
-    let tenant = state.tenants.get(&APP).context("the app is loaded")?;
+    let tenant = Arc::clone(state.tenants.get(&APP).context("the app is loaded")?);
     let stats = tenant.read(|directory| directory.stats());
     log(
         started,
@@ -228,8 +250,62 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<Value> {
     );
 
     let dataset = Dataset::new(args.accounts, args.seed, args.zipf_s);
-    let (tag_bodies, tags_total) = add_tag_bodies(&dataset, args.tag_requests);
-    let (attr_bodies, attrs_total) = set_attr_bodies(&dataset, args.attr_requests);
+    let mut phases: Vec<(&str, &str, Vec<String>, u64)> = Vec::new();
+    let tag_requests: Vec<_> = (0..args.tag_requests)
+        .map(|n| workload::tag_request(&dataset, n))
+        .collect();
+    phases.push((
+        "add_tag",
+        "all_member_push/im_add_tag",
+        tag_requests
+            .iter()
+            .map(|r| workload::tag_body(&dataset, r))
+            .collect(),
+        workload::tag_items(&tag_requests),
+    ));
+    let attr_requests: Vec<_> = (0..args.attr_requests)
+        .map(|n| workload::attr_request(&dataset, n, false))
+        .collect();
+    phases.push((
+        "set_attr",
+        "all_member_push/im_set_attr",
+        attr_requests
+            .iter()
+            .map(|r| workload::attr_body(r))
+            .collect(),
+        workload::attr_items(&attr_requests),
+    ));
+    let removes = args.remove_requests.min(args.tag_requests);
+    phases.push((
+        "remove_tag",
+        "all_member_push/im_remove_tag",
+        tag_requests[..removes]
+            .iter()
+            .map(|r| workload::tag_body(&dataset, r))
+            .collect(),
+        workload::tag_items(&tag_requests[..removes]),
+    ));
+    drop(tag_requests);
+    drop(attr_requests);
+    let remove_attr_requests: Vec<_> = (0..args.remove_requests)
+        .map(|n| workload::attr_request(&dataset, n, true))
+        .collect();
+    phases.push((
+        "remove_attr",
+        "all_member_push/im_remove_attr",
+        remove_attr_requests
+            .iter()
+            .map(|r| workload::attr_body(r))
+            .collect(),
+        workload::attr_items(&remove_attr_requests),
+    ));
+    drop(remove_attr_requests);
+    // The sync that runs beside the timed pushes: users none of the writes above touched.
+    let sync_bodies: Arc<Vec<String>> = Arc::new(
+        (args.attr_requests..args.attr_requests + SYNC_REQUESTS)
+            .map(|n| workload::attr_body(&workload::attr_request(&dataset, n, false)))
+            .collect(),
+    );
     log(started, "server: request bodies generated");
 
     let cpu = crate::util::CpuWatch::start();
@@ -273,24 +349,49 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<Value> {
             ),
         );
 
-        let (elapsed, latencies) = blast(
-            &client,
-            "all_member_push/im_add_tag",
-            tag_bodies,
+        let mut writes = Map::new();
+        for (key, path, bodies, items) in phases {
+            let requests = bodies.len();
+            let cpu = process_cpu_secs("self");
+            let (elapsed, latencies) = blast(&client, path, bodies, args.concurrency).await?;
+            let result = write_json(
+                elapsed,
+                &latencies,
+                requests,
+                items,
+                process_cpu_secs("self") - cpu,
+            );
+            log(started, format!("server: {path} {result}"));
+            writes.insert(key.to_owned(), result);
+        }
+
+        // im_push to all users on an idle server, then while an attribute sync runs at full
+        // speed on `concurrency` other connections. A snapshot first, so that the one the writes
+        // above may have started in the background is not part of "idle".
+        let snapshotting = Arc::clone(&tenant);
+        tokio::task::spawn_blocking(move || snapshotting.snapshot()).await??;
+        let idle = push_samples(&client, args.sync_pushes, 3_000, None, PUSH_SPACING).await?;
+        let idle = samples_json(idle);
+        log(started, format!("server: im_push all users, idle {idle}"));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sync = tokio::spawn(sync_until(
+            Arc::clone(&client),
+            Arc::clone(&sync_bodies),
             args.concurrency,
-        )
-        .await?;
-        let add_tag = write_json(elapsed, &latencies, args.tag_requests, tags_total);
-        log(started, format!("server: im_add_tag {add_tag}"));
-        let (elapsed, latencies) = blast(
-            &client,
-            "all_member_push/im_set_attr",
-            attr_bodies,
-            args.concurrency,
-        )
-        .await?;
-        let set_attr = write_json(elapsed, &latencies, args.attr_requests, attrs_total);
-        log(started, format!("server: im_set_attr {set_attr}"));
+            Arc::clone(&stop),
+        ));
+        // Let the sync reach full speed first.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let during = push_samples(&client, args.sync_pushes, 4_000, None, PUSH_SPACING).await;
+        stop.store(true, Ordering::Relaxed);
+        let (sync_requests, sync_elapsed) = sync.await??;
+        let during = samples_json(during?);
+        let sync_users_per_s =
+            (sync_requests * USERS_PER_REQUEST) as f64 / sync_elapsed.as_secs_f64();
+        log(
+            started,
+            format!("server: im_push all users during a sync of {sync_users_per_s:.0} users/s: {during}"),
+        );
 
         let t = Instant::now();
         let _ = shutdown.send(());
@@ -306,8 +407,14 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<Value> {
         anyhow::Ok(json!({
             "push_all": push_all.to_json(),
             "push_tags_or_popular": push_popular.to_json(),
-            "add_tag": add_tag,
-            "set_attr": set_attr,
+            "add_tag": writes["add_tag"],
+            "set_attr": writes["set_attr"],
+            "remove_tag": writes["remove_tag"],
+            "remove_attr": writes["remove_attr"],
+            "push_idle": idle,
+            "push_during_sync": during,
+            "sync_users_per_s": sync_users_per_s,
+            "sync_requests": sync_requests,
             "shutdown_s": shutdown_time.as_secs_f64(),
         }))
     })?;
@@ -319,8 +426,20 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<Value> {
         .query_map([APP as i64], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
     let all_sizes: Vec<i64> = sizes.iter().take(args.pushes + 1).copied().collect();
-    let popular_sizes: Vec<i64> = sizes.iter().skip(args.pushes + 1).copied().collect();
+    let popular_sizes: Vec<i64> = sizes
+        .iter()
+        .skip(args.pushes + 1)
+        .take(args.pushes + 1)
+        .copied()
+        .collect();
+    // The idle and during-sync pushes go to all users too.
+    let sync_sizes_ok = sizes
+        .iter()
+        .skip(2 * (args.pushes + 1))
+        .all(|&size| size as u64 == u64::from(args.accounts));
 
+    let stats_at_end = tenant.read(|directory| directory.stats());
+    drop(tenant);
     let mut out = result;
     out["cpu_others_cores"] = json!(cpu.others_cores());
     out["startup_s"] = json!(startup.as_secs_f64());
@@ -332,5 +451,7 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<Value> {
     out["data_dir_bytes_at_end"] = json!(disk_usage(&args.data_dir));
     out["push_all_audience_sizes"] = json!(all_sizes);
     out["push_popular_audience_sizes"] = json!(popular_sizes);
+    out["push_sync_audiences_all"] = json!(sync_sizes_ok);
+    out["stats_at_end"] = stats_json(&stats_at_end);
     Ok(out)
 }

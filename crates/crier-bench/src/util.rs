@@ -186,7 +186,16 @@ fn machine_busy_ticks() -> u64 {
 
 /// utime + stime of this process (all threads), in ticks.
 fn own_ticks() -> u64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    process_ticks("self")
+}
+
+/// CPU seconds (user + system) process `pid` ("self" for this one) has used so far.
+pub fn process_cpu_secs(pid: &str) -> f64 {
+    process_ticks(pid) as f64 / 100.0
+}
+
+fn process_ticks(pid: &str) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;
     };
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.

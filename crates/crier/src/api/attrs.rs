@@ -142,8 +142,18 @@ pub async fn get(call: AdminCall, body: Value) -> Result<Map<String, Value>, Err
     )]))
 }
 
+/// One `im_set_attr` entry as read before the write lock: the account and, when `Attrs` is an
+/// object, each attribute name with its value if the value is valid (1 to 50 bytes of text).
+struct SetEntry {
+    account: String,
+    attrs: Option<Vec<(String, Option<String>)>>,
+}
+
 pub async fn set(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
-    let entries: Vec<(String, Value)> = user_entries(
+    // The values are checked and copied out of the body before the write lock; under it only
+    // the names are resolved to slots (they change with `im_set_attr_name`), in the order the
+    // checks were always made, so a bad request reports the same first error.
+    let entries: Vec<SetEntry> = user_entries(
         &body,
         "UserAttrs",
         "Attrs",
@@ -153,30 +163,51 @@ pub async fn set(call: AdminCall, body: Value) -> Result<Map<String, Value>, Err
         codes::BAD_JSON,
     )?
     .into_iter()
-    .map(|(account, attrs)| (account, attrs.clone()))
+    .map(|(account, attrs)| SetEntry {
+        account,
+        attrs: attrs.as_object().map(|attrs| {
+            attrs
+                .iter()
+                .map(|(name, value)| {
+                    let value = value
+                        .as_str()
+                        .filter(|v| !v.is_empty() && v.len() <= MAX_VALUE_BYTES);
+                    (name.clone(), value.map(str::to_owned))
+                })
+                .collect()
+        }),
+    })
     .collect();
     call.tenant
         .write(move |directory| {
             let users = entries
                 .into_iter()
                 .enumerate()
-                .map(|(n, (account, attrs))| {
-                    let place = format!("UserAttrs[{n}].Attrs");
-                    let attrs = attrs.as_object().ok_or_else(|| bad_attr(format!("{place} must be an object of attribute name to value")))?;
+                .map(|(n, entry)| {
+                    let place = || format!("UserAttrs[{n}].Attrs");
+                    let attrs = entry.attrs.ok_or_else(|| {
+                        bad_attr(format!("{} must be an object of attribute name to value", place()))
+                    })?;
                     let values = attrs
-                        .iter()
+                        .into_iter()
                         .map(|(name, value)| {
-                            let slot = slot_named(directory, name, &place)?;
-                            match value.as_str() {
-                                Some(v) if !v.is_empty() && v.len() <= MAX_VALUE_BYTES => Ok((slot, v.to_owned())),
-                                _ => Err(Error::rejected(
+                            let slot = match directory.attr_slot(&name) {
+                                Some(slot) => slot,
+                                None => slot_named(directory, &name, &place())?,
+                            };
+                            let value = value.ok_or_else(|| {
+                                Error::rejected(
                                     codes::BAD_ATTR_VALUE,
-                                    format!("{place}.{name} must be a string of 1 to {MAX_VALUE_BYTES} bytes"),
-                                )),
-                            }
+                                    format!("{}.{name} must be a string of 1 to {MAX_VALUE_BYTES} bytes", place()),
+                                )
+                            })?;
+                            Ok((slot, value))
                         })
                         .collect::<Result<_, Error>>()?;
-                    Ok(UserAttrValues { account, values })
+                    Ok(UserAttrValues {
+                        account: entry.account,
+                        values,
+                    })
                 })
                 .collect::<Result<_, Error>>()?;
             Ok(vec![DirOp::SetAttrs { users }])

@@ -76,17 +76,29 @@ pub fn read_user_tags(body: &Value, limit_per_user: Option<usize>) -> Result<Vec
 
 pub async fn add(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
     let users = read_user_tags(&body, Some(MAX_TAGS_PER_CALL))?;
-    let requested = distinct_tags_per_account(&users)?;
+    let requested = distinct_tag_counts(&users)?;
     let cap = call.tenant.config().max_tags_per_user;
     call.tenant
         .write(move |directory| {
-            for (account, tags) in &requested {
+            // No account holds more than `most`: while that is far from the cap, no account
+            // needs looking up here (the write looks each up once when it applies).
+            let most = directory.most_tags_held();
+            for &(first_entry, count) in &requested {
+                if most + count <= cap {
+                    continue;
+                }
+                let account = users[first_entry].account.as_str();
                 let held = directory.tag_count(account);
                 // Counting only the tags the account lacks costs a bitmap probe per tag; the
                 // bound without it settles nearly every call.
-                if held + tags.len() <= cap {
+                if held + count <= cap {
                     continue;
                 }
+                let tags: BTreeSet<&str> = users
+                    .iter()
+                    .filter(|user| user.account == account)
+                    .flat_map(|user| user.tags.iter().map(String::as_str))
+                    .collect();
                 let total = held + tags.iter().filter(|tag| !directory.holds_tag(account, tag)).count();
                 if total > cap {
                     return Err(Error::rejected(
@@ -101,39 +113,52 @@ pub async fn add(call: AdminCall, body: Value) -> Result<Map<String, Value>, Err
     Ok(Map::new())
 }
 
-/// Each account of the call once, in order of first mention, with the distinct tags its
-/// entries name together. Worked out before the write lock is taken, so writers wait only for
-/// the checks against the directory. The per-call limit is per account, across its entries.
-pub fn distinct_tags_per_account(users: &[UserTags]) -> Result<Vec<(String, Vec<String>)>, Error> {
-    let mut position: HashMap<&str, usize> = HashMap::new();
-    let mut merged: Vec<(&str, BTreeSet<&str>)> = Vec::new();
-    for user in users {
-        let at = *position.entry(&user.account).or_insert_with(|| {
-            merged.push((&user.account, BTreeSet::new()));
-            merged.len() - 1
+/// Each account of the call once, in order of first mention, as the position of its first
+/// entry and the number of distinct tags its entries name together. Worked out before the
+/// write lock is taken, so writers wait only for the checks against the directory. The
+/// per-call limit is per account, across its entries.
+///
+/// An account named by one entry only (the usual call) is counted without allocating: an
+/// entry holds at most [`MAX_TAGS_PER_CALL`] tags, compared pairwise.
+pub fn distinct_tag_counts(users: &[UserTags]) -> Result<Vec<(usize, usize)>, Error> {
+    let mut entries_of: HashMap<&str, (usize, usize)> = HashMap::with_capacity(users.len());
+    let mut order = Vec::with_capacity(users.len());
+    for (n, user) in users.iter().enumerate() {
+        let (_, entries) = entries_of.entry(&user.account).or_insert_with(|| {
+            order.push(n);
+            (n, 0)
         });
-        let tags = &mut merged[at].1;
-        tags.extend(user.tags.iter().map(String::as_str));
-        if tags.len() > MAX_TAGS_PER_CALL {
-            return Err(Error::rejected(
-                codes::TOO_MANY_TAGS,
-                format!(
-                    "account {} is given {} distinct tags across its entries; at most {MAX_TAGS_PER_CALL} per user per call",
-                    echo(&user.account),
-                    tags.len()
-                ),
-            ));
-        }
+        *entries += 1;
     }
-    Ok(merged
+    order
         .into_iter()
-        .map(|(account, tags)| {
-            (
-                account.to_owned(),
-                tags.into_iter().map(str::to_owned).collect(),
-            )
+        .map(|first| {
+            let account = users[first].account.as_str();
+            let count = if entries_of[account].1 == 1 {
+                let tags = &users[first].tags;
+                (0..tags.len())
+                    .filter(|&i| !tags[..i].contains(&tags[i]))
+                    .count()
+            } else {
+                users
+                    .iter()
+                    .filter(|user| user.account == account)
+                    .flat_map(|user| user.tags.iter().map(String::as_str))
+                    .collect::<BTreeSet<&str>>()
+                    .len()
+            };
+            if count > MAX_TAGS_PER_CALL {
+                return Err(Error::rejected(
+                    codes::TOO_MANY_TAGS,
+                    format!(
+                        "account {} is given {count} distinct tags across its entries; at most {MAX_TAGS_PER_CALL} per user per call",
+                        echo(account),
+                    ),
+                ));
+            }
+            Ok((first, count))
         })
-        .collect())
+        .collect()
 }
 
 pub async fn remove(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {

@@ -17,7 +17,7 @@ use std::io::{self, Read, Write};
 
 use roaring::RoaringBitmap;
 
-use super::{Directory, TagLists, ATTR_SLOTS};
+use super::{Directory, SlotValues, TagLists, ATTR_SLOTS};
 
 const MAGIC: &[u8; 8] = b"CRIERDIR";
 pub const VERSION: u32 = 2;
@@ -55,7 +55,7 @@ pub fn write(directory: &Directory, out: &mut (impl Write + ?Sized)) -> io::Resu
     }
     for values in &directory.attr_values {
         out.write_all(&(values.len() as u32).to_le_bytes())?;
-        for (value, members) in values {
+        for (value, members) in values.iter() {
             write_short_text(out, value)?;
             write_bitmap(out, members)?;
         }
@@ -113,21 +113,41 @@ pub fn read(input: &mut impl Read, mut progress: impl FnMut(u32, u32)) -> io::Re
     // was and cannot disagree with the bitmaps.
     let bitmaps: Vec<&RoaringBitmap> = directory.tags.iter().map(|(_, members)| members).collect();
     directory.tag_lists = TagLists::from_bitmaps(&bitmaps);
+    directory.most_tags_held = (0..accounts)
+        .map(|id| directory.tag_lists.count(id))
+        .max()
+        .unwrap_or(0);
     for slot in 0..ATTR_SLOTS {
         let mut present = [0u8];
         input.read_exact(&mut present)?;
         let text = read_short_text(input, &mut name)?;
         directory.attr_names[slot] = (present[0] == 1).then(|| text.to_owned());
     }
-    for slot in 0..ATTR_SLOTS {
-        for _ in 0..read_u32(input)? {
+    let mut slots = Vec::with_capacity(ATTR_SLOTS);
+    for _ in 0..ATTR_SLOTS {
+        let count = read_u32(input)?;
+        let mut values = Vec::with_capacity(count.min(1 << 16) as usize);
+        for _ in 0..count {
             let value: Box<str> = read_short_text(input, &mut name)?.into();
-            directory.attr_values[slot].insert(value, read_bitmap(input)?);
+            values.push((value, read_bitmap(input)?));
         }
-        directory.attr_max[slot] = directory.attr_values[slot]
-            .values()
-            .filter_map(RoaringBitmap::max)
-            .max();
+        slots.push(values);
+    }
+    // The per-account value columns are rebuilt from the bitmaps, like the tag lists; the
+    // slots are independent, so on threads of their own (at ten million accounts each is a
+    // pass over ten million memberships).
+    let built: Vec<SlotValues> = std::thread::scope(|scope| {
+        let builders: Vec<_> = slots
+            .into_iter()
+            .map(|values| scope.spawn(move || SlotValues::from_loaded(values)))
+            .collect();
+        builders
+            .into_iter()
+            .map(|builder| builder.join().expect("a value column builder panicked"))
+            .collect()
+    });
+    for (slot, values) in directory.attr_values.iter_mut().zip(built) {
+        *slot = values;
     }
     Ok(directory)
 }

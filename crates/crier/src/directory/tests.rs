@@ -445,6 +445,132 @@ proptest! {
     }
 }
 
+/// Writes aimed at few accounts, tags and values, so they keep meeting: the same account
+/// several times in one request, a tag added and removed in turn, a value replaced over and
+/// over (past 255 values of one slot, where its per-account column widens), attributes removed
+/// and set again, accounts deleted and created anew.
+fn arb_churn_op() -> impl Strategy<Value = DirOp> {
+    let account = "[a-e]";
+    let tag = "t[0-5]";
+    let value = "v[0-9]{1,2}";
+    let user_tags = (account, prop::collection::vec(tag, 1..4))
+        .prop_map(|(account, tags)| UserTags { account, tags });
+    prop_oneof![
+        2 => prop::collection::vec(account, 1..3).prop_map(|accounts| DirOp::Import { accounts }),
+        1 => prop::collection::vec(account, 1..2).prop_map(|accounts| DirOp::Delete { accounts }),
+        3 => prop::collection::vec(user_tags.clone(), 1..6).prop_map(|users| DirOp::AddTags { users }),
+        3 => prop::collection::vec(user_tags, 1..6).prop_map(|users| DirOp::RemoveTags { users }),
+        1 => prop::collection::vec(account, 1..3).prop_map(|accounts| DirOp::RemoveAllTags { accounts }),
+        4 => prop::collection::vec((account, prop::collection::vec((0u8..3, value), 1..4)), 1..6)
+            .prop_map(|users| DirOp::SetAttrs {
+                users: users
+                    .into_iter()
+                    .map(|(account, values)| UserAttrValues { account, values })
+                    .collect()
+            }),
+        // One account's value replaced many times in one request, with values never seen.
+        1 => (account, 0u8..3, 1usize..300, 0u32..1_000).prop_map(|(account, slot, times, seed)| {
+            DirOp::SetAttrs {
+                users: (0..times)
+                    .map(|n| UserAttrValues {
+                        account: account.clone(),
+                        values: vec![(slot, format!("c{seed}-{n}"))],
+                    })
+                    .collect(),
+            }
+        }),
+        3 => prop::collection::vec((account, prop::collection::vec(0u8..3, 1..3)), 1..4)
+            .prop_map(|users| DirOp::RemoveAttrs {
+                users: users
+                    .into_iter()
+                    .map(|(account, slots)| UserAttrSlots { account, slots })
+                    .collect()
+            }),
+    ]
+}
+
+/// Every index of `directory` against the plain model: audiences, each tag's and each value's
+/// holders (live or not), each account's tags, values and count.
+fn check_against_plain(
+    directory: &Directory,
+    plain: &BTreeMap<String, PlainUser>,
+    conditions: &[Condition],
+) -> Result<(), TestCaseError> {
+    for condition in conditions {
+        prop_assert_eq!(
+            names(directory, &directory.audience(condition)),
+            reference_audience(plain, condition),
+            "{:?}",
+            condition
+        );
+    }
+    for (name, user) in plain {
+        let mut tags = directory.tags_of(name);
+        tags.sort();
+        prop_assert_eq!(tags, user.tags.iter().cloned().collect::<Vec<_>>());
+        prop_assert_eq!(directory.tag_count(name), user.tags.len());
+        prop_assert!(directory.most_tags_held() >= user.tags.len());
+        prop_assert_eq!(directory.attrs_of(name), user.attrs.clone());
+    }
+    for (tag, members) in &directory.tags {
+        let holders: BTreeSet<String> = plain
+            .iter()
+            .filter(|(_, u)| u.tags.contains(&**tag))
+            .map(|(n, _)| n.clone())
+            .collect();
+        prop_assert_eq!(names(directory, members), holders, "tag {}", tag);
+    }
+    for (slot, values) in directory.attr_values.iter().enumerate() {
+        for (value, members) in values.iter() {
+            let holders: BTreeSet<String> = plain
+                .iter()
+                .filter(|(_, u)| u.attrs.get(&(slot as u8)).map(String::as_str) == Some(value))
+                .map(|(n, _)| n.clone())
+                .collect();
+            prop_assert_eq!(
+                names(directory, members),
+                holders,
+                "slot {} value {}",
+                slot,
+                value
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn interleaved_tag_and_attribute_writes_keep_every_index_in_step(
+        ops in prop::collection::vec(arb_churn_op(), 1..80),
+        reloads in prop::collection::btree_set(0usize..80, 0..3),
+        conditions in prop::collection::vec(arb_condition(), 1..6),
+    ) {
+        let mut directory = Directory::default();
+        let mut plain = BTreeMap::new();
+        for (n, op) in ops.iter().enumerate() {
+            if reloads.contains(&n) {
+                directory = reload(&directory);
+            }
+            directory.apply(op);
+            apply_plain(&mut plain, op);
+            // Deleted accounts are no account any more: their names may be created anew.
+            if let DirOp::Delete { accounts } = op {
+                for account in accounts {
+                    plain.remove(account);
+                }
+            }
+            if n % 10 == 9 {
+                check_against_plain(&directory, &plain, &conditions)?;
+            }
+        }
+        check_against_plain(&directory, &plain, &conditions)?;
+        check_against_plain(&reload(&directory), &plain, &conditions)?;
+    }
+}
+
 #[test]
 fn a_version_1_snapshot_fixture_still_loads() {
     let bytes = include_bytes!("../../tests/fixtures/directory-v1.snap");
