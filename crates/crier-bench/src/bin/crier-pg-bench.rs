@@ -9,6 +9,7 @@
 //! target/release/crier-pg-bench --snapshot bench-cache/crier-10000000-seed42-s1/snapshots/app-1400000001.snap
 //! ```
 
+use std::io::{Read, Seek};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,6 +66,12 @@ fn run(args: &Args, url: &str, database: &str) -> anyhow::Result<()> {
     let store = PostgresStore::open(url)?;
     let mut file = std::fs::File::open(&args.snapshot)
         .with_context(|| format!("{}", args.snapshot.display()))?;
+    // The embedded store's file wraps the directory snapshot in its own header (magic, seq).
+    let mut header = [0u8; 16];
+    file.read_exact(&mut header)?;
+    if &header[..8] != b"CRIERSNP" {
+        file.seek(std::io::SeekFrom::Start(0))?;
+    }
     store.save_dir_snapshot(APP, 1, &mut |out| std::io::copy(&mut file, out).map(drop))?;
     drop(store);
     eprintln!(
