@@ -43,17 +43,11 @@ use crate::store::PushRecord;
 /// checkpoint costs a few milliseconds of CPU and an fsync whatever it copies: every second,
 /// that was a tenth of the server's CPU while it pushed to 1,000 clients twice a second.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
-/// The background checkpointer also copies the log as soon as this many of its frames (pages)
-/// wait, looked at every `WAL_SIZE_CHECK_EVERY`: a bulk sync writes ~10 MB of log a second and
-/// each push to 10M accounts 1.2 MB, so on a timer alone the log reached the inline threshold
-/// and a commit paid for the checkpoint (three fsyncs, 15-40 ms each) every few seconds.
-const WAL_FRAMES_BEFORE_BACKGROUND_CHECKPOINT: u32 = 4_000;
-const WAL_SIZE_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// A commit checkpoints on its own thread only past this many log pages (40 MiB): a safety
 /// net for when the background checkpointer cannot keep up with a bulk load. SQLite's default
 /// is 1,000 pages, which put a checkpoint (two fsyncs, 5-20 ms) on the path of one `im_push` in
 /// about two hundred.
-const WAL_PAGES_BEFORE_INLINE_CHECKPOINT: u32 = 100_000;
+const WAL_PAGES_BEFORE_INLINE_CHECKPOINT: u32 = 10_000;
 
 /// A failure inside this module, before it becomes a [`StoreError`] in [`run`]: lets `?`
 /// take SQLite's and the file system's errors without `StoreError` naming either.
@@ -137,11 +131,8 @@ impl SqliteStore {
             )?;
             connection.busy_timeout(Duration::from_secs(5))?;
             schema::migrate(&mut connection, &snapshot_dir)?;
-            let checkpointer = start_checkpointer(
-                Connection::open(data_dir.join("crier.db"))?,
-                data_dir.join("crier.db-shm"),
-                every,
-            )?;
+            let checkpointer =
+                start_checkpointer(Connection::open(data_dir.join("crier.db"))?, every)?;
             Ok(SqliteStore {
                 connection: Mutex::new(connection),
                 snapshot_dir,
@@ -157,51 +148,24 @@ impl SqliteStore {
 }
 
 /// Checkpoints from a connection of its own, so that writers never wait for the fsyncs: in WAL
-/// mode a passive checkpoint runs beside commits and blocks none of them. It runs every
-/// `every`, and sooner when `WAL_FRAMES_BEFORE_BACKGROUND_CHECKPOINT` frames wait.
+/// mode a passive checkpoint runs beside commits and blocks none of them.
 fn start_checkpointer(
     connection: Connection,
-    wal_index: PathBuf,
     every: Duration,
 ) -> Result<mpsc::Sender<()>, Failure> {
     let (stop, stopped) = mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("crier-checkpoint".into())
         .spawn(move || {
-            let mut last = std::time::Instant::now();
-            let look = WAL_SIZE_CHECK_EVERY.min(every);
-            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(look) {
-                let waiting = frames_waiting(&wal_index).unwrap_or(0);
-                if last.elapsed() < every && waiting < WAL_FRAMES_BEFORE_BACKGROUND_CHECKPOINT {
-                    continue;
-                }
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
                 let checkpointed =
                     connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
                 if let Err(error) = checkpointed {
                     tracing::warn!(%error, "background checkpoint failed; commits will checkpoint");
                 }
-                last = std::time::Instant::now();
             }
         })?;
     Ok(stop)
-}
-
-/// Frames in the write-ahead log not yet copied into the database, read from the WAL index
-/// (the `-shm` file, whose layout SQLite documents in "WAL-mode File Format": `mxFrame` at
-/// byte 16 of the header, `nBackfill` at byte 96, both in the host's byte order). `None` when
-/// it cannot be read; the timer still checkpoints then.
-fn frames_waiting(wal_index: &Path) -> Option<u32> {
-    use std::io::Read as _;
-    let mut header = [0u8; 100];
-    fs::File::open(wal_index)
-        .ok()?
-        .read_exact(&mut header)
-        .ok()?;
-    let at = |offset: usize| {
-        let [a, b, c, d] = [0, 1, 2, 3].map(|i| header[offset + i]);
-        u32::from_ne_bytes([a, b, c, d])
-    };
-    Some(at(16).saturating_sub(at(96)))
 }
 
 fn bitmap_bytes(bitmap: &RoaringBitmap) -> Result<Vec<u8>, Failure> {

@@ -161,28 +161,3 @@ fn a_schema_4_data_directory_opens_and_continues_its_logs() {
         PushAcceptance::Accepted
     );
 }
-
-#[test]
-fn the_frames_waiting_in_the_log_are_read_from_the_wal_index() {
-    let dir = tempfile::tempdir().unwrap();
-    let connection = Connection::open(dir.path().join("t.db")).unwrap();
-    connection
-        .pragma_update(None, "journal_mode", "WAL")
-        .unwrap();
-    connection
-        .pragma_update(None, "wal_autocheckpoint", 0)
-        .unwrap();
-    connection.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
-    let index = dir.path().join("t.db-shm");
-    for _ in 0..50 {
-        connection
-            .execute("INSERT INTO t VALUES (zeroblob(8192))", [])
-            .unwrap();
-    }
-    let waiting = frames_waiting(&index).unwrap();
-    assert!(waiting >= 100, "{waiting} frames");
-    connection
-        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        .unwrap();
-    assert_eq!(frames_waiting(&index), Some(0));
-}
