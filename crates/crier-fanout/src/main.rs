@@ -9,6 +9,7 @@
 //! target/release/crier-fanout --markdown fanout.md
 //! ```
 
+mod cluster;
 mod common;
 mod coord;
 mod loadgen;
