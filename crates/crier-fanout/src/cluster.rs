@@ -32,7 +32,11 @@ pub struct ScratchDatabase {
 impl ScratchDatabase {
     pub fn create(server: &str) -> anyhow::Result<ScratchDatabase> {
         let server = server.trim_end_matches('/').to_owned();
-        let name = format!("crier_fanout_{}_{}", std::process::id(), now_ns() % 1_000_000_000);
+        let name = format!(
+            "crier_fanout_{}_{}",
+            std::process::id(),
+            now_ns() % 1_000_000_000
+        );
         psql(&server, &format!("CREATE DATABASE {name}"))?;
         let url = format!("{server}/{name}");
         Ok(ScratchDatabase { server, name, url })
@@ -76,7 +80,9 @@ fn psql(server: &str, sql: &str) -> anyhow::Result<()> {
 /// `k` NATS servers on free ports, each with a route to every other (a full mesh, as NATS
 /// clusters are), answered once a message published on the first reaches all the others.
 pub async fn start_nats_cluster(binary: &Path, k: usize) -> anyhow::Result<Vec<PeerServer>> {
-    let cluster_ports = (0..k).map(|_| free_port()).collect::<anyhow::Result<Vec<_>>>()?;
+    let cluster_ports = (0..k)
+        .map(|_| free_port())
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut servers = Vec::new();
     for (j, cluster_port) in cluster_ports.iter().enumerate() {
         let routes: Vec<String> = cluster_ports
@@ -114,9 +120,13 @@ pub async fn start_mosquitto_bridged(
     dir: &Path,
     k: usize,
 ) -> anyhow::Result<Vec<PeerServer>> {
-    let ports = (0..k).map(|_| free_port()).collect::<anyhow::Result<Vec<_>>>()?;
+    let ports = (0..k)
+        .map(|_| free_port())
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let base = |port: u16| {
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n")
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n"
+        )
     };
     let mut others = Vec::new();
     for (j, &port) in ports.iter().enumerate().skip(1) {

@@ -250,7 +250,11 @@ impl Outcome {
     }
     /// The median over rounds of the last client of server `j`.
     pub(crate) fn server_last(&self, j: usize) -> f64 {
-        self.stat(|r| r.per_server_ns.get(j).map_or(f64::NAN, |l| ms(percentile(l, 1.0))))
+        self.stat(|r| {
+            r.per_server_ns
+                .get(j)
+                .map_or(f64::NAN, |l| ms(percentile(l, 1.0)))
+        })
     }
     pub(crate) fn answered(&self) -> f64 {
         self.stat(|r| ms(r.answered_ns))
@@ -563,7 +567,10 @@ impl Deployment {
 impl Bench {
     /// The node `j` (from 0) of the Crier cluster.
     fn cluster_node(&self, j: usize) -> anyhow::Result<ClusterNode<'_>> {
-        let database = self.database.as_ref().context("no database for the cluster")?;
+        let database = self
+            .database
+            .as_ref()
+            .context("no database for the cluster")?;
         Ok(ClusterNode {
             name: format!("node{}", j + 1),
             store: database.url(),
@@ -574,12 +581,16 @@ impl Bench {
 
     async fn start_crier(&self) -> anyhow::Result<Vec<CrierServer>> {
         if self.args.cluster <= 1 {
-            return Ok(vec![CrierServer::start(&self.crier_bin, self.dir.path()).await?]);
+            return Ok(vec![
+                CrierServer::start(&self.crier_bin, self.dir.path()).await?,
+            ]);
         }
         let mut nodes = Vec::new();
         for j in 0..self.args.cluster {
             let node = self.cluster_node(j)?;
-            nodes.push(CrierServer::start_node(&self.crier_bin, self.dir.path(), Some(&node)).await?);
+            nodes.push(
+                CrierServer::start_node(&self.crier_bin, self.dir.path(), Some(&node)).await?,
+            );
         }
         Ok(nodes)
     }

@@ -283,7 +283,10 @@ pub fn cluster_report(
             "RLIMIT_NOFILE of this process: soft {soft}, hard {hard} (every process here has the same)."
         );
     }
-    let _ = writeln!(md, "\nEach system runs as {k} servers, started fresh for each N:\n");
+    let _ = writeln!(
+        md,
+        "\nEach system runs as {k} servers, started fresh for each N:\n"
+    );
     let _ = writeln!(
         md,
         "- Crier: {k} `crier serve` nodes on one PostgreSQL database created for the run on {} (dropped after), announcing on the NATS at {} under a subject prefix of the run's own; the `im_push` to all goes to node 1.",
@@ -359,14 +362,30 @@ pub fn cluster_report(
         let fds = outcomes
             .iter()
             .filter(|o| o.n == n)
-            .map(|o| format!("{} {}", o.system.name(), list(o.fds_each.iter(), |f| f.map_or_else(|| "n/a".into(), |f| f.to_string()))))
+            .map(|o| {
+                format!(
+                    "{} {}",
+                    o.system.name(),
+                    list(o.fds_each.iter(), |f| f
+                        .map_or_else(|| "n/a".into(), |f| f.to_string()))
+                )
+            })
             .collect::<Vec<_>>()
             .join("; ");
-        let _ = writeln!(md, "Open descriptors per server process with the clients in: {fds}.\n");
+        let _ = writeln!(
+            md,
+            "Open descriptors per server process with the clients in: {fds}.\n"
+        );
         let rss = outcomes
             .iter()
             .filter(|o| o.n == n)
-            .map(|o| format!("{} {}", o.system.name(), kb_per_session(o.bytes_per_session())))
+            .map(|o| {
+                format!(
+                    "{} {}",
+                    o.system.name(),
+                    kb_per_session(o.bytes_per_session())
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ");
         let _ = writeln!(md, "Memory per idle session (VmRSS of all {k} servers, after minus before the clients, divided by N): {rss}.\n");
@@ -380,9 +399,16 @@ pub fn cluster_report(
         let mut line = format!(
             "- N = {n}: Crier's last client at {:.1} ms (target ≤ 500 ms: {})",
             crier.last(),
-            if crier.last() <= 500.0 { "met" } else { "missed" }
+            if crier.last() <= 500.0 {
+                "met"
+            } else {
+                "missed"
+            }
         );
-        for peer in [System::Nats, System::Mosquitto].into_iter().filter_map(find) {
+        for peer in [System::Nats, System::Mosquitto]
+            .into_iter()
+            .filter_map(find)
+        {
             let _ = write!(
                 line,
                 "; {} at {:.1} ms: Crier {}",
