@@ -248,12 +248,13 @@ impl Outcome {
     pub(crate) fn last(&self) -> f64 {
         self.stat(|r| ms(percentile(&r.latencies_ns, 1.0)))
     }
-    /// The median over rounds of the last client of server `j`.
-    pub(crate) fn server_last(&self, j: usize) -> f64 {
+    /// The median over rounds of the `p`-th percentile of server `j`'s clients (0: the first
+    /// to have the message, which on another node than the first shows what the hop costs).
+    pub(crate) fn server_percentile(&self, j: usize, p: f64) -> f64 {
         self.stat(|r| {
             r.per_server_ns
                 .get(j)
-                .map_or(f64::NAN, |l| ms(percentile(l, 1.0)))
+                .map_or(f64::NAN, |l| ms(percentile(l, p)))
         })
     }
     pub(crate) fn answered(&self) -> f64 {
@@ -692,11 +693,17 @@ impl Bench {
             }
             per_server_ns.iter_mut().for_each(|l| l.sort_unstable());
             let by_server = if servers > 1 {
-                let lasts: Vec<String> = per_server_ns
+                let spans: Vec<String> = per_server_ns
                     .iter()
-                    .map(|l| format!("{:.1}", ms(percentile(l, 1.0))))
+                    .map(|l| {
+                        format!(
+                            "{:.1}-{:.1}",
+                            ms(percentile(l, 0.0)),
+                            ms(percentile(l, 1.0))
+                        )
+                    })
                     .collect();
-                format!(" (last per server: {} ms)", lasts.join(" / "))
+                format!(" (first-last per server: {} ms)", spans.join(" / "))
             } else {
                 String::new()
             };

@@ -316,13 +316,13 @@ pub fn cluster_report(
     );
     let _ = writeln!(
         md,
-        "Times are medians over the rounds, from just before the publish (Crier: just before the REST call). \"last per server\": the median of each server's last client, server 1 first (where the message was published). Server CPU is the sum over the {k} server processes (for Crier, not PostgreSQL or the NATS it announces on), then each one's. Load average: the machine's 1-minute figure before the clients connected and after the rounds.\n"
+        "Times are medians over the rounds, from just before the publish (Crier: just before the REST call). \"first-last per server\": the medians of each server's first and last client, server 1 first (where the message was published). Server CPU is the sum over the {k} server processes (for Crier, not PostgreSQL or the NATS it announces on), then each one's. Load average: the machine's 1-minute figure before the clients connected and after the rounds.\n"
     );
     for &n in &args.sizes {
         let _ = writeln!(md, "### N = {n}\n");
         let _ = writeln!(
             md,
-            "| system | publish answered (ms) | p50 (ms) | p99 (ms) | last (ms) | worst round's last (ms) | last per server (ms) | received / subscribed (worst round) | clients per server | server CPU per push (ms): all (each) | load generators' CPU per push (ms) | other processes' load | load average | time to connect all (s) |"
+            "| system | publish answered (ms) | p50 (ms) | p99 (ms) | last (ms) | worst round's last (ms) | first-last per server (ms) | received / subscribed (worst round) | clients per server | server CPU per push (ms): all (each) | load generators' CPU per push (ms) | other processes' load | load average | time to connect all (s) |"
         );
         let _ = writeln!(
             md,
@@ -336,7 +336,13 @@ pub fn cluster_report(
                 String::new()
             };
             let servers = o.rounds.first().map_or(0, |r| r.per_server_ns.len());
-            let per_server_last = list(0..servers, |j| format!("{:.1}", o.server_last(j)));
+            let per_server_last = list(0..servers, |j| {
+                format!(
+                    "{:.1}-{:.1}",
+                    o.server_percentile(j, 0.0),
+                    o.server_percentile(j, 1.0)
+                )
+            });
             let clients = list(0..servers, |j| (n - j).div_ceil(servers).to_string());
             let cpu_each = list(o.cpu.server_each_ms.iter(), |v| opt(*v, 0));
             let _ = writeln!(
