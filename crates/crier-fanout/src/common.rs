@@ -64,11 +64,12 @@ pub fn round_of(text: &str) -> Option<u32> {
 pub enum ChildLine {
     /// All its clients tried to connect: how many are logged in/subscribed, how many failed.
     Ready { ok: usize, failed: usize },
-    /// Receipt times (ns) of round `id`, and how many of its clients have lost their connection.
+    /// Receipt times (ns) of round `id`, each with the target its client is connected to, and
+    /// how many of its clients have lost their connection.
     Got {
         id: u32,
         lost: usize,
-        times: Vec<u64>,
+        times: Vec<(u64, usize)>,
     },
     /// Anything else: shown as is.
     Other(String),
@@ -87,9 +88,13 @@ impl ChildLine {
             Some("GOT") => (|| {
                 let id = words.next()?.parse().ok()?;
                 let lost = words.next()?.parse().ok()?;
+                // `t`, or `k:t` for a client of the k-th target.
                 let times = words
-                    .map(|w| w.parse().ok())
-                    .collect::<Option<Vec<u64>>>()?;
+                    .map(|w| match w.split_once(':') {
+                        Some((target, t)) => Some((t.parse().ok()?, target.parse().ok()?)),
+                        None => Some((w.parse().ok()?, 0)),
+                    })
+                    .collect::<Option<Vec<(u64, usize)>>>()?;
                 Some(ChildLine::Got { id, lost, times })
             })(),
             _ => None,
@@ -158,6 +163,16 @@ pub fn machine_ticks() -> Option<(u64, u64)> {
     let total: u64 = numbers.iter().take(8).sum();
     let idle = numbers.get(3)? + numbers.get(4).copied().unwrap_or(0);
     Some((total - idle, total))
+}
+
+/// The machine's load average over the last minute, from `/proc/loadavg`.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`, 100 on Linux).

@@ -1,6 +1,7 @@
-//! The coordinator: for each N and each system, start the load generators, measure memory,
-//! run the rounds (t0 just before the push, receipts from every client), then the Crier login
-//! catch-up; print the report (`report.rs`).
+//! The coordinator: for each N and each system, start the servers (one each, or a cluster of
+//! `--cluster K`), the load generators, measure memory, run the rounds (t0 just before the
+//! push, receipts from every client), then the Crier login catch-up (single servers only);
+//! print the report (`report.rs`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -16,12 +17,13 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
+use crate::cluster::{start_mosquitto_bridged, start_nats_cluster, ScratchDatabase};
 use crate::common::{
-    cpu_ticks, machine_ticks, msg_body, now_ns, open_fds, open_files_limit, peer_frame, pid_of,
-    proc_status_kb, ticks_per_second, user, ChildLine, APP, TOPIC,
+    cpu_ticks, load_average, machine_ticks, msg_body, now_ns, open_fds, open_files_limit,
+    peer_frame, pid_of, proc_status_kb, ticks_per_second, user, ChildLine, APP, TOPIC,
 };
 use crate::loadgen::{mqtt_send, mqtt_session, nats_client, NatsClient, System};
-use crate::server::{default_binary, CrierServer, PeerServer, KEY};
+use crate::server::{default_binary, ClusterNode, CrierServer, PeerServer, KEY};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -91,17 +93,34 @@ pub struct BenchArgs {
     /// Also write the markdown report here.
     #[arg(long)]
     pub markdown: Option<PathBuf>,
+    /// Run every system as a cluster of this many servers, clients spread evenly over them
+    /// and the message published on the first: Crier nodes on one fresh PostgreSQL database
+    /// (--postgres) announcing on NATS (--crier-bus), `nats-server` processes joined by routes,
+    /// Mosquitto brokers bridged from the first. Peers are always started by the tool then.
+    /// 1: one server each (the issue 3 benchmark).
+    #[arg(long, default_value_t = 1)]
+    pub cluster: usize,
+    /// The PostgreSQL server the Crier nodes of --cluster share: a database is created on it
+    /// for the run and dropped after.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
+    pub postgres: String,
+    /// The NATS server the Crier nodes of --cluster announce on, under a subject prefix of
+    /// their own for the run.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub crier_bus: String,
 }
 
 /// One round's receipts, as latencies from t0.
 pub(crate) struct Round {
     pub(crate) latencies_ns: Vec<u64>,
+    /// The same, sorted, for the clients of each server (one list without a cluster).
+    pub(crate) per_server_ns: Vec<Vec<u64>>,
     pub(crate) expected: usize,
     /// From t0 to the publisher's answer: the `im_push` reply, or the peer's publish flushed.
     pub(crate) answered_ns: u64,
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
@@ -109,7 +128,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank - 1]
 }
 
-fn ms(ns: u64) -> f64 {
+pub(crate) fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
@@ -137,31 +156,42 @@ pub(crate) struct Outcome {
     pub(crate) rss_before_kb: Option<u64>,
     pub(crate) rss_after_kb: Option<u64>,
     pub(crate) fds: Option<usize>,
+    /// Open descriptors of each server once the clients are in: how they spread.
+    pub(crate) fds_each: Vec<Option<usize>>,
     pub(crate) frame_bytes: usize,
     pub(crate) cpu: Cpu,
+    /// The machine's 1-minute load average before the clients connected and after the rounds.
+    pub(crate) load_before: Option<f64>,
+    pub(crate) load_after: Option<f64>,
 }
 
 /// CPU used while the rounds ran, in ms per push, and the share of the machine other
 /// processes (not the server, the load generators or the coordinator) used meanwhile.
-#[derive(Default, Clone, Copy)]
+/// The server figure is the sum over the system's server processes (every node of a cluster;
+/// for Crier not PostgreSQL or the NATS it announces on), `server_each_ms` each one's.
+#[derive(Default, Clone)]
 pub(crate) struct Cpu {
     pub(crate) server_ms: Option<f64>,
+    pub(crate) server_each_ms: Vec<Option<f64>>,
     pub(crate) clients_ms: f64,
     pub(crate) others_pct: Option<f64>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct CpuSnapshot {
-    server: Option<u64>,
+    servers: Vec<Option<u64>>,
     clients: u64,
     me: u64,
     machine: Option<(u64, u64)>,
 }
 
 impl CpuSnapshot {
-    fn take(server: Option<u32>, children: &Children) -> CpuSnapshot {
+    fn take(servers: &[u32], children: &Children) -> CpuSnapshot {
         CpuSnapshot {
-            server: server.and_then(|pid| cpu_ticks(&pid.to_string())),
+            servers: servers
+                .iter()
+                .map(|pid| cpu_ticks(&pid.to_string()))
+                .collect(),
             clients: children
                 .pids
                 .iter()
@@ -175,9 +205,16 @@ impl CpuSnapshot {
     fn since(&self, before: &CpuSnapshot, pushes: usize) -> Cpu {
         let tick_ms = 1000.0 / ticks_per_second();
         let per_push = |ticks: u64| ticks as f64 * tick_ms / pushes.max(1) as f64;
-        let server = match (self.server, before.server) {
-            (Some(a), Some(b)) => Some(a.saturating_sub(b)),
-            _ => None,
+        let each: Vec<Option<u64>> = self
+            .servers
+            .iter()
+            .zip(&before.servers)
+            .map(|(after, before)| Some(after.as_ref()?.saturating_sub(*before.as_ref()?)))
+            .collect();
+        let server = if each.is_empty() {
+            None
+        } else {
+            each.iter().copied().sum::<Option<u64>>()
         };
         let clients = self.clients.saturating_sub(before.clients);
         let me = self.me.saturating_sub(before.me);
@@ -191,6 +228,7 @@ impl CpuSnapshot {
         };
         Cpu {
             server_ms: server.map(per_push),
+            server_each_ms: each.into_iter().map(|t| t.map(per_push)).collect(),
             clients_ms: per_push(clients),
             others_pct,
         }
@@ -209,6 +247,15 @@ impl Outcome {
     }
     pub(crate) fn last(&self) -> f64 {
         self.stat(|r| ms(percentile(&r.latencies_ns, 1.0)))
+    }
+    /// The median over rounds of the `p`-th percentile of server `j`'s clients (0: the first
+    /// to have the message, which on another node than the first shows what the hop costs).
+    pub(crate) fn server_percentile(&self, j: usize, p: f64) -> f64 {
+        self.stat(|r| {
+            r.per_server_ns
+                .get(j)
+                .map_or(f64::NAN, |l| ms(percentile(l, p)))
+        })
     }
     pub(crate) fn answered(&self) -> f64 {
         self.stat(|r| ms(r.answered_ns))
@@ -244,9 +291,10 @@ impl Children {
     async fn spawn(
         args: &BenchArgs,
         system: System,
-        target: SocketAddr,
+        targets: &[SocketAddr],
         n: usize,
     ) -> anyhow::Result<(Children, usize, usize)> {
+        let targets: Vec<String> = targets.iter().map(ToString::to_string).collect();
         let me = std::env::current_exe()?;
         let sources: Vec<String> = (0..args.sources.max(1))
             .map(|k| Ipv4Addr::new(127, 0, 0, 2 + k).to_string())
@@ -262,7 +310,7 @@ impl Children {
             let mut child = Command::new(&me)
                 .arg("load-gen")
                 .args(["--system", system.arg()])
-                .args(["--target", &target.to_string()])
+                .args(["--target", &targets.join(",")])
                 .args(["--first", &first.to_string()])
                 .args(["--count", &count.to_string()])
                 .args(["--sources", &sources.join(",")])
@@ -317,7 +365,11 @@ impl Children {
     }
 
     /// Collects round `id` from every load generator; after `timeout`, asks for what arrived.
-    async fn collect(&mut self, id: u32, timeout: Duration) -> anyhow::Result<(Vec<u64>, usize)> {
+    async fn collect(
+        &mut self,
+        id: u32,
+        timeout: Duration,
+    ) -> anyhow::Result<(Vec<(u64, usize)>, usize)> {
         let mut times = Vec::new();
         let mut lost = 0;
         let mut reported = vec![false; self.procs.len()];
@@ -458,65 +510,164 @@ struct Bench {
     next_id: u32,
     dir: tempfile::TempDir,
     crier_bin: PathBuf,
+    /// The Crier nodes' database with --cluster (dropped at the end of the run).
+    database: Option<ScratchDatabase>,
+    /// The Crier nodes' NATS subject prefix with --cluster, unique to the run.
+    subject_prefix: String,
+}
+
+/// The servers of one system at one N: where clients connect (spread evenly; the message is
+/// published on the first), the processes measured, and what to stop afterwards.
+struct Deployment {
+    targets: Vec<SocketAddr>,
+    pids: Vec<u32>,
+    crier: Vec<CrierServer>,
+    peers: Vec<PeerServer>,
+}
+
+impl Deployment {
+    fn of_crier(crier: Vec<CrierServer>) -> Deployment {
+        Deployment {
+            targets: crier.iter().map(|s| s.addr).collect(),
+            pids: crier.iter().map(|s| s.pid).collect(),
+            crier,
+            peers: Vec::new(),
+        }
+    }
+
+    fn of_peers(peers: Vec<PeerServer>) -> Deployment {
+        Deployment {
+            targets: peers.iter().map(|s| s.addr).collect(),
+            pids: peers.iter().map(|s| s.pid).collect(),
+            crier: Vec::new(),
+            peers,
+        }
+    }
+
+    /// A long-running service the tool did not start (its pid, if it is the only one).
+    fn of_service(addr: SocketAddr, pid: Option<u32>) -> Deployment {
+        Deployment {
+            targets: vec![addr],
+            pids: pid.into_iter().collect(),
+            crier: Vec::new(),
+            peers: Vec::new(),
+        }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        for server in self.crier {
+            server.stop().await?;
+        }
+        for peer in self.peers {
+            peer.stop().await;
+        }
+        Ok(())
+    }
 }
 
 impl Bench {
+    /// The node `j` (from 0) of the Crier cluster.
+    fn cluster_node(&self, j: usize) -> anyhow::Result<ClusterNode<'_>> {
+        let database = self
+            .database
+            .as_ref()
+            .context("no database for the cluster")?;
+        Ok(ClusterNode {
+            name: format!("node{}", j + 1),
+            store: database.url(),
+            bus: &self.args.crier_bus,
+            subject_prefix: &self.subject_prefix,
+        })
+    }
+
+    async fn start_crier(&self) -> anyhow::Result<Vec<CrierServer>> {
+        if self.args.cluster <= 1 {
+            return Ok(vec![
+                CrierServer::start(&self.crier_bin, self.dir.path()).await?,
+            ]);
+        }
+        let mut nodes = Vec::new();
+        for j in 0..self.args.cluster {
+            let node = self.cluster_node(j)?;
+            nodes.push(
+                CrierServer::start_node(&self.crier_bin, self.dir.path(), Some(&node)).await?,
+            );
+        }
+        Ok(nodes)
+    }
+
+    async fn deploy(&self, system: System) -> anyhow::Result<Deployment> {
+        let args = &self.args;
+        let clustered = args.cluster > 1;
+        Ok(match system {
+            System::Crier => Deployment::of_crier(self.start_crier().await?),
+            System::Mosquitto if clustered => Deployment::of_peers(
+                start_mosquitto_bridged(&args.mosquitto_bin, self.dir.path(), args.cluster).await?,
+            ),
+            System::Nats if clustered => {
+                Deployment::of_peers(start_nats_cluster(&args.nats_bin, args.cluster).await?)
+            }
+            System::Mosquitto if args.spawn_peers => Deployment::of_peers(vec![
+                PeerServer::start_mosquitto(&args.mosquitto_bin, self.dir.path()).await?,
+            ]),
+            System::Nats if args.spawn_peers => {
+                Deployment::of_peers(vec![PeerServer::start_nats(&args.nats_bin).await?])
+            }
+            System::Mosquitto => Deployment::of_service(args.mosquitto, pid_of("mosquitto")),
+            System::Nats => Deployment::of_service(args.nats, pid_of("nats-server")),
+        })
+    }
+
     async fn run_system(&mut self, system: System, n: usize) -> anyhow::Result<Outcome> {
-        let server = match system {
-            System::Crier => Some(CrierServer::start(&self.crier_bin, self.dir.path()).await?),
-            _ => None,
-        };
-        let peer = match system {
-            System::Mosquitto if self.args.spawn_peers => {
-                Some(PeerServer::start_mosquitto(&self.args.mosquitto_bin, self.dir.path()).await?)
+        let deployment = self.deploy(system).await?;
+        let servers = deployment.targets.len();
+        let pids = deployment.pids.clone();
+        let rss = |pids: &[u32]| -> Option<u64> {
+            if pids.is_empty() {
+                return None;
             }
-            System::Nats if self.args.spawn_peers => {
-                Some(PeerServer::start_nats(&self.args.nats_bin).await?)
-            }
-            _ => None,
+            pids.iter().map(|&pid| proc_status_kb(pid, "VmRSS")).sum()
         };
-        let (target, pid) = match (system, &peer) {
-            (System::Crier, _) => {
-                let server = server.as_ref().context("server")?;
-                (server.addr, Some(server.pid))
-            }
-            (_, Some(peer)) => (peer.addr, Some(peer.pid)),
-            (System::Mosquitto, None) => (self.args.mosquitto, pid_of("mosquitto")),
-            (System::Nats, None) => (self.args.nats, pid_of("nats-server")),
-        };
-        // Let the server settle (start-up allocations) before the baseline.
+        // Let the servers settle (start-up allocations) before the baseline.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let rss_before_kb = pid.and_then(|pid| proc_status_kb(pid, "VmRSS"));
+        let load_before = load_average();
+        let rss_before_kb = rss(&pids);
         let started = Instant::now();
         let (mut children, connected, failed) =
-            Children::spawn(&self.args, system, target, n).await?;
+            Children::spawn(&self.args, system, &deployment.targets, n).await?;
         let setup_s = started.elapsed().as_secs_f64();
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let rss_after_kb = pid.and_then(|pid| proc_status_kb(pid, "VmRSS"));
-        let fds = pid.and_then(open_fds);
+        let rss_after_kb = rss(&pids);
+        let fds_each: Vec<Option<usize>> = pids.iter().map(|&pid| open_fds(pid)).collect();
+        let fds = if fds_each.is_empty() {
+            None
+        } else {
+            fds_each.iter().copied().sum()
+        };
         eprintln!(
             "{} N={n}: {connected} clients ready ({failed} failed) in {setup_s:.1} s; server RSS {:?} -> {:?} kB, fds {:?}",
             system.name(),
             rss_before_kb,
             rss_after_kb,
-            fds
+            fds_each
         );
+        let first = deployment.targets[0];
         let mut publisher = match system {
-            System::Crier => Publisher::Crier(server.as_ref().context("server")?),
+            System::Crier => Publisher::Crier(deployment.crier.first().context("server")?),
             System::Mosquitto => {
-                let stream = tokio::net::TcpStream::connect(target).await?;
+                let stream = tokio::net::TcpStream::connect(first).await?;
                 stream.set_nodelay(true)?;
                 let (stream, _) =
                     mqtt_session(stream, "crier-fanout-publisher".into(), false).await?;
                 Publisher::Mosquitto(stream)
             }
             System::Nats => {
-                Publisher::Nats(nats_client(IpAddr::V4(Ipv4Addr::LOCALHOST), target).await?)
+                Publisher::Nats(nats_client(IpAddr::V4(Ipv4Addr::LOCALHOST), first).await?)
             }
         };
         let mut rounds = Vec::new();
         let mut frame_bytes = 0;
-        let cpu_before = CpuSnapshot::take(pid, &children);
+        let cpu_before = CpuSnapshot::take(&pids, &children);
         for round in 0..=self.args.rounds {
             tokio::time::sleep(Duration::from_millis(self.args.pause_ms)).await;
             wait_quiet(
@@ -531,10 +682,33 @@ impl Bench {
             let (times, lost) = children
                 .collect(id, Duration::from_secs(self.args.round_timeout))
                 .await?;
-            let mut latencies_ns: Vec<u64> = times.iter().map(|t| t.saturating_sub(t0)).collect();
+            let mut latencies_ns: Vec<u64> =
+                times.iter().map(|(t, _)| t.saturating_sub(t0)).collect();
             latencies_ns.sort_unstable();
+            let mut per_server_ns = vec![Vec::new(); servers];
+            for (t, server) in &times {
+                if let Some(list) = per_server_ns.get_mut(*server) {
+                    list.push(t.saturating_sub(t0));
+                }
+            }
+            per_server_ns.iter_mut().for_each(|l| l.sort_unstable());
+            let by_server = if servers > 1 {
+                let spans: Vec<String> = per_server_ns
+                    .iter()
+                    .map(|l| {
+                        format!(
+                            "{:.1}-{:.1}",
+                            ms(percentile(l, 0.0)),
+                            ms(percentile(l, 1.0))
+                        )
+                    })
+                    .collect();
+                format!(" (first-last per server: {} ms)", spans.join(" / "))
+            } else {
+                String::new()
+            };
             eprintln!(
-                "  round {round}{}: {}/{connected} received (lost {lost}), p50 {:.1} ms, p99 {:.1} ms, last {:.1} ms",
+                "  round {round}{}: {}/{connected} received (lost {lost}), p50 {:.1} ms, p99 {:.1} ms, last {:.1} ms{by_server}",
                 if round == 0 { " (warm-up)" } else { "" },
                 latencies_ns.len(),
                 ms(percentile(&latencies_ns, 0.5)),
@@ -544,24 +718,21 @@ impl Bench {
             if round > 0 {
                 rounds.push(Round {
                     latencies_ns,
+                    per_server_ns,
                     expected: connected,
                     answered_ns: answered.saturating_sub(t0),
                 });
             }
         }
-        let cpu = CpuSnapshot::take(pid, &children).since(&cpu_before, self.args.rounds + 1);
+        let cpu = CpuSnapshot::take(&pids, &children).since(&cpu_before, self.args.rounds + 1);
+        let load_after = load_average();
         eprintln!(
-            "  CPU per push: server {:?} ms, load generators {:.1} ms; other processes used {:?} % of the machine",
-            cpu.server_ms, cpu.clients_ms, cpu.others_pct
+            "  CPU per push: servers {:?} ms (each {:?}), load generators {:.1} ms; other processes used {:?} % of the machine; load average {load_before:?} -> {load_after:?}",
+            cpu.server_ms, cpu.server_each_ms, cpu.clients_ms, cpu.others_pct
         );
         drop(publisher);
         children.stop().await;
-        if let Some(server) = server {
-            server.stop().await?;
-        }
-        if let Some(peer) = peer {
-            peer.stop().await;
-        }
+        deployment.stop().await?;
         Ok(Outcome {
             system,
             n,
@@ -572,8 +743,11 @@ impl Bench {
             rss_before_kb,
             rss_after_kb,
             fds,
+            fds_each,
             frame_bytes,
             cpu,
+            load_before,
+            load_after,
         })
     }
 
@@ -692,10 +866,12 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     if let Some((soft, hard)) = nofile {
         eprintln!("RLIMIT_NOFILE: soft {soft}, hard {hard}");
         let biggest = args.sizes.iter().copied().max().unwrap_or(0);
-        // The server holds one socket per client plus its listener, store files and runtime.
-        let server_needs = biggest as u64 + 64;
+        // The server holds one socket per client plus its listener, store files and runtime;
+        // a cluster's servers share the clients evenly.
+        let per_server = biggest.div_ceil(args.cluster.max(1));
+        let server_needs = per_server as u64 + 64;
         eprintln!(
-            "the Crier server will hold {biggest} client sockets + ~30 own descriptors; {}",
+            "each Crier server will hold {per_server} client sockets + ~30 own descriptors; {}",
             if server_needs <= soft {
                 format!("that fits under {soft}")
             } else {
@@ -717,19 +893,40 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
             crier_bin.display()
         );
     }
+    let clustered = args.cluster > 1;
+    let database = if clustered && args.systems.contains(&System::Crier) {
+        let database = ScratchDatabase::create(&args.postgres)?;
+        eprintln!("created database {}", database.name());
+        Some(database)
+    } else {
+        None
+    };
     let mut bench = Bench {
         args: args.clone(),
         next_id: 1,
         dir: tempfile::Builder::new().prefix("crier-fanout-").tempdir()?,
         crier_bin,
+        database,
+        subject_prefix: format!("crier-fanout-{}-{}", std::process::id(), now_ns()),
     };
     if args.systems.contains(&System::Crier) {
         // Every account exists before the baseline, so the memory measured is the sessions'.
+        // A cluster's nodes all load them from the database at start.
         let biggest = args.sizes.iter().copied().max().unwrap_or(0);
-        let server = CrierServer::start(&bench.crier_bin, bench.dir.path()).await?;
+        let server = if clustered {
+            let node = bench.cluster_node(0)?;
+            CrierServer::start_node(&bench.crier_bin, bench.dir.path(), Some(&node)).await?
+        } else {
+            CrierServer::start(&bench.crier_bin, bench.dir.path()).await?
+        };
+        let started = Instant::now();
         server
             .import(&(0..biggest).map(user).collect::<Vec<_>>())
             .await?;
+        eprintln!(
+            "imported {biggest} accounts in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         server.stop().await?;
     }
     let mut outcomes = Vec::new();
@@ -742,13 +939,19 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
-    let catch_up = if args.catchup_pushes > 0 && args.systems.contains(&System::Crier) {
+    // The catch-up is a single node's measurement (issue 3).
+    let catch_up = if args.catchup_pushes > 0 && !clustered && args.systems.contains(&System::Crier)
+    {
         eprintln!("== Crier login catch-up");
         Some(bench.catch_up().await?)
     } else {
         None
     };
-    let md = crate::report::report(&args, &outcomes, catch_up.as_ref(), nofile);
+    let md = if clustered {
+        crate::report::cluster_report(&args, &outcomes, nofile)
+    } else {
+        crate::report::report(&args, &outcomes, catch_up.as_ref(), nofile)
+    };
     println!("{md}");
     if let Some(path) = &args.markdown {
         std::fs::write(path, &md)?;

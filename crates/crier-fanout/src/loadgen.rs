@@ -2,8 +2,9 @@
 //! of one system, one tokio task per socket, each socket bound to one of several `127.0.0.x`
 //! source addresses. It reports `READY ok failed` once every client is logged in (Crier) or
 //! subscribed (MQTT, NATS), then for each round a `GOT id lost t1 t2 ...` line with every
-//! client's receipt time (`CLOCK_REALTIME` ns), when all have it or when the coordinator sends
-//! `FLUSH id`. It exits when its stdin closes.
+//! client's receipt time (`CLOCK_REALTIME` ns; `k:t` for a client of the k-th target when
+//! there are several), when all have it or when the coordinator sends `FLUSH id`. A client
+//! counts a round once, even if a bridge delivers it twice. It exits when its stdin closes.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -64,9 +65,10 @@ pub enum NatsClient {
 pub struct LoadGenArgs {
     #[arg(long, value_enum)]
     pub system: System,
-    /// The server, broker or NATS server to connect to.
-    #[arg(long)]
-    pub target: SocketAddr,
+    /// The servers, brokers or NATS servers to connect to; client i connects to
+    /// `target[i % len]`, so a cluster's servers get the clients evenly.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub target: Vec<SocketAddr>,
     /// Number of this process's first client (clients are numbered across processes).
     #[arg(long)]
     pub first: usize,
@@ -127,7 +129,7 @@ enum Session {
     NatsRaw(TcpStream, BytesMut),
 }
 
-async fn mqtt_read(stream: &mut TcpStream, buf: &mut BytesMut) -> anyhow::Result<Packet> {
+pub async fn mqtt_read(stream: &mut TcpStream, buf: &mut BytesMut) -> anyhow::Result<Packet> {
     loop {
         match Packet::read(buf, MQTT_MAX_PACKET) {
             Ok(packet) => return Ok(packet),
@@ -262,15 +264,21 @@ pub async fn nats_client(source: IpAddr, target: SocketAddr) -> anyhow::Result<a
         .await?)
 }
 
+/// Which of the targets client `i` connects to.
+fn target_of(args: &LoadGenArgs, i: usize) -> usize {
+    i % args.target.len()
+}
+
 async fn open(args: &LoadGenArgs, i: usize) -> anyhow::Result<Session> {
     let source = args.sources[i % args.sources.len()];
+    let target = args.target[target_of(args, i)];
     Ok(match args.system {
         System::Crier => {
-            let stream = bound_connect(source, args.target).await?;
+            let stream = bound_connect(source, target).await?;
             let identifier = user(i);
             let now = now_ns() / 1_000_000_000;
             let options = LoginOptions {
-                url: format!("ws://{}/v4/ws", args.target),
+                url: format!("ws://{target}/v4/ws"),
                 sdkappid: APP,
                 user_sig: crier_proto::usersig::sign(APP, &args.key, &identifier, 86_400, now),
                 identifier,
@@ -279,17 +287,17 @@ async fn open(args: &LoadGenArgs, i: usize) -> anyhow::Result<Session> {
             Session::Crier(Connection::connect_on(stream, &options, Some(ws_config())).await?)
         }
         System::Mosquitto => {
-            let stream = bound_connect(source, args.target).await?;
+            let stream = bound_connect(source, target).await?;
             let (stream, buf) = mqtt_session(stream, user(i), true).await?;
             Session::Mosquitto(stream, buf)
         }
         System::Nats if args.nats_client == NatsClient::Raw => {
-            let stream = bound_connect(source, args.target).await?;
+            let stream = bound_connect(source, target).await?;
             let (stream, buf) = nats_raw_session(stream).await?;
             Session::NatsRaw(stream, buf)
         }
         System::Nats => {
-            let client = nats_client(source, args.target).await?;
+            let client = nats_client(source, target).await?;
             let subscriber = client.subscribe(TOPIC).await?;
             // The SUB is on the server once a PING after it is answered.
             client.flush().await?;
@@ -298,8 +306,29 @@ async fn open(args: &LoadGenArgs, i: usize) -> anyhow::Result<Session> {
     })
 }
 
+/// Where a client's receipts go: `(round, receipt ns, target)`, each round once per client.
+struct Receipts<'a> {
+    tx: &'a mpsc::UnboundedSender<(u32, u64, usize)>,
+    target: usize,
+    last_round: Option<u32>,
+    duplicates: &'a AtomicUsize,
+}
+
+impl Receipts<'_> {
+    fn send(&mut self, (id, at): (u32, u64)) -> Result<(), ()> {
+        if self.last_round == Some(id) {
+            if self.duplicates.fetch_add(1, Ordering::Relaxed) == 0 {
+                eprintln!("round {id} reached a client twice; counted once");
+            }
+            return Ok(());
+        }
+        self.last_round = Some(id);
+        self.tx.send((id, at, self.target)).map_err(|_| ())
+    }
+}
+
 /// Reads messages until the connection ends, sending `(round, receipt ns)` for each.
-async fn serve(session: Session, receipts: &mpsc::UnboundedSender<(u32, u64)>) {
+async fn serve(session: Session, receipts: &mut Receipts<'_>) {
     match session {
         Session::Crier(mut connection) => loop {
             match connection.next_event().await {
@@ -353,10 +382,14 @@ async fn serve(session: Session, receipts: &mpsc::UnboundedSender<(u32, u64)>) {
     }
 }
 
-fn report(id: u32, lost: usize, times: &[u64]) {
+fn report(id: u32, lost: usize, times: &[(u64, usize)], several_targets: bool) {
     let mut line = format!("GOT {id} {lost}");
-    for t in times {
+    for (t, target) in times {
         line.push(' ');
+        if several_targets {
+            line.push_str(&target.to_string());
+            line.push(':');
+        }
         line.push_str(&t.to_string());
     }
     line.push('\n');
@@ -367,15 +400,18 @@ fn report(id: u32, lost: usize, times: &[u64]) {
 
 async fn generate(args: LoadGenArgs) -> anyhow::Result<()> {
     let args = Arc::new(args);
-    let (receipts_tx, mut receipts) = mpsc::unbounded_channel::<(u32, u64)>();
+    let (receipts_tx, mut receipts) = mpsc::unbounded_channel::<(u32, u64, usize)>();
+    let duplicates = Arc::new(AtomicUsize::new(0));
+    let several_targets = args.target.len() > 1;
     let (ready_tx, mut ready) = mpsc::unbounded_channel::<bool>();
     let lost = Arc::new(AtomicUsize::new(0));
     let setting_up = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let errors_shown = Arc::new(AtomicUsize::new(0));
     for i in args.first..args.first + args.count {
-        let (args, receipts_tx, ready_tx, lost, setting_up, errors_shown) = (
+        let (args, receipts_tx, duplicates, ready_tx, lost, setting_up, errors_shown) = (
             Arc::clone(&args),
             receipts_tx.clone(),
+            Arc::clone(&duplicates),
             ready_tx.clone(),
             Arc::clone(&lost),
             Arc::clone(&setting_up),
@@ -404,7 +440,13 @@ async fn generate(args: LoadGenArgs) -> anyhow::Result<()> {
             };
             let _ = ready_tx.send(true);
             drop(ready_tx);
-            serve(session, &receipts_tx).await;
+            let mut receipts = Receipts {
+                tx: &receipts_tx,
+                target: target_of(&args, i),
+                last_round: None,
+                duplicates: &duplicates,
+            };
+            serve(session, &mut receipts).await;
             lost.fetch_add(1, Ordering::Relaxed);
         });
     }
@@ -423,21 +465,21 @@ async fn generate(args: LoadGenArgs) -> anyhow::Result<()> {
         out.flush()?;
     }
 
-    let mut rounds: HashMap<u32, Vec<u64>> = HashMap::new();
+    let mut rounds: HashMap<u32, Vec<(u64, usize)>> = HashMap::new();
     let mut reported: HashSet<u32> = HashSet::new();
     let mut commands = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {
         tokio::select! {
             receipt = receipts.recv() => {
-                let Some((id, at)) = receipt else { break };
+                let Some((id, at, target)) = receipt else { break };
                 if reported.contains(&id) {
                     continue;
                 }
                 let times = rounds.entry(id).or_default();
-                times.push(at);
+                times.push((at, target));
                 let lost = lost.load(Ordering::Relaxed);
                 if times.len() + lost >= ok {
-                    report(id, lost, times);
+                    report(id, lost, times, several_targets);
                     rounds.remove(&id);
                     reported.insert(id);
                 }
@@ -446,7 +488,12 @@ async fn generate(args: LoadGenArgs) -> anyhow::Result<()> {
                 let Ok(Some(command)) = command else { break };
                 if let Some(id) = command.strip_prefix("FLUSH ").and_then(|id| id.trim().parse().ok()) {
                     if reported.insert(id) {
-                        report(id, lost.load(Ordering::Relaxed), &rounds.remove(&id).unwrap_or_default());
+                        report(
+                            id,
+                            lost.load(Ordering::Relaxed),
+                            &rounds.remove(&id).unwrap_or_default(),
+                            several_targets,
+                        );
                     }
                 }
             }

@@ -4,11 +4,18 @@
 //! receipt. Clients live in several load-generator processes (this binary's hidden `load-gen`
 //! subcommand), one tokio task per socket, spread over several `127.0.0.x` source addresses.
 //!
+//! With `--cluster K` (issue 13) each system runs as K servers and the clients are spread over
+//! them: K Crier nodes on one fresh PostgreSQL database and a NATS bus, K `nats-server`
+//! processes joined by routes, K Mosquitto brokers bridged from the first (`cluster.rs`); the
+//! message is published on the first server.
+//!
 //! ```sh
 //! cargo build --release -p crier -p crier-fanout
 //! target/release/crier-fanout --markdown fanout.md
+//! target/release/crier-fanout --cluster 3 --sizes 10000,50000 --markdown fanout-cluster.md
 //! ```
 
+mod cluster;
 mod common;
 mod coord;
 mod loadgen;

@@ -15,6 +15,16 @@ use crate::common::{ADMIN, APP};
 
 pub const KEY: &str = "crier-fanout-benchmark-secret-key-0123456789";
 
+/// What makes a `crier serve` one node of a cluster.
+pub struct ClusterNode<'a> {
+    pub name: String,
+    /// `postgres://...` of the shared database.
+    pub store: &'a str,
+    /// `nats://...` of the NATS server the nodes announce on.
+    pub bus: &'a str,
+    pub subject_prefix: &'a str,
+}
+
 pub struct CrierServer {
     child: Child,
     pub pid: u32,
@@ -22,7 +32,7 @@ pub struct CrierServer {
     pub admin: Admin,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -35,19 +45,39 @@ pub fn default_binary() -> anyhow::Result<PathBuf> {
 impl CrierServer {
     /// Starts `crier serve` with its data in `dir/data`; answers once it accepts connections.
     pub async fn start(binary: &Path, dir: &Path) -> anyhow::Result<CrierServer> {
+        CrierServer::start_node(binary, dir, None).await
+    }
+
+    /// Starts `crier serve`, alone (`node` is `None`: data in `dir/data`, log in
+    /// `dir/server.log`) or as one node of a cluster (data in `dir/data-NAME`, log in
+    /// `dir/server-NAME.log`); answers once it accepts connections, which a node does only
+    /// once it has loaded the directory from the store.
+    pub async fn start_node(
+        binary: &Path,
+        dir: &Path,
+        node: Option<&ClusterNode<'_>>,
+    ) -> anyhow::Result<CrierServer> {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let config = dir.join("crier.toml");
+        let suffix = node.map_or_else(String::new, |node| format!("-{}", node.name));
+        let config = dir.join(format!("crier{suffix}.toml"));
+        let cluster_keys = node.map_or_else(String::new, |node| {
+            format!(
+                "store = \"{}\"\nbus = \"{}\"\nnode_id = \"{}\"\nbus_subject_prefix = \"{}\"\n",
+                node.store, node.bus, node.name, node.subject_prefix
+            )
+        });
         std::fs::write(
             &config,
             format!(
-                "listen = \"{addr}\"\ndata_dir = \"{data}\"\n\n[[app]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\nadmins = [\"{ADMIN}\"]\npush_enabled = true\ndaily_push_quota = 1000000000\nmin_push_interval_ms = 0\n",
-                data = dir.join("data").display(),
+                "listen = \"{addr}\"\ndata_dir = \"{data}\"\n{cluster_keys}\n[[app]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\nadmins = [\"{ADMIN}\"]\npush_enabled = true\ndaily_push_quota = 1000000000\nmin_push_interval_ms = 0\n",
+                data = dir.join(format!("data{suffix}")).display(),
             ),
         )?;
+        let log_path = dir.join(format!("server{suffix}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join("server.log"))?;
+            .open(&log_path)?;
         let mut child = Command::new(binary)
             .arg("serve")
             .arg("--config")
@@ -65,7 +95,7 @@ impl CrierServer {
             if let Some(status) = child.try_wait()? {
                 bail!(
                     "the server exited with {status}; see {}",
-                    dir.join("server.log").display()
+                    log_path.display()
                 );
             }
             if started.elapsed() > Duration::from_secs(60) {
@@ -154,7 +184,7 @@ impl PeerServer {
         PeerServer::start(command, port).await
     }
 
-    async fn start(mut command: Command, port: u16) -> anyhow::Result<PeerServer> {
+    pub async fn start(mut command: Command, port: u16) -> anyhow::Result<PeerServer> {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let mut child = command
             .stdin(Stdio::null())
