@@ -40,8 +40,11 @@ pub enum Event {
     AccountDeleted {
         account: u32,
     },
+    /// `session` is unique on its node, so an announcement repeated (a node that started
+    /// asked for them again) changes nothing.
     Presence {
         account: u32,
+        session: u64,
         platform: String,
         online: bool,
     },

@@ -45,6 +45,7 @@ enum WireEvent {
     },
     Presence {
         account: u32,
+        session: u64,
         platform: String,
         online: bool,
     },
@@ -77,10 +78,12 @@ impl WireEvent {
             Event::AccountDeleted { account } => WireEvent::AccountDeleted { account: *account },
             Event::Presence {
                 account,
+                session,
                 platform,
                 online,
             } => WireEvent::Presence {
                 account: *account,
+                session: *session,
                 platform: platform.clone(),
                 online: *online,
             },
@@ -228,10 +231,12 @@ fn hydrate(store: &dyn Store, wire: WireAnnouncement) -> Option<Announcement> {
         WireEvent::AccountDeleted { account } => Event::AccountDeleted { account },
         WireEvent::Presence {
             account,
+            session,
             platform,
             online,
         } => Event::Presence {
             account,
+            session,
             platform,
             online,
         },

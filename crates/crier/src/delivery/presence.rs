@@ -214,13 +214,17 @@ impl Sessions {
         self.registry.read().online.clone()
     }
 
-    /// Every open session, as (account, platform).
-    pub fn sessions(&self) -> Vec<(u32, String)> {
+    /// Every open session, as (account, session id, platform).
+    pub fn sessions(&self) -> Vec<(u32, u64, String)> {
         let registry = self.registry.read();
         registry
             .by_account
             .iter()
-            .flat_map(|(account, sessions)| sessions.iter().map(|s| (*account, s.platform.clone())))
+            .flat_map(|(account, sessions)| {
+                sessions
+                    .iter()
+                    .map(|s| (*account, s.id, s.platform.clone()))
+            })
             .collect()
     }
 

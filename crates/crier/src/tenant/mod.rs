@@ -214,17 +214,19 @@ impl Tenant {
             }
             Event::Presence {
                 account,
+                session,
                 platform,
                 online,
             } if !from_here => {
                 let node = Arc::clone(&announcement.node);
                 self.remote_presence
-                    .update(*account, node, platform, *online);
+                    .update(*account, (node, *session), platform, *online);
             }
             Event::PresenceWanted if !from_here => {
-                for (account, platform) in self.delivery.sessions.sessions() {
+                for (account, session, platform) in self.delivery.sessions.sessions() {
                     self.announce(Event::Presence {
                         account,
+                        session,
                         platform,
                         online: true,
                     });

@@ -54,6 +54,7 @@ impl Drop for SessionGuard {
             .unregister(self.account, self.handle.id);
         tenant.announce(Event::Presence {
             account: self.account,
+            session: self.handle.id,
             platform: std::mem::take(&mut self.handle.platform),
             online: false,
         });
@@ -96,6 +97,7 @@ impl Tenant {
         self.delivery.sessions.register(account, handle.clone());
         self.announce(Event::Presence {
             account,
+            session: handle.id,
             platform: handle.platform.clone(),
             online: true,
         });
@@ -209,11 +211,14 @@ impl Tenant {
     }
 }
 
+/// A session on another node: the node, and the session's id there.
+type RemoteSession = (NodeId, u64);
+
 /// Sessions open on other nodes, as their presence announcements told, and when each node
 /// was last heard of.
 #[derive(Default)]
 pub(super) struct RemotePresence {
-    by_account: RwLock<HashMap<u32, Vec<(NodeId, String)>>>,
+    by_account: RwLock<HashMap<u32, Vec<(RemoteSession, String)>>>,
     last_seen_ms: RwLock<HashMap<NodeId, u64>>,
 }
 
@@ -239,7 +244,7 @@ impl RemotePresence {
             tracing::warn!(%node, "a node went silent; forgetting its sessions");
         }
         self.by_account.write().retain(|_, sessions| {
-            sessions.retain(|(node, _)| !silent.contains(node));
+            sessions.retain(|((node, _), _)| !silent.contains(node));
             !sessions.is_empty()
         });
     }
@@ -249,20 +254,27 @@ impl RemotePresence {
         self.by_account.read().keys().copied().collect()
     }
 
-    pub(super) fn update(&self, account: u32, node: NodeId, platform: &str, online: bool) {
+    pub(super) fn update(
+        &self,
+        account: u32,
+        session: RemoteSession,
+        platform: &str,
+        online: bool,
+    ) {
         self.last_seen_ms
             .write()
-            .entry(Arc::clone(&node))
+            .entry(Arc::clone(&session.0))
             .or_insert_with(crate::clock::now_ms);
         let mut by_account = self.by_account.write();
         let sessions = by_account.entry(account).or_default();
-        if online {
-            sessions.push((node, platform.to_owned()));
-        } else if let Some(at) = sessions
-            .iter()
-            .position(|(n, p)| *n == node && p == platform)
-        {
-            sessions.swap_remove(at);
+        let known = sessions.iter().position(|(s, _)| *s == session);
+        match (online, known) {
+            (true, None) => sessions.push((session, platform.to_owned())),
+            (false, Some(at)) => {
+                sessions.swap_remove(at);
+            }
+            // A repeat of what is known already.
+            (true, Some(_)) | (false, None) => {}
         }
         if sessions.is_empty() {
             by_account.remove(&account);
@@ -283,18 +295,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remote_sessions_come_and_go_per_node_and_platform() {
+    fn remote_sessions_come_and_go_per_session_and_repeats_change_nothing() {
         let presence = RemotePresence::default();
         let (a, b): (NodeId, NodeId) = ("a".into(), "b".into());
-        presence.update(7, Arc::clone(&a), "iOS", true);
-        presence.update(7, Arc::clone(&b), "Web", true);
-        presence.update(7, Arc::clone(&a), "iOS", true);
-        presence.update(7, Arc::clone(&a), "iOS", false);
+        let session = |node: &NodeId, id| (Arc::clone(node), id);
+        presence.update(7, session(&a, 1), "iOS", true);
+        presence.update(7, session(&b, 1), "Web", true);
+        presence.update(7, session(&a, 2), "iOS", true);
+        // A repeat (a node that started asked for every session again) adds nothing.
+        presence.update(7, session(&a, 1), "iOS", true);
         let mut platforms = presence.platforms(7);
         platforms.sort();
-        assert_eq!(platforms, ["Web", "iOS"]);
-        presence.update(7, Arc::clone(&b), "Web", false);
-        presence.update(7, a, "iOS", false);
+        assert_eq!(platforms, ["Web", "iOS", "iOS"]);
+        presence.update(7, session(&a, 2), "iOS", false);
+        presence.update(7, session(&a, 2), "iOS", false);
+        presence.update(7, session(&b, 1), "Web", false);
+        assert_eq!(presence.platforms(7), ["iOS"]);
+        presence.update(7, session(&a, 1), "iOS", false);
         assert!(presence.platforms(7).is_empty());
         assert!(presence.by_account.read().is_empty());
     }
