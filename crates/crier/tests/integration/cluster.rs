@@ -82,11 +82,8 @@ impl Drop for Cluster {
 
 fn login_options(server: &TestServer, identifier: &str) -> LoginOptions {
     LoginOptions {
-        url: format!("{}/v4/ws", server.base.replace("http://", "ws://")),
-        sdkappid: APP,
-        identifier: identifier.into(),
-        user_sig: crier_proto::usersig::sign(APP, KEY, identifier, 3_600, crier::clock::now_secs()),
         platform: Some("Android".into()),
+        ..server.login_options(identifier)
     }
 }
 
@@ -184,13 +181,7 @@ async fn a_write_on_one_node_is_in_the_audience_of_a_push_from_another_and_reach
             ]}),
         )
         .await;
-    let task_id = b
-        .admin()
-        .ok("all_member_push/im_push", tag_push(1, "vip"))
-        .await["TaskId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let task_id = b.admin().push(tag_push(1, "vip")).await;
     let within = Duration::from_secs(3);
     for session in [&mut on_a, &mut on_b, &mut on_c] {
         assert_eq!(
@@ -265,13 +256,7 @@ async fn kicks_online_status_and_acks_reach_across_nodes() {
     );
 
     // Acknowledged on B: a login on A does not get it again.
-    let task_id = a
-        .admin()
-        .ok("all_member_push/im_push", text_push(7, "hello"))
-        .await["TaskId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let task_id = a.admin().push(text_push(7, "hello")).await;
     assert_eq!(
         next_push_id(&mut on_b, Duration::from_secs(3))
             .await
@@ -344,13 +329,7 @@ async fn a_push_whose_announcement_is_lost_still_reaches_the_other_nodes_within_
     let b = TestServer::start_node(cluster.config("b", &deaf_b, default_apps())).await;
     let mut on_b = login(&b, "dave").await;
     let started = Instant::now();
-    let task_id = a
-        .admin()
-        .ok("all_member_push/im_push", text_push(9, "lost"))
-        .await["TaskId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let task_id = a.admin().push(text_push(9, "lost")).await;
     assert_eq!(
         next_push_id(&mut on_b, Duration::from_secs(2))
             .await
@@ -413,16 +392,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn push_id(server: &TestServer, msg_random: u32, text: &str) -> String {
-    server
-        .admin()
-        .ok("all_member_push/im_push", text_push(msg_random, text))
-        .await["TaskId"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn pushes_reach_every_node_while_nats_is_down_and_after_it_returns() {
     let Some(cluster) = Cluster::new().await else {
@@ -444,7 +413,7 @@ async fn pushes_reach_every_node_while_nats_is_down_and_after_it_returns() {
 
     drop(nats);
     let started = Instant::now();
-    let during = push_id(&a, 21, "nats is down").await;
+    let during = a.admin().push(text_push(21, "nats is down")).await;
     assert_eq!(
         next_push_id(&mut on_b, within).await.as_deref(),
         Some(&*during)
@@ -456,7 +425,7 @@ async fn pushes_reach_every_node_while_nats_is_down_and_after_it_returns() {
 
     let nats = OwnNats::start(port).unwrap();
     nats.ready().await;
-    let after = push_id(&a, 22, "nats is back").await;
+    let after = a.admin().push(text_push(22, "nats is back")).await;
     assert_eq!(
         next_push_id(&mut on_b, within).await.as_deref(),
         Some(&*after)
@@ -573,13 +542,7 @@ async fn a_node_killed_while_pushes_are_accepted_loses_none_that_were_answered()
 /// Logs `identifier` in on `server`, registers a webhook device, waits until the server has
 /// it, and logs out.
 async fn with_webhook_device(base: &str, identifier: &str) {
-    let options = LoginOptions {
-        url: format!("{}/v4/ws", base.replace("http://", "ws://")),
-        sdkappid: APP,
-        identifier: identifier.into(),
-        user_sig: crier_proto::usersig::sign(APP, KEY, identifier, 3_600, crier::clock::now_secs()),
-        platform: None,
-    };
+    let options = login_options_at(base, identifier);
     let mut connection = Connection::connect(&options).await.unwrap();
     connection
         .send(&ClientFrame::RegisterDevice {

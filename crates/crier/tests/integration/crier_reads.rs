@@ -49,11 +49,8 @@ async fn fails(admin: &Admin<'_>, path: &str, body: Value, code: u32) -> Value {
 
 async fn login(server: &TestServer, identifier: &str, platform: &str) -> Connection {
     let options = LoginOptions {
-        url: format!("{}/v4/ws", server.base.replace("http://", "ws://")),
-        sdkappid: APP,
-        identifier: identifier.into(),
-        user_sig: crier_proto::usersig::sign(APP, KEY, identifier, 3_600, crier::clock::now_secs()),
         platform: Some(platform.into()),
+        ..server.login_options(identifier)
     };
     Connection::connect(&options).await.unwrap()
 }

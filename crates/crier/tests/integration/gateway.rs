@@ -9,18 +9,8 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 
-fn login_options(server: &TestServer, identifier: &str) -> LoginOptions {
-    LoginOptions {
-        url: format!("{}/v4/ws", server.base.replace("http://", "ws://")),
-        sdkappid: APP,
-        identifier: identifier.into(),
-        user_sig: crier_proto::usersig::sign(APP, KEY, identifier, 3_600, crier::clock::now_secs()),
-        platform: None,
-    }
-}
-
 async fn login(server: &TestServer, identifier: &str) -> Connection {
-    Connection::connect(&login_options(server, identifier))
+    Connection::connect(&server.login_options(identifier))
         .await
         .unwrap()
 }
@@ -40,10 +30,7 @@ async fn next_push(connection: &mut Connection) -> PushFrame {
 }
 
 async fn push(server: &TestServer, body: Value) -> String {
-    server.admin().ok("all_member_push/im_push", body).await["TaskId"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    server.admin().push(body).await
 }
 
 fn with_condition(msg_random: u32, condition: Value) -> Value {
@@ -378,7 +365,7 @@ async fn deleted_and_kicked_accounts_are_told_and_closed() {
 async fn online_status_reflects_sessions_and_platforms() {
     let server = TestServer::start().await;
     server.admin().import(&["ben"]).await;
-    let mut options = login_options(&server, "ann");
+    let mut options = server.login_options("ann");
     options.platform = Some("iPhone".into());
     let _ann = Connection::connect(&options).await.unwrap();
     let answer = server
@@ -400,20 +387,20 @@ async fn online_status_reflects_sessions_and_platforms() {
 #[tokio::test]
 async fn bad_logins_and_bad_frames_behave_as_the_protocol_says() {
     let server = TestServer::start().await;
-    let mut wrong_key = login_options(&server, "ann");
+    let mut wrong_key = server.login_options("ann");
     wrong_key.user_sig =
         crier_proto::usersig::sign(APP, "not the key", "ann", 600, crier::clock::now_secs());
     assert!(matches!(
         Connection::connect(&wrong_key).await,
         Err(crier_client::ClientError::LoginRefused { code: 70009, .. })
     ));
-    let mut other_app = login_options(&server, "ann");
+    let mut other_app = server.login_options("ann");
     other_app.sdkappid = 42;
     assert!(matches!(
         Connection::connect(&other_app).await,
         Err(crier_client::ClientError::LoginRefused { code: 70020, .. })
     ));
-    let mut bad_platform = login_options(&server, "ann");
+    let mut bad_platform = server.login_options("ann");
     bad_platform.platform = Some("Toaster".into());
     assert!(Connection::connect(&bad_platform).await.is_err());
 
@@ -424,7 +411,7 @@ async fn bad_logins_and_bad_frames_behave_as_the_protocol_says() {
     let (mut raw, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
         .unwrap();
-    let options = login_options(&server, "ann");
+    let options = server.login_options("ann");
     let login =
         json!({"Type": "Login", "SdkAppId": APP, "Identifier": "ann", "UserSig": options.user_sig});
     raw.send(Message::text(login.to_string())).await.unwrap();
@@ -476,7 +463,7 @@ async fn a_client_that_stops_reading_is_closed_4008_and_catches_up_on_its_next_l
     let (mut slow, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
         .unwrap();
-    let user_sig = login_options(&server, "slow").user_sig;
+    let user_sig = server.login_options("slow").user_sig;
     let login_frame =
         json!({"Type": "Login", "SdkAppId": APP, "Identifier": "slow", "UserSig": user_sig});
     slow.send(Message::text(login_frame.to_string()))
@@ -563,14 +550,14 @@ async fn sessions_of_one_app_never_see_another_apps_pushes() {
             3_600,
             crier::clock::now_secs(),
         ),
-        ..login_options(&server, "ann")
+        ..server.login_options("ann")
     })
     .await
     .unwrap();
     // A signature made with one app's key does not open a session in another.
     let crossed = Connection::connect(&LoginOptions {
         sdkappid: OTHER_APP,
-        ..login_options(&server, "ann")
+        ..server.login_options("ann")
     })
     .await;
     assert!(

@@ -283,13 +283,7 @@ async fn next_event(connection: &mut Connection) -> Event {
 #[tokio::test]
 async fn an_account_has_at_most_20_devices_and_the_21st_is_refused_and_not_stored() {
     let server = TestServer::start().await;
-    let options = LoginOptions {
-        url: ws_url(&server.base),
-        sdkappid: APP,
-        identifier: "ann".into(),
-        user_sig: user_sig("ann"),
-        platform: None,
-    };
+    let options = server.login_options("ann");
     let mut ann = Connection::connect(&options).await.unwrap();
     let register = |token: String| ClientFrame::RegisterDevice {
         platform: "fcm".into(),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crier::config::{AppConfig, Limits};
 use crier::server::{serve, AppState};
 use crier::store::Store;
+use crier_client::LoginOptions;
 use crier_proto::usersig;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -121,6 +122,11 @@ impl TestServer {
             .unwrap()
     }
 
+    /// How `identifier` of the test app logs in to this server's WebSocket.
+    pub fn login_options(&self, identifier: &str) -> LoginOptions {
+        login_options_at(&self.base, identifier)
+    }
+
     pub fn admin(&self) -> Admin<'_> {
         self.admin_of(APP, KEY, ADMIN)
     }
@@ -174,6 +180,14 @@ impl Admin<'_> {
         answer
     }
 
+    /// Pushes `body`, asserting it is accepted; answers its TaskId.
+    pub async fn push(&self, body: Value) -> String {
+        self.ok("all_member_push/im_push", body).await["TaskId"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     pub async fn import(&self, accounts: &[&str]) {
         self.ok(
             "im_open_login_svc/multiaccount_import",
@@ -189,6 +203,18 @@ impl Admin<'_> {
         )
         .await["UserTags"][0]["Tags"]
             .clone()
+    }
+}
+
+/// How `identifier` of the test app logs in to the WebSocket of the server at `base` (the
+/// platform left to the server's default).
+pub fn login_options_at(base: &str, identifier: &str) -> LoginOptions {
+    LoginOptions {
+        url: format!("{}/v4/ws", base.replace("http://", "ws://")),
+        sdkappid: APP,
+        identifier: identifier.into(),
+        user_sig: usersig::sign(APP, KEY, identifier, 3_600, crier::clock::now_secs()),
+        platform: None,
     }
 }
 

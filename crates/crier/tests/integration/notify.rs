@@ -20,13 +20,7 @@ use crate::process::ServerProcess;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn options(base: &str, identifier: &str) -> LoginOptions {
-    LoginOptions {
-        url: format!("{}/v4/ws", base.replace("http://", "ws://")),
-        sdkappid: APP,
-        identifier: identifier.into(),
-        user_sig: crier_proto::usersig::sign(APP, KEY, identifier, 3_600, crier::clock::now_secs()),
-        platform: None,
-    }
+    login_options_at(base, identifier)
 }
 
 /// Logs in as `identifier` and registers its devices; answers the still-open session.

@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use crier_client::{Connection, Event, LoginOptions, PushFrame};
+use crier_client::{Connection, Event, PushFrame};
 use crier_proto::protocol::ClientFrame;
-use crier_proto::usersig;
 use serde_json::{json, Value};
 
 use crate::harness::*;
@@ -193,14 +192,9 @@ pub async fn pushes_accepted(server: &TestServer) -> u64 {
 
 /// A session of `account` (which must be live: logging in registers an unknown account).
 pub async fn log_in(server: &TestServer, account: &str) -> Connection {
-    let options = LoginOptions {
-        url: format!("{}/v4/ws", server.base.replace("http://", "ws://")),
-        sdkappid: APP,
-        identifier: account.into(),
-        user_sig: usersig::sign(APP, KEY, account, 3_600, crier::clock::now_secs()),
-        platform: None,
-    };
-    Connection::connect(&options).await.unwrap()
+    Connection::connect(&server.login_options(account))
+        .await
+        .unwrap()
 }
 
 /// The next push `task_id` on `session`, waiting up to 5 s.

@@ -13,21 +13,11 @@ use crier::store::{
     DeliveryCounts, PushAcceptance, PushCounts, PushRecord, PushRules, PushSummary, Store,
     StoreError, StoredSnapshot,
 };
-use crier_client::{Connection, Event, LoginOptions};
+use crier_client::{Connection, Event};
 use crier_proto::protocol::ClientFrame;
 use roaring::RoaringBitmap;
 
 use crate::harness::*;
-
-fn login_options(server: &TestServer, identifier: &str) -> LoginOptions {
-    LoginOptions {
-        url: format!("{}/v4/ws", server.base.replace("http://", "ws://")),
-        sdkappid: APP,
-        identifier: identifier.into(),
-        user_sig: crier_proto::usersig::sign(APP, KEY, identifier, 3_600, crier::clock::now_secs()),
-        platform: None,
-    }
-}
 
 async fn next_event(connection: &mut Connection) -> Option<Event> {
     tokio::time::timeout(Duration::from_secs(3), connection.next_event())
@@ -36,26 +26,22 @@ async fn next_event(connection: &mut Connection) -> Option<Event> {
         .map(Result::unwrap)
 }
 
-async fn push_text(server: &TestServer, msg_random: u32, text: &str) -> String {
-    server
-        .admin()
-        .ok("all_member_push/im_push", text_push(msg_random, text))
-        .await["TaskId"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn a_panic_in_the_fan_out_is_counted_and_later_pushes_are_still_delivered() {
     let server = TestServer::start().await;
-    let mut alice = Connection::connect(&login_options(&server, "alice"))
+    let mut alice = Connection::connect(&server.login_options("alice"))
         .await
         .unwrap();
 
     server.state.tenants[&APP].inject_fan_out_panics(1);
-    let lost = push_text(&server, 1, "the fan-out panics on this one").await;
-    let delivered = push_text(&server, 2, "and delivers this one").await;
+    let lost = server
+        .admin()
+        .push(text_push(1, "the fan-out panics on this one"))
+        .await;
+    let delivered = server
+        .admin()
+        .push(text_push(2, "and delivers this one"))
+        .await;
 
     match next_event(&mut alice).await {
         Some(Event::Push(push)) => assert_eq!(push.task_id, delivered),
@@ -69,7 +55,7 @@ async fn a_panic_in_the_fan_out_is_counted_and_later_pushes_are_still_delivered(
 
     // The push whose fan-out panicked is kept: the next login gets it.
     alice.close().await.unwrap();
-    let mut again = Connection::connect(&login_options(&server, "alice"))
+    let mut again = Connection::connect(&server.login_options("alice"))
         .await
         .unwrap();
     let mut caught_up = Vec::new();
@@ -85,7 +71,7 @@ async fn a_panic_in_the_fan_out_is_counted_and_later_pushes_are_still_delivered(
 #[tokio::test]
 async fn a_kick_by_the_legacy_identifier_field_ends_the_session() {
     let server = TestServer::start().await;
-    let mut alice = Connection::connect(&login_options(&server, "alice"))
+    let mut alice = Connection::connect(&server.login_options("alice"))
         .await
         .unwrap();
     server
@@ -270,7 +256,7 @@ async fn a_store_failure_during_a_websocket_request_is_a_generic_error_frame() {
         failing: AtomicBool::new(false),
     });
     let server = TestServer::start_on_store(Arc::clone(&store) as _, default_apps()).await;
-    let mut alice = Connection::connect(&login_options(&server, "alice"))
+    let mut alice = Connection::connect(&server.login_options("alice"))
         .await
         .unwrap();
     store.failing.store(true, Ordering::Relaxed);
