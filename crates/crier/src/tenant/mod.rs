@@ -265,11 +265,6 @@ impl Tenant {
         self.delivery.purge_expired(now_ms)
     }
 
-    /// How many pushes are kept for offline accounts.
-    pub fn kept_count(&self) -> usize {
-        self.delivery.kept_count()
-    }
-
     /// A test's fault: the fan-out thread panics on the next `pushes` pushes of this app.
     #[doc(hidden)]
     pub fn inject_fan_out_panics(&self, pushes: u32) {
