@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::fields::{account_list, object, user_entries};
 use crate::auth::AdminCall;
-use crate::directory::{DirOp, Directory, UserAttrSlots, UserAttrValues, ATTR_SLOTS};
+use crate::directory::{Ahead, DirOp, UserAttrSlots, UserAttrValues, ATTR_SLOTS};
 use crate::error::Error;
 
 pub const MAX_USERS: usize = 100;
@@ -19,7 +19,7 @@ fn bad_attr(info: String) -> Error {
     Error::rejected(codes::BAD_ATTR, info)
 }
 
-fn slot_named(directory: &Directory, name: &str, place: &str) -> Result<u8, Error> {
+fn slot_named(directory: &Ahead, name: &str, place: &str) -> Result<u8, Error> {
     directory.attr_slot(name).ok_or_else(|| {
         bad_attr(format!(
             "{place} names attribute {}, which is not set: define it with im_set_attr_name",

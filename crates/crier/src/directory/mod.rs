@@ -16,6 +16,7 @@ pub mod accounts;
 pub mod attr_values;
 pub mod condition;
 pub mod ops;
+pub mod pending;
 pub mod snapshot;
 pub mod stats;
 pub mod tag_lists;
@@ -29,6 +30,7 @@ pub use accounts::AccountIds;
 pub use attr_values::SlotValues;
 pub use condition::Condition;
 pub use ops::{DirOp, UserAttrSlots, UserAttrValues, UserTags};
+pub use pending::{Ahead, Pending};
 pub use tag_lists::TagLists;
 
 /// Attribute slots `"0"`..`"9"`.
@@ -113,8 +115,8 @@ impl Directory {
                     }
                 }
             }
-            DirOp::AddTags { users } => self.add_tags(users),
-            DirOp::RemoveTags { users } => self.remove_tags(users),
+            DirOp::AddTags { users } => self.add_tags(users.iter()),
+            DirOp::RemoveTags { users } => self.remove_tags(users.iter()),
             DirOp::RemoveAllTags { accounts } => {
                 for name in accounts {
                     if let Some(id) = self.accounts.get(name) {
@@ -150,6 +152,25 @@ impl Directory {
         }
     }
 
+    /// Applies `ops` in order, as [`Self::apply`] one after the other would. Consecutive tag
+    /// additions (and consecutive removals) are applied as one: their (tag, account) pairs are
+    /// sorted together, so a bitmap is entered once for all of them, in account order.
+    pub fn apply_all(&mut self, ops: &[DirOp]) {
+        for run in ops.chunk_by(|a, b| {
+            matches!(
+                (a, b),
+                (DirOp::AddTags { .. }, DirOp::AddTags { .. })
+                    | (DirOp::RemoveTags { .. }, DirOp::RemoveTags { .. })
+            )
+        }) {
+            match &run[0] {
+                DirOp::AddTags { .. } => self.add_tags(run.iter().flat_map(users_of)),
+                DirOp::RemoveTags { .. } => self.remove_tags(run.iter().flat_map(users_of)),
+                _ => run.iter().for_each(|op| self.apply(op)),
+            }
+        }
+    }
+
     fn number(&mut self, name: &str) -> u32 {
         self.accounts.get_or_insert(name)
     }
@@ -168,7 +189,10 @@ impl Directory {
     /// holds already cost no bitmap probe (at ten million accounts a probe is a dozen cache
     /// misses, most of a write's time). The tags it lacks are then inserted bitmap by bitmap,
     /// in account order within each, and its list is rewritten once.
-    fn add_tags(&mut self, users: &[UserTags]) {
+    ///
+    /// Account and tag numbers are handed out in the order `users` names them, so several
+    /// writes' users chained are applied as the writes one after the other would be.
+    fn add_tags<'a>(&mut self, users: impl Iterator<Item = &'a UserTags>) {
         let mut requested = std::mem::take(&mut self.scratch.pairs);
         requested.clear();
         for user in users {
@@ -225,7 +249,7 @@ impl Directory {
 
     /// As [`Self::add_tags`]: one lookup per name, the account's list read first, so only the
     /// tags it holds are probed for in the bitmaps.
-    fn remove_tags(&mut self, users: &[UserTags]) {
+    fn remove_tags<'a>(&mut self, users: impl Iterator<Item = &'a UserTags>) {
         let mut requested = std::mem::take(&mut self.scratch.pairs);
         requested.clear();
         for user in users {
@@ -427,6 +451,14 @@ impl Directory {
                 .sum(),
             attr_slots_in_use: self.attr_values.iter().filter(|s| !s.is_empty()).count() as u64,
         }
+    }
+}
+
+/// The users of a tag write (none for other writes).
+fn users_of(op: &DirOp) -> &[UserTags] {
+    match op {
+        DirOp::AddTags { users } | DirOp::RemoveTags { users } => users,
+        _ => &[],
     }
 }
 

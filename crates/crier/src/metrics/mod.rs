@@ -46,6 +46,10 @@ pub struct Metrics {
     pub acks: AtomicU64,
     pub slow_consumer_closes: AtomicU64,
     pub kicks: AtomicU64,
+    /// Directory writes committed (each a request that changed something), and the groups
+    /// they were committed in: one log append and one apply pass each.
+    pub directory_writes: AtomicU64,
+    pub directory_write_groups: AtomicU64,
     background_restarts: [AtomicU64; BackgroundTask::ALL.len()],
     /// Offline notifications by provider (`Provider::ALL` order) and by how they ended.
     pub notifications: [[AtomicU64; NotificationEnd::ALL.len()]; 3],
@@ -130,6 +134,16 @@ impl Metrics {
                 "crier_deliveries_offline_total",
                 "Kept push frames sent on login.",
                 &self.deliveries_offline,
+            ),
+            (
+                "crier_directory_writes_total",
+                "Directory writes (tag, attribute, account changes) committed.",
+                &self.directory_writes,
+            ),
+            (
+                "crier_directory_write_groups_total",
+                "Groups the directory writes were committed in, one log append each.",
+                &self.directory_write_groups,
             ),
             (
                 "crier_acks_total",

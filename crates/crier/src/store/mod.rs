@@ -34,7 +34,7 @@ use crate::directory::DirOp;
 pub use record::PushRecord;
 
 /// What went wrong in a store, whatever the backend.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Another writer got there first (a stale expected head, a job lease held by another
     /// node, a log already cut past the reader): re-read and retry.

@@ -1,8 +1,9 @@
 //! One app at run time, behind a façade: the REST handlers, the WebSocket gateway and the
 //! notification runner call its methods and never its parts, which stay private here.
 //!
-//! - `writes`: directory writes (validated, logged with a compare-and-append, then
-//!   applied), catching up with writes logged by others, snapshots.
+//! - `writes`: directory writes, committed in groups (validated, logged with one
+//!   compare-and-append, then applied), catching up with writes logged by others.
+//! - `snapshots`: directory snapshots and loading the directory at start.
 //! - `pushes`: accepting an `im_push` (the rules themselves are in [`crate::push`]).
 //! - `sessions`: logging a session in (a guard logs it out), kicks, deletions, online
 //!   status, acknowledgements, devices.
@@ -11,6 +12,7 @@
 //! Effects that cross sessions go through the [`Bus`]: the façade announces them and
 //! `Tenant::handle` carries them out on every node, this one included.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
@@ -33,11 +35,13 @@ pub mod console_reads;
 mod pushes;
 pub mod report;
 mod sessions;
+mod snapshots;
 mod writes;
 
 use sessions::RemotePresence;
 pub use sessions::SessionGuard;
-use writes::{SnapshotFile, WriterState, SNAPSHOT_EVERY_WRITES};
+use snapshots::{SnapshotFile, SnapshotPolicy, SNAPSHOT_POLICY};
+use writes::{WriteQueue, WriterState};
 
 pub struct Tenant {
     config: AppConfig,
@@ -45,9 +49,14 @@ pub struct Tenant {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     directory: RwLock<Directory>,
+    /// Directory writes waiting for the group writer.
+    queue: WriteQueue,
     writer: Mutex<WriterState>,
+    /// Every directory write up to this one is applied here or is in the group being applied
+    /// (not acknowledged yet), so a push reading a head up to it has nothing to catch up with.
+    covered_seq: AtomicU64,
     snapshot_file: SnapshotFile,
-    snapshot_every_writes: u64,
+    snapshot_policy: SnapshotPolicy,
     /// Held while a push is accepted and announced.
     accepting: Mutex<()>,
     delivery: Delivery,
@@ -118,12 +127,13 @@ impl Tenant {
                 error,
             })?;
         let started = std::time::Instant::now();
-        let writes::Loaded {
+        let snapshots::Loaded {
             directory,
             snapshot_seq,
             last_seq,
             replayed,
-        } = writes::load_directory(app, &*store)?;
+            replayed_log,
+        } = snapshots::load_directory(app, &*store)?;
         let stats = directory.stats();
         info!(
             app,
@@ -164,9 +174,11 @@ impl Tenant {
             console: Arc::default(),
             metrics: shared.metrics,
             directory: RwLock::new(directory),
-            writer: Mutex::new(WriterState::new(last_seq, replayed)),
+            queue: WriteQueue::default(),
+            writer: Mutex::new(WriterState::new(last_seq, replayed_log)),
+            covered_seq: AtomicU64::new(last_seq),
             snapshot_file: Arc::new(Mutex::new(snapshot_seq)),
-            snapshot_every_writes: SNAPSHOT_EVERY_WRITES,
+            snapshot_policy: SNAPSHOT_POLICY,
             accepting: Mutex::new(()),
         })
     }

@@ -1,81 +1,247 @@
-//! Directory writes of one app, in the order of its log.
+//! Directory writes of one app, committed in groups, in the order of its log.
 //!
-//! A write is validated against the current state, appended to the store's log, and only
-//! then applied in memory, all under `writer`, so the log order is the apply order and a
-//! failed validation changes nothing. Readers (audience evaluation, lookups) only take the
-//! `RwLock` and are blocked just while a write applies. Writes logged by another node are
-//! applied when its announcement of the new head arrives ([`Tenant::catch_up_to`]).
+//! A write is a request's `build`: it validates the request against the directory and answers
+//! the ops to log. Writes queue; one thread at a time, the group writer, takes every write that
+//! queued while it was busy and commits them as a group:
 //!
-//! Snapshots are written from a copy of the directory on a thread of their own: writing ten
-//! million accounts takes seconds, copying them a fraction of that, and writers wait only for
-//! the copy. The copy costs as much memory again as the directory while the file is written.
+//! 1. each is validated in arrival order against the directory *as the group's earlier writes
+//!    will leave it* ([`Ahead`]), so a group changes nothing the same writes made one by one
+//!    would not. One that fails is answered at once and changes nothing; the others go on;
+//! 2. the ops of all of them are logged in one compare-and-append (one transaction, one
+//!    commit), after the last write applied here;
+//! 3. only then are they applied, in log order, consecutive tag writes of several requests
+//!    together (their bitmap inserts sorted as one), in slices, handing the directory to any
+//!    waiting reader between two, so a push waits for at most one slice;
+//! 4. every write of the group is answered: its ops are durable and visible to every reader.
+//!
+//! A group costs one commit and one hand-over whatever its size, where writes one at a time
+//! under a mutex paid a commit each and sat idle between holders. Writes logged by another
+//! node are applied when its announcement of the new head arrives ([`Tenant::catch_up_to`]).
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-use tracing::{info, warn};
+use parking_lot::{Mutex, RwLockWriteGuard};
+use tokio::sync::oneshot;
+use tracing::warn;
 
+use super::snapshots::log_weight;
 use super::Tenant;
 use crate::bus::Event;
-use crate::directory::{snapshot, DirOp, Directory};
+use crate::directory::{Ahead, DirOp, Pending};
 use crate::error::Error;
-use crate::store::{Store, StoreError};
+use crate::metrics::Metrics;
+use crate::store::StoreError;
 
 /// Conflicts in a row after which a write gives up (each one means another node logged in
 /// between; a handful in a row means something is wrong).
 const MAX_APPEND_CONFLICTS: u32 = 16;
 
-/// A snapshot is written after this many logged writes, so start-up replays at most these.
-pub(super) const SNAPSHOT_EVERY_WRITES: u64 = 20_000;
+/// Writes taken into one group at most: bounds a group's transaction and the wait of its
+/// first write.
+const MAX_GROUP_WRITES: usize = 64;
 
+/// (account, tag or value) items applied under one hold of the directory's write lock: about a
+/// millisecond of bitmap inserts at ten million accounts, what a push may wait behind.
+const APPLY_SLICE_ITEMS: usize = 1_000;
+
+/// What the group writer keeps between groups; only the writer (and catching up) holds it.
 pub(super) struct WriterState {
-    last_seq: u64,
-    writes_since_snapshot: u64,
+    /// The last write applied here.
+    pub(super) last_seq: u64,
+    /// The weight of the log since the last snapshot ([`super::snapshots::log_weight`]).
+    pub(super) log_since_snapshot: u64,
     /// The thread writing a snapshot in the background, if one was started.
-    background_snapshot: Option<std::thread::JoinHandle<()>>,
+    pub(super) background_snapshot: Option<std::thread::JoinHandle<()>>,
 }
 
 impl WriterState {
-    pub(super) fn new(last_seq: u64, writes_since_snapshot: u64) -> WriterState {
+    pub(super) fn new(last_seq: u64, log_since_snapshot: u64) -> WriterState {
         WriterState {
             last_seq,
-            writes_since_snapshot,
+            log_since_snapshot,
             background_snapshot: None,
         }
     }
 }
 
-/// Serializes the writing of snapshot files: holds the sequence number the newest file covers,
-/// so an older snapshot never replaces a newer one.
-pub(super) type SnapshotFile = Arc<Mutex<u64>>;
+/// A write's validation: answers the ops to log, or why the request changes nothing.
+type Build = Box<dyn FnOnce(&Ahead) -> Result<Vec<DirOp>, Error> + Send>;
+
+struct Queued {
+    build: Build,
+    done: oneshot::Sender<Result<(), Error>>,
+}
+
+/// The writes waiting for the next group, and whether a group writer is running.
+#[derive(Default)]
+pub(super) struct WriteQueue {
+    state: Mutex<QueueState>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    waiting: Vec<Queued>,
+    writing: bool,
+}
+
+impl WriteQueue {
+    /// Queues a write; answers whether the caller must run the group writer (none runs).
+    fn push(&self, write: Queued) -> bool {
+        let mut state = self.state.lock();
+        state.waiting.push(write);
+        !std::mem::replace(&mut state.writing, true)
+    }
+
+    /// The next group, or `None` (and the writer stops) when nothing waits.
+    fn next_group(&self) -> Option<Vec<Queued>> {
+        let mut state = self.state.lock();
+        if state.waiting.is_empty() {
+            state.writing = false;
+            return None;
+        }
+        let take = state.waiting.len().min(MAX_GROUP_WRITES);
+        Some(state.waiting.drain(..take).collect())
+    }
+}
+
+/// Stops the group writer if it panics: the writes waiting are answered with an error (their
+/// senders dropped) instead of waiting for a writer that is gone.
+struct WriterRunning<'a>(&'a WriteQueue);
+
+impl Drop for WriterRunning<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut state = self.0.state.lock();
+            state.writing = false;
+            state.waiting.clear();
+        }
+    }
+}
+
+fn writer_gone() -> Error {
+    Error::Internal("the directory writer stopped before answering this write".into())
+}
 
 impl Tenant {
     /// Validates and builds writes against the current state with `build`, logs them durably,
-    /// then applies them. Blocking. Nothing changes if `build` fails.
+    /// then applies them; answers once they are visible. Blocking. Nothing changes if `build`
+    /// fails.
     pub fn write_directory(
         &self,
-        build: impl FnOnce(&Directory) -> Result<Vec<DirOp>, Error>,
+        build: impl FnOnce(&Ahead) -> Result<Vec<DirOp>, Error> + Send + 'static,
     ) -> Result<(), Error> {
-        let mut writer = self.writer.lock();
-        let ops = build(&self.directory.read())?;
-        if ops.is_empty() {
-            return Ok(());
+        let (done, answer) = oneshot::channel();
+        let build = Box::new(build);
+        if self.queue.push(Queued { build, done }) {
+            self.write_groups();
         }
-        writer.last_seq = self.append(&mut writer, &ops)?;
-        writer.writes_since_snapshot += ops.len() as u64;
+        answer.blocking_recv().unwrap_or_else(|_| Err(writer_gone()))
+    }
+
+    /// Async form of [`Self::write_directory`]: the group writer runs on a blocking thread
+    /// while the caller waits without holding one.
+    pub async fn write(
+        self: &Arc<Self>,
+        build: impl FnOnce(&Ahead) -> Result<Vec<DirOp>, Error> + Send + 'static,
+    ) -> Result<(), Error> {
+        let (done, answer) = oneshot::channel();
+        let build = Box::new(build);
+        if self.queue.push(Queued { build, done }) {
+            let tenant = Arc::clone(self);
+            tokio::task::spawn_blocking(move || tenant.write_groups());
+        }
+        answer.await.unwrap_or_else(|_| Err(writer_gone()))
+    }
+
+    /// Commits groups until nothing waits.
+    fn write_groups(&self) {
+        let _running = WriterRunning(&self.queue);
+        while let Some(group) = self.queue.next_group() {
+            self.write_group(group);
+        }
+    }
+
+    fn write_group(&self, group: Vec<Queued>) {
+        let mut writer = self.writer.lock();
+        let mut pending = Pending::default();
+        let mut accepted = Vec::with_capacity(group.len());
         {
-            let mut directory = self.directory.write();
-            for op in &ops {
-                directory.apply(op);
+            let directory = self.directory.read();
+            for Queued { build, done } in group {
+                let ahead = Ahead::new(&directory, &pending);
+                match catch_unwind(AssertUnwindSafe(|| build(&ahead))) {
+                    Ok(Ok(ops)) => {
+                        pending.push(&directory, ops);
+                        accepted.push(done);
+                    }
+                    Ok(Err(error)) => {
+                        let _ = done.send(Err(error));
+                    }
+                    Err(_) => {
+                        warn!(
+                            app = self.sdkappid(),
+                            "a directory write panicked while validated"
+                        );
+                        let _ = done.send(Err(Error::Internal(
+                            "the write's validation failed inside the server".into(),
+                        )));
+                    }
+                }
             }
         }
-        if writer.writes_since_snapshot >= self.snapshot_every_writes {
-            self.snapshot_in_background(&mut writer);
+        // Writes that log nothing (an import of a live account) were validated against the
+        // group's earlier writes: they are answered with those, once those are visible.
+        if !pending.is_empty() {
+            let ops = pending.into_ops();
+            let seq = match self.append(&mut writer, &ops) {
+                Ok(seq) => seq,
+                Err(error) => {
+                    for done in accepted {
+                        let _ = done.send(Err(Error::Store(error.clone())));
+                    }
+                    return;
+                }
+            };
+            // Everything up to `seq` is applied here or is this group, answered only once
+            // applied: a push need not wait for this group to read what was acknowledged.
+            self.covered_seq.store(seq, Ordering::Release);
+            let live = self.apply_in_slices(&ops);
+            writer.last_seq = seq;
+            writer.log_since_snapshot += ops.iter().map(log_weight).sum::<u64>();
+            if self.snapshot_policy.due(writer.log_since_snapshot, live) {
+                self.snapshot_in_background(&mut writer);
+            }
+            drop(writer);
+            self.announce(Event::DirectoryHead { seq });
+            Metrics::add(&self.metrics.directory_write_groups, 1);
+            Metrics::add(&self.metrics.directory_writes, accepted.len() as u64);
         }
-        let seq = writer.last_seq;
-        drop(writer);
-        self.announce(Event::DirectoryHead { seq });
-        Ok(())
+        for done in accepted {
+            let _ = done.send(Ok(()));
+        }
+    }
+
+    /// Applies `ops` in log order, a slice of about [`APPLY_SLICE_ITEMS`] at a time, letting
+    /// any reader waiting for the directory (a push evaluating its audience) in between.
+    /// Answers the live accounts after them.
+    fn apply_in_slices(&self, ops: &[DirOp]) -> u64 {
+        let mut directory = self.directory.write();
+        let mut start = 0;
+        let mut items = 0;
+        for (n, op) in ops.iter().enumerate() {
+            items += op_items(op);
+            if items >= APPLY_SLICE_ITEMS || n + 1 == ops.len() {
+                directory.apply_all(&ops[start..=n]);
+                start = n + 1;
+                items = 0;
+                if start < ops.len() {
+                    RwLockWriteGuard::bump(&mut directory);
+                }
+            }
+        }
+        directory.live().len()
     }
 
     /// Logs `ops` after the last write applied here and answers their head. When another
@@ -97,78 +263,12 @@ impl Tenant {
         }
     }
 
-    /// Async form of [`Self::write_directory`], run on a blocking thread.
-    pub async fn write(
-        self: &Arc<Self>,
-        build: impl FnOnce(&Directory) -> Result<Vec<DirOp>, Error> + Send + 'static,
-    ) -> Result<(), Error> {
-        let tenant = Arc::clone(self);
-        tokio::task::spawn_blocking(move || tenant.write_directory(build)).await?
-    }
-
-    /// Writes a snapshot if anything was logged since the last one, after any snapshot
-    /// already being written. Blocking.
-    pub fn snapshot(&self) -> Result<(), StoreError> {
-        let mut writer = self.writer.lock();
-        // One started in the background may still be writing: let it finish first.
-        if let Some(thread) = writer.background_snapshot.take() {
-            let _ = thread.join();
-        }
-        if writer.writes_since_snapshot == 0 {
-            return Ok(());
-        }
-        // Writers wait for this one: it is for shutdowns, where a copy would only cost memory.
-        let directory = self.directory.read();
-        save_snapshot(
-            &*self.store,
-            &self.snapshot_file,
-            self.sdkappid(),
-            writer.last_seq,
-            &directory,
-        )?;
-        writer.writes_since_snapshot = 0;
-        Ok(())
-    }
-
-    /// Starts writing a snapshot of a copy of the directory on a thread of its own; writers
-    /// wait only for the copy. If it fails, the log still holds every write, for the next
-    /// snapshot (or the next start) to take up.
-    fn snapshot_in_background(&self, writer: &mut WriterState) {
-        if writer
-            .background_snapshot
-            .as_ref()
-            .is_some_and(|thread| !thread.is_finished())
-        {
-            // One is being written; the writes since go into the next.
+    /// Applies the writes others logged up to `seq` (at least), if this node is behind.
+    /// Blocking; waits for at most the group being committed.
+    pub(super) fn catch_up_to(&self, seq: u64) {
+        if self.covered_seq.load(Ordering::Acquire) >= seq {
             return;
         }
-        let copy = self.directory.read().clone();
-        let (store, snapshot_file, app, seq) = (
-            Arc::clone(&self.store),
-            Arc::clone(&self.snapshot_file),
-            self.sdkappid(),
-            writer.last_seq,
-        );
-        let pending = std::mem::take(&mut writer.writes_since_snapshot);
-        let spawned = std::thread::Builder::new()
-            .name("crier-snapshot".into())
-            .spawn(move || {
-                if let Err(error) = save_snapshot(&*store, &snapshot_file, app, seq, &copy) {
-                    warn!(app, %error, "directory snapshot failed; the write log still holds everything");
-                }
-            });
-        match spawned {
-            Ok(thread) => writer.background_snapshot = Some(thread),
-            Err(error) => {
-                warn!(app = self.sdkappid(), %error, "could not start the snapshot thread");
-                writer.writes_since_snapshot = pending;
-            }
-        }
-    }
-
-    /// Applies the writes others logged up to `seq` (at least), if this node is behind.
-    /// Blocking.
-    pub(super) fn catch_up_to(&self, seq: u64) {
         let mut writer = self.writer.lock();
         if writer.last_seq >= seq {
             return;
@@ -180,7 +280,7 @@ impl Tenant {
 
     /// Applies every write logged after the last one applied here; if the log no longer
     /// reaches back that far, starts again from the stored snapshot.
-    fn catch_up(&self, writer: &mut WriterState) -> Result<(), StoreError> {
+    pub(super) fn catch_up(&self, writer: &mut WriterState) -> Result<(), StoreError> {
         let app = self.sdkappid();
         let read = {
             let mut directory = self.directory.write();
@@ -188,169 +288,57 @@ impl Tenant {
                 .read_dir_ops(app, writer.last_seq, &mut |seq, op| {
                     directory.apply(&op);
                     writer.last_seq = seq;
-                    writer.writes_since_snapshot += 1;
+                    writer.log_since_snapshot += log_weight(&op);
                 })
         };
-        match read {
+        let read = match read {
             Err(StoreError::Conflict(why)) => {
                 warn!(app, %why, "this node fell behind the log's horizon; loading the directory snapshot again");
-                let loaded = load_directory(app, &*self.store)?;
+                let loaded = super::snapshots::load_directory(app, &*self.store)?;
                 *self.directory.write() = loaded.directory;
                 writer.last_seq = loaded.last_seq;
-                writer.writes_since_snapshot = loaded.replayed;
+                writer.log_since_snapshot = loaded.replayed_log;
                 Ok(())
             }
             read => read,
-        }
+        };
+        self.covered_seq
+            .fetch_max(writer.last_seq, Ordering::AcqRel);
+        read
     }
 }
 
-/// A directory as loaded from the store.
-pub(super) struct Loaded {
-    pub(super) directory: Directory,
-    /// The last write the snapshot holds (0 without one).
-    pub(super) snapshot_seq: u64,
-    /// The last write the directory holds.
-    pub(super) last_seq: u64,
-    /// Writes replayed from the log after the snapshot.
-    pub(super) replayed: u64,
-}
-
-/// The app's directory as stored: its snapshot, then the writes logged after it. Blocking.
-pub(super) fn load_directory(app: u64, store: &dyn Store) -> Result<Loaded, StoreError> {
-    let (mut directory, mut last_seq) = match store.load_dir_snapshot(app)? {
-        Some(mut stored) => {
-            info!(app, "loading directory snapshot");
-            let directory = snapshot::read(&mut stored.reader, |done, total| {
-                info!(app, done, total, "loading accounts")
-            })
-            .map_err(snapshot_error)?;
-            (directory, stored.seq)
+/// The (account, tag or value) items of a write: what applying it costs, roughly.
+fn op_items(op: &DirOp) -> usize {
+    match op {
+        DirOp::Import { accounts } | DirOp::Delete { accounts } => accounts.len(),
+        DirOp::RemoveAllTags { accounts } => accounts.len(),
+        DirOp::AddTags { users } | DirOp::RemoveTags { users } => {
+            users.iter().map(|user| user.tags.len().max(1)).sum()
         }
-        None => (Directory::default(), 0),
-    };
-    let snapshot_seq = last_seq;
-    let mut replayed = 0u64;
-    store.read_dir_ops(app, last_seq, &mut |seq, op| {
-        directory.apply(&op);
-        last_seq = seq;
-        replayed += 1;
-        if replayed % 100_000 == 0 {
-            info!(app, replayed, "replaying directory writes");
-        }
-    })?;
-    Ok(Loaded {
-        directory,
-        snapshot_seq,
-        last_seq,
-        replayed,
-    })
-}
-
-/// Reading a snapshot's bytes: bad bytes are corrupt data, the rest a failing store.
-fn snapshot_error(error: std::io::Error) -> StoreError {
-    match error.kind() {
-        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
-            StoreError::Corrupt(format!("directory snapshot: {error}"))
-        }
-        _ => StoreError::Unavailable(format!("directory snapshot: {error}")),
+        DirOp::SetAttrs { users } => users.iter().map(|user| user.values.len().max(1)).sum(),
+        DirOp::RemoveAttrs { users } => users.iter().map(|user| user.slots.len().max(1)).sum(),
+        DirOp::SetAttrNames { names } => names.len(),
     }
 }
-
-/// Writes `directory` as the snapshot that covers the logged writes up to `seq`, unless one
-/// at least as new is on disk already. Blocking.
-fn save_snapshot(
-    store: &dyn Store,
-    file: &Mutex<u64>,
-    app: u64,
-    seq: u64,
-    directory: &Directory,
-) -> Result<(), StoreError> {
-    let mut newest = file.lock();
-    if seq <= *newest {
-        return Ok(());
-    }
-    let started = std::time::Instant::now();
-    store.save_dir_snapshot(app, seq, &mut |out| snapshot::write(directory, out))?;
-    *newest = seq;
-    info!(
-        app,
-        seq,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "directory snapshot written"
-    );
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::AppConfig;
-    use crate::directory::UserTags;
-    use crate::store::sqlite::SqliteStore;
-
-    fn open(dir: &std::path::Path) -> Arc<Tenant> {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir).unwrap());
-        let mut tenant = Tenant::load(AppConfig::new(1, "key"), store, Default::default()).unwrap();
-        tenant.snapshot_every_writes = 5;
-        Arc::new(tenant)
-    }
-
-    fn tag(tenant: &Tenant, n: usize) {
-        let users = vec![UserTags {
-            account: format!("user{n}"),
-            tags: vec![format!("tag{n}")],
-        }];
-        tenant
-            .write_directory(|_| Ok(vec![DirOp::AddTags { users }]))
-            .unwrap();
-    }
-
-    #[test]
-    fn background_snapshots_lose_no_write_made_while_they_are_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let tenant = open(dir.path());
-        for n in 0..23 {
-            tag(&tenant, n);
-        }
-        // Waits for the snapshot in flight, without writing one more.
-        if let Some(thread) = tenant.writer.lock().background_snapshot.take() {
-            thread.join().unwrap();
-        }
-        let on_disk = *tenant.snapshot_file.lock();
-        assert!(
-            on_disk >= 5,
-            "a snapshot was written in the background (covers up to {on_disk})"
-        );
-        let last_seq = tenant.writer.lock().last_seq;
-        drop(tenant);
-
-        // No graceful shutdown: what the snapshot lacks comes from the log.
-        let reopened = open(dir.path());
-        for n in 0..23 {
-            assert_eq!(
-                reopened.read(|d| d.tags_of(&format!("user{n}"))),
-                [format!("tag{n}")]
-            );
-        }
-        assert_eq!(reopened.writer.lock().last_seq, last_seq);
-        reopened.snapshot().unwrap();
-        assert_eq!(*reopened.snapshot_file.lock(), last_seq);
-    }
-}
-
 #[cfg(test)]
 mod shared_store_tests {
+    use super::super::snapshots::SnapshotPolicy;
     use super::*;
     use crate::config::AppConfig;
     use crate::directory::UserTags;
     use crate::store::sqlite::SqliteStore;
 
     /// Two apps' façades on two handles of one store: two nodes, without a bus between them.
-    fn node(dir: &std::path::Path, snapshot_every_writes: u64) -> Tenant {
+    fn node(dir: &std::path::Path, snapshot_every_write: bool) -> Tenant {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir).unwrap());
         let mut tenant = Tenant::load(AppConfig::new(1, "key"), store, Default::default()).unwrap();
-        tenant.snapshot_every_writes = snapshot_every_writes;
+        if snapshot_every_write {
+            tenant.snapshot_policy = SnapshotPolicy {
+                min_log_bytes: 1,
+                log_bytes_per_account: 0,
+            };
+        }
         tenant
     }
 
@@ -376,7 +364,7 @@ mod shared_store_tests {
     #[test]
     fn writes_of_two_nodes_interleave_in_one_log_and_both_end_with_the_same_numbers() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (node(dir.path(), 20_000), node(dir.path(), 20_000));
+        let (a, b) = (node(dir.path(), false), node(dir.path(), false));
         for n in 0..10 {
             // Each node writes with a stale head half of the time: the store refuses, the node
             // catches up with the other's writes and logs its own after them.
@@ -397,14 +385,14 @@ mod shared_store_tests {
         }
         assert_eq!(a.writer.lock().last_seq, b.writer.lock().last_seq);
         // A third node started now loads the same.
-        let c = node(dir.path(), 20_000);
+        let c = node(dir.path(), false);
         assert_eq!(numbers(&c), numbers(&a));
     }
 
     #[test]
     fn a_node_behind_the_logs_horizon_loads_the_snapshot_again() {
         let dir = tempfile::tempdir().unwrap();
-        let (busy, idle) = (node(dir.path(), 3), node(dir.path(), 20_000));
+        let (busy, idle) = (node(dir.path(), true), node(dir.path(), false));
         import_and_tag(&idle, "first", "t");
         // Two snapshots by the busy node cut the log past where the idle node stands.
         for n in 0..20 {
@@ -420,5 +408,300 @@ mod shared_store_tests {
             busy.read(|d| d.account_number("u19"))
         );
         assert_eq!(idle.writer.lock().last_seq, busy.writer.lock().last_seq);
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::AppConfig;
+    use crate::directory::{Condition, UserAttrSlots, UserAttrValues, UserTags};
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::Store;
+
+    /// Tags an account may hold in these tests: low, so that groups meet the cap.
+    const CAP: usize = 4;
+
+    /// A request as the REST handlers make them: validated against the directory (as the
+    /// writes ahead of it leave it), all or nothing.
+    #[derive(Debug, Clone)]
+    enum Request {
+        Import(Vec<String>),
+        Delete(Vec<String>),
+        AddTags(Vec<(String, Vec<String>)>),
+        RemoveTags(Vec<(String, Vec<String>)>),
+        RemoveAllTags(Vec<String>),
+        SetAttrNames(Vec<(u8, String)>),
+        SetAttrs(Vec<(String, Vec<(String, String)>)>),
+        RemoveAttrs(Vec<(String, Vec<String>)>),
+    }
+
+    fn rejected(info: String) -> Error {
+        Error::rejected(1, info)
+    }
+
+    fn user_tags(users: Vec<(String, Vec<String>)>) -> Vec<UserTags> {
+        users
+            .into_iter()
+            .map(|(account, tags)| UserTags { account, tags })
+            .collect()
+    }
+
+    fn slot(d: &Ahead, name: &str) -> Result<u8, Error> {
+        d.attr_slot(name)
+            .ok_or_else(|| rejected(format!("no attribute {name}")))
+    }
+
+    /// The checks of `api::{accounts, tags, attrs}`, on the [`Ahead`] view.
+    fn build(request: Request) -> Build {
+        Box::new(move |d: &Ahead| match request {
+            Request::Import(mut accounts) => {
+                accounts.retain(|a| !d.is_live(a));
+                accounts.dedup();
+                Ok(if accounts.is_empty() {
+                    vec![]
+                } else {
+                    vec![DirOp::Import { accounts }]
+                })
+            }
+            Request::Delete(accounts) => {
+                let live: Vec<String> = accounts.into_iter().filter(|a| d.is_live(a)).collect();
+                Ok(if live.is_empty() {
+                    vec![]
+                } else {
+                    vec![DirOp::Delete { accounts: live }]
+                })
+            }
+            Request::AddTags(users) => {
+                let most = d.most_tags_held();
+                for (account, _) in &users {
+                    let tags: std::collections::BTreeSet<&String> = users
+                        .iter()
+                        .filter(|(a, _)| a == account)
+                        .flat_map(|(_, tags)| tags)
+                        .collect();
+                    if most + tags.len() <= CAP {
+                        continue;
+                    }
+                    let total = d.tag_count(account)
+                        + tags.iter().filter(|t| !d.holds_tag(account, t)).count();
+                    if total > CAP {
+                        return Err(rejected(format!("{account} would hold {total} tags")));
+                    }
+                }
+                Ok(vec![DirOp::AddTags {
+                    users: user_tags(users),
+                }])
+            }
+            Request::RemoveTags(users) => Ok(vec![DirOp::RemoveTags {
+                users: user_tags(users),
+            }]),
+            Request::RemoveAllTags(accounts) => Ok(vec![DirOp::RemoveAllTags { accounts }]),
+            Request::SetAttrNames(names) => {
+                let mut after = d.attr_names();
+                after.extend(names.iter().cloned());
+                let mut seen = BTreeMap::new();
+                for (slot, name) in &after {
+                    if let Some(other) = seen.insert(name, slot) {
+                        return Err(rejected(format!("{name} names {other} and {slot}")));
+                    }
+                }
+                Ok(vec![DirOp::SetAttrNames { names }])
+            }
+            Request::SetAttrs(users) => {
+                let users = users
+                    .into_iter()
+                    .map(|(account, values)| {
+                        let values = values
+                            .into_iter()
+                            .map(|(name, value)| Ok((slot(d, &name)?, value)))
+                            .collect::<Result<_, Error>>()?;
+                        Ok(UserAttrValues { account, values })
+                    })
+                    .collect::<Result<_, Error>>()?;
+                Ok(vec![DirOp::SetAttrs { users }])
+            }
+            Request::RemoveAttrs(users) => {
+                let users = users
+                    .into_iter()
+                    .map(|(account, names)| {
+                        let slots = names
+                            .iter()
+                            .map(|name| slot(d, name))
+                            .collect::<Result<_, Error>>()?;
+                        Ok(UserAttrSlots { account, slots })
+                    })
+                    .collect::<Result<_, Error>>()?;
+                Ok(vec![DirOp::RemoveAttrs { users }])
+            }
+        })
+    }
+
+    fn arb_request() -> impl Strategy<Value = Request> {
+        let account = "[a-e]";
+        let tags = prop::collection::vec("t[0-5]", 1..4);
+        let users = prop::collection::vec((account, tags), 1..4);
+        let attr = "n[0-3]";
+        prop_oneof![
+            2 => prop::collection::vec(account, 1..3).prop_map(Request::Import),
+            1 => prop::collection::vec(account, 1..3).prop_map(Request::Delete),
+            4 => users.clone().prop_map(Request::AddTags),
+            2 => users.prop_map(Request::RemoveTags),
+            1 => prop::collection::vec(account, 1..3).prop_map(Request::RemoveAllTags),
+            1 => prop::collection::vec((0u8..3, attr), 1..3).prop_map(Request::SetAttrNames),
+            2 => prop::collection::vec((account, prop::collection::vec((attr, "v[0-2]"), 1..3)), 1..3)
+                .prop_map(Request::SetAttrs),
+            1 => prop::collection::vec((account, prop::collection::vec(attr, 1..3)), 1..3)
+                .prop_map(Request::RemoveAttrs),
+        ]
+    }
+
+    fn open(dir: &std::path::Path) -> Tenant {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir).unwrap());
+        Tenant::load(AppConfig::new(1, "key"), store, Default::default()).unwrap()
+    }
+
+    impl Tenant {
+        /// Commits `builds` as one group, as if they all arrived while another was committed.
+        fn write_together(&self, builds: Vec<Build>) -> Vec<Result<(), Error>> {
+            let answers: Vec<_> = builds
+                .into_iter()
+                .map(|build| {
+                    let (done, answer) = oneshot::channel();
+                    self.queue
+                        .state
+                        .lock()
+                        .waiting
+                        .push(Queued { build, done });
+                    answer
+                })
+                .collect();
+            assert!(!std::mem::replace(
+                &mut self.queue.state.lock().writing,
+                true
+            ));
+            self.write_groups();
+            answers
+                .into_iter()
+                .map(|answer| answer.blocking_recv().unwrap())
+                .collect()
+        }
+    }
+
+    /// What a client could tell of the directory: per name its number, liveness, tags and
+    /// values; the attribute names; a few audiences.
+    fn state(tenant: &Tenant) -> String {
+        tenant.read(|d| {
+            let mut out = format!("names {:?}\n", d.attr_names());
+            for name in ["a", "b", "c", "d", "e"] {
+                let mut tags = d.tags_of(name);
+                tags.sort();
+                out += &format!(
+                    "{name}: {:?} live {} tags {tags:?} attrs {:?}\n",
+                    d.account_number(name),
+                    d.is_live(name),
+                    d.attrs_of(name)
+                );
+            }
+            for condition in [
+                Condition::All,
+                Condition::Tags {
+                    and: vec![],
+                    or: vec!["t0".into(), "t1".into()],
+                },
+                Condition::Attrs {
+                    and: vec![],
+                    or: vec![(0, "v0".into()), (1, "v1".into())],
+                },
+            ] {
+                out += &format!("{condition:?}: {:?}\n", d.audience(&condition));
+            }
+            out
+        })
+    }
+
+    fn outcome(result: &Result<(), Error>) -> String {
+        match result {
+            Ok(()) => "ok".into(),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Requests committed in groups of any make-up answer and end as the same requests
+        /// committed one at a time in their order of arrival, in memory and in the log.
+        #[test]
+        fn grouped_writes_end_as_the_same_writes_one_by_one(
+            requests in prop::collection::vec(arb_request(), 1..40),
+            cuts in prop::collection::vec(1usize..8, 1..40),
+        ) {
+            let (one_dir, grouped_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let (one, grouped) = (open(one_dir.path()), open(grouped_dir.path()));
+            let alone: Vec<String> = requests
+                .iter()
+                .map(|r| outcome(&one.write_directory(build(r.clone()))))
+                .collect();
+            let mut together = Vec::new();
+            let mut rest = requests.as_slice();
+            for &cut in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (group, after) = rest.split_at(cut.min(rest.len()));
+                rest = after;
+                let builds = group.iter().cloned().map(build).collect();
+                together.extend(grouped.write_together(builds).iter().map(outcome));
+            }
+            prop_assert_eq!(&together, &alone);
+            prop_assert_eq!(state(&grouped), state(&one));
+            // What was logged replays to the same directory.
+            drop(grouped);
+            prop_assert_eq!(state(&open(grouped_dir.path())), state(&one));
+        }
+    }
+
+    #[test]
+    fn concurrent_writers_are_committed_in_groups_and_all_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let tenant = Arc::new(open(dir.path()));
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let tenant = Arc::clone(&tenant);
+                std::thread::spawn(move || {
+                    for n in 0..50 {
+                        let account = format!("w{w}-{n}");
+                        let request = Request::AddTags(vec![(account.clone(), vec![format!("t{w}")])]);
+                        tenant.write_directory(build(request)).unwrap();
+                        // Acknowledged means visible.
+                        assert_eq!(tenant.read(|d| d.tags_of(&account)), [format!("t{w}")]);
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        for w in 0..8 {
+            let tag = Condition::Tags {
+                and: vec![format!("t{w}")],
+                or: vec![],
+            };
+            // Tagged, never imported: counted among the holders of the tag, not the audience.
+            assert!(tenant.read(|d| (0..50).all(|n| d.holds_tag(&format!("w{w}-{n}"), &format!("t{w}")))));
+            assert!(tenant.read(|d| d.audience(&tag)).is_empty());
+        }
+        assert_eq!(tenant.writer.lock().last_seq, 400);
+        let groups = tenant.metrics.directory_write_groups.load(Ordering::Relaxed);
+        assert_eq!(tenant.metrics.directory_writes.load(Ordering::Relaxed), 400);
+        assert!(groups < 400, "eight writers waiting on each other share groups: {groups}");
+        drop(tenant);
+        let reopened = open(dir.path());
+        assert_eq!(reopened.read(|d| d.tags_of("w7-49")), ["t7"]);
     }
 }

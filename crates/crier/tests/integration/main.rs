@@ -12,6 +12,7 @@ mod attrs;
 mod auth;
 mod cli;
 mod cluster;
+mod concurrent_writes;
 mod crash;
 mod crier_reads;
 mod edge;
