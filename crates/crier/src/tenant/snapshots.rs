@@ -230,24 +230,56 @@ mod tests {
     use crate::directory::UserTags;
     use crate::store::sqlite::SqliteStore;
 
+    /// A tenant that snapshots after every five of [`tag`]'s writes.
     fn open(dir: &std::path::Path) -> Arc<Tenant> {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir).unwrap());
         let mut tenant = Tenant::load(AppConfig::new(1, "key"), store, Default::default()).unwrap();
         tenant.snapshot_policy = SnapshotPolicy {
-            min_log_bytes: 1,
+            min_log_bytes: 5 * log_weight(&tag_write(10)) - 1,
             log_bytes_per_account: 0,
         };
         Arc::new(tenant)
     }
 
+    fn tag_write(n: usize) -> DirOp {
+        DirOp::AddTags {
+            users: vec![UserTags {
+                account: format!("user{n}"),
+                tags: vec![format!("tag{n}")],
+            }],
+        }
+    }
+
     fn tag(tenant: &Tenant, n: usize) {
-        let users = vec![UserTags {
-            account: format!("user{n}"),
-            tags: vec![format!("tag{n}")],
-        }];
-        tenant
-            .write_directory(|_| Ok(vec![DirOp::AddTags { users }]))
-            .unwrap();
+        tenant.write_directory(move |_| Ok(vec![tag_write(n)])).unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_is_due_by_the_logs_weight_against_the_directorys_size() {
+        let policy = SNAPSHOT_POLICY;
+        let small = log_weight(&tag_write(1));
+        // A small app: due after the minimum, however few its accounts.
+        assert!(!policy.due(policy.min_log_bytes - 1, 1_000));
+        assert!(policy.due(policy.min_log_bytes, 1_000));
+        // Ten million accounts: due after half a snapshot's worth of log, far more than the
+        // 20,000 small writes that used to trigger one.
+        assert!(!policy.due(20_000 * small, 10_000_000));
+        assert!(policy.due(240_000_000, 10_000_000));
+        // A record's weight grows with what it carries.
+        let big = DirOp::AddTags {
+            users: (0..100)
+                .map(|n| UserTags {
+                    account: format!("user{n}"),
+                    tags: (0..5).map(|t| format!("tag{t}")).collect(),
+                })
+                .collect(),
+        };
+        let json = serde_json::to_string(&big).unwrap().len() as u64;
+        let weight = log_weight(&big);
+        assert!(
+            weight >= json && weight < 2 * json,
+            "the weight {weight} is about the record's {json} bytes"
+        );
     }
 
     #[test]

@@ -328,6 +328,7 @@ mod shared_store_tests {
     use crate::config::AppConfig;
     use crate::directory::UserTags;
     use crate::store::sqlite::SqliteStore;
+    use crate::store::Store;
 
     /// Two apps' façades on two handles of one store: two nodes, without a bus between them.
     fn node(dir: &std::path::Path, snapshot_every_write: bool) -> Tenant {
