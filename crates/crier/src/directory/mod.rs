@@ -7,6 +7,8 @@
 //!
 //! - [`accounts`]: the name ↔ number map.
 //! - [`ops`]: the writes, as logged.
+//! - [`pending`]: the directory as writes validated but not yet applied will leave it, for
+//!   validating the next write of the same commit group.
 //! - [`tag_lists`] and [`attr_values`]: the transposes the writes read (which tags, which value
 //!   an account holds), so a write costs the account's own tags and values, not the app's.
 //! - [`snapshot`]: the versioned on-disk form, so start-up loads bitmaps instead of rebuilding

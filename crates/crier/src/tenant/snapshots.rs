@@ -63,7 +63,9 @@ pub(super) fn log_weight(op: &DirOp) -> u64 {
         DirOp::SetAttrs { users } => users
             .iter()
             .map(|u| {
-                PER_ENTRY + u.account.len() + u.values.iter().map(|(_, v)| v.len() + 8).sum::<usize>()
+                PER_ENTRY
+                    + u.account.len()
+                    + u.values.iter().map(|(_, v)| v.len() + 8).sum::<usize>()
             })
             .sum(),
         DirOp::RemoveAttrs { users } => users
@@ -139,7 +141,6 @@ impl Tenant {
             }
         }
     }
-
 }
 
 /// A directory as loaded from the store.
@@ -251,7 +252,9 @@ mod tests {
     }
 
     fn tag(tenant: &Tenant, n: usize) {
-        tenant.write_directory(move |_| Ok(vec![tag_write(n)])).unwrap();
+        tenant
+            .write_directory(move |_| Ok(vec![tag_write(n)]))
+            .unwrap();
     }
 
     #[test]
@@ -314,4 +317,3 @@ mod tests {
         assert_eq!(*reopened.snapshot_file.lock(), last_seq);
     }
 }
-

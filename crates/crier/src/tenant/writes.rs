@@ -137,7 +137,9 @@ impl Tenant {
         if self.queue.push(Queued { build, done }) {
             self.write_groups();
         }
-        answer.blocking_recv().unwrap_or_else(|_| Err(writer_gone()))
+        answer
+            .blocking_recv()
+            .unwrap_or_else(|_| Err(writer_gone()))
     }
 
     /// Async form of [`Self::write_directory`]: the group writer runs on a blocking thread
@@ -573,11 +575,7 @@ mod group_tests {
                 .into_iter()
                 .map(|build| {
                     let (done, answer) = oneshot::channel();
-                    self.queue
-                        .state
-                        .lock()
-                        .waiting
-                        .push(Queued { build, done });
+                    self.queue.state.lock().waiting.push(Queued { build, done });
                     answer
                 })
                 .collect();
@@ -677,7 +675,8 @@ mod group_tests {
                 std::thread::spawn(move || {
                     for n in 0..50 {
                         let account = format!("w{w}-{n}");
-                        let request = Request::AddTags(vec![(account.clone(), vec![format!("t{w}")])]);
+                        let request =
+                            Request::AddTags(vec![(account.clone(), vec![format!("t{w}")])]);
                         tenant.write_directory(build(request)).unwrap();
                         // Acknowledged means visible.
                         assert_eq!(tenant.read(|d| d.tags_of(&account)), [format!("t{w}")]);
@@ -694,13 +693,20 @@ mod group_tests {
                 or: vec![],
             };
             // Tagged, never imported: counted among the holders of the tag, not the audience.
-            assert!(tenant.read(|d| (0..50).all(|n| d.holds_tag(&format!("w{w}-{n}"), &format!("t{w}")))));
+            assert!(tenant
+                .read(|d| (0..50).all(|n| d.holds_tag(&format!("w{w}-{n}"), &format!("t{w}")))));
             assert!(tenant.read(|d| d.audience(&tag)).is_empty());
         }
         assert_eq!(tenant.writer.lock().last_seq, 400);
-        let groups = tenant.metrics.directory_write_groups.load(Ordering::Relaxed);
+        let groups = tenant
+            .metrics
+            .directory_write_groups
+            .load(Ordering::Relaxed);
         assert_eq!(tenant.metrics.directory_writes.load(Ordering::Relaxed), 400);
-        assert!(groups < 400, "eight writers waiting on each other share groups: {groups}");
+        assert!(
+            groups < 400,
+            "eight writers waiting on each other share groups: {groups}"
+        );
         drop(tenant);
         let reopened = open(dir.path());
         assert_eq!(reopened.read(|d| d.tags_of("w7-49")), ["t7"]);

@@ -13,7 +13,9 @@ const ROUNDS: usize = 6;
 const USERS: usize = 25;
 
 fn accounts(writer: usize, round: usize) -> Vec<String> {
-    (0..USERS).map(|u| format!("w{writer}r{round}u{u}")).collect()
+    (0..USERS)
+        .map(|u| format!("w{writer}r{round}u{u}"))
+        .collect()
 }
 
 /// Imports, tags and attributes for the accounts of one writer, round after round, and takes
@@ -55,7 +57,10 @@ async fn many_concurrent_writers_all_get_ok_and_everything_reads_back() {
     let server = TestServer::start().await;
     let admin = server.admin();
     admin
-        .ok(SET_ATTR_NAME, json!({"AttrNames": {"0": "tier", "1": "city"}}))
+        .ok(
+            SET_ATTR_NAME,
+            json!({"AttrNames": {"0": "tier", "1": "city"}}),
+        )
         .await;
     join_all((0..WRITERS).map(|writer| {
         let admin = &admin;
@@ -91,7 +96,10 @@ async fn many_concurrent_writers_all_get_ok_and_everything_reads_back() {
     let by_tag = push_to(&admin, json!({"TagsAnd": ["w3", "r2"]}), 1).await;
     assert_eq!(task_report(&admin, &by_tag).await["AudienceSize"], USERS);
     let by_attr = push_to(&admin, json!({"AttrsAnd": {"tier": "t5"}}), 2).await;
-    assert_eq!(task_report(&admin, &by_attr).await["AudienceSize"], USERS * ROUNDS);
+    assert_eq!(
+        task_report(&admin, &by_attr).await["AudienceSize"],
+        USERS * ROUNDS
+    );
 
     let metrics = server.metrics().await;
     let writes = metric(&metrics, "crier_directory_writes_total");
@@ -122,7 +130,10 @@ async fn racing_writes_do_not_take_an_account_past_the_tag_cap() {
     let held = names("held", 95);
     for chunk in held.chunks(10) {
         admin
-            .ok(ADD_TAG, json!({"UserTags": [{"To_Account": "a", "Tags": chunk}]}))
+            .ok(
+                ADD_TAG,
+                json!({"UserTags": [{"To_Account": "a", "Tags": chunk}]}),
+            )
             .await;
     }
     let answers = join_all((0..10).map(|n| {
@@ -136,7 +147,15 @@ async fn racing_writes_do_not_take_an_account_past_the_tag_cap() {
         .iter()
         .map(|answer| answer["ErrorCode"].as_u64().unwrap())
         .collect();
-    assert_eq!(codes.iter().filter(|&&code| code == 0).count(), 5, "{codes:?}");
-    assert_eq!(codes.iter().filter(|&&code| code == 90032).count(), 5, "{codes:?}");
+    assert_eq!(
+        codes.iter().filter(|&&code| code == 0).count(),
+        5,
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|&&code| code == 90032).count(),
+        5,
+        "{codes:?}"
+    );
     assert_eq!(sorted_tags(&admin, "a").await.len(), 100);
 }
