@@ -112,6 +112,43 @@ pub struct DeliveryCounts {
     pub offline: u64,
 }
 
+/// A step of a push on the way to one account, kept as one bitmap of accounts per batch
+/// ([`Store::append_marks`]) for the `timpush` statistics and trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MarkStage {
+    /// The push's frame was written to a session of the account (as it was accepted, or at a
+    /// login).
+    Reached,
+    /// The account acknowledged it.
+    Acked,
+}
+
+impl MarkStage {
+    pub fn code(self) -> i64 {
+        match self {
+            MarkStage::Reached => 1,
+            MarkStage::Acked => 2,
+        }
+    }
+
+    pub fn of_code(code: i64) -> Option<MarkStage> {
+        match code {
+            1 => Some(MarkStage::Reached),
+            2 => Some(MarkStage::Acked),
+            _ => None,
+        }
+    }
+}
+
+/// One stored batch of marks of one push.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushMark {
+    pub stage: MarkStage,
+    /// When the batch was stored, Unix milliseconds.
+    pub at_ms: u64,
+    pub accounts: RoaringBitmap,
+}
+
 impl std::ops::AddAssign for DeliveryCounts {
     fn add_assign(&mut self, other: DeliveryCounts) {
         self.online += other.online;
@@ -223,9 +260,21 @@ pub trait Store: notify::NotifyStore + Send + Sync + 'static {
     fn load_delivery_counts(&self, app: u64)
         -> Result<HashMap<String, DeliveryCounts>, StoreError>;
 
+    /// Durably records, for each push, that the accounts of the bitmap reached `stage` by
+    /// `at_ms`.
+    fn append_marks(
+        &self,
+        app: u64,
+        at_ms: u64,
+        marks: &[(String, MarkStage, RoaringBitmap)],
+    ) -> Result<(), StoreError>;
+
+    /// The stored mark batches of one push, in the order stored.
+    fn push_marks(&self, app: u64, task_id: &str) -> Result<Vec<PushMark>, StoreError>;
+
     /// Deletes the pushes whose lifetime ended before `expired_before_ms` and that were created
     /// before `created_before_ms` (so today's pushes still count toward the quota), with their
-    /// acknowledgements, delivery counts and notification jobs. Answers how many went.
+    /// acknowledgements, marks, delivery counts, notification jobs and overwrites. Answers how many went.
     fn purge_pushes(
         &self,
         app: u64,

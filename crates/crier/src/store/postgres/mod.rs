@@ -23,6 +23,7 @@
 //! URLs are only ever shown through [`redacted`].
 
 mod directory;
+mod marks;
 mod notify;
 mod pushes;
 mod schema;
@@ -39,7 +40,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use roaring::RoaringBitmap;
 
 use super::{
-    DeliveryCounts, PushAcceptance, PushCounts, PushRules, PushSummary, Store, StoreError,
+    DeliveryCounts, MarkStage, PushAcceptance, PushMark, PushCounts, PushRules, PushSummary, Store, StoreError,
     StoredSnapshot,
 };
 use crate::directory::DirOp;
@@ -375,6 +376,19 @@ impl Store for PostgresStore {
         app: u64,
     ) -> Result<HashMap<String, DeliveryCounts>, StoreError> {
         self.run(|client| pushes::load_delivery_counts(client, app))
+    }
+
+    fn append_marks(
+        &self,
+        app: u64,
+        at_ms: u64,
+        marks: &[(String, MarkStage, RoaringBitmap)],
+    ) -> Result<(), StoreError> {
+        self.run(|client| marks::append_marks(client, app, at_ms, marks))
+    }
+
+    fn push_marks(&self, app: u64, task_id: &str) -> Result<Vec<PushMark>, StoreError> {
+        self.run(|client| marks::push_marks(client, app, task_id))
     }
 
     fn purge_pushes(

@@ -224,8 +224,14 @@ pub(super) fn revoke_push(
                     &[&app, &task_id, &(now_ms as i64), &overwrite],
                 )?;
                 // A run in progress stops at its next batch; no node claims what is left.
+                // What it sent is overwritten once it let go of the job.
                 tx.execute(
                     "UPDATE notify_jobs SET done = TRUE WHERE app = $1 AND task_id = $2",
+                    &[&app, &task_id],
+                )?;
+                tx.execute(
+                    "INSERT INTO notify_overwrites (app, task_id)
+                     SELECT app, task_id FROM notify_jobs WHERE app = $1 AND task_id = $2",
                     &[&app, &task_id],
                 )?;
                 RevokeOutcome::Revoked
@@ -405,7 +411,13 @@ pub(super) fn purge_pushes(
     )?;
     // A count batch in flight can bring a row back for a push purged here; the next
     // purge takes it, and no report shows it meanwhile (the push itself is gone).
-    for table in ["acks", "delivery_counts", "notify_jobs"] {
+    for table in [
+        "acks",
+        "push_marks",
+        "delivery_counts",
+        "notify_jobs",
+        "notify_overwrites",
+    ] {
         tx.execute(
             &format!(
                 "DELETE FROM {table} AS hanging WHERE app = $1 AND NOT EXISTS

@@ -123,6 +123,30 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE pushes ADD COLUMN revoked_ms BIGINT;
     ALTER TABLE pushes ADD COLUMN revoke_info TEXT;
 "#,
+    // Timpush statistics and trace, and the overwrite of a revoked push's notifications: the
+    // accounts a push reached on a session and that acknowledged it, one bitmap per batch
+    // with its time; one overwrite row per revoked push that had a notification job.
+    r#"
+    CREATE TABLE push_marks (
+        id BIGSERIAL PRIMARY KEY,
+        app BIGINT NOT NULL,
+        task_id TEXT NOT NULL,
+        stage SMALLINT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        accounts BYTEA NOT NULL
+    );
+    CREATE INDEX push_marks_by_task ON push_marks (app, task_id);
+    CREATE TABLE notify_overwrites (
+        seq BIGSERIAL PRIMARY KEY,
+        app BIGINT NOT NULL,
+        task_id TEXT NOT NULL,
+        cursor BIGINT NOT NULL DEFAULT 0,
+        counts TEXT NOT NULL DEFAULT '{}',
+        done BOOLEAN NOT NULL DEFAULT FALSE,
+        UNIQUE (app, task_id)
+    );
+    CREATE INDEX notify_overwrites_unfinished ON notify_overwrites (app, seq) WHERE NOT done;
+"#,
 ];
 
 /// Brings the schema to [`VERSION`] on `client`, a connection of its own (the advisory lock

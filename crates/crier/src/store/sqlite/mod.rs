@@ -15,6 +15,7 @@
 //! into [`StoreError`]s: they become backend-neutral here and nowhere else.
 
 mod directory;
+mod marks;
 mod notify;
 mod pushes;
 mod schema;
@@ -33,7 +34,7 @@ use roaring::RoaringBitmap;
 use rusqlite::Connection;
 
 use super::{
-    DeliveryCounts, PushAcceptance, PushCounts, PushRules, PushSummary, Store, StoreError,
+    DeliveryCounts, MarkStage, PushAcceptance, PushMark, PushCounts, PushRules, PushSummary, Store, StoreError,
     StoredSnapshot,
 };
 use crate::directory::DirOp;
@@ -279,6 +280,19 @@ impl Store for SqliteStore {
         after: u64,
     ) -> Result<(u64, Vec<(String, RoaringBitmap)>), StoreError> {
         run(|| pushes::acks_since(self, app, after))
+    }
+
+    fn append_marks(
+        &self,
+        app: u64,
+        at_ms: u64,
+        marks: &[(String, MarkStage, RoaringBitmap)],
+    ) -> Result<(), StoreError> {
+        run(|| marks::append_marks(self, app, at_ms, marks))
+    }
+
+    fn push_marks(&self, app: u64, task_id: &str) -> Result<Vec<PushMark>, StoreError> {
+        run(|| marks::push_marks(self, app, task_id))
     }
 
     fn purge_pushes(

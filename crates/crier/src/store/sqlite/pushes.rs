@@ -233,9 +233,15 @@ pub(super) fn revoke_push(
                 "UPDATE pushes SET revoked_ms = ?3, revoke_info = ?4 WHERE app = ?1 AND task_id = ?2",
                 params![app as i64, task_id, now_ms as i64, overwrite],
             )?;
-            // A run in progress stops at its next batch; no node claims what is left.
+            // A run in progress stops at its next batch; no node claims what is left. What
+            // it sent is overwritten once it let go of the job.
             tx.execute(
                 "UPDATE notify_jobs SET done = 1 WHERE app = ?1 AND task_id = ?2",
+                params![app as i64, task_id],
+            )?;
+            tx.execute(
+                "INSERT INTO notify_overwrites (app, task_id)
+                 SELECT app, task_id FROM notify_jobs WHERE app = ?1 AND task_id = ?2",
                 params![app as i64, task_id],
             )?;
             RevokeOutcome::Revoked
@@ -400,7 +406,13 @@ pub(super) fn purge_pushes(
     )?;
     // A count batch in flight can bring a row back for a push purged here; the next
     // purge takes it, and no report shows it meanwhile (the push itself is gone).
-    for table in ["acks", "delivery_counts", "notify_jobs"] {
+    for table in [
+        "acks",
+        "push_marks",
+        "delivery_counts",
+        "notify_jobs",
+        "notify_overwrites",
+    ] {
         tx.execute(
             &format!("DELETE FROM {table} WHERE app = ?1 AND task_id NOT IN (SELECT task_id FROM pushes WHERE app = ?1)"),
             params![app as i64],

@@ -126,6 +126,31 @@ const MIGRATIONS: &[Migration] = &[
     ALTER TABLE pushes ADD COLUMN revoke_info TEXT;
 "#,
     ),
+    // Timpush statistics and trace, and the overwrite of a revoked push's notifications: the
+    // accounts a push reached on a session and that acknowledged it, one bitmap per batch
+    // with its time; one overwrite row per revoked push that had a notification job.
+    Migration::Sql(
+        r#"
+    CREATE TABLE push_marks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        app INTEGER NOT NULL,
+        task_id TEXT NOT NULL,
+        stage INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL,
+        accounts BLOB NOT NULL
+    );
+    CREATE INDEX push_marks_by_task ON push_marks (app, task_id);
+    CREATE TABLE notify_overwrites (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        app INTEGER NOT NULL,
+        task_id TEXT NOT NULL,
+        cursor INTEGER NOT NULL DEFAULT 0,
+        counts TEXT NOT NULL DEFAULT '{}',
+        done INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (app, task_id)
+    );
+"#,
+    ),
 ];
 
 enum Migration {
