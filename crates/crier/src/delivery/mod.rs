@@ -9,6 +9,10 @@
 //!   acknowledged ([`Delivery::pending_for`]).
 //! - Acknowledgements are batched into one bitmap per push per batch, and delivery counts into
 //!   one row per push per batch ([`records`]); both outlive restarts, as task reports need.
+//! - `timpush` pushes are also marked: the accounts each reached on a session and those that
+//!   acknowledged it, as bitmaps per batch ([`records`]), for their statistics and trace. A
+//!   `timpush` push that keeps nothing still has its acknowledgements recorded, from the
+//!   accounts it reached here.
 //! - Revoked (`timpush/revoke`): the push leaves the kept pushes, a fan-out still under way
 //!   stops, and a `Revoke` frame goes to every online session of its audience, queued behind
 //!   the push's own fan-out so no session gets the push after its `Revoke`
@@ -24,7 +28,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use crier_proto::protocol::{close, PushFrame, ServerFrame};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use roaring::RoaringBitmap;
 use serde_json::value::RawValue;
 use tracing::{info, warn};
@@ -32,12 +36,14 @@ use tracing::{info, warn};
 use crate::metrics::{BackgroundTask, Metrics};
 use crate::notify::shape::wants_notifications;
 use crate::store::PushRecord;
-use crate::store::{DeliveryCounts, Store, StoreError};
+use crate::store::{DeliveryCounts, MarkStage, Store, StoreError};
 use conn::text_frame;
 use presence::Sessions;
 
 /// The longest `MsgLifeTime`; pushes older than this are never kept.
 const MAX_KEEP_MS: u64 = 604_800 * 1000;
+/// How long acknowledgements of a `timpush` push that keeps nothing are taken.
+const UNKEPT_ACK_WINDOW_MS: u64 = 3600 * 1000;
 
 struct KeptPush {
     record: Arc<PushRecord>,
@@ -62,6 +68,8 @@ struct FanOutJob {
     recipients: RoaringBitmap,
     frame: Bytes,
     stats: Arc<TaskStats>,
+    /// A `timpush` push: the accounts reached are marked.
+    marked: bool,
 }
 
 struct RevokeJob {
@@ -87,6 +95,15 @@ pub struct TaskStats {
     pub offline: AtomicU64,
     /// Revoked: a fan-out under way stops, one not started is skipped.
     pub revoked: AtomicBool,
+    /// A `timpush` push that keeps nothing: the accounts it reached on this node and those of
+    /// them that acknowledged it (an acknowledgement from anyone else is not believed).
+    pub unkept: Mutex<Option<UnkeptAcks>>,
+}
+
+#[derive(Default)]
+pub struct UnkeptAcks {
+    reached: RoaringBitmap,
+    acked: RoaringBitmap,
 }
 
 impl TaskStats {
@@ -94,7 +111,7 @@ impl TaskStats {
         Arc::new(TaskStats {
             online: AtomicU64::new(counts.online),
             offline: AtomicU64::new(counts.offline),
-            revoked: AtomicBool::new(false),
+            ..TaskStats::default()
         })
     }
 }
@@ -247,6 +264,10 @@ impl Delivery {
         // fan-out thread gets to it.
         let recipients = self.sessions.online_among(&record.audience);
         let frame = push_frame(&record, false);
+        let marked = record.kind.is_timpush();
+        if marked && record.lifetime_secs == 0 {
+            *stats.unkept.lock() = Some(UnkeptAcks::default());
+        }
         if self
             .fan_out
             .send(FanOutWork::Push(FanOutJob {
@@ -254,6 +275,7 @@ impl Delivery {
                 recipients,
                 frame,
                 stats,
+                marked,
             }))
             .is_err()
         {
@@ -279,6 +301,11 @@ impl Delivery {
                     offline: 1,
                 };
                 delivered.push((k.record.task_id.clone(), once));
+                if k.record.kind.is_timpush() {
+                    let reached = RoaringBitmap::from_iter([account]);
+                    self.records
+                        .mark(k.record.task_id.clone(), MarkStage::Reached, reached);
+                }
                 k.offline_frame.clone()
             })
             .collect();
@@ -388,12 +415,35 @@ impl Delivery {
         let by_task = self.kept_by_task.read();
         for task_id in task_ids {
             let Some(kept) = by_task.get(task_id) else {
+                self.ack_unkept(account, task_id);
                 continue;
             };
             if kept.record.audience.contains(account) && kept.acked.write().insert(account) {
                 Metrics::add(&self.metrics.acks, 1);
                 self.records.ack(task_id.clone(), account);
+                if kept.record.kind.is_timpush() {
+                    let acked = RoaringBitmap::from_iter([account]);
+                    self.records.mark(task_id.clone(), MarkStage::Acked, acked);
+                }
             }
+        }
+    }
+
+    /// An acknowledgement of a `timpush` push that keeps nothing, from an account it reached
+    /// on this node.
+    fn ack_unkept(&self, account: u32, task_id: &str) {
+        let Some(stats) = self.task_stats.read().get(task_id).cloned() else {
+            return;
+        };
+        let mut unkept = stats.unkept.lock();
+        let Some(unkept) = unkept.as_mut() else {
+            return;
+        };
+        if unkept.reached.contains(account) && unkept.acked.insert(account) {
+            Metrics::add(&self.metrics.acks, 1);
+            let acked = RoaringBitmap::from_iter([account]);
+            self.records
+                .mark(task_id.to_owned(), MarkStage::Acked, acked);
         }
     }
 
@@ -419,6 +469,13 @@ impl Delivery {
         self.task_stats.write().retain(|task_id, _| {
             live.contains(task_id) || task_created_ms(task_id).is_some_and(|ms| ms > oldest_kept_ms)
         });
+        // Acknowledgements of a push that keeps nothing come within moments of its delivery.
+        let oldest_unkept_ack_ms = now_ms.saturating_sub(UNKEPT_ACK_WINDOW_MS);
+        for (task_id, stats) in self.task_stats.read().iter() {
+            if task_created_ms(task_id).is_some_and(|ms| ms <= oldest_unkept_ack_ms) {
+                stats.unkept.lock().take();
+            }
+        }
         self.store
             .purge_pushes(self.app, now_ms, crate::clock::utc_day_start_ms(now_ms))
     }
@@ -499,6 +556,12 @@ fn start_fan_out(
             job.stats
                 .online
                 .fetch_add(result.delivered, Ordering::Relaxed);
+            if job.marked {
+                if let Some(unkept) = job.stats.unkept.lock().as_mut() {
+                    unkept.reached |= &result.reached;
+                }
+                records.mark(job.task_id.clone(), MarkStage::Reached, result.reached);
+            }
             if result.delivered > 0 {
                 let online = DeliveryCounts {
                     online: result.delivered,

@@ -64,16 +64,20 @@ struct Registry {
 }
 
 /// What a fan-out did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct FanOut {
     pub delivered: u64,
     pub too_slow: u64,
+    /// Accounts with a session the frame was written (or queued) to: `timpush` statistics
+    /// and traces are built from them.
+    pub reached: RoaringBitmap,
 }
 
 impl std::ops::AddAssign for FanOut {
     fn add_assign(&mut self, other: FanOut) {
         self.delivered += other.delivered;
         self.too_slow += other.too_slow;
+        self.reached |= other.reached;
     }
 }
 
@@ -165,7 +169,11 @@ impl Sessions {
                 for session in registry.by_account.get(&account).into_iter().flatten() {
                     let link = &session.link;
                     match link.conn.push(frame) {
-                        Pushed::Written | Pushed::Queued => result.delivered += 1,
+                        Pushed::Written | Pushed::Queued => {
+                            result.delivered += 1;
+                            // Accounts come in ascending order: an append, not a search.
+                            result.reached.push(account);
+                        }
                         Pushed::TooSlow => {
                             // Later pushes skip it: it is closed and catches up when it logs in.
                             link.conn.stop_pushes();
@@ -290,13 +298,14 @@ mod tests {
         .await
         .unwrap();
         let in_audience = clients.iter().filter(|(a, _)| a % 2 == 0).count();
-        assert_eq!(
-            fanned,
-            FanOut {
-                delivered: in_audience as u64,
-                too_slow: 0
-            }
-        );
+        assert_eq!(fanned.delivered, in_audience as u64);
+        assert_eq!(fanned.too_slow, 0);
+        let reached: RoaringBitmap = clients
+            .iter()
+            .map(|(a, _)| *a)
+            .filter(|a| a % 2 == 0)
+            .collect();
+        assert_eq!(fanned.reached, reached);
         for link in &links {
             link.conn.drain().await.unwrap();
         }
