@@ -11,6 +11,7 @@ pub mod crier_reads;
 pub mod fields;
 pub mod tags;
 pub mod timpush;
+pub mod timpush_reports;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -66,6 +67,10 @@ fn command(service: &str, command: &str) -> Option<(Service, Handler)> {
         ("timpush", "push") => (AllMemberPush, handler!(timpush::push)),
         ("timpush", "batch") => (AllMemberPush, handler!(timpush::batch)),
         ("timpush", "revoke") => (AllMemberPush, handler!(timpush::revoke)),
+        ("timpush", "all_member_push_statistics") => {
+            (AllMemberPush, handler!(timpush_reports::statistics))
+        }
+        ("timpush", "all_member_push_trace") => (AllMemberPush, handler!(timpush_reports::trace)),
         // Crier's own extensions, in Tencent's style.
         ("crier", "task_report") => (AllMemberPush, handler!(task_report)),
         ("crier", "audience_count") => (AllMemberPush, handler!(crier_reads::audience_count)),

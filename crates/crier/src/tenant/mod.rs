@@ -7,7 +7,7 @@
 //!   themselves are in [`crate::push`]).
 //! - `sessions`: logging a session in (a guard logs it out), kicks, deletions, online
 //!   status, acknowledgements, devices.
-//! - [`report`]: the task report.
+//! - [`report`]: the task report; [`timpush_reports`]: `timpush` statistics and trace.
 //!
 //! Effects that cross sessions go through the [`Bus`]: the façade announces them and
 //! `Tenant::handle` carries them out on every node, this one included.
@@ -35,6 +35,7 @@ pub mod console_reads;
 mod pushes;
 pub mod report;
 mod sessions;
+pub mod timpush_reports;
 mod writes;
 
 pub use pushes::BatchAccepted;
@@ -68,6 +69,8 @@ pub struct Tenant {
 struct TimpushRates {
     batch: PerSecond,
     revoke: PerSecond,
+    statistics: PerSecond,
+    trace: PerSecond,
 }
 
 #[derive(Debug, thiserror::Error)]
