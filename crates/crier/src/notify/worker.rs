@@ -26,9 +26,9 @@ use crate::store::notify::{JobProgress, Lease, StoredJob};
 use crate::store::{PushRecord, Store, StoreError};
 
 /// Accounts per batch; the cursor is stored after each.
-const BATCH_ACCOUNTS: usize = 512;
+pub(super) const BATCH_ACCOUNTS: usize = 512;
 /// Sends in flight at once per app.
-const IN_FLIGHT: usize = 64;
+pub(super) const IN_FLIGHT: usize = 64;
 /// Tries per notification before it counts as failed.
 const MAX_ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -88,8 +88,8 @@ impl Channel {
 
 /// Notifications of one app: its devices, its providers and its job runner.
 pub struct Notify {
-    app: u64,
-    store: Arc<dyn Store>,
+    pub(super) app: u64,
+    pub(super) store: Arc<dyn Store>,
     pub devices: Devices,
     channels: HashMap<Provider, Channel>,
     wake: tokio::sync::Notify,
@@ -98,7 +98,7 @@ pub struct Notify {
     /// (`notification_lease_secs`). A batch takes at most a few seconds at the providers'
     /// rates, so the default 30 s outlasts a slow one with room to spare, and bounds how long
     /// another node waits for a job whose node died.
-    lease_ms: u64,
+    pub(super) lease_ms: u64,
 }
 
 /// How a run stands, for task reports.
@@ -110,11 +110,11 @@ pub struct JobReport {
 }
 
 /// How one notification ended, after its retries.
-struct Ended {
-    provider: Provider,
-    device: Device,
-    outcome: Outcome,
-    retries: u64,
+pub(super) struct Ended {
+    pub(super) provider: Provider,
+    pub(super) device: Device,
+    pub(super) outcome: Outcome,
+    pub(super) retries: u64,
 }
 
 impl Notify {
@@ -150,7 +150,7 @@ impl Notify {
         }))
     }
 
-    async fn deliver(&self, notification: Notification, device: Device) -> Ended {
+    pub(super) async fn deliver(&self, notification: Notification, device: Device) -> Ended {
         let provider = device.provider;
         let Some(channel) = self.channels.get(&provider) else {
             return Ended {
@@ -193,7 +193,7 @@ impl Notify {
         }
     }
 
-    fn count(&self, counts: &mut JobCounts, ended: &Ended) {
+    pub(super) fn count(&self, counts: &mut JobCounts, ended: &Ended) {
         let entry = counts.entry(ended.provider).or_default();
         entry.retried += ended.retries;
         let end = match &ended.outcome {
@@ -238,6 +238,26 @@ pub async fn run(
 ) {
     let (app, lease_ms) = (notify.app, notify.lease_ms);
     loop {
+        // Overwrites of revoked pushes first: the notifications they cover are on screens now.
+        match super::overwrite::claim(&notify, &node).await {
+            Ok(Some(overwrite)) => {
+                if !super::overwrite::run(&notify, lookups.as_ref(), &node, overwrite, &mut shutdown)
+                    .await
+                {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                warn!(app, %error, "cannot claim a notification overwrite; retrying in 5 s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        }
         let store = Arc::clone(&notify.store);
         let claimant = Arc::clone(&node);
         let claimed = tokio::task::spawn_blocking(move || {

@@ -250,6 +250,8 @@ impl Tenant {
             let _ = queued.recv();
             info!(app, task_id = %record.task_id, "push revoked");
             tenant.announce(Event::PushRevoked(record));
+            // Its notifications already shown are to be overwritten.
+            tenant.notify.wake();
             Ok(())
         })
         .await?
