@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crier::directory::DirOp;
-use crier::store::notify::{JobProgress, Lease, NotifyStore, StoredDevice, StoredJob};
+use crier::store::notify::{
+    JobProgress, Lease, NotifyStore, StoredDevice, StoredJob, StoredOverwrite,
+};
 use crier::store::sqlite::SqliteStore;
 use crier::store::{
-    DeliveryCounts, PushAcceptance, PushCounts, PushRecord, PushRules, PushSummary, RevokeOutcome,
-    Store, StoreError, StoredSnapshot,
+    DeliveryCounts, MarkStage, PushAcceptance, PushCounts, PushMark, PushRecord, PushRules,
+    PushSummary, RevokeOutcome, Store, StoreError, StoredSnapshot,
 };
 use crier_client::{Connection, Event};
 use crier_proto::protocol::ClientFrame;
@@ -153,6 +155,27 @@ impl NotifyStore for FailingDevices {
     fn job(&self, app: u64, task_id: &str) -> Result<Option<StoredJob>, StoreError> {
         self.inner.job(app, task_id)
     }
+    fn claim_overwrite(
+        &self,
+        app: u64,
+        node: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Option<StoredOverwrite>, StoreError> {
+        self.inner.claim_overwrite(app, node, now_ms, lease_ms)
+    }
+    fn update_overwrite(
+        &self,
+        app: u64,
+        task_id: &str,
+        lease: Lease<'_>,
+        progress: JobProgress<'_>,
+    ) -> Result<(), StoreError> {
+        self.inner.update_overwrite(app, task_id, lease, progress)
+    }
+    fn overwrite(&self, app: u64, task_id: &str) -> Result<Option<StoredOverwrite>, StoreError> {
+        self.inner.overwrite(app, task_id)
+    }
 }
 
 impl Store for FailingDevices {
@@ -245,6 +268,17 @@ impl Store for FailingDevices {
         app: u64,
     ) -> Result<HashMap<String, DeliveryCounts>, StoreError> {
         self.inner.load_delivery_counts(app)
+    }
+    fn append_marks(
+        &self,
+        app: u64,
+        at_ms: u64,
+        marks: &[(String, MarkStage, RoaringBitmap)],
+    ) -> Result<(), StoreError> {
+        self.inner.append_marks(app, at_ms, marks)
+    }
+    fn push_marks(&self, app: u64, task_id: &str) -> Result<Vec<PushMark>, StoreError> {
+        self.inner.push_marks(app, task_id)
     }
     fn purge_pushes(
         &self,

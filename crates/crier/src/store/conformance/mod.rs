@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod directory;
+mod marks;
 mod notify;
 mod pushes;
 
@@ -21,6 +22,7 @@ use std::io::{Read, Write};
 use roaring::RoaringBitmap;
 
 pub use self::directory::*;
+pub use self::marks::*;
 pub use self::notify::*;
 pub use self::pushes::*;
 use super::notify::{JobProgress, Lease};
@@ -79,6 +81,8 @@ macro_rules! store_conformance_suite {
             a_node_that_lost_its_lease_changes_nothing,
             finished_jobs_are_never_claimed,
             a_released_job_is_claimed_at_once,
+            marks_read_back_per_push_in_order_and_go_with_the_push,
+            a_revoke_overwrites_what_the_job_sent_once_its_run_lets_go,
             everything_survives_a_reopen,
         );
     };
