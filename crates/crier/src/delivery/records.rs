@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use roaring::RoaringBitmap;
 use tracing::error;
 
-use crate::metrics::{BackgroundTask, Metrics};
 use crate::clock::now_ms;
+use crate::metrics::{BackgroundTask, Metrics};
 use crate::store::{DeliveryCounts, MarkStage, Store};
 
 /// How long a batch may gather after its first record.

@@ -421,7 +421,10 @@ mod tests {
         let mut n = notification(Value::Null);
         n.collapse_id = Some("657bf434_1_2_3_4".into());
         let message = message(&n, 1_000_000);
-        assert_eq!(message["message"]["android"]["collapse_key"], "657bf434_1_2_3_4");
+        assert_eq!(
+            message["message"]["android"]["collapse_key"],
+            "657bf434_1_2_3_4"
+        );
         assert_eq!(
             message["message"]["android"]["notification"]["tag"],
             "657bf434_1_2_3_4"

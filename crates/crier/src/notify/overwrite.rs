@@ -48,8 +48,7 @@ pub(super) async fn run(
     let mut counts: JobCounts = serde_json::from_str(&overwrite.counts).unwrap_or_default();
     let store = Arc::clone(&notify.store);
     let wanted = task_id.clone();
-    let record = match tokio::task::spawn_blocking(move || store.push_record(app, &wanted)).await
-    {
+    let record = match tokio::task::spawn_blocking(move || store.push_record(app, &wanted)).await {
         Ok(Ok(record)) => record,
         Ok(Err(error)) => {
             warn!(app, %task_id, %error, "cannot read a revoked push; its overwrite waits");

@@ -241,8 +241,14 @@ pub async fn run(
         // Overwrites of revoked pushes first: the notifications they cover are on screens now.
         match super::overwrite::claim(&notify, &node).await {
             Ok(Some(overwrite)) => {
-                if !super::overwrite::run(&notify, lookups.as_ref(), &node, overwrite, &mut shutdown)
-                    .await
+                if !super::overwrite::run(
+                    &notify,
+                    lookups.as_ref(),
+                    &node,
+                    overwrite,
+                    &mut shutdown,
+                )
+                .await
                 {
                     if *shutdown.borrow() {
                         return;

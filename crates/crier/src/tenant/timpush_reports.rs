@@ -98,11 +98,9 @@ impl TaskStatistics {
     fn add(&mut self, other: &TaskStatistics) {
         self.counters += &other.counters;
         for row in &other.platform_statistics {
-            match self
-                .platform_statistics
-                .iter_mut()
-                .find(|mine| (mine.event_type, mine.push_platform) == (row.event_type, row.push_platform))
-            {
+            match self.platform_statistics.iter_mut().find(|mine| {
+                (mine.event_type, mine.push_platform) == (row.event_type, row.push_platform)
+            }) {
                 Some(mine) => mine.counters += &row.counters,
                 None => self.platform_statistics.push(row.clone()),
             }
@@ -116,10 +114,14 @@ fn bad(info: impl Into<String>) -> Error {
 
 fn unix_secs(body: &Value, key: &str) -> Result<u64, Error> {
     match &body[key] {
-        Value::Null => Err(bad(format!("{key} is missing: it is required, Unix seconds"))),
-        value => value
-            .as_u64()
-            .ok_or_else(|| bad(format!("{key} must be a non-negative integer of Unix seconds"))),
+        Value::Null => Err(bad(format!(
+            "{key} is missing: it is required, Unix seconds"
+        ))),
+        value => value.as_u64().ok_or_else(|| {
+            bad(format!(
+                "{key} must be a non-negative integer of Unix seconds"
+            ))
+        }),
     }
 }
 
@@ -316,7 +318,9 @@ impl Tenant {
             .unwrap_or_default();
         let marks = Marks::of(self.store.push_marks(app, &record.task_id)?);
         let job = self.store.job(app, &record.task_id)?;
-        let targets = job.as_ref().map_or_else(RoaringBitmap::new, |job| job.targets.clone());
+        let targets = job
+            .as_ref()
+            .map_or_else(RoaringBitmap::new, |job| job.targets.clone());
         let online = Counters {
             // Whoever is not a notification target can only be reached on a session.
             total_count: record.audience.len() - record.audience.intersection_len(&targets),
@@ -483,7 +487,11 @@ mod tests {
             parse_trace(&json!({"TaskID": "t", "UserID": "u"})).unwrap(),
             ("t".to_owned(), "u".to_owned())
         );
-        for body in [json!({"TaskID": "t"}), json!({"UserID": "u"}), json!({"TaskID": 1, "UserID": "u"})] {
+        for body in [
+            json!({"TaskID": "t"}),
+            json!({"UserID": "u"}),
+            json!({"TaskID": 1, "UserID": "u"}),
+        ] {
             assert_eq!(
                 parse_trace(&body).unwrap_err().to_wire().code,
                 codes::BAD_PARAMETER
@@ -505,18 +513,31 @@ mod tests {
         };
         let one = TaskStatistics {
             task_id: "a".into(),
-            counters: Counters { total_count: 3, sent_count: 3, delivered_count: 1, click_count: 0 },
+            counters: Counters {
+                total_count: 3,
+                sent_count: 3,
+                delivered_count: 1,
+                click_count: 0,
+            },
             platform_statistics: vec![row(2, 0, 2), row(1, 1, 1)],
         };
         let two = TaskStatistics {
             task_id: "b".into(),
-            counters: Counters { total_count: 4, sent_count: 4, delivered_count: 0, click_count: 0 },
+            counters: Counters {
+                total_count: 4,
+                sent_count: 4,
+                delivered_count: 0,
+                click_count: 0,
+            },
             platform_statistics: vec![row(2, 0, 1), row(1, 4, 3)],
         };
         let mut sum = TaskStatistics::zeros("");
         sum.add(&one);
         sum.add(&two);
         assert_eq!(sum.counters.total_count, 7);
-        assert_eq!(sum.platform_statistics, vec![row(2, 0, 3), row(1, 1, 1), row(1, 4, 3)]);
+        assert_eq!(
+            sum.platform_statistics,
+            vec![row(2, 0, 3), row(1, 1, 1), row(1, 4, 3)]
+        );
     }
 }

@@ -24,3 +24,5 @@ mod providers;
 mod push;
 mod seams;
 mod tags;
+mod timpush_reports;
+mod timpush_revoke_notify;

@@ -23,10 +23,18 @@ pub fn marks_read_back_per_push_in_order_and_go_with_the_push<F: StoreFactory>()
         )
         .unwrap();
     store
-        .append_marks(APP, DAY + 3_000, &[("p1".into(), MarkStage::Acked, bitmap([2]))])
+        .append_marks(
+            APP,
+            DAY + 3_000,
+            &[("p1".into(), MarkStage::Acked, bitmap([2]))],
+        )
         .unwrap();
     store
-        .append_marks(2, DAY + 3_000, &[("p1".into(), MarkStage::Acked, bitmap([1]))])
+        .append_marks(
+            2,
+            DAY + 3_000,
+            &[("p1".into(), MarkStage::Acked, bitmap([1]))],
+        )
         .unwrap();
     assert_eq!(
         store.push_marks(APP, "p1").unwrap(),
@@ -70,12 +78,22 @@ pub fn a_revoke_overwrites_what_the_job_sent_once_its_run_lets_go<F: StoreFactor
     store.revoke_push(APP, "p2", DAY + 1_500, None).unwrap();
     assert!(store.overwrite(APP, "p2").unwrap().is_none());
 
-    store.claim_job(APP, "n1", DAY + 2_000, 1_000).unwrap().unwrap();
     store
-        .update_job(APP, "p1", lease("n1", DAY + 2_100), progress(2, "{}", false))
+        .claim_job(APP, "n1", DAY + 2_000, 1_000)
+        .unwrap()
+        .unwrap();
+    store
+        .update_job(
+            APP,
+            "p1",
+            lease("n1", DAY + 2_100),
+            progress(2, "{}", false),
+        )
         .unwrap();
     assert_eq!(
-        store.revoke_push(APP, "p1", DAY + 2_200, Some("{}")).unwrap(),
+        store
+            .revoke_push(APP, "p1", DAY + 2_200, Some("{}"))
+            .unwrap(),
         RevokeOutcome::Revoked
     );
     // n1's run still holds the job: nobody else takes the overwrite yet.
@@ -97,7 +115,12 @@ pub fn a_revoke_overwrites_what_the_job_sent_once_its_run_lets_go<F: StoreFactor
     );
     assert_eq!(overwrite.targets, targets);
     store
-        .update_overwrite(APP, "p1", lease("n1", DAY + 2_600), progress(2, "{\"apns\":{}}", false))
+        .update_overwrite(
+            APP,
+            "p1",
+            lease("n1", DAY + 2_600),
+            progress(2, "{\"apns\":{}}", false),
+        )
         .unwrap();
     // n1 stops (its lease runs out): n2 resumes at the stored cursor, and n1 is fenced off,
     // from the overwrite and from the job.

@@ -40,8 +40,8 @@ use r2d2_postgres::PostgresConnectionManager;
 use roaring::RoaringBitmap;
 
 use super::{
-    DeliveryCounts, MarkStage, PushAcceptance, PushMark, PushCounts, PushRules, PushSummary, Store, StoreError,
-    StoredSnapshot,
+    DeliveryCounts, MarkStage, PushAcceptance, PushCounts, PushMark, PushRules, PushSummary, Store,
+    StoreError, StoredSnapshot,
 };
 use crate::directory::DirOp;
 use crate::store::{PushRecord, RevokeOutcome};

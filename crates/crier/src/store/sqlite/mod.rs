@@ -34,8 +34,8 @@ use roaring::RoaringBitmap;
 use rusqlite::Connection;
 
 use super::{
-    DeliveryCounts, MarkStage, PushAcceptance, PushMark, PushCounts, PushRules, PushSummary, Store, StoreError,
-    StoredSnapshot,
+    DeliveryCounts, MarkStage, PushAcceptance, PushCounts, PushMark, PushRules, PushSummary, Store,
+    StoreError, StoredSnapshot,
 };
 use crate::directory::DirOp;
 use crate::store::{PushRecord, RevokeOutcome};
