@@ -532,3 +532,125 @@ async fn revoke_refusals_have_their_codes() {
     // The kept push was not touched by any refusal.
     assert!(kept_for(&server, "d", &kept).await.is_some());
 }
+
+/// What one of the racing sessions saw of the push, in the order it arrived.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Push,
+    Revoke,
+}
+
+/// Reads `session` until the `Revoke` of `task_id` and everything written before a `Pong`
+/// after it; answers what came of `task_id`.
+async fn watch_until_revoked(mut session: Connection, task_id: String) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    let mut pinged = false;
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(60), session.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("no Revoke within 60 s; saw {seen:?}"))
+            .unwrap();
+        match event {
+            Event::Push(push) if push.task_id == task_id => seen.push(Seen::Push),
+            Event::Revoke { task_id: id, .. } if id == task_id => {
+                seen.push(Seen::Revoke);
+                session.send(&ClientFrame::Ping).await.unwrap();
+                pinged = true;
+            }
+            Event::Pong if pinged => return seen,
+            Event::Pong | Event::Push(_) | Event::Revoke { .. } => {}
+            other => panic!("a racing session got {other:?}"),
+        }
+    }
+}
+
+/// The race: a revoke answered while the push is still being written to 10,000
+/// sessions. The server runs as its own process (20,000 sockets would not fit in one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_racing_a_push_to_10000_sessions_leaves_it_with_nobody() {
+    use crate::process::{admin_ok, write_config, ServerProcess};
+    const SESSIONS: usize = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), "");
+    let server = ServerProcess::start(&config, &data);
+    let accounts: Vec<String> = (0..SESSIONS).map(|n| format!("racer{n}")).collect();
+    for chunk in accounts.chunks(100) {
+        admin_ok(
+            &server.base,
+            "im_open_login_svc/multiaccount_import",
+            json!({ "Accounts": chunk }),
+        )
+        .await;
+    }
+    let mut sessions = Vec::with_capacity(SESSIONS);
+    for chunk in accounts.chunks(250) {
+        let logins = chunk.iter().map(|account| {
+            let options = login_options_at(&server.base, account);
+            async move { Connection::connect(&options).await.unwrap() }
+        });
+        sessions.extend(futures_util::future::join_all(logins).await);
+    }
+    // The push and its revoke go out back to back from a thread of their own, so that the
+    // sessions' frames, which this process reads meanwhile, do not delay the revoke.
+    let base = server.base.clone();
+    let (pushed, push_answer) = std::sync::mpsc::channel();
+    let caller = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let started = std::time::Instant::now();
+            let task_id = admin_ok(&base, T_PUSH, chat(7, 0)).await["TaskId"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let pushed_after = started.elapsed();
+            pushed.send(task_id.clone()).unwrap();
+            let body = json!({"TaskId": task_id, "OfflinePushInfo": {"Desc": "withdrawn"}});
+            admin_ok(&base, REVOKE, body).await;
+            (pushed_after, started.elapsed() - pushed_after)
+        })
+    });
+    let task_id = push_answer.recv().unwrap();
+    let watchers: Vec<_> = sessions
+        .into_iter()
+        .map(|session| tokio::spawn(watch_until_revoked(session, task_id.clone())))
+        .collect();
+    let (pushed_after, revoked_after) = caller.join().unwrap();
+    let mut got_push = 0;
+    for watcher in watchers {
+        let seen = watcher.await.unwrap();
+        let revoke_at = seen
+            .iter()
+            .position(|s| *s == Seen::Revoke)
+            .expect("every session of the audience gets Revoke");
+        assert!(
+            !seen[revoke_at..].contains(&Seen::Push),
+            "a session got the push after its Revoke: {seen:?}"
+        );
+        assert!(seen[..revoke_at].len() <= 1, "{seen:?}");
+        got_push += revoke_at;
+    }
+    eprintln!(
+        "push answered in {} ms, revoke {} ms after that; {got_push} of {SESSIONS} sessions had the push before their Revoke",
+        pushed_after.as_millis(),
+        revoked_after.as_millis()
+    );
+    // After the answer, nobody gets it: not at login, not after a crash and a restart.
+    let late = |account: &'static str| {
+        let options = login_options_at(&server.base, account);
+        let task_id = task_id.clone();
+        async move {
+            let mut session = Connection::connect(&options).await.unwrap();
+            pushes_of(&frames_until_pong(&mut session).await, &task_id).len()
+        }
+    };
+    assert_eq!(late("racer1").await + late("racer9999").await, 0);
+    server.kill_9();
+    let server = ServerProcess::start(&config, &data);
+    let options = login_options_at(&server.base, "racer5");
+    let mut session = Connection::connect(&options).await.unwrap();
+    assert!(pushes_of(&frames_until_pong(&mut session).await, &task_id).is_empty());
+}
