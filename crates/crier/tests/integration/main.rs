@@ -24,5 +24,6 @@ mod providers;
 mod push;
 mod seams;
 mod tags;
+mod timpush;
 mod timpush_reports;
 mod timpush_revoke_notify;
