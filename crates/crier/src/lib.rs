@@ -9,7 +9,9 @@
 //! - [`app_state`]: what handlers share: the apps, the store, metrics, limits;
 //! - [`tenant`]: one app's façade; the edges call its methods, never its parts;
 //! - the parts: [`push`] (reading an `im_push`, its rules), [`delivery`] (presence, fan-out,
-//!   kept pushes, acknowledgements), [`notify`] (devices, providers, the job runner),
+//!   kept pushes, acknowledgements, the hand-off of delivery events), [`notify`] (devices,
+//!   providers, the job runner), [`callback`] (delivery callbacks to the app's server, from a
+//!   durable queue),
 //!   [`bus`] (announcements between sessions and nodes), [`directory`] (accounts, tags and
 //!   attributes as roaring bitmaps), [`store`] (durable state behind a trait; SQLite is the
 //!   embedded default), [`supervise`] (background threads that restart after a panic);
@@ -22,6 +24,7 @@ pub mod api;
 pub mod app_state;
 pub mod auth;
 pub mod bus;
+pub mod callback;
 pub mod clock;
 pub mod config;
 pub mod console;

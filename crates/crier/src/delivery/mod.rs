@@ -9,8 +9,11 @@
 //!   acknowledged ([`Delivery::pending_for`]).
 //! - Acknowledgements are batched into one bitmap per push per batch, and delivery counts into
 //!   one row per push per batch ([`records`]); both outlive restarts, as task reports need.
+//! - Frames written and acknowledgements of pushes someone reports on are handed off as
+//!   [`events`] (delivery callbacks consume them).
 
 pub mod conn;
+pub mod events;
 pub mod presence;
 pub mod records;
 
@@ -29,6 +32,7 @@ use crate::metrics::{BackgroundTask, Metrics};
 use crate::store::PushRecord;
 use crate::store::{DeliveryCounts, Store, StoreError};
 use conn::text_frame;
+use events::{DeliveryEvent, DeliveryEvents, DeliveryStep};
 use presence::Sessions;
 
 /// The longest `MsgLifeTime`; pushes older than this are never kept.
@@ -52,7 +56,7 @@ impl KeptPush {
 }
 
 struct FanOutJob {
-    task_id: String,
+    task: Arc<PushRecord>,
     /// The push's audience AND online, as it was accepted.
     recipients: RoaringBitmap,
     frame: Bytes,
@@ -103,6 +107,7 @@ pub struct Delivery {
     fan_out: std::sync::mpsc::Sender<FanOutWork>,
     /// A test's fault: the fan-out thread panics on this many next pushes.
     injected_fan_out_panics: Arc<AtomicU32>,
+    events: DeliveryEvents,
     metrics: Arc<Metrics>,
 }
 
@@ -127,6 +132,7 @@ impl Delivery {
         app: u64,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
+        events: DeliveryEvents,
         now_ms: u64,
     ) -> Result<Delivery, StoreError> {
         let mut acked = store.load_acks(app)?;
@@ -170,9 +176,11 @@ impl Delivery {
                 Arc::clone(&sessions),
                 Arc::clone(&metrics),
                 records.clone(),
+                events.clone(),
                 Arc::clone(&injected_fan_out_panics),
             ),
             injected_fan_out_panics,
+            events,
             records,
             store,
             kept: RwLock::new(kept),
@@ -217,7 +225,7 @@ impl Delivery {
         if self
             .fan_out
             .send(FanOutWork::Push(FanOutJob {
-                task_id: record.task_id.clone(),
+                task: Arc::clone(&record),
                 recipients,
                 frame,
                 stats,
@@ -234,6 +242,7 @@ impl Delivery {
     /// Frames of the kept pushes `account` has not acknowledged, oldest first.
     pub fn pending_for(&self, account: u32, now_ms: u64) -> Vec<Bytes> {
         let mut delivered = Vec::new();
+        let mut events = Vec::new();
         let frames = self
             .kept
             .read()
@@ -246,10 +255,21 @@ impl Delivery {
                     offline: 1,
                 };
                 delivered.push((k.record.task_id.clone(), once));
+                if self.events.wants(&k.record) {
+                    events.push(DeliveryEvent {
+                        task: Arc::clone(&k.record),
+                        at_ms: now_ms,
+                        step: DeliveryStep::Written {
+                            accounts: std::iter::once(account).collect(),
+                            sessions: 1,
+                        },
+                    });
+                }
                 k.offline_frame.clone()
             })
             .collect();
         self.records.delivered(delivered);
+        self.events.emit(events);
         frames
     }
 
@@ -309,6 +329,11 @@ impl Delivery {
             if kept.record.audience.contains(account) && kept.acked.write().insert(account) {
                 Metrics::add(&self.metrics.acks, 1);
                 self.records.ack(task_id.clone(), account);
+                if self.events.wants(&kept.record) {
+                    let acked = DeliveryStep::Acked { account };
+                    self.events
+                        .emit_one(&kept.record, crate::clock::now_ms(), acked);
+                }
             }
         }
     }
@@ -367,6 +392,7 @@ fn start_fan_out(
     sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
     records: records::RecordWriter,
+    events: DeliveryEvents,
     injected_panics: Arc<AtomicU32>,
 ) -> std::sync::mpsc::Sender<FanOutWork> {
     let (sender, work) = std::sync::mpsc::channel::<FanOutWork>();
@@ -382,9 +408,16 @@ fn start_fan_out(
                 }
             };
             if take_one(&injected_panics) {
-                panic!("fault injected into the fan-out of {}", job.task_id);
+                panic!("fault injected into the fan-out of {}", job.task.task_id);
             }
-            let result = sessions.fan_out(&job.recipients, &job.frame, close::TOO_SLOW, writers);
+            let reported = events.wants(&job.task);
+            let result = sessions.fan_out(
+                &job.recipients,
+                &job.frame,
+                close::TOO_SLOW,
+                writers,
+                reported,
+            );
             job.stats
                 .online
                 .fetch_add(result.delivered, Ordering::Relaxed);
@@ -393,7 +426,14 @@ fn start_fan_out(
                     online: result.delivered,
                     offline: 0,
                 };
-                records.delivered(vec![(job.task_id, online)]);
+                records.delivered(vec![(job.task.task_id.clone(), online)]);
+            }
+            if reported && !result.reached.is_empty() {
+                let written = DeliveryStep::Written {
+                    accounts: result.reached,
+                    sessions: result.delivered,
+                };
+                events.emit_one(&job.task, crate::clock::now_ms(), written);
             }
             Metrics::add(&metrics.deliveries_online, result.delivered);
             Metrics::add(&metrics.slow_consumer_closes, result.too_slow);

@@ -11,7 +11,7 @@ pub mod apns;
 pub mod channels;
 pub mod devices;
 pub mod fcm;
-mod http;
+pub(crate) mod http;
 pub mod shape;
 pub mod webhook;
 pub mod worker;

@@ -6,7 +6,8 @@
 //! the log behind them, push records accepted under the rate limits in one transaction
 //! ([`Store::try_accept_push`]), acknowledgements as one bitmap of accounts per batch (never a
 //! row per recipient), delivery counts per push, and notification devices and jobs claimed
-//! under a lease ([`notify`]).
+//! under a lease ([`notify`]), and the queue of delivery callbacks, claimed under a lease too
+//! ([`callbacks`]).
 //!
 //! - [`sqlite`]: the embedded default.
 //! - [`postgres`]: one PostgreSQL database shared by the nodes of a cluster.
@@ -18,6 +19,7 @@
 //! the few calls on hot paths (accepting a push, a batch of acknowledgements) are one
 //! transaction each, so an async trait would buy nothing but boxed futures.
 
+pub mod callbacks;
 #[cfg(any(test, feature = "store-conformance"))]
 pub mod conformance;
 pub mod notify;
@@ -111,7 +113,7 @@ impl std::ops::AddAssign for DeliveryCounts {
     }
 }
 
-pub trait Store: notify::NotifyStore + Send + Sync + 'static {
+pub trait Store: notify::NotifyStore + callbacks::CallbackStore + Send + Sync + 'static {
     /// The sequence number of the last write of `app`: its last logged write, else its
     /// snapshot's, else 0.
     fn dir_head(&self, app: u64) -> Result<u64, StoreError>;

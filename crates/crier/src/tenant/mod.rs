@@ -18,8 +18,10 @@ use roaring::RoaringBitmap;
 use tracing::info;
 
 use crate::bus::{Announcement, Bus, Event, NodeId};
+use crate::callback::{AccountNames, Callbacks};
 use crate::clock::now_ms;
 use crate::config::AppConfig;
+use crate::delivery::events::DeliveryEvents;
 use crate::delivery::Delivery;
 use crate::directory::Directory;
 use crate::metrics::Metrics;
@@ -52,6 +54,10 @@ pub struct Tenant {
     accepting: Mutex<()>,
     delivery: Delivery,
     notify: Arc<Notify>,
+    /// What became of each push for each account, as the delivery points report it.
+    events: DeliveryEvents,
+    /// Delivery callbacks to the app's server, when it has a `callback_url`.
+    callbacks: Option<Arc<Callbacks>>,
     remote_presence: RemotePresence,
     sync: Mutex<cluster::SyncState>,
     /// What the web console keeps beside the app (history, task facts, its rate window).
@@ -69,6 +75,8 @@ pub enum OpenError {
         provider: Provider,
         error: anyhow::Error,
     },
+    #[error("app {app}: callbacks cannot start: {error:#}")]
+    Callbacks { app: u64, error: anyhow::Error },
 }
 
 /// What an app is opened with besides its configuration and store.
@@ -97,6 +105,10 @@ impl Tenant {
         shared: Shared,
     ) -> Result<Arc<Tenant>, OpenError> {
         let tenant = Arc::new(Self::load(config, store, shared)?);
+        if let Some(callbacks) = &tenant.callbacks {
+            let names: Weak<dyn AccountNames> = Arc::downgrade(&tenant) as Weak<Tenant>;
+            callbacks.name_accounts_with(names);
+        }
         let weak = Arc::downgrade(&tenant);
         tenant.bus.subscribe(
             tenant.sdkappid(),
@@ -134,10 +146,22 @@ impl Tenant {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "directory loaded"
         );
+        let events = DeliveryEvents::default();
+        let callbacks = match crate::callback::Settings::of(&config) {
+            Some(settings) => {
+                let callbacks =
+                    Callbacks::start(app, settings, Arc::clone(&store), Arc::clone(&shared.metrics))
+                        .map_err(|error| OpenError::Callbacks { app, error })?;
+                events.add_sink(callbacks.sink());
+                Some(Arc::new(callbacks))
+            }
+            None => None,
+        };
         let delivery = Delivery::open(
             app,
             Arc::clone(&store),
             Arc::clone(&shared.metrics),
+            events.clone(),
             now_ms(),
         )?;
         let devices = Devices::load(app, Arc::clone(&store), |name| {
@@ -149,6 +173,7 @@ impl Tenant {
             Arc::clone(&store),
             devices,
             channels,
+            events.clone(),
             Arc::clone(&shared.metrics),
             std::time::Duration::from_secs(config.notification_lease_secs.max(1)),
         );
@@ -159,6 +184,8 @@ impl Tenant {
             bus: shared.bus,
             delivery,
             notify: Arc::new(notify),
+            events,
+            callbacks,
             remote_presence: RemotePresence::default(),
             sync: Mutex::default(),
             console: Arc::default(),
@@ -192,6 +219,17 @@ impl Tenant {
     /// The app's notifications, for the runner the server starts.
     pub fn notifications(&self) -> Arc<Notify> {
         Arc::clone(&self.notify)
+    }
+
+    /// The app's callbacks, for the sender the server starts; `None` without a
+    /// `callback_url`.
+    pub fn callbacks(&self) -> Option<Arc<Callbacks>> {
+        self.callbacks.clone()
+    }
+
+    /// The hand-off of the app's delivery events, for another consumer to join.
+    pub fn delivery_events(&self) -> &DeliveryEvents {
+        &self.events
     }
 
     fn announce(&self, event: Event) {
@@ -255,6 +293,9 @@ impl Tenant {
     /// next start replays nothing. Blocking.
     pub fn flush(&self) {
         self.delivery.flush_records();
+        if let Some(callbacks) = &self.callbacks {
+            callbacks.flush();
+        }
         if let Err(error) = self.snapshot() {
             tracing::warn!(app = self.sdkappid(), %error, "snapshot at shutdown failed; the write log still holds everything");
         }
@@ -276,6 +317,18 @@ impl Tenant {
         let mut online = self.delivery.sessions.online();
         online |= self.remote_presence.online();
         online
+    }
+}
+
+/// Callback events name their accounts.
+impl AccountNames for Tenant {
+    fn names(&self, accounts: &[u32]) -> Vec<Option<String>> {
+        self.read(|d| {
+            accounts
+                .iter()
+                .map(|&account| d.account_name(account).map(str::to_owned))
+                .collect()
+        })
     }
 }
 

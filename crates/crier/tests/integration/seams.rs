@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crier::directory::DirOp;
+use crier::store::callbacks::{CallbackClaim, CallbackStore, Claimed};
 use crier::store::notify::{JobProgress, Lease, NotifyStore, StoredDevice, StoredJob};
 use crier::store::sqlite::SqliteStore;
 use crier::store::{
@@ -152,6 +153,40 @@ impl NotifyStore for FailingDevices {
     }
     fn job(&self, app: u64, task_id: &str) -> Result<Option<StoredJob>, StoreError> {
         self.inner.job(app, task_id)
+    }
+}
+
+impl CallbackStore for FailingDevices {
+    fn enqueue_callbacks(
+        &self,
+        app: u64,
+        events: &[String],
+        now_ms: u64,
+        deadline_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .enqueue_callbacks(app, events, now_ms, deadline_ms)
+    }
+    fn claim_callbacks(&self, app: u64, claim: CallbackClaim<'_>) -> Result<Claimed, StoreError> {
+        self.inner.claim_callbacks(app, claim)
+    }
+    fn delete_callbacks(&self, app: u64, ids: &[u64]) -> Result<(), StoreError> {
+        self.inner.delete_callbacks(app, ids)
+    }
+    fn retry_callbacks(
+        &self,
+        app: u64,
+        node: &str,
+        ids: &[u64],
+        retry_at_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.inner.retry_callbacks(app, node, ids, retry_at_ms)
+    }
+    fn release_callbacks(&self, app: u64, node: Option<&str>) -> Result<u64, StoreError> {
+        self.inner.release_callbacks(app, node)
+    }
+    fn callback_queue_depth(&self, app: u64) -> Result<u64, StoreError> {
+        self.inner.callback_queue_depth(app)
     }
 }
 

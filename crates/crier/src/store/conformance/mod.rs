@@ -2,9 +2,9 @@
 //! (after quickwit's `metastore_test_suite!`), so the embedded store and a shared one provably
 //! agree.
 //!
-//! Each case is a generic `pub fn` over a [`StoreFactory`], in `directory`, `pushes` or `notify`
-//! by the part of the store it covers (and re-exported here); [`store_conformance_suite!`]
-//! expands to one `#[test]` per case for a factory type. Outside this crate's tests the suite
+//! Each case is a generic `pub fn` over a [`StoreFactory`], in `directory`, `pushes`, `notify` or
+//! `callbacks` by the part of the store it covers (and re-exported here);
+//! [`store_conformance_suite!`] expands to one `#[test]` per case for a factory type. Outside this crate's tests the suite
 //! is behind the `store-conformance` feature, for a store living in another crate.
 //!
 //! [`store_conformance_suite!`]: crate::store_conformance_suite
@@ -12,6 +12,7 @@
 // Test cases, compiled outside `cfg(test)` for other crates: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod callbacks;
 mod directory;
 mod notify;
 mod pushes;
@@ -20,6 +21,7 @@ use std::io::{Read, Write};
 
 use roaring::RoaringBitmap;
 
+pub use self::callbacks::*;
 pub use self::directory::*;
 pub use self::notify::*;
 pub use self::pushes::*;
@@ -78,6 +80,12 @@ macro_rules! store_conformance_suite {
             finished_jobs_are_never_claimed,
             a_released_job_is_claimed_at_once,
             everything_survives_a_reopen,
+            callbacks_are_claimed_when_a_request_is_full_or_the_oldest_is_due,
+            two_nodes_never_hold_one_callback_and_a_dead_nodes_pass_on,
+            a_failed_callback_waits_out_its_back_off_with_one_more_attempt,
+            released_callbacks_are_claimable_at_once,
+            of_racing_callback_claims_each_event_goes_to_one_node,
+            queued_callbacks_survive_a_reopen,
         );
     };
     (@cases $factory:ty; $($case:ident),* $(,)?) => {

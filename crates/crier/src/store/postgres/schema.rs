@@ -111,6 +111,20 @@ const MIGRATIONS: &[&str] = &[r#"
         UNIQUE (app, task_id)
     );
     CREATE INDEX notify_jobs_unfinished ON notify_jobs (app, seq) WHERE NOT done;
+"#,
+    // The delivery callback queue (`store::callbacks`): one row per event.
+    r#"
+    CREATE TABLE callback_queue (
+        id BIGSERIAL PRIMARY KEY,
+        app BIGINT NOT NULL,
+        event TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        ready_ms BIGINT NOT NULL,
+        deadline_ms BIGINT NOT NULL,
+        lease_node TEXT,
+        lease_until_ms BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX callback_queue_by_deadline ON callback_queue (app, deadline_ms, id);
 "#];
 
 /// Brings the schema to [`VERSION`] on `client`, a connection of its own (the advisory lock

@@ -114,6 +114,22 @@ const MIGRATIONS: &[Migration] = &[
 "#,
         adopt_snapshot_files,
     ),
+    // The delivery callback queue (`store::callbacks`): one row per event.
+    Migration::Sql(
+        r#"
+    CREATE TABLE callback_queue (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        app INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        ready_ms INTEGER NOT NULL,
+        deadline_ms INTEGER NOT NULL,
+        lease_node TEXT,
+        lease_until_ms INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX callback_queue_by_deadline ON callback_queue (app, deadline_ms, id);
+"#,
+    ),
 ];
 
 enum Migration {
