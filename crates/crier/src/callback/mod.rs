@@ -73,7 +73,8 @@ impl Callbacks {
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Callbacks> {
-        let client = crate::notify::http::client("callback", None, crate::notify::http::Version::Any)?;
+        let client =
+            crate::notify::http::client("callback", None, crate::notify::http::Version::Any)?;
         let names = Arc::new(OnceLock::new());
         let stored = Arc::new(tokio::sync::Notify::new());
         let queue = CallbackQueue::start(Writer {

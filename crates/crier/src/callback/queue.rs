@@ -119,7 +119,11 @@ impl Writer {
             }
             self.store_all(&mut unstored);
             if !unstored.is_empty() && !flushes.is_empty() {
-                error!(app = self.app, events = unstored.len(), "callback events could not be stored at shutdown; they are lost");
+                error!(
+                    app = self.app,
+                    events = unstored.len(),
+                    "callback events could not be stored at shutdown; they are lost"
+                );
                 self.metrics
                     .callbacks
                     .events(CallbackEnd::Dropped, unstored.len() as u64);
@@ -200,7 +204,13 @@ pub fn callback_event(event: &DeliveryEvent, to_account: &str) -> String {
         } => {
             let platform = wire::push_platform(*provider);
             match refused {
-                None => (wire::OFFLINE, wire::STAGE_SENT, platform, 0, "OK".to_owned()),
+                None => (
+                    wire::OFFLINE,
+                    wire::STAGE_SENT,
+                    platform,
+                    0,
+                    "OK".to_owned(),
+                ),
                 Some(reason) => (
                     wire::OFFLINE,
                     wire::STAGE_SENT,

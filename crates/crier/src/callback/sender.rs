@@ -96,8 +96,13 @@ pub async fn run(
         .await
     {
         Ok(Ok(0)) => {}
-        Ok(Ok(released)) => info!(app, released, "callback events claimed before the restart are free again"),
-        Ok(Err(error)) => warn!(app, %error, "could not free callback events claimed before the restart; they wait out their lease"),
+        Ok(Ok(released)) => info!(
+            app,
+            released, "callback events claimed before the restart are free again"
+        ),
+        Ok(Err(error)) => {
+            warn!(app, %error, "could not free callback events claimed before the restart; they wait out their lease")
+        }
         Err(_) => return,
     }
     let pacer = Pacer {
@@ -157,7 +162,11 @@ pub async fn run(
 }
 
 async fn claim(callbacks: &Callbacks, node: &Arc<str>) -> Result<Claimed, StoreError> {
-    let (store, app, node) = (Arc::clone(&callbacks.store), callbacks.app, Arc::clone(node));
+    let (store, app, node) = (
+        Arc::clone(&callbacks.store),
+        callbacks.app,
+        Arc::clone(node),
+    );
     tokio::task::spawn_blocking(move || {
         let terms = CallbackClaim {
             node: &node,
@@ -181,7 +190,12 @@ async fn update_depth(callbacks: &Callbacks) {
 }
 
 /// One request; then the events are deleted, or put back for a retry, or dropped.
-async fn send(callbacks: &Callbacks, node: &Arc<str>, log: &FailureLog, batch: Vec<QueuedCallback>) {
+async fn send(
+    callbacks: &Callbacks,
+    node: &Arc<str>,
+    log: &FailureLog,
+    batch: Vec<QueuedCallback>,
+) {
     let app = callbacks.app;
     let settings = &callbacks.settings;
     let url = wire::request_url(
@@ -225,7 +239,10 @@ async fn send(callbacks: &Callbacks, node: &Arc<str>, log: &FailureLog, batch: V
             let deleted =
                 tokio::task::spawn_blocking(move || store.delete_callbacks(app, &sent)).await;
             if !matches!(deleted, Ok(Ok(()))) {
-                warn!(app, "could not delete sent callback events; they will be sent again");
+                warn!(
+                    app,
+                    "could not delete sent callback events; they will be sent again"
+                );
             }
             return;
         }
@@ -242,10 +259,7 @@ async fn send(callbacks: &Callbacks, node: &Arc<str>, log: &FailureLog, batch: V
     let sample_task = dropped.first().and_then(|event| task_id_of(&event.event));
     log.failed(app, &reason, dropped.len() as u64, sample_task.as_deref());
     metrics.events(CallbackEnd::Dropped, dropped.len() as u64);
-    metrics.events(
-        CallbackEnd::Retried,
-        (batch.len() - dropped.len()) as u64,
-    );
+    metrics.events(CallbackEnd::Retried, (batch.len() - dropped.len()) as u64);
     let dropped = ids(&dropped);
     let retries: Vec<(u64, Vec<u64>)> = retries
         .iter()
@@ -262,7 +276,10 @@ async fn send(callbacks: &Callbacks, node: &Arc<str>, log: &FailureLog, batch: V
     })
     .await;
     if !matches!(stored, Ok(Ok(()))) {
-        warn!(app, "could not reschedule failed callback events; they are retried when their lease ends");
+        warn!(
+            app,
+            "could not reschedule failed callback events; they are retried when their lease ends"
+        );
     }
 }
 

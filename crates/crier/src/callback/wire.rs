@@ -133,9 +133,8 @@ pub fn judge(status: u16, answer: &[u8]) -> Result<(), String> {
         #[serde(rename = "ErrorInfo", default)]
         error_info: String,
     }
-    let answer: Answer = serde_json::from_slice(answer).map_err(|e| {
-        format!("the answer is not JSON with an integer ErrorCode ({e})")
-    })?;
+    let answer: Answer = serde_json::from_slice(answer)
+        .map_err(|e| format!("the answer is not JSON with an integer ErrorCode ({e})"))?;
     if answer.error_code != 0 {
         return Err(format!(
             "ErrorCode {} ({})",

@@ -636,13 +636,19 @@ mod tests {
     fn callback_keys_parse_with_a_redacted_token_and_bad_values_name_the_line() {
         let file = parse("[[app]]\nsdkappid = 1\nsecret_key = \"k\"\n").unwrap();
         let app = file.apps[0].get_ref();
-        assert_eq!((app.callback_url.as_deref(), app.callback_qps), (None, 1000));
+        assert_eq!(
+            (app.callback_url.as_deref(), app.callback_qps),
+            (None, 1000)
+        );
         let file = parse(
             "[[app]]\nsdkappid = 1\nsecret_key = \"k\"\ncallback_url = \"https://app.example.com/cb\"\ncallback_token = \"tok-secret\"\ncallback_qps = 20\n",
         )
         .unwrap();
         let app = file.apps[0].get_ref();
-        assert_eq!(app.callback_url.as_deref(), Some("https://app.example.com/cb"));
+        assert_eq!(
+            app.callback_url.as_deref(),
+            Some("https://app.example.com/cb")
+        );
         assert_eq!(app.callback_qps, 20);
         assert!(!format!("{app:?}").contains("tok-secret"));
         for (line, why) in [
@@ -653,7 +659,10 @@ mod tests {
         ] {
             let text = format!("\n[[app]]\nsdkappid = 1\nsecret_key = \"k\"\n{line}\n");
             let refused = parse(&text).unwrap_err();
-            assert!(refused.contains("line 2") && refused.contains(why), "{line}: {refused}");
+            assert!(
+                refused.contains("line 2") && refused.contains(why),
+                "{line}: {refused}"
+            );
         }
     }
 

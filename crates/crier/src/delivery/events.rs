@@ -1,7 +1,7 @@
 //! Delivery events: what became of one push for one account, as the delivery points see it
 //! (a `Push` frame written to a session, an `Ack`, a provider's answer to a notification),
 //! handed off to whoever consumes them for the app: the delivery callbacks
-//! (`crate::callback`), and anything else that counts per task.
+//! (the `callback` module), and anything else that counts per task.
 //!
 //! The hand-off must never slow a delivery: [`DeliveryEvents::emit`] gives the events to each
 //! sink, and a sink only queues them for a thread of its own. Events are only made for pushes

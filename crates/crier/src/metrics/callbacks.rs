@@ -80,10 +80,7 @@ impl CallbackMetrics {
             );
         }
         let _ = writeln!(out, "# HELP crier_callback_requests_total Callback requests by outcome (failed: timeout, non-2xx, unparsable answer or ErrorCode not 0).\n# TYPE crier_callback_requests_total counter");
-        for (label, counter) in [
-            ("ok", &self.requests_ok),
-            ("failed", &self.requests_failed),
-        ] {
+        for (label, counter) in [("ok", &self.requests_ok), ("failed", &self.requests_failed)] {
             let _ = writeln!(
                 out,
                 "crier_callback_requests_total{{outcome=\"{label}\"}} {}",

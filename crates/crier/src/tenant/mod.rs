@@ -149,9 +149,13 @@ impl Tenant {
         let events = DeliveryEvents::default();
         let callbacks = match crate::callback::Settings::of(&config) {
             Some(settings) => {
-                let callbacks =
-                    Callbacks::start(app, settings, Arc::clone(&store), Arc::clone(&shared.metrics))
-                        .map_err(|error| OpenError::Callbacks { app, error })?;
+                let callbacks = Callbacks::start(
+                    app,
+                    settings,
+                    Arc::clone(&store),
+                    Arc::clone(&shared.metrics),
+                )
+                .map_err(|error| OpenError::Callbacks { app, error })?;
                 events.add_sink(callbacks.sink());
                 Some(Arc::new(callbacks))
             }

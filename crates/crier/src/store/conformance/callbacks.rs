@@ -149,10 +149,7 @@ pub fn a_failed_callback_waits_out_its_back_off_with_one_more_attempt<F: StoreFa
         [events(0..1), events(5..6)].concat(),
         "the retry's deadline comes first and the new event rides along"
     );
-    assert_eq!(
-        mixed.iter().map(|e| e.attempts).collect::<Vec<_>>(),
-        [2, 0]
-    );
+    assert_eq!(mixed.iter().map(|e| e.attempts).collect::<Vec<_>>(), [2, 0]);
     store.delete_callbacks(APP, &ids(&mixed)).unwrap();
     assert_eq!(store.callback_queue_depth(APP).unwrap(), 0);
 }

@@ -112,12 +112,7 @@ impl CallbackStore for PostgresStore {
                  SET attempts = attempts + 1, ready_ms = $4, deadline_ms = $4,
                      lease_node = NULL, lease_until_ms = 0
                  WHERE app = $1 AND lease_node = $2 AND id = ANY($3)",
-                &[
-                    &(app as i64),
-                    &node,
-                    &ids_param(ids),
-                    &(retry_at_ms as i64),
-                ],
+                &[&(app as i64), &node, &ids_param(ids), &(retry_at_ms as i64)],
             )?;
             Ok(())
         })

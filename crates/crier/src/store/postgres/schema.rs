@@ -17,7 +17,8 @@ pub(super) const VERSION: usize = MIGRATIONS.len();
 const MIGRATION_LOCK: i64 = 0x6372_6965_7253_6368;
 
 /// Schema migrations, in order; version `n` is `MIGRATIONS[n - 1]`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     -- Per app: the head of the directory log (its last seq, or the snapshot's when the log is
     -- empty), the stored snapshot, and the horizon: the log is kept only after
     -- `forgotten_through`. Appends compare-and-set `head` on this row.
@@ -125,7 +126,8 @@ const MIGRATIONS: &[&str] = &[r#"
         lease_until_ms BIGINT NOT NULL DEFAULT 0
     );
     CREATE INDEX callback_queue_by_deadline ON callback_queue (app, deadline_ms, id);
-"#];
+"#,
+];
 
 /// Brings the schema to [`VERSION`] on `client`, a connection of its own (the advisory lock
 /// is the session's; dropping the connection on a failure releases it).

@@ -30,7 +30,12 @@ impl CallbackStore for SqliteStore {
                     "INSERT INTO callback_queue (app, event, ready_ms, deadline_ms) VALUES (?1, ?2, ?3, ?4)",
                 )?;
                 for event in events {
-                    insert.execute(params![app as i64, event, now_ms as i64, deadline_ms as i64])?;
+                    insert.execute(params![
+                        app as i64,
+                        event,
+                        now_ms as i64,
+                        deadline_ms as i64
+                    ])?;
                 }
             }
             tx.commit()?;
