@@ -10,6 +10,7 @@ mod process;
 mod accounts;
 mod attrs;
 mod auth;
+mod callbacks;
 mod cli;
 mod cluster;
 mod crash;
