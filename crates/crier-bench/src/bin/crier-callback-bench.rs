@@ -18,7 +18,7 @@ use crier::config::AppConfig;
 use crier::delivery::events::{DeliveryEvent, DeliveryStep};
 use crier::directory::DirOp;
 use crier::server::{serve, AppState};
-use crier::store::PushRecord;
+use crier::store::{PushKind, PushRecord};
 use roaring::RoaringBitmap;
 
 const APP: u64 = 1_400_000_001;
@@ -112,14 +112,14 @@ fn task(accounts: &RoaringBitmap) -> PushRecord {
     PushRecord {
         app: APP,
         task_id: "bench-task".into(),
+        kind: PushKind::Push,
         created_ms: crier::clock::now_ms(),
-        lifetime_secs: 3_600,
         from_account: "administrator".into(),
         msg_random: 1,
         msg_body: "[]".into(),
-        offline_push_info: None,
-        condition: None,
+        data_id: Some("bench".into()),
         audience: accounts.clone(),
+        ..PushRecord::default()
     }
 }
 

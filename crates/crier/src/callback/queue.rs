@@ -51,10 +51,10 @@ impl DeliveryEventSink for CallbackQueue {
     }
 }
 
-/// Whether a push's deliveries are reported by callbacks: `timpush` tasks only.
+/// Whether a push's deliveries are reported by callbacks: `timpush` tasks (`push`, `batch`,
+/// and the runs of scheduled tasks), never a classic `im_push`.
 fn reported(task: &PushRecord) -> bool {
-    let _ = task;
-    true
+    task.kind.is_timpush()
 }
 
 /// What the writer thread works with.
@@ -225,7 +225,7 @@ pub fn callback_event(event: &DeliveryEvent, to_account: &str) -> String {
         callback_command: CALLBACK_COMMAND,
         event_type,
         task_id: &task.task_id,
-        data_id: data_id(task),
+        data_id: task.data_id.as_deref(),
         task_time: task.created_ms / 1000,
         event_time: event.at_ms / 1000,
         to_account,
@@ -236,9 +236,4 @@ pub fn callback_event(event: &DeliveryEvent, to_account: &str) -> String {
         err_info: &err_info,
     }
     .to_json()
-}
-
-fn data_id(task: &PushRecord) -> Option<&str> {
-    let _ = task;
-    None
 }

@@ -55,6 +55,11 @@ fn default_callback_qps() -> u32 {
     1000
 }
 
+/// Tencent's documented rates for `batch` range from 10 to 40 calls per second by edition.
+fn default_batch_calls_per_second() -> u32 {
+    30
+}
+
 /// One `[[app]]` table: an isolated tenant.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +99,9 @@ pub struct AppConfig {
     /// Callback requests per second at most; the rest wait in the queue.
     #[serde(default = "default_callback_qps")]
     pub callback_qps: u32,
+    /// `v4/timpush/batch` calls per second (90024 past it).
+    #[serde(default = "default_batch_calls_per_second")]
+    pub batch_calls_per_second: u32,
 }
 
 impl AppConfig {
@@ -114,6 +122,7 @@ impl AppConfig {
             callback_url: None,
             callback_token: None,
             callback_qps: default_callback_qps(),
+            batch_calls_per_second: default_batch_calls_per_second(),
         }
     }
 

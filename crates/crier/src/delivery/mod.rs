@@ -9,6 +9,10 @@
 //!   acknowledged ([`Delivery::pending_for`]).
 //! - Acknowledgements are batched into one bitmap per push per batch, and delivery counts into
 //!   one row per push per batch ([`records`]); both outlive restarts, as task reports need.
+//! - Revoked (`timpush/revoke`): the push leaves the kept pushes, a fan-out still under way
+//!   stops, and a `Revoke` frame goes to every online session of its audience, queued behind
+//!   the push's own fan-out so no session gets the push after its `Revoke`
+//!   ([`Delivery::revoke`]).
 //! - Frames written and acknowledgements of pushes someone reports on are handed off as
 //!   [`events`] (delivery callbacks consume them).
 
@@ -16,9 +20,10 @@ pub mod conn;
 pub mod events;
 pub mod presence;
 pub mod records;
+mod unkept_acks;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -29,6 +34,7 @@ use serde_json::value::RawValue;
 use tracing::{info, warn};
 
 use crate::metrics::{BackgroundTask, Metrics};
+use crate::notify::shape::wants_notifications;
 use crate::store::PushRecord;
 use crate::store::{DeliveryCounts, Store, StoreError};
 use conn::text_frame;
@@ -63,8 +69,16 @@ struct FanOutJob {
     stats: Arc<TaskStats>,
 }
 
+struct RevokeJob {
+    record: Arc<PushRecord>,
+    frame: Bytes,
+    /// Answered once every session of the audience online then has the `Revoke` queued.
+    done: Option<std::sync::mpsc::Sender<()>>,
+}
+
 enum FanOutWork {
     Push(FanOutJob),
+    Revoke(RevokeJob),
     /// Answered once every push queued before it is written and its count sent on.
     Barrier(std::sync::mpsc::Sender<()>),
 }
@@ -76,6 +90,8 @@ pub struct TaskStats {
     pub online: AtomicU64,
     /// Logins that got it from the kept pushes.
     pub offline: AtomicU64,
+    /// Revoked: a fan-out under way stops, one not started is skipped.
+    pub revoked: AtomicBool,
 }
 
 impl TaskStats {
@@ -83,6 +99,7 @@ impl TaskStats {
         Arc::new(TaskStats {
             online: AtomicU64::new(counts.online),
             offline: AtomicU64::new(counts.offline),
+            revoked: AtomicBool::new(false),
         })
     }
 }
@@ -101,6 +118,11 @@ pub struct Delivery {
     store: Arc<dyn Store>,
     kept: RwLock<Vec<Arc<KeptPush>>>,
     kept_by_task: RwLock<HashMap<String, Arc<KeptPush>>>,
+    /// Notification-only pushes (`timpush` without a message) whose notifications may still
+    /// be running: not kept for logins, but the notification runner needs the record.
+    notifying: RwLock<HashMap<String, Arc<PushRecord>>>,
+    /// Pushes not kept whose acknowledgements are still reported as delivery events.
+    unkept_acks: unkept_acks::UnkeptAcks,
     task_stats: RwLock<HashMap<String, Arc<TaskStats>>>,
     pub sessions: Arc<Sessions>,
     records: records::RecordWriter,
@@ -137,8 +159,17 @@ impl Delivery {
     ) -> Result<Delivery, StoreError> {
         let mut acked = store.load_acks(app)?;
         let mut counts = store.load_delivery_counts(app)?;
-        let kept: Vec<Arc<KeptPush>> = store
+        let (notifying, recent): (Vec<PushRecord>, Vec<PushRecord>) = store
             .pushes_since(app, now_ms.saturating_sub(MAX_KEEP_MS))?
+            .into_iter()
+            .filter(|push| push.revoked_ms.is_none())
+            .partition(|push| push.lifetime_secs == 0 && wants_notifications(push));
+        let notifying = notifying
+            .into_iter()
+            .filter(|push| push.notifications_expire_at_ms() > now_ms)
+            .map(|push| (push.task_id.clone(), Arc::new(push)))
+            .collect();
+        let kept: Vec<Arc<KeptPush>> = recent
             .into_iter()
             .filter(|push| push.lifetime_secs > 0 && push.expires_at_ms() > now_ms)
             .map(|push| {
@@ -185,6 +216,8 @@ impl Delivery {
             store,
             kept: RwLock::new(kept),
             kept_by_task: RwLock::new(kept_by_task),
+            notifying: RwLock::new(notifying),
+            unkept_acks: unkept_acks::UnkeptAcks::default(),
             task_stats: RwLock::new(task_stats),
             sessions,
             metrics,
@@ -216,6 +249,13 @@ impl Delivery {
                 .write()
                 .insert(record.task_id.clone(), Arc::clone(&kept));
             self.kept.write().push(kept);
+        } else if wants_notifications(&record) {
+            self.notifying
+                .write()
+                .insert(record.task_id.clone(), Arc::clone(&record));
+        }
+        if record.lifetime_secs == 0 && self.events.wants(&record) {
+            self.unkept_acks.remember(&record);
         }
         // Online means online when the push is accepted, after it is kept: a login from now on
         // finds it among the kept pushes (or, lifetime 0, does not get it at all), whenever the
@@ -290,6 +330,58 @@ impl Delivery {
             .map(|k| Arc::clone(&k.record))
     }
 
+    /// The push a notification run sends: kept, or notification-only and not yet expired.
+    pub fn notified_record(&self, task_id: &str) -> Option<Arc<PushRecord>> {
+        self.kept_record(task_id)
+            .or_else(|| self.notifying.read().get(task_id).cloned())
+    }
+
+    /// Whether this node knows the push as revoked.
+    pub fn is_revoked(&self, task_id: &str) -> bool {
+        self.task_stats
+            .read()
+            .get(task_id)
+            .is_some_and(|stats| stats.revoked.load(Ordering::Relaxed))
+    }
+
+    /// Recalls a push on this node: nothing more of it is delivered here (a fan-out under way
+    /// stops, logins no longer get it) and every session of its audience online when the
+    /// fan-out thread reaches the revoke gets `frame`, after anything of the push it was
+    /// written. `done` is answered then. A push this node never had is remembered as revoked,
+    /// so its announcement, if it comes late, is ignored.
+    pub fn revoke(
+        &self,
+        record: Arc<PushRecord>,
+        frame: Bytes,
+        done: Option<std::sync::mpsc::Sender<()>>,
+    ) {
+        let task_id = record.task_id.clone();
+        {
+            let mut task_stats = self.task_stats.write();
+            let stats = task_stats.entry(task_id.clone()).or_default();
+            if stats.revoked.swap(true, Ordering::Relaxed) {
+                // Revoked here already (its announcement and the look at the store both
+                // bring it): the sessions have their frame.
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+                return;
+            }
+        }
+        self.kept_by_task.write().remove(&task_id);
+        self.kept.write().retain(|k| k.record.task_id != task_id);
+        self.notifying.write().remove(&task_id);
+        self.unkept_acks.forget(&task_id);
+        let job = RevokeJob {
+            record,
+            frame,
+            done,
+        };
+        if self.fan_out.send(FanOutWork::Revoke(job)).is_err() {
+            warn!(app = self.app, %task_id, "fan-out thread is gone; sessions get no Revoke frame");
+        }
+    }
+
     pub fn report(&self, task_id: &str) -> DeliveryReport {
         let stats = self.task_stats.read().get(task_id).cloned();
         let acknowledged = self
@@ -324,6 +416,10 @@ impl Delivery {
         let by_task = self.kept_by_task.read();
         for task_id in task_ids {
             let Some(kept) = by_task.get(task_id) else {
+                if let Some(record) = self.unkept_acks.first_ack(task_id, account) {
+                    let acked = DeliveryStep::Acked { account };
+                    self.events.emit_one(&record, crate::clock::now_ms(), acked);
+                }
                 continue;
             };
             if kept.record.audience.contains(account) && kept.acked.write().insert(account) {
@@ -352,6 +448,10 @@ impl Delivery {
         self.kept_by_task
             .write()
             .retain(|task_id, _| live.contains(task_id));
+        self.notifying
+            .write()
+            .retain(|_, record| record.notifications_expire_at_ms() > now_ms);
+        self.unkept_acks.purge(now_ms);
         // Online-only pushes are reported for as long as kept ones are.
         let oldest_kept_ms = now_ms.saturating_sub(MAX_KEEP_MS);
         self.task_stats.write().retain(|task_id, _| {
@@ -383,9 +483,18 @@ impl Delivery {
     }
 }
 
-/// The acceptance time a TaskId carries (`{sdkappid}_{ms}_{msgrandom}_{rand}`).
+/// The acceptance time a TaskId carries: `{sdkappid}_{ms}_{msgrandom}_{rand}` (decimal,
+/// `im_push`) or `[batch_]{seconds}_{sdkappid}_...` (hex, `timpush`).
 fn task_created_ms(task_id: &str) -> Option<u64> {
-    task_id.split('_').nth(1)?.parse().ok()
+    let task_id = task_id.strip_prefix("batch_").unwrap_or(task_id);
+    let mut groups = task_id.split('_');
+    let (first, second) = (groups.next()?, groups.next()?);
+    match second.parse::<u64>() {
+        // A decimal millisecond time has 13 digits; a hex sdkappid of 8 digits at most, read
+        // as decimal, stays far below.
+        Ok(ms) if ms >= 1_000_000_000_000 => Some(ms),
+        _ => u64::from_str_radix(first, 16).ok().map(|s| s * 1000),
+    }
 }
 
 fn start_fan_out(
@@ -402,6 +511,16 @@ fn start_fan_out(
         for job in &work {
             let job = match job {
                 FanOutWork::Push(job) => job,
+                FanOutWork::Revoke(revoke) => {
+                    let online = sessions.online_among(&revoke.record.audience);
+                    let never = AtomicBool::new(false);
+                    let (frame, slow) = (&revoke.frame, close::TOO_SLOW);
+                    sessions.fan_out(&online, frame, slow, writers, &never, false);
+                    if let Some(done) = revoke.done {
+                        let _ = done.send(());
+                    }
+                    continue;
+                }
                 FanOutWork::Barrier(done) => {
                     let _ = done.send(());
                     continue;
@@ -416,6 +535,7 @@ fn start_fan_out(
                 &job.frame,
                 close::TOO_SLOW,
                 writers,
+                &job.stats.revoked,
                 reported,
             );
             job.stats

@@ -2,7 +2,7 @@
 //! reaches `audience AND online` without looking at anyone else.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -84,6 +84,7 @@ impl std::ops::AddAssign for FanOut {
 struct Write<'a> {
     frame: &'a Bytes,
     too_slow_code: u16,
+    stop: &'a AtomicBool,
     track_reached: bool,
 }
 
@@ -123,7 +124,8 @@ impl Sessions {
     /// Writes `frame` (a whole WebSocket frame, shared by the sessions it waits in) to every
     /// open session of the accounts in `recipients` (see [`Sessions::online_among`]; an account
     /// gone since has none left), on up to `writers` threads. A session with too much waiting
-    /// already is closed with `too_slow_code`; it catches up on its next login. With
+    /// already is closed with `too_slow_code`; it catches up on its next login. Once `stop` is
+    /// set (the push was revoked), the writers stop within one batch of accounts. With
     /// `track_reached`, the result names the accounts reached.
     /// Heavy for big audiences: call it off the async runtime.
     pub fn fan_out(
@@ -132,6 +134,7 @@ impl Sessions {
         frame: &Bytes,
         too_slow_code: u16,
         writers: usize,
+        stop: &AtomicBool,
         track_reached: bool,
     ) -> FanOut {
         let count = recipients.len() as usize;
@@ -139,6 +142,7 @@ impl Sessions {
         let write = Write {
             frame,
             too_slow_code,
+            stop,
             track_reached,
         };
         if writers == 1 {
@@ -168,7 +172,7 @@ impl Sessions {
     fn write_to(&self, accounts: impl Iterator<Item = u32>, write: &Write<'_>) -> FanOut {
         let mut result = FanOut::default();
         let mut accounts = accounts.peekable();
-        while accounts.peek().is_some() {
+        while accounts.peek().is_some() && !write.stop.load(Ordering::Relaxed) {
             let registry = self.registry.read();
             for account in accounts.by_ref().take(ACCOUNTS_PER_HOLD) {
                 for session in registry.by_account.get(&account).into_iter().flatten() {
@@ -298,10 +302,11 @@ mod tests {
 
         let frame = text_frame("{\"Type\":\"Push\"}");
         let (wire, registry) = (frame.clone(), Arc::clone(&sessions));
-        let fanned =
-            tokio::task::spawn_blocking(move || registry.fan_out(&audience, &wire, 4008, 2, true))
-                .await
-                .unwrap();
+        let fanned = tokio::task::spawn_blocking(move || {
+            registry.fan_out(&audience, &wire, 4008, 2, &AtomicBool::new(false), true)
+        })
+        .await
+        .unwrap();
         let in_audience = clients.iter().filter(|(a, _)| a % 2 == 0).count();
         assert_eq!(
             fanned,

@@ -183,6 +183,19 @@ impl Devices {
         registry.with_devices.remove(account);
     }
 
+    /// The account that registered `token` (on any provider): how a `timpush` RegistrationID
+    /// is resolved.
+    pub fn owner_of_token(&self, token: &str) -> Option<u32> {
+        let registry = self.registry.read();
+        Provider::ALL.into_iter().find_map(|provider| {
+            let device = Device {
+                provider,
+                token: token.to_owned(),
+            };
+            registry.owner.get(&device).copied()
+        })
+    }
+
     pub fn of(&self, account: u32) -> Vec<Device> {
         self.registry
             .read()

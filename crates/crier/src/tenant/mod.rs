@@ -3,7 +3,8 @@
 //!
 //! - `writes`: directory writes (validated, logged with a compare-and-append, then
 //!   applied), catching up with writes logged by others, snapshots.
-//! - `pushes`: accepting an `im_push` (the rules themselves are in [`crate::push`]).
+//! - `pushes`: accepting an `im_push`, a `timpush` push or batch, and revoking (the rules
+//!   themselves are in [`crate::push`]).
 //! - `sessions`: logging a session in (a guard logs it out), kicks, deletions, online
 //!   status, acknowledgements, devices.
 //! - [`report`]: the task report.
@@ -28,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::notify::devices::Devices;
 use crate::notify::worker::{Notify, PushLookups};
 use crate::notify::{channels, Provider};
+use crate::push::limits::PerSecond;
 use crate::store::{PushRecord, Store, StoreError};
 
 mod cluster;
@@ -37,6 +39,7 @@ pub mod report;
 mod sessions;
 mod writes;
 
+pub use pushes::BatchAccepted;
 use sessions::RemotePresence;
 pub use sessions::SessionGuard;
 use writes::{SnapshotFile, WriterState, SNAPSHOT_EVERY_WRITES};
@@ -52,6 +55,7 @@ pub struct Tenant {
     snapshot_every_writes: u64,
     /// Held while a push is accepted and announced.
     accepting: Mutex<()>,
+    timpush_rates: TimpushRates,
     delivery: Delivery,
     notify: Arc<Notify>,
     /// What became of each push for each account, as the delivery points report it.
@@ -63,6 +67,13 @@ pub struct Tenant {
     /// What the web console keeps beside the app (history, task facts, its rate window).
     console: Arc<console_reads::ConsoleExtras>,
     metrics: Arc<Metrics>,
+}
+
+/// Per-second rates of `timpush` commands, counted on this node.
+#[derive(Default)]
+struct TimpushRates {
+    batch: PerSecond,
+    revoke: PerSecond,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +210,7 @@ impl Tenant {
             snapshot_file: Arc::new(Mutex::new(snapshot_seq)),
             snapshot_every_writes: SNAPSHOT_EVERY_WRITES,
             accepting: Mutex::new(()),
+            timpush_rates: TimpushRates::default(),
         })
     }
 
@@ -249,6 +261,8 @@ impl Tenant {
         let from_here = announcement.node == self.node;
         match &announcement.event {
             Event::PushAccepted(record) => self.delivery.accept(Arc::clone(record)),
+            // This node's own revoke is carried out before it is announced.
+            Event::PushRevoked(record) if !from_here => self.apply_revoke(Arc::clone(record)),
             Event::Kick { account, reason } => self.close_sessions(*account, reason),
             Event::AccountDeleted { account } => {
                 self.close_sessions(*account, "account deleted");
@@ -284,7 +298,8 @@ impl Tenant {
                 self.notify.devices.forget_device(device);
             }
             Event::DirectoryHead { seq } if !from_here => self.catch_up_to(*seq),
-            Event::Presence { .. }
+            Event::PushRevoked(_)
+            | Event::Presence { .. }
             | Event::PresenceWanted
             | Event::NodeAlive
             | Event::DeviceRegistered { .. }
@@ -338,8 +353,12 @@ impl AccountNames for Tenant {
 
 /// What the notification runner needs of the app, and nothing more.
 impl PushLookups for Tenant {
-    fn kept_push(&self, task_id: &str) -> Option<Arc<PushRecord>> {
-        self.delivery.kept_record(task_id)
+    fn notified_push(&self, task_id: &str) -> Option<Arc<PushRecord>> {
+        self.delivery.notified_record(task_id)
+    }
+
+    fn is_revoked(&self, task_id: &str) -> bool {
+        self.delivery.is_revoked(task_id)
     }
 
     fn account_name(&self, account: u32) -> Option<String> {

@@ -113,7 +113,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX notify_jobs_unfinished ON notify_jobs (app, seq) WHERE NOT done;
 "#,
-    // The delivery callback queue (`store::callbacks`): one row per event.
+    // Version 2, the `timpush` family: which command started a push (a `batch` is outside the
+    // quota, only `push` can be revoked), its `DataId`, the scheduled task that ran it, and
+    // when it was revoked.
+    r#"
+    ALTER TABLE pushes ADD COLUMN kind TEXT NOT NULL DEFAULT 'im_push';
+    ALTER TABLE pushes ADD COLUMN data_id TEXT;
+    ALTER TABLE pushes ADD COLUMN sched_task_id BIGINT;
+    ALTER TABLE pushes ADD COLUMN revoked_ms BIGINT;
+    ALTER TABLE pushes ADD COLUMN revoke_info TEXT;
+"#,
+    // Version 3, the delivery callback queue (`store::callbacks`): one row per event.
     r#"
     CREATE TABLE callback_queue (
         id BIGSERIAL PRIMARY KEY,
