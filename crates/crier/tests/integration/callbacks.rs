@@ -26,15 +26,17 @@ fn app_calling(receiver: &FakeCallbackReceiver, token: Option<&str>) -> AppConfi
     }
 }
 
-/// A `timpush/push` to everyone, kept for offline accounts; answers its TaskId.
+/// A `timpush/push` to everyone (the Chat flavour, kept for offline accounts, with a
+/// notification for them and a `DataId`).
 fn reported_push(msg_random: u32, text: &str) -> (&'static str, Value) {
     (
-        "all_member_push/im_push",
+        "timpush/push",
         json!({
             "MsgRandom": msg_random,
-            "MsgLifeTime": 3_600,
+            "OnlineOnlyFlag": 0,
             "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": text}}],
             "OfflinePushInfo": {"PushFlag": 0, "Title": "t", "Desc": text},
+            "DataId": format!("data-{msg_random}"),
         }),
     )
 }
@@ -127,17 +129,42 @@ async fn a_receiver_that_fails_twice_then_accepts_gets_every_event_exactly_once_
     dave.close().await.unwrap();
     wait_offline(&server, "dave").await;
 
-    let task_id = push_reported(&server.admin(), 1, "hello").await;
+    // A classic im_push is not reported; a timpush push and a batch are.
+    let admin = server.admin();
+    let classic = admin.push(text_push(1, "classic")).await;
+    let task_id = push_reported(&admin, 2, "hello").await;
+    let batch = admin
+        .ok(
+            "timpush/batch",
+            json!({"To_Account": ["alice", "dave"], "MsgRandom": 3, "DataId": "order-1",
+                   "OfflinePushInfo": {"PushFlag": 0, "Title": "Order", "Desc": "shipped"}}),
+        )
+        .await["TaskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for session in &mut sessions {
+        assert_eq!(next_push(session).await, classic);
         assert_eq!(next_push(session).await, task_id);
-        session.ack(vec![task_id.clone()]).await.unwrap();
+        session
+            .ack(vec![classic.clone(), task_id.clone()])
+            .await
+            .unwrap();
     }
+    // The batch is not kept: its acknowledgement is reported all the same.
+    assert_eq!(next_push(&mut sessions[0]).await, batch);
+    sessions[0].ack(vec![batch.clone()]).await.unwrap();
     let mut expected = online_keys(&task_id, &online, &[1, 2]);
     expected.insert((task_id.clone(), "dave".into(), 1, 1, 0));
+    expected.extend(online_keys(&batch, &["alice"], &[1, 2]));
+    expected.insert((batch.clone(), "dave".into(), 1, 1, 0));
     let events = receiver.wait_for_events(&expected, WAIT).await;
 
     let deduplicated: BTreeSet<EventKey> = events.iter().map(key).collect();
-    assert_eq!(deduplicated, expected, "every event, and nothing else");
+    assert_eq!(
+        deduplicated, expected,
+        "every event, and nothing else (none of the im_push)"
+    );
     let requests = receiver.requests();
     assert!(
         requests.len() >= 3,
@@ -154,7 +181,7 @@ async fn a_receiver_that_fails_twice_then_accepts_gets_every_event_exactly_once_
     // The offline events: one accepted, one refused with the provider's reason.
     let dave_events: Vec<&Value> = events
         .iter()
-        .filter(|e| e["To_Account"] == "dave")
+        .filter(|e| e["To_Account"] == "dave" && e["TaskId"] == task_id.as_str())
         .collect();
     let mut codes: Vec<u64> = dave_events
         .iter()
@@ -170,7 +197,12 @@ async fn a_receiver_that_fails_twice_then_accepts_gets_every_event_exactly_once_
     );
     for event in &events {
         assert_eq!(event["CallbackCommand"], "Push.AllMemberPush");
-        assert_eq!(event["TaskId"], task_id.as_str());
+        let data_id = if event["TaskId"] == task_id.as_str() {
+            "data-2"
+        } else {
+            "order-1"
+        };
+        assert_eq!(event["DataId"], data_id, "{event}");
         assert!(event["TaskTime"].as_u64().unwrap() <= event["EventTime"].as_u64().unwrap());
         assert_eq!(event["PushPlatform"], event["DeviceType"]);
     }
@@ -210,7 +242,7 @@ async fn a_signed_callback_verifies_with_the_specs_formula() {
     let mut alice = Connection::connect(&server.login_options("alice"))
         .await
         .unwrap();
-    let task_id = push_reported(&server.admin(), 2, "signed").await;
+    let task_id = push_reported(&server.admin(), 4, "signed").await;
     assert_eq!(next_push(&mut alice).await, task_id);
     let requests = receiver.wait_for(1, WAIT).await;
     let request = &requests[0];
