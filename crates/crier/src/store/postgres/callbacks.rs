@@ -1,5 +1,6 @@
 //! [`CallbackStore`] on PostgreSQL. A claim picks its events with `FOR UPDATE SKIP LOCKED`:
-//! nodes claiming at once take disjoint batches, and none waits for another's claim.
+//! nodes claiming at once take disjoint batches, and none waits for another's claim. It first
+//! frees the leases that ran out, then walks only the free events (a partial index).
 
 use super::{column, Failure, PostgresStore};
 use crate::store::callbacks::{CallbackClaim, CallbackStore, Claimed, QueuedCallback};
@@ -38,9 +39,17 @@ impl CallbackStore for PostgresStore {
         self.run(|client| {
             let mut tx = client.transaction()?;
             let now = claim.now_ms as i64;
+            // Leases that ran out free their events (their node died, or stalled).
+            tx.execute(
+                "UPDATE callback_queue SET lease_node = NULL, lease_until_ms = 0
+                 WHERE id IN (SELECT id FROM callback_queue
+                              WHERE app = $1 AND lease_node IS NOT NULL AND lease_until_ms <= $2
+                              FOR UPDATE SKIP LOCKED)",
+                &[&(app as i64), &now],
+            )?;
             let rows = tx.query(
                 "SELECT id, event, attempts, deadline_ms FROM callback_queue
-                 WHERE app = $1 AND ready_ms <= $2 AND (lease_node IS NULL OR lease_until_ms <= $2)
+                 WHERE app = $1 AND lease_node IS NULL AND ready_ms <= $2
                  ORDER BY deadline_ms, id LIMIT $3
                  FOR UPDATE SKIP LOCKED",
                 &[&(app as i64), &now, &(claim.max as i64)],

@@ -135,7 +135,12 @@ const MIGRATIONS: &[&str] = &[
         lease_node TEXT,
         lease_until_ms BIGINT NOT NULL DEFAULT 0
     );
-    CREATE INDEX callback_queue_by_deadline ON callback_queue (app, deadline_ms, id);
+    -- Claims walk the free events by deadline, never the leased ones (in flight) ahead of
+    -- them; expired leases are found by their end.
+    CREATE INDEX callback_queue_free ON callback_queue (app, deadline_ms, id)
+        WHERE lease_node IS NULL;
+    CREATE INDEX callback_queue_leased ON callback_queue (app, lease_until_ms)
+        WHERE lease_node IS NOT NULL;
 "#,
 ];
 

@@ -1,5 +1,7 @@
 //! [`CallbackStore`] on the embedded SQLite store. Claims run under `BEGIN IMMEDIATE`, so two
-//! claimants never lease one event.
+//! claimants never lease one event. A claim first frees the leases that ran out, then walks
+//! only the free events (a partial index): the events in flight, at the head of the queue,
+//! are never scanned.
 
 use rusqlite::{params, params_from_iter, OptionalExtension, TransactionBehavior};
 
@@ -48,12 +50,18 @@ impl CallbackStore for SqliteStore {
             let mut connection = self.connection.lock();
             let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = claim.now_ms as i64;
+            // Leases that ran out free their events (their node died, or stalled).
+            tx.prepare_cached(
+                "UPDATE callback_queue SET lease_node = NULL, lease_until_ms = 0
+                 WHERE app = ?1 AND lease_node IS NOT NULL AND lease_until_ms <= ?2",
+            )?
+            .execute(params![app as i64, now])?;
             let mut ready = Vec::new();
             let mut first_deadline = None;
             {
                 let mut query = tx.prepare_cached(
                     "SELECT id, event, attempts, deadline_ms FROM callback_queue
-                     WHERE app = ?1 AND ready_ms <= ?2 AND (lease_node IS NULL OR lease_until_ms <= ?2)
+                     WHERE app = ?1 AND lease_node IS NULL AND ready_ms <= ?2
                      ORDER BY deadline_ms, id LIMIT ?3",
                 )?;
                 let mut rows = query.query(params![app as i64, now, claim.max as i64])?;
