@@ -9,9 +9,9 @@
 //! - [`app_state`]: what handlers share: the apps, the store, metrics, limits;
 //! - [`tenant`]: one app's façade; the edges call its methods, never its parts;
 //! - the parts: [`push`] (reading an `im_push`, its rules), [`delivery`] (presence, fan-out,
-//!   kept pushes, acknowledgements, the hand-off of delivery events), [`notify`] (devices,
-//!   providers, the job runner), [`callback`] (delivery callbacks to the app's server, from a
-//!   durable queue),
+//!   kept pushes, acknowledgements), [`notify`] (devices, providers, the job runner),
+//!   [`events`] (the hand-off of delivery events from `delivery` and `notify` to their
+//!   consumers), [`callback`] (delivery callbacks to the app's server, from a durable queue),
 //!   [`bus`] (announcements between sessions and nodes), [`directory`] (accounts, tags and
 //!   attributes as roaring bitmaps), [`store`] (durable state behind a trait; SQLite is the
 //!   embedded default), [`supervise`] (background threads that restart after a panic);
@@ -31,6 +31,7 @@ pub mod console;
 pub mod delivery;
 pub mod directory;
 pub mod error;
+pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod metrics;

@@ -1,7 +1,7 @@
 //! Delivery callbacks to the app's server: `Push.AllMemberPush` (timpush.md §8), for apps
 //! with a `callback_url`.
 //!
-//! - `queue`: the app's sink of delivery events (`crate::delivery::events`); a thread turns
+//! - `queue`: the app's sink of delivery events (`crate::events`); a thread turns
 //!   them into callback events and stores them, gathered, in the durable queue
 //!   (`crate::store::callbacks`).
 //! - `sender`: an async task that claims up to 100 due events at a time under a lease, POSTs

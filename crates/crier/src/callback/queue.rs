@@ -12,7 +12,7 @@ use tracing::error;
 use super::wire::{self, Event, CALLBACK_COMMAND};
 use super::AccountNames;
 use crate::clock::now_ms;
-use crate::delivery::events::{DeliveryEvent, DeliveryEventSink, DeliveryStep};
+use crate::events::{DeliveryEvent, DeliveryEventSink, DeliveryStep};
 use crate::metrics::callbacks::CallbackEnd;
 use crate::metrics::{BackgroundTask, Metrics};
 use crate::store::{PushRecord, Store};

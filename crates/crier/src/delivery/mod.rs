@@ -14,10 +14,9 @@
 //!   the push's own fan-out so no session gets the push after its `Revoke`
 //!   ([`Delivery::revoke`]).
 //! - Frames written and acknowledgements of pushes someone reports on are handed off as
-//!   [`events`] (delivery callbacks consume them).
+//!   delivery events ([`crate::events`]; delivery callbacks consume them).
 
 pub mod conn;
-pub mod events;
 pub mod presence;
 pub mod records;
 mod unkept_acks;
@@ -33,12 +32,12 @@ use roaring::RoaringBitmap;
 use serde_json::value::RawValue;
 use tracing::{info, warn};
 
+use crate::events::{DeliveryEvent, DeliveryEvents, DeliveryStep};
 use crate::metrics::{BackgroundTask, Metrics};
 use crate::notify::shape::wants_notifications;
 use crate::store::PushRecord;
 use crate::store::{DeliveryCounts, Store, StoreError};
 use conn::text_frame;
-use events::{DeliveryEvent, DeliveryEvents, DeliveryStep};
 use presence::Sessions;
 
 /// The longest `MsgLifeTime`; pushes older than this are never kept.

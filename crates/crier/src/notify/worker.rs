@@ -21,7 +21,7 @@ use super::devices::{Device, Devices};
 use super::shape::Template;
 use super::{Notification, Notifier, Outcome, Provider};
 use crate::clock::{now_ms, now_secs};
-use crate::delivery::events::{DeliveryEvent, DeliveryEvents, DeliveryStep};
+use crate::events::{DeliveryEvent, DeliveryEvents, DeliveryStep};
 use crate::metrics::{Metrics, NotificationEnd};
 use crate::store::notify::{JobProgress, Lease, StoredJob};
 use crate::store::{PushRecord, Store, StoreError};
