@@ -35,10 +35,7 @@ pub async fn list(call: AdminCall, body: Value) -> Answer {
     let listed = call.tenant.list_sched_tasks(&body).await?;
     Ok(Map::from_iter([
         ("Total".into(), Value::from(listed.total)),
-        (
-            "Tasks".into(),
-            listed.tasks.iter().map(task_info).collect(),
-        ),
+        ("Tasks".into(), listed.tasks.iter().map(task_info).collect()),
     ]))
 }
 

@@ -1,7 +1,9 @@
-//! `crier push`: one signed `im_push` call; prints the TaskId.
+//! `crier push`: one signed `im_push` call; prints the TaskId. With `--at`, a scheduled task of
+//! `v4/timpush` (`add_sched_task`) that pushes the same message then; prints its TaskID.
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::Args;
+use crier_client::{Admin, ClientError};
 use serde_json::{json, Map, Value};
 
 use super::Target;
@@ -46,7 +48,14 @@ pub struct PushArgs {
     /// Retry key: the same MsgRandom and body within 1 s answer the first TaskId (default: random).
     #[arg(long)]
     pub msg_random: Option<u32>,
+    /// Push later: at this UTC time, as a scheduled task (prints its TaskID). Its message is
+    /// kept 7 days (--lifetime 604800) or for online users only (--lifetime 0).
+    #[arg(long, value_name = "YYYY-MM-DD HH:MM:SS")]
+    pub at: Option<String>,
 }
+
+/// The only lifetime a `v4/timpush/push` keeps a message for (`OnlineOnlyFlag` 0).
+const TIMPUSH_LIFETIME_SECS: u64 = 604_800;
 
 fn attribute_pair(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
@@ -109,9 +118,51 @@ impl PushArgs {
         }
         Ok(body)
     }
+
+    /// The `Content` of a scheduled task pushing what [`PushArgs::body`] would, and its `Type`.
+    fn sched_content(&self) -> anyhow::Result<(&'static str, Value)> {
+        let mut content = self.body()?;
+        let online_only = match self.lifetime {
+            0 => 1,
+            TIMPUSH_LIFETIME_SECS => 0,
+            other => bail!(
+                "--lifetime {other}: a scheduled push keeps its message {TIMPUSH_LIFETIME_SECS} s (7 days) or for online users only (0)"
+            ),
+        };
+        let fields = content
+            .as_object_mut()
+            .context("the push body is an object")?;
+        fields.remove("MsgLifeTime");
+        fields.insert("OnlineOnlyFlag".into(), json!(online_only));
+        let kind = if fields.contains_key("Condition") {
+            "Tag"
+        } else {
+            "All"
+        };
+        Ok((kind, content))
+    }
+}
+
+async fn schedule(args: &PushArgs, at: &str) -> anyhow::Result<()> {
+    let (kind, content) = args.sched_content()?;
+    let target = &args.target;
+    let task_id = Admin::new(&target.url, target.sdkappid, &target.key, &args.admin)
+        .add_sched_task(kind, at, &content)
+        .await
+        .map_err(|error| match error {
+            ClientError::Refused { code, info } => {
+                anyhow!("add_sched_task refused: ErrorCode {code} ({info})")
+            }
+            other => anyhow::Error::new(other).context(format!("cannot reach {}", target.url)),
+        })?;
+    println!("{task_id}");
+    Ok(())
 }
 
 pub async fn run(args: PushArgs) -> anyhow::Result<()> {
+    if let Some(at) = &args.at {
+        return schedule(&args, at).await;
+    }
     let body = args.body()?;
     let answer =
         super::call_ok(&args.target, &args.admin, "all_member_push/im_push", &body).await?;
@@ -171,6 +222,25 @@ mod tests {
             by_attrs["Condition"],
             json!({"AttrsAnd": {"tier": "gold", "city": "sz"}})
         );
+    }
+
+    #[test]
+    fn a_scheduled_push_holds_the_same_message_as_a_timpush_body() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["push", "--sdkappid", "1", "--key", "k"];
+            argv.extend_from_slice(args);
+            let command = Command::try_parse_from(argv).unwrap();
+            command.push.sched_content()
+        };
+        let (kind, content) =
+            parse(&["--text", "hi", "--tags-or", "a", "--lifetime", "604800"]).unwrap();
+        assert_eq!(kind, "Tag");
+        assert_eq!(content["OnlineOnlyFlag"], 0);
+        assert_eq!(content["Condition"], json!({"TagsOr": ["a"]}));
+        assert!(content.get("MsgLifeTime").is_none());
+        let (kind, content) = parse(&["--text", "hi"]).unwrap();
+        assert_eq!((kind, &content["OnlineOnlyFlag"]), ("All", &json!(1)));
+        assert!(parse(&["--text", "hi", "--lifetime", "60"]).is_err());
     }
 
     #[test]

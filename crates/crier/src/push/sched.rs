@@ -52,9 +52,9 @@ pub fn format_time(ms: u64) -> String {
 
 /// The body as an object, and its `Sdkappid` checked against the query's (§1.1).
 pub fn fields_of(body: &Value, sdkappid: u64) -> Result<&Map<String, Value>, Error> {
-    let fields = body
-        .as_object()
-        .ok_or_else(|| Error::rejected(codes::BAD_JSON, "the request body must be a JSON object"))?;
+    let fields = body.as_object().ok_or_else(|| {
+        Error::rejected(codes::BAD_JSON, "the request body must be a JSON object")
+    })?;
     match fields.get("Sdkappid") {
         Some(value) if value.as_u64() == Some(sdkappid) => Ok(fields),
         Some(value) if value.is_u64() => Err(bad(format!(
@@ -94,7 +94,10 @@ fn time_field(fields: &Map<String, Value>, key: &str) -> Result<Option<u64>, Err
     match fields.get(key) {
         None => Ok(None),
         Some(Value::String(text)) => parse_time(text).map(Some).ok_or_else(|| {
-            bad(format!("{key} {} is not a time: write {TIME_SHAPE}", echo(text)))
+            bad(format!(
+                "{key} {} is not a time: write {TIME_SHAPE}",
+                echo(text)
+            ))
         }),
         Some(_) => Err(bad(format!("{key} must be a string: {TIME_SHAPE}"))),
     }
@@ -350,9 +353,7 @@ mod tests {
     #[test]
     fn sdkappid_must_repeat_the_query() {
         let now = parse_time("2025-06-01 00:00:00").unwrap();
-        let body = |app: Value| {
-            json!({"Sdkappid": app, "Type": "All", "SchedAt": "2025-06-02 00:00:00", "Content": {}})
-        };
+        let body = |app: Value| json!({"Sdkappid": app, "Type": "All", "SchedAt": "2025-06-02 00:00:00", "Content": {}});
         assert!(parse_add(&body(json!(7)), 7, now).is_ok());
         assert_eq!(code(parse_add(&body(json!(8)), 7, now)), 90104);
         assert_eq!(code(parse_add(&body(json!("7")), 7, now)), 90104);
@@ -378,9 +379,8 @@ mod tests {
 
     #[test]
     fn content_follows_its_type_and_gets_a_msg_random() {
-        let all = |content: Value| {
-            prepare_content(SchedKind::All, content.as_object().unwrap().clone())
-        };
+        let all =
+            |content: Value| prepare_content(SchedKind::All, content.as_object().unwrap().clone());
         assert_eq!(code(all(json!({"Condition": {"TagsOr": ["a"]}}))), 90104);
         assert!(all(json!({"Condition": null})).is_ok());
         assert_eq!(
@@ -394,7 +394,10 @@ mod tests {
         assert_eq!(kept["MsgRandom"], 5);
         let big = "x".repeat(MAX_PUSH_BODY_BYTES);
         assert_eq!(code(all(json!({"Ext": big}))), 90056);
-        let user = prepare_content(SchedKind::User, json!({"Ext": big}).as_object().unwrap().clone());
+        let user = prepare_content(
+            SchedKind::User,
+            json!({"Ext": big}).as_object().unwrap().clone(),
+        );
         assert!(user.is_ok(), "a batch body keeps the 1 MiB envelope limit");
     }
 
@@ -413,7 +416,10 @@ mod tests {
         assert_eq!(listed.order, SchedOrder::SchedAt);
         assert_eq!(listed.keyword.as_deref(), Some("market"));
         assert_eq!(code(list(json!({"EndTime": "2025-06-01 00:00:01"}))), 90104);
-        assert_eq!(code(list(json!({"BeginTime": "2025-06-02 00:00:00"}))), 90104);
+        assert_eq!(
+            code(list(json!({"BeginTime": "2025-06-02 00:00:00"}))),
+            90104
+        );
         assert_eq!(code(list(json!({"OrderBy": "taskid"}))), 90104);
         assert_eq!(code(list(json!({"Want": 0}))), 90104);
         assert_eq!(code(list(json!({"Asc": "yes"}))), 90104);
@@ -425,9 +431,6 @@ mod tests {
         assert!(matches_keyword(&content, "open"));
         assert!(matches_keyword(&content, "ünï"));
         assert!(!matches_keyword(&content, "closed"));
-        assert_eq!(
-            title_and_desc(&json!({})),
-            (String::new(), String::new())
-        );
+        assert_eq!(title_and_desc(&json!({})), (String::new(), String::new()));
     }
 }

@@ -181,6 +181,5 @@ pub trait SchedStore: Send + Sync {
     fn release_sched_task(&self, app: u64, task_id: u64, node: &str) -> Result<(), StoreError>;
 
     /// The TaskId of the push that the run of `sched_task_id` started, if one was stored.
-    fn sched_task_push(&self, app: u64, sched_task_id: u64)
-        -> Result<Option<String>, StoreError>;
+    fn sched_task_push(&self, app: u64, sched_task_id: u64) -> Result<Option<String>, StoreError>;
 }

@@ -218,14 +218,20 @@ impl Tenant {
         }
         Err(Error::rejected(
             codes::PUSH_TOO_FREQUENT,
-            format!("at most {CALLS_PER_SECOND} {command} calls per second per app: retry in a second"),
+            format!(
+                "at most {CALLS_PER_SECOND} {command} calls per second per app: retry in a second"
+            ),
         ))
     }
 
     /// A task's `Content` ready to store (JSON text), checked as the push or batch it holds
     /// would be now, except for what the run decides: whether pushing is enabled, the quota and
     /// the interval (`timpush.md` §9.1).
-    fn checked_content(&self, kind: SchedKind, content: Map<String, Value>) -> Result<String, Error> {
+    fn checked_content(
+        &self,
+        kind: SchedKind,
+        content: Map<String, Value>,
+    ) -> Result<String, Error> {
         let (content, text) = sched::prepare_content(kind, content)?;
         match kind {
             SchedKind::All | SchedKind::Tag => self.check_timpush_push(&content)?,

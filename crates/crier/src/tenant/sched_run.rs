@@ -95,8 +95,9 @@ impl Tenant {
     /// How long until a task may be due, at most [`LOOK_EVERY`].
     async fn until_next_sched_task(self: &Arc<Self>) -> Duration {
         let tenant = Arc::clone(self);
-        let next = tokio::task::spawn_blocking(move || tenant.store.next_sched_at(tenant.sdkappid()))
-            .await;
+        let next =
+            tokio::task::spawn_blocking(move || tenant.store.next_sched_at(tenant.sdkappid()))
+                .await;
         match next {
             Ok(Ok(Some(at_ms))) => {
                 Duration::from_millis(at_ms.saturating_sub(now_ms())).min(LOOK_EVERY)
@@ -151,7 +152,8 @@ impl Tenant {
         let run = match serde_json::from_str::<Value>(&task.content) {
             Ok(content) => match task.kind {
                 SchedKind::All | SchedKind::Tag => {
-                    self.timpush_push(&content, &task.caller, Some(task_id)).await
+                    self.timpush_push(&content, &task.caller, Some(task_id))
+                        .await
                 }
                 SchedKind::User => self
                     .batch(&content, &task.caller, Some(task_id))
@@ -186,7 +188,11 @@ impl Tenant {
     }
 
     /// Records `ending`: the TaskId of the push the run started, or why it failed.
-    async fn finish_sched_task(self: &Arc<Self>, task_id: u64, ending: Result<String, String>) -> Run {
+    async fn finish_sched_task(
+        self: &Arc<Self>,
+        task_id: u64,
+        ending: Result<String, String>,
+    ) -> Run {
         let tenant = Arc::clone(self);
         let finished = tokio::task::spawn_blocking(move || {
             let outcome = match &ending {
@@ -225,7 +231,10 @@ impl Tenant {
         })
         .await;
         if !matches!(released, Ok(Ok(()))) {
-            warn!(app = self.sdkappid(), task_id, "could not hand a scheduled task back; it is retried when its lease ends");
+            warn!(
+                app = self.sdkappid(),
+                task_id, "could not hand a scheduled task back; it is retried when its lease ends"
+            );
         }
         Run::Retry
     }

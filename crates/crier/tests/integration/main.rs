@@ -22,5 +22,6 @@ mod gateway_limits;
 mod notify;
 mod providers;
 mod push;
+mod sched;
 mod seams;
 mod tags;

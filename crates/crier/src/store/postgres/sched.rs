@@ -176,17 +176,20 @@ impl SchedStore for PostgresStore {
         lease: Lease<'_>,
     ) -> Result<Option<SchedTask>, StoreError> {
         self.run(|client| {
-            // `due` is the row as it was before the update: the status the runner is told.
+            // `due` is the row as it was before the update: the status the runner is told. It is
+            // materialized, so the row is picked and locked once (a subquery joined in `FROM`
+            // may be evaluated again when a racing claim commits, and take a second row).
             let claimed = client.query_opt(
-                "UPDATE sched_tasks AS task
-                 SET status = 'dispatching', lease_node = $2, lease_until_ms = $4
-                 FROM (
+                "WITH due AS MATERIALIZED (
                      SELECT task_id, status FROM sched_tasks
                      WHERE app = $1 AND sched_at_ms <= $3
                        AND (status = 'pending'
                             OR (status = 'dispatching' AND (lease_node = $2 OR lease_until_ms <= $3)))
                      ORDER BY sched_at_ms, task_id LIMIT 1
-                     FOR UPDATE SKIP LOCKED) AS due
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE sched_tasks AS task
+                 SET status = 'dispatching', lease_node = $2, lease_until_ms = $4
+                 FROM due
                  WHERE task.app = $1 AND task.task_id = due.task_id
                  RETURNING task.app, task.task_id, task.kind, task.created_ms, task.sched_at_ms,
                            task.content, task.caller, due.status, task.dispatch_err,
@@ -210,7 +213,9 @@ impl SchedStore for PostgresStore {
         outcome: SchedOutcome<'_>,
     ) -> Result<(), StoreError> {
         let (status, error, push_task_id) = match outcome {
-            SchedOutcome::Dispatched { push_task_id } => (SchedStatus::Dispatched, "", push_task_id),
+            SchedOutcome::Dispatched { push_task_id } => {
+                (SchedStatus::Dispatched, "", push_task_id)
+            }
             SchedOutcome::Failed { error } => (SchedStatus::Failed, error, ""),
         };
         self.run(|client| {
@@ -248,11 +253,7 @@ impl SchedStore for PostgresStore {
         })
     }
 
-    fn sched_task_push(
-        &self,
-        app: u64,
-        sched_task_id: u64,
-    ) -> Result<Option<String>, StoreError> {
+    fn sched_task_push(&self, app: u64, sched_task_id: u64) -> Result<Option<String>, StoreError> {
         self.run(|client| {
             let row = client.query_opt(
                 "SELECT task_id FROM pushes WHERE app = $1 AND sched_task_id = $2

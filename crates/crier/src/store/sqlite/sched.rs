@@ -225,7 +225,9 @@ impl SchedStore for SqliteStore {
         outcome: SchedOutcome<'_>,
     ) -> Result<(), StoreError> {
         let (status, error, push_task_id) = match outcome {
-            SchedOutcome::Dispatched { push_task_id } => (SchedStatus::Dispatched, "", push_task_id),
+            SchedOutcome::Dispatched { push_task_id } => {
+                (SchedStatus::Dispatched, "", push_task_id)
+            }
             SchedOutcome::Failed { error } => (SchedStatus::Failed, error, ""),
         };
         run(|| {
@@ -256,11 +258,7 @@ impl SchedStore for SqliteStore {
         })
     }
 
-    fn sched_task_push(
-        &self,
-        app: u64,
-        sched_task_id: u64,
-    ) -> Result<Option<String>, StoreError> {
+    fn sched_task_push(&self, app: u64, sched_task_id: u64) -> Result<Option<String>, StoreError> {
         run(|| {
             Ok(self
                 .connection
