@@ -97,23 +97,27 @@ pub async fn task_list(call: AdminCall, body: Value) -> Answer {
     let offset = integer(body, "Offset", 0, 0..=u64::from(u32::MAX))? as usize;
     let want = integer(body, "Want", 20, 1..=100)? as usize;
     let since_secs = integer(body, "Since", 0, 0..=u64::from(u32::MAX))?;
-    let kinds: Vec<PushKind> = match body.get("Kinds") {
-        None | Some(Value::Null) => vec![PushKind::ImPush, PushKind::Push, PushKind::Batch],
-        Some(Value::Array(kinds)) => kinds
-            .iter()
-            .map(|kind| {
-                kind.as_str().and_then(PushKind::parse).ok_or_else(|| {
-                    bad(format!(
-                        "Kinds holds {}; use im_push, push or batch",
-                        echo(&kind.to_string())
-                    ))
+    let kinds: Option<Vec<PushKind>> = match body.get("Kinds") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(kinds)) => Some(
+            kinds
+                .iter()
+                .map(|kind| {
+                    kind.as_str().and_then(PushKind::parse).ok_or_else(|| {
+                        bad(format!(
+                            "Kinds holds {}; use im_push, push or batch",
+                            echo(&kind.to_string())
+                        ))
+                    })
                 })
-            })
-            .collect::<Result<_, _>>()?,
+                .collect::<Result<_, _>>()?,
+        ),
         Some(_) => return Err(bad("Kinds must be an array of im_push, push, batch")),
     };
     let mut tasks = blocking(&call, move |tenant| tenant.recent_tasks(since_secs * 1000)).await?;
-    tasks.retain(|task| kinds.contains(&task.kind));
+    if let Some(kinds) = kinds {
+        tasks.retain(|task| kinds.contains(&task.kind));
+    }
     let listed: Vec<Value> = tasks
         .iter()
         .skip(offset)

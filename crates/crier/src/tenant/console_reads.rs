@@ -61,7 +61,6 @@ pub struct TaskSummary {
     pub task_id: String,
     pub kind: PushKind,
     pub data_id: Option<String>,
-    /// The scheduled task whose run started it.
     pub sched_task_id: Option<u64>,
     pub state: &'static str,
     pub created_ms: u64,
@@ -168,7 +167,9 @@ impl Tenant {
                     kind: facts.kind,
                     data_id: facts.data_id.clone(),
                     sched_task_id: facts.sched_task_id,
-                    state: if kept && expires_ms > now {
+                    state: if self.delivery.is_revoked(task_id) {
+                        "revoked"
+                    } else if kept && expires_ms > now {
                         "active"
                     } else {
                         "done"

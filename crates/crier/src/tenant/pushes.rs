@@ -186,7 +186,7 @@ impl Tenant {
             };
             let task_id = record.task_id.clone();
             info!(app = tenant.sdkappid(), %task_id, kind = record.kind.as_str(), audience = record.audience.len(), lifetime_secs = record.lifetime_secs, "push accepted");
-            tenant.announce(Event::PushAccepted(Arc::new(record)));
+            tenant.announce(Event::PushAccepted(Arc::from(record)));
             Metrics::add(&tenant.metrics.pushes_accepted, 1);
             if notifying {
                 tenant.notify.wake();

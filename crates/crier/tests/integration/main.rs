@@ -25,3 +25,4 @@ mod push;
 mod sched;
 mod seams;
 mod tags;
+mod timpush;

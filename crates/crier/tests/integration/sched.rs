@@ -663,7 +663,7 @@ async fn a_task_made_by_crier_push_at_survives_kill_9_and_fires_on_time() {
             "--key",
             KEY,
         ])
-        .args(["--text", "survived", "--lifetime", "604800", "--at", &at])
+        .args(["--text", "survived", "--at", &at])
         .output()
         .await
         .unwrap();
