@@ -1,6 +1,6 @@
 //! Running scheduled tasks (`timpush.md` §9.6). Each node runs one loop per app that sleeps
-//! until the earliest task is due (looking at the store at least once a second, for tasks
-//! other nodes added), claims due tasks one at a time under a lease, and runs each through the
+//! until the earliest task is due (reading the store at least once a second, for tasks other
+//! nodes added), claims due tasks one at a time under a lease, and runs each through the
 //! `push` or `batch` path with the quotas as they stand, so a run is an ordinary push that
 //! reports, revokes and callbacks see.
 //!
@@ -30,6 +30,8 @@ use crate::store::StoreError;
 const LEASE_MS: u64 = 30_000;
 /// The runner looks at the store at least this often, for tasks added on other nodes.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// The pause after a round of claims, before looking at what is due next.
+const AFTER_A_ROUND: Duration = Duration::from_millis(10);
 /// A task found later than this after its time fails instead of running.
 pub const MISSED_AFTER_MS: u64 = 10 * 60 * 1000;
 /// A run later than this after its time is logged as late.
@@ -48,10 +50,15 @@ impl Tenant {
     /// Runs this app's scheduled tasks as they fall due, until shutdown.
     pub async fn run_sched_tasks(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         loop {
-            let wait = match self.run_due_sched_tasks().await {
-                Run::Ended => self.until_next_sched_task().await,
-                Run::Retry => LOOK_EVERY,
-            };
+            // Claiming writes; while nothing is due the runner only reads when something will be.
+            let mut wait = self.until_next_sched_task().await;
+            if wait.is_zero() {
+                wait = match self.run_due_sched_tasks().await {
+                    // What was due ran here or is running on another node: look again soon.
+                    Run::Ended => AFTER_A_ROUND,
+                    Run::Retry => LOOK_EVERY,
+                };
+            }
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = self.sched.changed.notified() => {}
@@ -92,7 +99,7 @@ impl Tenant {
         }
     }
 
-    /// How long until a task may be due, at most [`LOOK_EVERY`].
+    /// How long until a task may be due (zero: one is), at most [`LOOK_EVERY`].
     async fn until_next_sched_task(self: &Arc<Self>) -> Duration {
         let tenant = Arc::clone(self);
         let next =
