@@ -47,6 +47,13 @@ pub async fn serve(
         });
     }
     for tenant in state.tenants.values() {
+        let (tenant, shutdown) = (Arc::clone(tenant), state.shutdown.subscribe());
+        let metrics = Arc::clone(&state.metrics);
+        crate::supervise::spawn_task(BackgroundTask::ScheduledTasks, metrics, move || {
+            Arc::clone(&tenant).run_sched_tasks(shutdown.clone())
+        });
+    }
+    for tenant in state.tenants.values() {
         let Some(callbacks) = tenant.callbacks() else {
             continue;
         };

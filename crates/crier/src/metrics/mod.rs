@@ -14,15 +14,17 @@ pub enum BackgroundTask {
     FanOut,
     DeliveryRecords,
     Notifications,
+    ScheduledTasks,
     CallbackQueue,
     Callbacks,
 }
 
 impl BackgroundTask {
-    pub const ALL: [BackgroundTask; 5] = [
+    pub const ALL: [BackgroundTask; 6] = [
         BackgroundTask::FanOut,
         BackgroundTask::DeliveryRecords,
         BackgroundTask::Notifications,
+        BackgroundTask::ScheduledTasks,
         BackgroundTask::CallbackQueue,
         BackgroundTask::Callbacks,
     ];
@@ -32,6 +34,7 @@ impl BackgroundTask {
             BackgroundTask::FanOut => "fan_out",
             BackgroundTask::DeliveryRecords => "delivery_records",
             BackgroundTask::Notifications => "notifications",
+            BackgroundTask::ScheduledTasks => "scheduled_tasks",
             BackgroundTask::CallbackQueue => "callback_queue",
             BackgroundTask::Callbacks => "callbacks",
         }

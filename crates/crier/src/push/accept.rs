@@ -17,7 +17,10 @@ use crate::store::{PushAcceptance, PushRecord, PushRules, Store};
 /// How an acceptance ended, when it was not refused.
 pub enum Accepted {
     /// Stored (with its notification job when `notifying`): announce it.
-    New { record: PushRecord, notifying: bool },
+    New {
+        record: Box<PushRecord>,
+        notifying: bool,
+    },
     /// A client's retry of a push already accepted, answered with that push's TaskId.
     Retry { task_id: String },
 }
@@ -67,7 +70,7 @@ pub fn accept(
     };
     match store.try_accept_push(&record, request.fingerprint, &rules, targets.as_ref())? {
         PushAcceptance::Accepted => Ok(Accepted::New {
-            record,
+            record: Box::new(record),
             notifying: targets.is_some(),
         }),
         PushAcceptance::Duplicate { task_id } => Ok(Accepted::Retry { task_id }),

@@ -8,6 +8,7 @@
 //! - `sessions`: logging a session in (a guard logs it out), kicks, deletions, online
 //!   status, acknowledgements, devices.
 //! - [`report`]: the task report.
+//! - `sched`: the scheduled-task commands; `sched_run`: running the tasks as they fall due.
 //!
 //! Effects that cross sessions go through the [`Bus`]: the façade announces them and
 //! `Tenant::handle` carries them out on every node, this one included.
@@ -36,10 +37,13 @@ mod cluster;
 pub mod console_reads;
 mod pushes;
 pub mod report;
+mod sched;
+mod sched_run;
 mod sessions;
 mod writes;
 
 pub use pushes::BatchAccepted;
+pub use sched::SchedList;
 use sessions::RemotePresence;
 pub use sessions::SessionGuard;
 use writes::{SnapshotFile, WriterState, SNAPSHOT_EVERY_WRITES};
@@ -56,6 +60,7 @@ pub struct Tenant {
     /// Held while a push is accepted and announced.
     accepting: Mutex<()>,
     timpush_rates: TimpushRates,
+    sched: sched::SchedState,
     delivery: Delivery,
     notify: Arc<Notify>,
     /// What became of each push for each account, as the delivery points report it.
@@ -211,6 +216,7 @@ impl Tenant {
             snapshot_every_writes: SNAPSHOT_EVERY_WRITES,
             accepting: Mutex::new(()),
             timpush_rates: TimpushRates::default(),
+            sched: sched::SchedState::default(),
         })
     }
 

@@ -2,10 +2,11 @@
 //! (after quickwit's `metastore_test_suite!`), so the embedded store and a shared one provably
 //! agree.
 //!
-//! Each case is a generic `pub fn` over a [`StoreFactory`], in `directory`, `pushes`, `notify` or
-//! `callbacks` by the part of the store it covers (and re-exported here);
-//! [`store_conformance_suite!`] expands to one `#[test]` per case for a factory type. Outside this crate's tests the suite
-//! is behind the `store-conformance` feature, for a store living in another crate.
+//! Each case is a generic `pub fn` over a [`StoreFactory`], in `directory`, `pushes`, `notify`,
+//! `sched` or `callbacks` by the part of the store it covers (and re-exported here);
+//! [`store_conformance_suite!`] expands to one `#[test]` per case for a factory type. Outside
+//! this crate's tests the suite is behind the `store-conformance` feature, for a store living
+//! in another crate.
 //!
 //! [`store_conformance_suite!`]: crate::store_conformance_suite
 
@@ -16,6 +17,7 @@ mod callbacks;
 mod directory;
 mod notify;
 mod pushes;
+mod sched;
 
 use std::io::{Read, Write};
 
@@ -25,6 +27,7 @@ pub use self::callbacks::*;
 pub use self::directory::*;
 pub use self::notify::*;
 pub use self::pushes::*;
+pub use self::sched::*;
 use super::notify::{JobProgress, Lease};
 use super::{DeliveryCounts, PushAcceptance, PushRules, Store, StoreError};
 use crate::directory::DirOp;
@@ -82,6 +85,14 @@ macro_rules! store_conformance_suite {
             finished_jobs_are_never_claimed,
             a_released_job_is_claimed_at_once,
             everything_survives_a_reopen,
+            sched_task_ids_count_per_app_and_are_never_reused,
+            a_sched_task_reads_back_and_changes_only_while_pending,
+            due_sched_tasks_are_claimed_in_time_order,
+            of_racing_nodes_each_due_sched_task_is_claimed_once,
+            an_expired_sched_lease_passes_to_another_node_which_sees_the_push,
+            a_released_sched_task_is_claimed_again_at_once,
+            sched_tasks_are_listed_by_either_time_within_a_window,
+            sched_tasks_survive_a_reopen,
             callbacks_are_claimed_when_a_request_is_full_or_the_oldest_is_due,
             two_nodes_never_hold_one_callback_and_a_dead_nodes_pass_on,
             a_failed_callback_waits_out_its_back_off_with_one_more_attempt,

@@ -66,7 +66,7 @@ impl FakeCallbackReceiver {
         self.requests()
             .iter()
             .filter(|request| request.status == 200 && handled(request))
-            .flat_map(|request| events_of(request))
+            .flat_map(events_of)
             .collect()
     }
 
