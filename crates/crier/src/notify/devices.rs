@@ -192,6 +192,20 @@ impl Devices {
             .unwrap_or_default()
     }
 
+    /// The account a device token is registered to, whatever its provider (a token is
+    /// looked up under each; were two accounts to hold the same token at two providers, the
+    /// first provider in [`Provider::ALL`] answers).
+    pub fn owner_of_token(&self, token: &str) -> Option<u32> {
+        let registry = self.registry.read();
+        Provider::ALL.into_iter().find_map(|provider| {
+            let device = Device {
+                provider,
+                token: token.to_owned(),
+            };
+            registry.owner.get(&device).copied()
+        })
+    }
+
     /// The accounts of `audience` that have a device and are not in `online`.
     pub fn targets(&self, audience: &RoaringBitmap, online: &RoaringBitmap) -> RoaringBitmap {
         let mut targets = audience & &self.registry.read().with_devices;
@@ -265,6 +279,28 @@ mod tests {
             devices.targets(&everyone, &RoaringBitmap::new()),
             [2].into_iter().collect()
         );
+    }
+
+    #[test]
+    fn a_token_is_found_under_any_provider_and_follows_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let devices = Devices::load(7, store, |_| None).unwrap();
+        devices
+            .register(1, "a", device(Provider::Webhook, "https://d/1"))
+            .unwrap();
+        devices
+            .register(2, "b", device(Provider::Fcm, "fcm-2"))
+            .unwrap();
+        assert_eq!(devices.owner_of_token("https://d/1"), Some(1));
+        assert_eq!(devices.owner_of_token("fcm-2"), Some(2));
+        assert_eq!(devices.owner_of_token("fcm-3"), None);
+        devices
+            .register(3, "c", device(Provider::Fcm, "fcm-2"))
+            .unwrap();
+        assert_eq!(devices.owner_of_token("fcm-2"), Some(3));
+        devices.unregister(&device(Provider::Fcm, "fcm-2")).unwrap();
+        assert_eq!(devices.owner_of_token("fcm-2"), None);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - `sessions`: logging a session in (a guard logs it out), kicks, deletions, online
 //!   status, acknowledgements, devices.
 //! - [`report`]: the task report.
+//! - [`to_accounts`]: the accounts a `v4/timpush` `To_Account` names, and writes that answer.
+//! - `call_rates`: calls per second of the rate-limited commands.
 //!
 //! Effects that cross sessions go through the [`Bus`]: the façade announces them and
 //! `Tenant::handle` carries them out on every node, this one included.
@@ -28,11 +30,13 @@ use crate::notify::worker::{Notify, PushLookups};
 use crate::notify::{channels, Provider};
 use crate::store::{PushRecord, Store, StoreError};
 
+mod call_rates;
 mod cluster;
 pub mod console_reads;
 mod pushes;
 pub mod report;
 mod sessions;
+pub mod to_accounts;
 mod writes;
 
 use sessions::RemotePresence;
@@ -56,6 +60,8 @@ pub struct Tenant {
     sync: Mutex<cluster::SyncState>,
     /// What the web console keeps beside the app (history, task facts, its rate window).
     console: Arc<console_reads::ConsoleExtras>,
+    /// Calls per second of the rate-limited commands.
+    call_rates: call_rates::CallRates,
     metrics: Arc<Metrics>,
 }
 
@@ -162,6 +168,7 @@ impl Tenant {
             remote_presence: RemotePresence::default(),
             sync: Mutex::default(),
             console: Arc::default(),
+            call_rates: Default::default(),
             metrics: shared.metrics,
             directory: RwLock::new(directory),
             writer: Mutex::new(WriterState::new(last_seq, replayed)),
