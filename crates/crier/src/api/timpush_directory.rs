@@ -528,3 +528,183 @@ pub async fn clear_all_tags(call: AdminCall, body: Value) -> Answer {
         .await?;
     Ok(errors.answer(Map::new()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn directory(ops: &[DirOp]) -> Directory {
+        let mut directory = Directory::default();
+        ops.iter().for_each(|op| directory.apply(op));
+        directory
+    }
+
+    fn import(names: &[&str]) -> DirOp {
+        DirOp::Import {
+            accounts: names.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    fn user(account: &str, tags: &[&str]) -> UserTags {
+        UserTags {
+            account: account.into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    fn live<'d>(directory: &'d Directory) -> impl Fn(&str) -> Option<Resolved<'d>> + 'd {
+        move |name| {
+            let number = directory.account_number(name)?;
+            directory.live().contains(number).then(|| Resolved {
+                name: directory.account_name(number).unwrap(),
+                kind: AccountKind::UserId,
+            })
+        }
+    }
+
+    /// Plans `users` and applies the writes; answers the codes of the faults per account.
+    fn run(
+        directory: &mut Directory,
+        users: Vec<UserTags>,
+        replace: bool,
+        caps: Caps,
+    ) -> Vec<(String, u64)> {
+        let (ops, errors) = plan_tags(directory, live(directory), users, replace, caps);
+        ops.iter().for_each(|op| directory.apply(op));
+        errors
+            .0
+            .iter()
+            .map(|e| {
+                (
+                    e["To_Account"].as_str().unwrap().to_owned(),
+                    e["ErrorCode"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    const CAPS: Caps = Caps {
+        per_account: 100,
+        per_app: 1_000,
+    };
+
+    #[test]
+    fn replace_drops_the_tags_not_given_and_adding_keeps_them() {
+        let mut d = directory(&[import(&["a", "b"])]);
+        assert!(run(
+            &mut d,
+            vec![user("a", &["x", "y"]), user("b", &["x"])],
+            false,
+            CAPS
+        )
+        .is_empty());
+        assert!(run(&mut d, vec![user("a", &["z", "y"])], true, CAPS).is_empty());
+        assert_eq!(d.tags_of("a"), ["y", "z"]);
+        assert_eq!(d.tags_of("b"), ["x"]);
+        // Replacing with the tags held writes nothing.
+        let (ops, _) = plan_tags(&d, live(&d), vec![user("a", &["z", "y"])], true, CAPS);
+        assert!(ops.is_empty());
+        // Two items for one account: the second replaces what the first left.
+        assert!(run(
+            &mut d,
+            vec![user("a", &["p"]), user("a", &["q"])],
+            true,
+            CAPS
+        )
+        .is_empty());
+        assert_eq!(d.tags_of("a"), ["q"]);
+        assert!(run(
+            &mut d,
+            vec![user("a", &["r"]), user("a", &["s"])],
+            false,
+            CAPS
+        )
+        .is_empty());
+        assert_eq!(d.tags_of("a"), ["q", "r", "s"]);
+    }
+
+    #[test]
+    fn an_unknown_or_not_imported_account_is_70107_and_the_others_are_written() {
+        let mut d = directory(&[import(&["a"])]);
+        d.apply(&DirOp::AddTags {
+            users: vec![user("ahead", &["x"])],
+        });
+        let errors = run(
+            &mut d,
+            vec![
+                user("ghost", &["x"]),
+                user("a", &["x"]),
+                user("ahead", &["y"]),
+            ],
+            false,
+            CAPS,
+        );
+        assert_eq!(errors, [("ghost".into(), 70107), ("ahead".into(), 70107)]);
+        assert_eq!(d.tags_of("a"), ["x"]);
+        assert_eq!(d.tags_of("ahead"), ["x"]);
+    }
+
+    #[test]
+    fn the_per_account_cap_counts_what_earlier_items_added() {
+        let caps = Caps {
+            per_account: 3,
+            per_app: 1_000,
+        };
+        let mut d = directory(&[import(&["a", "b"])]);
+        let errors = run(
+            &mut d,
+            vec![
+                user("a", &["1", "2"]),
+                user("a", &["3", "4"]),
+                user("b", &["1", "2", "3"]),
+                user("a", &["2", "3"]),
+            ],
+            false,
+            caps,
+        );
+        assert_eq!(errors, [("a".into(), 90032)]);
+        assert_eq!(d.tags_of("a"), ["1", "2", "3"]);
+        assert_eq!(d.tags_of("b"), ["1", "2", "3"]);
+        // Replacing counts only the tags given.
+        assert!(run(&mut d, vec![user("a", &["4", "5", "6"])], true, caps).is_empty());
+        assert_eq!(d.tags_of("a"), ["4", "5", "6"]);
+    }
+
+    #[test]
+    fn the_app_cap_counts_tags_in_use_and_frees_the_ones_a_replace_releases() {
+        let caps = Caps {
+            per_account: 100,
+            per_app: 3,
+        };
+        let mut d = directory(&[import(&["a", "b", "c"])]);
+        assert!(run(
+            &mut d,
+            vec![user("a", &["x", "y"]), user("b", &["y", "z"])],
+            false,
+            caps
+        )
+        .is_empty());
+        // A fourth tag is refused; tags already in use are not.
+        let errors = run(
+            &mut d,
+            vec![user("c", &["w"]), user("c", &["x", "z"])],
+            false,
+            caps,
+        );
+        assert_eq!(errors, [("c".into(), 90032)]);
+        assert_eq!(d.tags_of("c"), ["x", "z"]);
+        // a replacing x and y with w frees nothing (c holds x, b holds y): refused. Once c
+        // dropped x, a's replace releases x's last holder, which makes room for w.
+        let errors = run(&mut d, vec![user("a", &["w"])], true, caps);
+        assert_eq!(errors, [("a".into(), 90032)]);
+        assert!(run(
+            &mut d,
+            vec![user("c", &["z"]), user("a", &["w"])],
+            true,
+            caps
+        )
+        .is_empty());
+        assert_eq!(d.tags_of("a"), ["w"]);
+        assert_eq!(d.tags_in_use(), 3);
+    }
+}

@@ -24,3 +24,4 @@ mod providers;
 mod push;
 mod seams;
 mod tags;
+mod timpush_directory;
