@@ -84,15 +84,15 @@ pub fn read_attr_names(body: &Value) -> Result<Vec<(u8, String)>, Error> {
 }
 
 /// Refuses names that, merged into the app's, would name two slots alike (90033), in the
-/// words of Tencent's sample answer.
+/// words of Tencent's sample answer (the name is 1 to 50 bytes, checked already, so it is
+/// quoted as it is).
 pub fn check_distinct_names(directory: &Directory, names: &[(u8, String)]) -> Result<(), Error> {
     let mut after = directory.attr_names();
     after.extend(names.iter().cloned());
     for (slot, name) in names {
         if let Some((other, _)) = after.iter().find(|(s, n)| *s != slot && *n == name) {
             return Err(bad_attr(format!(
-                "attrName:{} already exists at index:{other}; each slot needs a name of its own",
-                echo(name)
+                "attrName:{name} already exists at index:{other}; each slot needs a name of its own"
             )));
         }
     }
