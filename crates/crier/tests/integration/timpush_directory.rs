@@ -9,6 +9,7 @@ use crier_client::{Connection, Event, LoginOptions};
 use crier_proto::protocol::ClientFrame;
 use serde_json::{json, Value};
 
+use crate::cluster::Cluster;
 use crate::harness::*;
 use crate::observe::*;
 use crate::process::*;
@@ -1060,4 +1061,100 @@ async fn kinds_attributes_and_tags_survive_kill_9_and_a_restart() {
     .await;
     assert_eq!(answer["ErrorList"][0]["ErrorCode"], 90035, "{answer}");
     server.kill_9();
+}
+
+/// Polls `path` on `server` until `check` accepts the answer, for up to 5 s.
+async fn eventually(
+    server: &TestServer,
+    path: &str,
+    body: Value,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = server.admin().ok(path, body.clone()).await;
+        if check(&answer) {
+            return answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} never settled: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kinds_tags_and_device_tokens_reach_every_node_of_a_cluster() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let (a, b) = (cluster.node("a").await, cluster.node("b").await);
+    a.admin().import(&["alice", "bob"]).await;
+    ok_without_errors(
+        &a.admin(),
+        T_SET_ATTR_NAME,
+        json!({"AttrNames": {"0": "city", "1": "model"}, "AttrTypes": {"1": 1}}),
+    )
+    .await;
+    let token = "https://device.example/alice-on-a";
+    let mut alice = Connection::connect(&LoginOptions {
+        platform: Some("Android".into()),
+        ..a.login_options("alice")
+    })
+    .await
+    .unwrap();
+    alice
+        .send(&ClientFrame::RegisterDevice {
+            platform: "webhook".into(),
+            token: token.into(),
+        })
+        .await
+        .unwrap();
+    settled(&mut alice).await;
+
+    // B learns the kinds from the log, and the token from A's announcement.
+    eventually(&b, T_GET_ATTR_NAME, json!({}), |answer| {
+        answer["AttrTypes"] == json!({"0": 0, "1": 1})
+    })
+    .await;
+    eventually(&b, T_GET_TAG, json!({"To_Account": [token]}), |answer| {
+        answer.get("ErrorList").is_none()
+    })
+    .await;
+    ok_without_errors(&b.admin(), T_ADD_TAG, user_tags(&[(token, &["from-b"])])).await;
+    ok_with_errors(
+        &b.admin(),
+        T_SET_ATTR,
+        user_attrs(&[
+            (token, json!({"model": "pixel"})),
+            ("bob", json!({"city": "sz"})),
+        ]),
+        &[(token, 90035)],
+    )
+    .await;
+    let refused = b
+        .admin()
+        .call(
+            T_SET_ATTR_NAME,
+            json!({"AttrNames": {"1": "model"}, "AttrTypes": {"1": 0}}),
+        )
+        .await;
+    assert_eq!(refused["ErrorCode"], 90033, "{refused}");
+    eventually(&a, T_GET_TAG, json!({"To_Account": ["alice"]}), |answer| {
+        answer["UserTags"][0]["Tags"] == json!(["from-b"])
+    })
+    .await;
+
+    // A node started now loads all of it from PostgreSQL.
+    drop(alice);
+    b.stop().await;
+    let c = cluster.node("c").await;
+    let names = c.admin().ok(T_GET_ATTR_NAME, json!({})).await;
+    assert_eq!(names["AttrTypes"], json!({"0": 0, "1": 1}));
+    assert_eq!(
+        timpush_attrs(&c.admin(), "bob").await,
+        json!({"city": "sz"})
+    );
+    assert_eq!(timpush_tags(&c.admin(), token).await, ["from-b"]);
 }
