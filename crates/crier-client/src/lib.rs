@@ -14,7 +14,7 @@ mod listener;
 pub use admin::Admin;
 pub use connection::{Connection, Event, LoginOptions};
 pub use crier_proto::protocol::PushFrame;
-pub use listener::Listener;
+pub use listener::{Listener, Received};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

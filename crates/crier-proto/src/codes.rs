@@ -42,6 +42,19 @@ pub const MSG_LIFETIME_NOT_INTEGER: u32 = 90044;
 pub const PUSH_DISABLED: u32 = 90045;
 pub const DAILY_QUOTA_EXCEEDED: u32 = 90047;
 pub const BAD_FROM_ACCOUNT: u32 = 90048;
+/// `timpush/revoke`: no revocable push has this TaskId.
+pub const REVOKE_UNKNOWN_TASK: u32 = 90049;
+pub const REVOKE_ALREADY_REVOKED: u32 = 90050;
+pub const REVOKE_TOO_FREQUENT: u32 = 90051;
+/// `timpush/revoke`: the push started more than 24 hours ago.
+pub const REVOKE_TOO_LATE: u32 = 90052;
+/// `timpush/revoke`: the push stored nothing, so the overwriting `OfflinePushInfo` is needed.
+pub const REVOKE_NEEDS_OFFLINE_PUSH_INFO: u32 = 90053;
+/// `timpush/push`: the body is over 10 KB.
+pub const PUSH_BODY_TOO_LARGE: u32 = 90056;
+pub const DATA_ID_TOO_LONG: u32 = 90057;
 /// A parameter of a `v4/crier` read (or a scheduled task) is out of range.
 pub const BAD_PARAMETER: u32 = 90104;
+/// A scheduled task's state forbids the operation (it is no longer pending).
+pub const SCHED_TASK_NOT_PENDING: u32 = 90107;
 pub const INTERNAL: u32 = 91000;

@@ -10,6 +10,7 @@ pub mod attrs;
 pub mod crier_reads;
 pub mod fields;
 pub mod tags;
+pub mod timpush;
 pub mod timpush_directory;
 
 use std::future::Future;
@@ -74,6 +75,10 @@ fn command(service: &str, command: &str) -> Option<(Service, Handler)> {
         ("im_open_login_svc", "account_check") => (LoginSvc, handler!(accounts::check)),
         ("im_open_login_svc", "kick") => (LoginSvc, handler!(accounts::kick)),
         ("openim", "query_online_status") => (OpenIm, handler!(accounts::query_online_status)),
+        // The `timpush` family's push commands (timpush.md §2-4).
+        ("timpush", "push") => (AllMemberPush, handler!(timpush::push)),
+        ("timpush", "batch") => (AllMemberPush, handler!(timpush::batch)),
+        ("timpush", "revoke") => (AllMemberPush, handler!(timpush::revoke)),
         // Crier's own extensions, in Tencent's style.
         ("crier", "task_report") => (AllMemberPush, handler!(task_report)),
         ("crier", "audience_count") => (AllMemberPush, handler!(crier_reads::audience_count)),
@@ -140,11 +145,13 @@ pub async fn dispatch(
     RawQuery(query): RawQuery,
     body: Body,
 ) -> Response {
-    let Some((service, handler)) =
+    let Some((family, handler)) =
         command(&service, &command_name).filter(|_| method == Method::POST)
     else {
         return respond(Err(unknown_command()));
     };
+    let path = (service, command_name);
+    let service = family;
     let result = async {
         // Signature first: a body is never read, let alone buffered, for a caller who
         // cannot sign. An unread body also ends the connection after the answer.
@@ -154,6 +161,19 @@ pub async fn dispatch(
             .read(body, MAX_BODY_BYTES)
             .await
             .map_err(|error| body_refused(&state, error, service))?;
+        if path.0 == "timpush"
+            && path.1 == "push"
+            && read.bytes.len() > crate::push::timpush::MAX_PUSH_BODY_BYTES
+        {
+            return Err(Error::rejected(
+                codes::PUSH_BODY_TOO_LARGE,
+                format!(
+                    "the body is {} bytes; a v4/timpush/push body is at most {} bytes",
+                    read.bytes.len(),
+                    crate::push::timpush::MAX_PUSH_BODY_BYTES
+                ),
+            ));
+        }
         let body = parse_body(&read.bytes, service)?;
         // The budget covers the parsed body too: `read` is released with the answer.
         let answer = handler(call, body).await;
@@ -161,7 +181,18 @@ pub async fn dispatch(
         answer
     }
     .await;
-    respond(result)
+    respond_with(result, failure_fields(&path.0, &path.1))
+}
+
+/// What a failed answer of a command carries besides the envelope: `"TaskId": ""` for the
+/// `timpush` push commands, as Tencent's samples show.
+fn failure_fields(service: &str, command: &str) -> Map<String, Value> {
+    match (service, command) {
+        ("timpush", "push" | "batch") => {
+            Map::from_iter([("TaskId".into(), Value::String(String::new()))])
+        }
+        _ => Map::new(),
+    }
 }
 
 fn body_refused(state: &AppState, error: BodyError, service: Service) -> Error {
@@ -195,11 +226,18 @@ fn parse_body(bytes: &[u8], service: Service) -> Result<Value, Error> {
 }
 
 pub fn respond(result: Answer) -> Response {
+    respond_with(result, Map::new())
+}
+
+/// The envelope of `result`; a failure also carries `on_failure`.
+fn respond_with(result: Answer, on_failure: Map<String, Value>) -> Response {
     let envelope = match result {
         Ok(fields) => Envelope::ok(fields),
         Err(error) => {
             let wire = error.to_wire();
-            Envelope::fail(wire.code, wire.info)
+            let mut envelope = Envelope::fail(wire.code, wire.info);
+            envelope.rest = on_failure;
+            envelope
         }
     };
     Json(envelope).into_response()

@@ -1,4 +1,5 @@
-//! `crier push`: one signed `im_push` call; prints the TaskId.
+//! `crier push`: one signed `im_push` call, or `v4/timpush/push` with `--timpush` (or an
+//! option only that API has); prints the TaskId.
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -25,6 +26,9 @@ pub struct PushArgs {
     /// Only users holding at least one of these tags (repeat or comma-separate).
     #[arg(long, value_delimiter = ',')]
     pub tags_or: Vec<String>,
+    /// Leave out users holding any of these tags (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    pub tags_not: Vec<String>,
     /// Only users whose attribute NAME equals VALUE, for every pair given (NAME=VALUE, repeat).
     #[arg(long, value_name = "NAME=VALUE", value_parser = attribute_pair)]
     pub attrs_and: Vec<(String, String)>,
@@ -32,8 +36,19 @@ pub struct PushArgs {
     #[arg(long, value_name = "NAME=VALUE", value_parser = attribute_pair)]
     pub attrs_or: Vec<(String, String)>,
     /// Seconds the push is kept for users who are offline now (0 = online users only; at most 604800).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, conflicts_with = "timpush")]
     pub lifetime: u64,
+    /// Send through v4/timpush/push, so that `crier revoke` can recall it: the message is kept
+    /// 7 days for offline users (unless --online-only); with no message (neither --text nor
+    /// --msg-body) it is a notification made of --title and --desc.
+    #[arg(long)]
+    pub timpush: bool,
+    /// Connected users only, nothing kept (v4/timpush/push's OnlineOnlyFlag 1; implies --timpush).
+    #[arg(long)]
+    pub online_only: bool,
+    /// The caller's label of the push, echoed in delivery callbacks (implies --timpush).
+    #[arg(long)]
+    pub data_id: Option<String>,
     /// Sender shown to recipients (an account or an admin; default: the calling admin).
     #[arg(long)]
     pub from: Option<String>,
@@ -65,25 +80,60 @@ fn pairs(pairs: &[(String, String)]) -> Value {
 }
 
 impl PushArgs {
+    /// Whether the push goes through `v4/timpush/push` rather than `im_push`.
+    pub fn is_timpush(&self) -> bool {
+        self.timpush || self.online_only || self.data_id.is_some()
+    }
+
+    /// The REST path and body of the push.
+    pub fn request(&self) -> anyhow::Result<(&'static str, Value)> {
+        let body = self.body()?;
+        Ok(if self.is_timpush() {
+            ("timpush/push", body)
+        } else {
+            ("all_member_push/im_push", body)
+        })
+    }
+
+    fn msg_body(&self) -> anyhow::Result<Option<Value>> {
+        Ok(match (&self.text, &self.msg_body) {
+            (Some(text), None) => Some(json!([
+                {"MsgType": "TIMTextElem", "MsgContent": {"Text": text}}
+            ])),
+            (None, Some(raw)) => Some(serde_json::from_str(raw).context("--msg-body is not JSON")?),
+            _ => None,
+        })
+    }
+
     fn body(&self) -> anyhow::Result<Value> {
-        let msg_body: Value = match (&self.text, &self.msg_body) {
-            (Some(text), None) => {
-                json!([{"MsgType": "TIMTextElem", "MsgContent": {"Text": text}}])
+        let mut body = json!({"MsgRandom": self.msg_random.unwrap_or_else(rand::random)});
+        match (self.msg_body()?, self.is_timpush()) {
+            (Some(msg_body), false) => {
+                body["MsgLifeTime"] = json!(self.lifetime);
+                body["MsgBody"] = msg_body;
             }
-            (None, Some(raw)) => serde_json::from_str(raw).context("--msg-body is not JSON")?,
-            _ => bail!("give the message with --text or --msg-body"),
-        };
-        let mut body = json!({
-            "MsgRandom": self.msg_random.unwrap_or_else(rand::random),
-            "MsgLifeTime": self.lifetime,
-            "MsgBody": msg_body,
-        });
+            (Some(msg_body), true) => {
+                body["OnlineOnlyFlag"] = json!(u8::from(self.online_only));
+                body["MsgBody"] = msg_body;
+            }
+            (None, true) if self.title.is_some() || self.desc.is_some() => {}
+            (None, true) => bail!(
+                "give the message with --text or --msg-body, or a notification with --title/--desc"
+            ),
+            (None, false) => bail!("give the message with --text or --msg-body"),
+        }
+        if let Some(data_id) = &self.data_id {
+            body["DataId"] = json!(data_id);
+        }
         let mut condition = Map::new();
         if !self.tags_and.is_empty() {
             condition.insert("TagsAnd".into(), json!(self.tags_and));
         }
         if !self.tags_or.is_empty() {
             condition.insert("TagsOr".into(), json!(self.tags_or));
+        }
+        if !self.tags_not.is_empty() {
+            condition.insert("TagsNot".into(), json!(self.tags_not));
         }
         if !self.attrs_and.is_empty() {
             condition.insert("AttrsAnd".into(), pairs(&self.attrs_and));
@@ -112,15 +162,14 @@ impl PushArgs {
 }
 
 pub async fn run(args: PushArgs) -> anyhow::Result<()> {
-    let body = args.body()?;
-    let answer =
-        super::call_ok(&args.target, &args.admin, "all_member_push/im_push", &body).await?;
+    let (path, body) = args.request()?;
+    let answer = super::call_ok(&args.target, &args.admin, path, &body).await?;
     match answer.get("TaskId").and_then(Value::as_str) {
         Some(task_id) => {
             println!("{task_id}");
             Ok(())
         }
-        None => bail!("im_push answered OK without a TaskId"),
+        None => bail!("{path} answered OK without a TaskId"),
     }
 }
 
@@ -171,6 +220,42 @@ mod tests {
             by_attrs["Condition"],
             json!({"AttrsAnd": {"tier": "gold", "city": "sz"}})
         );
+    }
+
+    #[test]
+    fn timpush_options_choose_v4_timpush_push() {
+        let mut argv = vec!["push", "--sdkappid", "1", "--key", "k"];
+        argv.extend_from_slice(&["--text", "hi", "--online-only", "--tags-not", "x,y"]);
+        let args = Command::try_parse_from(argv).unwrap().push;
+        let (path, online_only) = args.request().unwrap();
+        assert_eq!(path, "timpush/push");
+        assert_eq!(online_only["OnlineOnlyFlag"], 1);
+        assert!(online_only.get("MsgLifeTime").is_none());
+        assert_eq!(online_only["Condition"], json!({"TagsNot": ["x", "y"]}));
+        let notification = body(&["--timpush", "--title", "Sale", "--data-id", "c1"]);
+        assert!(notification.get("MsgBody").is_none());
+        assert_eq!(notification["OfflinePushInfo"]["Title"], "Sale");
+        assert_eq!(notification["DataId"], "c1");
+        let kept = body(&["--text", "hi", "--timpush"]);
+        assert_eq!(kept["OnlineOnlyFlag"], 0);
+        let classic =
+            Command::try_parse_from(["push", "--sdkappid", "1", "--key", "k", "--text", "hi"])
+                .unwrap()
+                .push;
+        assert_eq!(classic.request().unwrap().0, "all_member_push/im_push");
+        assert!(Command::try_parse_from([
+            "push",
+            "--sdkappid",
+            "1",
+            "--key",
+            "k",
+            "--text",
+            "hi",
+            "--timpush",
+            "--lifetime",
+            "5"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -50,6 +50,11 @@ fn default_notification_lease_secs() -> u64 {
     30
 }
 
+/// Tencent's documented rates for `batch` range from 10 to 40 calls per second by edition.
+fn default_batch_calls_per_second() -> u32 {
+    30
+}
+
 /// One `[[app]]` table: an isolated tenant.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -79,6 +84,9 @@ pub struct AppConfig {
     /// may take it over (in a cluster: how long a dead node's run waits). Default 30 s.
     #[serde(default = "default_notification_lease_secs")]
     pub notification_lease_secs: u64,
+    /// `v4/timpush/batch` calls per second (90024 past it).
+    #[serde(default = "default_batch_calls_per_second")]
+    pub batch_calls_per_second: u32,
 }
 
 impl AppConfig {
@@ -96,6 +104,7 @@ impl AppConfig {
             fcm: None,
             webhook: None,
             notification_lease_secs: default_notification_lease_secs(),
+            batch_calls_per_second: default_batch_calls_per_second(),
         }
     }
 

@@ -9,13 +9,17 @@
 //!   acknowledged ([`Delivery::pending_for`]).
 //! - Acknowledgements are batched into one bitmap per push per batch, and delivery counts into
 //!   one row per push per batch ([`records`]); both outlive restarts, as task reports need.
+//! - Revoked (`timpush/revoke`): the push leaves the kept pushes, a fan-out still under way
+//!   stops, and a `Revoke` frame goes to every online session of its audience, queued behind
+//!   the push's own fan-out so no session gets the push after its `Revoke`
+//!   ([`Delivery::revoke`]).
 
 pub mod conn;
 pub mod presence;
 pub mod records;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -26,6 +30,7 @@ use serde_json::value::RawValue;
 use tracing::{info, warn};
 
 use crate::metrics::{BackgroundTask, Metrics};
+use crate::notify::shape::wants_notifications;
 use crate::store::PushRecord;
 use crate::store::{DeliveryCounts, Store, StoreError};
 use conn::text_frame;
@@ -59,8 +64,16 @@ struct FanOutJob {
     stats: Arc<TaskStats>,
 }
 
+struct RevokeJob {
+    record: Arc<PushRecord>,
+    frame: Bytes,
+    /// Answered once every session of the audience online then has the `Revoke` queued.
+    done: Option<std::sync::mpsc::Sender<()>>,
+}
+
 enum FanOutWork {
     Push(FanOutJob),
+    Revoke(RevokeJob),
     /// Answered once every push queued before it is written and its count sent on.
     Barrier(std::sync::mpsc::Sender<()>),
 }
@@ -72,6 +85,8 @@ pub struct TaskStats {
     pub online: AtomicU64,
     /// Logins that got it from the kept pushes.
     pub offline: AtomicU64,
+    /// Revoked: a fan-out under way stops, one not started is skipped.
+    pub revoked: AtomicBool,
 }
 
 impl TaskStats {
@@ -79,6 +94,7 @@ impl TaskStats {
         Arc::new(TaskStats {
             online: AtomicU64::new(counts.online),
             offline: AtomicU64::new(counts.offline),
+            revoked: AtomicBool::new(false),
         })
     }
 }
@@ -97,6 +113,9 @@ pub struct Delivery {
     store: Arc<dyn Store>,
     kept: RwLock<Vec<Arc<KeptPush>>>,
     kept_by_task: RwLock<HashMap<String, Arc<KeptPush>>>,
+    /// Notification-only pushes (`timpush` without a message) whose notifications may still
+    /// be running: not kept for logins, but the notification runner needs the record.
+    notifying: RwLock<HashMap<String, Arc<PushRecord>>>,
     task_stats: RwLock<HashMap<String, Arc<TaskStats>>>,
     pub sessions: Arc<Sessions>,
     records: records::RecordWriter,
@@ -131,8 +150,17 @@ impl Delivery {
     ) -> Result<Delivery, StoreError> {
         let mut acked = store.load_acks(app)?;
         let mut counts = store.load_delivery_counts(app)?;
-        let kept: Vec<Arc<KeptPush>> = store
+        let (notifying, recent): (Vec<PushRecord>, Vec<PushRecord>) = store
             .pushes_since(app, now_ms.saturating_sub(MAX_KEEP_MS))?
+            .into_iter()
+            .filter(|push| push.revoked_ms.is_none())
+            .partition(|push| push.lifetime_secs == 0 && wants_notifications(push));
+        let notifying = notifying
+            .into_iter()
+            .filter(|push| push.notifications_expire_at_ms() > now_ms)
+            .map(|push| (push.task_id.clone(), Arc::new(push)))
+            .collect();
+        let kept: Vec<Arc<KeptPush>> = recent
             .into_iter()
             .filter(|push| push.lifetime_secs > 0 && push.expires_at_ms() > now_ms)
             .map(|push| {
@@ -177,6 +205,7 @@ impl Delivery {
             store,
             kept: RwLock::new(kept),
             kept_by_task: RwLock::new(kept_by_task),
+            notifying: RwLock::new(notifying),
             task_stats: RwLock::new(task_stats),
             sessions,
             metrics,
@@ -208,6 +237,10 @@ impl Delivery {
                 .write()
                 .insert(record.task_id.clone(), Arc::clone(&kept));
             self.kept.write().push(kept);
+        } else if wants_notifications(&record) {
+            self.notifying
+                .write()
+                .insert(record.task_id.clone(), Arc::clone(&record));
         }
         // Online means online when the push is accepted, after it is kept: a login from now on
         // finds it among the kept pushes (or, lifetime 0, does not get it at all), whenever the
@@ -270,6 +303,57 @@ impl Delivery {
             .map(|k| Arc::clone(&k.record))
     }
 
+    /// The push a notification run sends: kept, or notification-only and not yet expired.
+    pub fn notified_record(&self, task_id: &str) -> Option<Arc<PushRecord>> {
+        self.kept_record(task_id)
+            .or_else(|| self.notifying.read().get(task_id).cloned())
+    }
+
+    /// Whether this node knows the push as revoked.
+    pub fn is_revoked(&self, task_id: &str) -> bool {
+        self.task_stats
+            .read()
+            .get(task_id)
+            .is_some_and(|stats| stats.revoked.load(Ordering::Relaxed))
+    }
+
+    /// Recalls a push on this node: nothing more of it is delivered here (a fan-out under way
+    /// stops, logins no longer get it) and every session of its audience online when the
+    /// fan-out thread reaches the revoke gets `frame`, after anything of the push it was
+    /// written. `done` is answered then. A push this node never had is remembered as revoked,
+    /// so its announcement, if it comes late, is ignored.
+    pub fn revoke(
+        &self,
+        record: Arc<PushRecord>,
+        frame: Bytes,
+        done: Option<std::sync::mpsc::Sender<()>>,
+    ) {
+        let task_id = record.task_id.clone();
+        {
+            let mut task_stats = self.task_stats.write();
+            let stats = task_stats.entry(task_id.clone()).or_default();
+            if stats.revoked.swap(true, Ordering::Relaxed) {
+                // Revoked here already (its announcement and the look at the store both
+                // bring it): the sessions have their frame.
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+                return;
+            }
+        }
+        self.kept_by_task.write().remove(&task_id);
+        self.kept.write().retain(|k| k.record.task_id != task_id);
+        self.notifying.write().remove(&task_id);
+        let job = RevokeJob {
+            record,
+            frame,
+            done,
+        };
+        if self.fan_out.send(FanOutWork::Revoke(job)).is_err() {
+            warn!(app = self.app, %task_id, "fan-out thread is gone; sessions get no Revoke frame");
+        }
+    }
+
     pub fn report(&self, task_id: &str) -> DeliveryReport {
         let stats = self.task_stats.read().get(task_id).cloned();
         let acknowledged = self
@@ -327,6 +411,9 @@ impl Delivery {
         self.kept_by_task
             .write()
             .retain(|task_id, _| live.contains(task_id));
+        self.notifying
+            .write()
+            .retain(|_, record| record.notifications_expire_at_ms() > now_ms);
         // Online-only pushes are reported for as long as kept ones are.
         let oldest_kept_ms = now_ms.saturating_sub(MAX_KEEP_MS);
         self.task_stats.write().retain(|task_id, _| {
@@ -358,9 +445,18 @@ impl Delivery {
     }
 }
 
-/// The acceptance time a TaskId carries (`{sdkappid}_{ms}_{msgrandom}_{rand}`).
+/// The acceptance time a TaskId carries: `{sdkappid}_{ms}_{msgrandom}_{rand}` (decimal,
+/// `im_push`) or `[batch_]{seconds}_{sdkappid}_...` (hex, `timpush`).
 fn task_created_ms(task_id: &str) -> Option<u64> {
-    task_id.split('_').nth(1)?.parse().ok()
+    let task_id = task_id.strip_prefix("batch_").unwrap_or(task_id);
+    let mut groups = task_id.split('_');
+    let (first, second) = (groups.next()?, groups.next()?);
+    match second.parse::<u64>() {
+        // A decimal millisecond time has 13 digits; a hex sdkappid of 8 digits at most, read
+        // as decimal, stays far below.
+        Ok(ms) if ms >= 1_000_000_000_000 => Some(ms),
+        _ => u64::from_str_radix(first, 16).ok().map(|s| s * 1000),
+    }
 }
 
 fn start_fan_out(
@@ -376,6 +472,15 @@ fn start_fan_out(
         for job in &work {
             let job = match job {
                 FanOutWork::Push(job) => job,
+                FanOutWork::Revoke(revoke) => {
+                    let online = sessions.online_among(&revoke.record.audience);
+                    let never = AtomicBool::new(false);
+                    sessions.fan_out(&online, &revoke.frame, close::TOO_SLOW, writers, &never);
+                    if let Some(done) = revoke.done {
+                        let _ = done.send(());
+                    }
+                    continue;
+                }
                 FanOutWork::Barrier(done) => {
                     let _ = done.send(());
                     continue;
@@ -384,7 +489,13 @@ fn start_fan_out(
             if take_one(&injected_panics) {
                 panic!("fault injected into the fan-out of {}", job.task_id);
             }
-            let result = sessions.fan_out(&job.recipients, &job.frame, close::TOO_SLOW, writers);
+            let result = sessions.fan_out(
+                &job.recipients,
+                &job.frame,
+                close::TOO_SLOW,
+                writers,
+                &job.stats.revoked,
+            );
             job.stats
                 .online
                 .fetch_add(result.delivered, Ordering::Relaxed);

@@ -2,7 +2,7 @@
 //! reaches `audience AND online` without looking at anyone else.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -113,7 +113,8 @@ impl Sessions {
     /// Writes `frame` (a whole WebSocket frame, shared by the sessions it waits in) to every
     /// open session of the accounts in `recipients` (see [`Sessions::online_among`]; an account
     /// gone since has none left), on up to `writers` threads. A session with too much waiting
-    /// already is closed with `too_slow_code`; it catches up on its next login.
+    /// already is closed with `too_slow_code`; it catches up on its next login. Once `stop` is
+    /// set (the push was revoked), the writers stop within one batch of accounts.
     /// Heavy for big audiences: call it off the async runtime.
     pub fn fan_out(
         &self,
@@ -121,21 +122,23 @@ impl Sessions {
         frame: &Bytes,
         too_slow_code: u16,
         writers: usize,
+        stop: &AtomicBool,
     ) -> FanOut {
         let count = recipients.len() as usize;
         let writers = writers.clamp(1, 1 + count / SESSIONS_PER_EXTRA_WRITER);
         if writers == 1 {
-            return self.write_to(recipients.iter(), frame, too_slow_code);
+            return self.write_to(recipients.iter(), frame, too_slow_code, stop);
         }
         let share = count.div_ceil(writers);
         std::thread::scope(|scope| {
             let others: Vec<_> = (1..writers)
                 .map(|part| {
                     let accounts = recipients.iter().skip(part * share).take(share);
-                    scope.spawn(move || self.write_to(accounts, frame, too_slow_code))
+                    scope.spawn(move || self.write_to(accounts, frame, too_slow_code, stop))
                 })
                 .collect();
-            let mut result = self.write_to(recipients.iter().take(share), frame, too_slow_code);
+            let mut result =
+                self.write_to(recipients.iter().take(share), frame, too_slow_code, stop);
             for other in others {
                 result += other.join().expect("a fan-out writer does not panic");
             }
@@ -152,10 +155,11 @@ impl Sessions {
         accounts: impl Iterator<Item = u32>,
         frame: &Bytes,
         too_slow_code: u16,
+        stop: &AtomicBool,
     ) -> FanOut {
         let mut result = FanOut::default();
         let mut accounts = accounts.peekable();
-        while accounts.peek().is_some() {
+        while accounts.peek().is_some() && !stop.load(Ordering::Relaxed) {
             let registry = self.registry.read();
             for account in accounts.by_ref().take(ACCOUNTS_PER_HOLD) {
                 for session in registry.by_account.get(&account).into_iter().flatten() {
@@ -280,10 +284,11 @@ mod tests {
 
         let frame = text_frame("{\"Type\":\"Push\"}");
         let (wire, registry) = (frame.clone(), Arc::clone(&sessions));
-        let fanned =
-            tokio::task::spawn_blocking(move || registry.fan_out(&audience, &wire, 4008, 2))
-                .await
-                .unwrap();
+        let fanned = tokio::task::spawn_blocking(move || {
+            registry.fan_out(&audience, &wire, 4008, 2, &AtomicBool::new(false))
+        })
+        .await
+        .unwrap();
         let in_audience = clients.iter().filter(|(a, _)| a % 2 == 0).count();
         assert_eq!(
             fanned,

@@ -411,7 +411,7 @@ impl Directory {
     pub fn audience(&self, condition: &Condition) -> RoaringBitmap {
         match condition {
             Condition::All => self.live.clone(),
-            Condition::Tags { and, or } => {
+            Condition::Tags { and, or, not } => {
                 let tag = |t: &String| {
                     self.tag_numbers
                         .get(t.as_str())
@@ -421,7 +421,11 @@ impl Directory {
                     .then(|| condition::intersect_all(and.iter().map(tag).collect(), &self.live));
                 let or =
                     (!or.is_empty()).then(|| condition::union_all(or.iter().map(tag).collect()));
-                condition::combine(and, or, &self.live, self.every_member_live())
+                let mut base = condition::combine(and, or, &self.live, self.every_member_live());
+                if !not.is_empty() {
+                    base -= condition::union_all(not.iter().map(tag).collect());
+                }
+                base
             }
             Condition::Attrs { and, or } => {
                 let value = |(slot, v): &(u8, String)| {

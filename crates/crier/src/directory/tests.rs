@@ -40,6 +40,7 @@ fn tag_conditions_follow_tencents_rules() {
         let c = Condition::Tags {
             and: and.iter().map(|t| t.to_string()).collect(),
             or: or.iter().map(|t| t.to_string()).collect(),
+            not: Vec::new(),
         };
         names(&d, &d.audience(&c)).into_iter().collect::<Vec<_>>()
     };
@@ -52,6 +53,33 @@ fn tag_conditions_follow_tencents_rules() {
         4,
         "ghost is tagged but never imported"
     );
+}
+
+#[test]
+fn tags_not_leaves_out_holders_of_any_listed_tag() {
+    let mut d = Directory::default();
+    d.apply(&import(&["a", "b", "c", "d"]));
+    d.apply(&DirOp::AddTags {
+        users: vec![
+            tags("a", &["x", "y"]),
+            tags("b", &["x", "z"]),
+            tags("c", &["y"]),
+        ],
+    });
+    let run = |or: &[&str], not: &[&str]| {
+        let c = Condition::Tags {
+            and: Vec::new(),
+            or: or.iter().map(|t| t.to_string()).collect(),
+            not: not.iter().map(|t| t.to_string()).collect(),
+        };
+        names(&d, &d.audience(&c)).into_iter().collect::<Vec<_>>()
+    };
+    // Not (y or z), as the spec decides, rather than not (y and z).
+    assert_eq!(run(&["x"], &["y", "z"]), Vec::<String>::new());
+    assert_eq!(run(&["x"], &["y"]), ["b"]);
+    // Alone: everybody but the holders.
+    assert_eq!(run(&[], &["x"]), ["c", "d"]);
+    assert_eq!(run(&[], &["nobody"]), ["a", "b", "c", "d"]);
 }
 
 #[test]
@@ -234,9 +262,10 @@ fn reference_audience(
 ) -> BTreeSet<String> {
     let matches = |user: &PlainUser| match condition {
         Condition::All => true,
-        Condition::Tags { and, or } => {
+        Condition::Tags { and, or, not } => {
             and.iter().all(|t| user.tags.contains(t))
                 && (or.is_empty() || or.iter().any(|t| user.tags.contains(t)))
+                && !not.iter().any(|t| user.tags.contains(t))
         }
         Condition::Attrs { and, or } => {
             let has = |(slot, v): &(u8, String)| user.attrs.get(slot) == Some(v);
@@ -311,7 +340,11 @@ fn arb_condition() -> impl Strategy<Value = Condition> {
     let pairs = prop::collection::vec((0u8..3, "v[0-3]"), 0..4);
     prop_oneof![
         Just(Condition::All),
-        (tags.clone(), tags).prop_map(|(and, or)| Condition::Tags { and, or }),
+        (tags.clone(), tags.clone(), tags).prop_map(|(and, or, not)| Condition::Tags {
+            and,
+            or,
+            not
+        }),
         (pairs.clone(), pairs).prop_map(|(and, or)| Condition::Attrs { and, or }),
     ]
 }

@@ -183,18 +183,8 @@ impl Devices {
         registry.with_devices.remove(account);
     }
 
-    pub fn of(&self, account: u32) -> Vec<Device> {
-        self.registry
-            .read()
-            .by_account
-            .get(&account)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// The account a device token is registered to, whatever its provider (a token is
-    /// looked up under each; were two accounts to hold the same token at two providers, the
-    /// first provider in [`Provider::ALL`] answers).
+    /// The account that registered `token` (on any provider): how a `timpush` RegistrationID
+    /// is resolved.
     pub fn owner_of_token(&self, token: &str) -> Option<u32> {
         let registry = self.registry.read();
         Provider::ALL.into_iter().find_map(|provider| {
@@ -204,6 +194,15 @@ impl Devices {
             };
             registry.owner.get(&device).copied()
         })
+    }
+
+    pub fn of(&self, account: u32) -> Vec<Device> {
+        self.registry
+            .read()
+            .by_account
+            .get(&account)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The accounts of `audience` that have a device and are not in `online`.

@@ -35,9 +35,11 @@ fn non_empty(value: &Value) -> Option<String> {
     }
 }
 
-/// Offline notifications go out for kept pushes unless `OfflinePushInfo.PushFlag` is 1.
+/// Offline notifications go out for kept pushes and `timpush` notification-only pushes,
+/// unless `OfflinePushInfo.PushFlag` is 1.
 pub fn wants_notifications(record: &PushRecord) -> bool {
-    record.lifetime_secs > 0 && info_of(record)["PushFlag"].as_i64() != Some(1)
+    (record.lifetime_secs > 0 || record.is_notification_only())
+        && info_of(record)["PushFlag"].as_i64() != Some(1)
 }
 
 /// The text a message shows in a notification (REST spec §5): text elements' `Text`,
@@ -75,7 +77,7 @@ impl Template {
             ext: non_empty(&info["Ext"]),
             counts_badge: info["ApnsInfo"]["BadgeMode"].as_i64() != Some(1),
             offline_push_info: info,
-            expires_at: record.expires_at_ms() / 1000,
+            expires_at: record.notifications_expire_at_ms() / 1000,
         }
     }
 
@@ -111,7 +113,7 @@ mod tests {
             msg_body: msg_body.to_string(),
             offline_push_info: info.map(|i| i.to_string()),
             condition: None,
-            audience: Default::default(),
+            ..PushRecord::default()
         }
     }
 

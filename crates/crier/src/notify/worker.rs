@@ -219,7 +219,10 @@ impl Notify {
 /// the name of an account, and the badge count.
 pub trait PushLookups: Send + Sync {
     /// The push, while it is kept (`None` once it expired).
-    fn kept_push(&self, task_id: &str) -> Option<Arc<PushRecord>>;
+    /// The push a job notifies of, while its notifications are still worth sending.
+    fn notified_push(&self, task_id: &str) -> Option<Arc<PushRecord>>;
+    /// Revoked: a run in progress stops at its next batch.
+    fn is_revoked(&self, task_id: &str) -> bool;
     fn account_name(&self, account: u32) -> Option<String>;
     /// The account's unacknowledged kept pushes.
     fn pending_count(&self, account: u32, now_ms: u64) -> u32;
@@ -298,7 +301,7 @@ async fn run_job(
 ) -> bool {
     let app = notify.app;
     let mut counts: JobCounts = serde_json::from_str(&job.counts).unwrap_or_default();
-    let Some(record) = lookups.kept_push(&job.task_id) else {
+    let Some(record) = lookups.notified_push(&job.task_id) else {
         // Expired (or purged) before its run ended: what is left would arrive too late, and
         // is counted as failed rather than dropped unseen.
         let mut left = 0u64;
@@ -322,6 +325,11 @@ async fn run_job(
     loop {
         if *shutdown.borrow() {
             return false;
+        }
+        if lookups.is_revoked(&job.task_id) {
+            // The store marked the job done when the push was revoked.
+            info!(app, task_id = %job.task_id, done = job.targets.range(..cursor).len(), total, "notification run stopped: the push was revoked");
+            return finish(notify, node, &job, cursor, &counts, true).await;
         }
         let batch: Vec<u32> = job.targets.range(cursor..).take(BATCH_ACCOUNTS).collect();
         let Some(&last) = batch.last() else { break };

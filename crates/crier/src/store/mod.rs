@@ -31,7 +31,7 @@ use std::io::{Read, Write};
 use roaring::RoaringBitmap;
 
 use crate::directory::DirOp;
-pub use record::PushRecord;
+pub use record::{PushKind, PushRecord};
 
 /// What went wrong in a store, whatever the backend.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +87,14 @@ pub enum PushAcceptance {
     QuotaExceeded {
         quota: u64,
     },
+}
+
+/// How [`Store::revoke_push`] ended; only `Revoked` changed anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    Revoked,
+    AlreadyRevoked { at_ms: u64 },
+    Unknown,
 }
 
 /// What a task report says about the push itself.
@@ -170,6 +178,22 @@ pub trait Store: notify::NotifyStore + Send + Sync + 'static {
     /// Pushes of `app` accepted at or after `since_ms`, oldest first.
     fn pushes_since(&self, app: u64, since_ms: u64) -> Result<Vec<PushRecord>, StoreError>;
 
+    /// Marks the push revoked at `now_ms` (with `overwrite`, the revoke's `OfflinePushInfo`)
+    /// and its notification job done, unless it was revoked already. Whether it may be
+    /// revoked (its kind, its age) is the caller's rule.
+    fn revoke_push(
+        &self,
+        app: u64,
+        task_id: &str,
+        now_ms: u64,
+        overwrite: Option<&str>,
+    ) -> Result<RevokeOutcome, StoreError>;
+
+    /// TaskIds of `app`'s pushes revoked at or after `since_ms`.
+    fn revoked_since(&self, app: u64, since_ms: u64) -> Result<Vec<String>, StoreError>;
+
+    /// Pushes counted against the quota (every kind but `batch`) accepted at or after
+    /// `since_ms`, and the last such push's time.
     fn push_counts(&self, app: u64, since_ms: u64) -> Result<PushCounts, StoreError>;
 
     /// Durably records that the accounts of each bitmap acknowledged that push.

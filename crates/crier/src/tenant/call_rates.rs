@@ -1,6 +1,5 @@
-//! Calls per second of each rate-limited command of an app (timpush.md §1.9: the attribute and
-//! tag commands take 100 a second each). A window is one calendar second per command, as for
-//! the `v4/crier` reads: cheap, and never more than twice the rate over any second.
+//! Calls per second of each of an app's commands limited by name (timpush.md §1.9: the
+//! attribute and tag commands take 100 a second each), a [`PerSecond`] window per command.
 
 use std::collections::HashMap;
 
@@ -11,28 +10,28 @@ use crier_proto::codes;
 use super::Tenant;
 use crate::clock::now_ms;
 use crate::error::Error;
+use crate::push::limits::PerSecond;
 
-/// Per command: (second, calls counted in it).
+/// Per command, the calls of its current second.
 #[derive(Default)]
 pub(super) struct CallRates {
-    windows: Mutex<HashMap<&'static str, (u64, u32)>>,
+    windows: Mutex<HashMap<&'static str, PerSecond>>,
 }
 
 impl CallRates {
     /// Counts a call of `command` at `now_ms`; past `per_second` in its second, answers the
     /// milliseconds until the next second instead.
     fn count(&self, command: &'static str, per_second: u32, now_ms: u64) -> Result<(), u64> {
-        let second = now_ms / 1000;
         let mut windows = self.windows.lock();
-        let window = windows.entry(command).or_insert((second, 0));
-        if window.0 != second {
-            *window = (second, 0);
+        if windows
+            .entry(command)
+            .or_default()
+            .try_take(now_ms, per_second)
+        {
+            Ok(())
+        } else {
+            Err(1000 - now_ms % 1000)
         }
-        if window.1 >= per_second {
-            return Err(1000 - now_ms % 1000);
-        }
-        window.1 += 1;
-        Ok(())
     }
 }
 

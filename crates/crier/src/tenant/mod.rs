@@ -3,7 +3,8 @@
 //!
 //! - `writes`: directory writes (validated, logged with a compare-and-append, then
 //!   applied), catching up with writes logged by others, snapshots.
-//! - `pushes`: accepting an `im_push` (the rules themselves are in [`crate::push`]).
+//! - `pushes`: accepting an `im_push`, a `timpush` push or batch, and revoking (the rules
+//!   themselves are in [`crate::push`]).
 //! - `sessions`: logging a session in (a guard logs it out), kicks, deletions, online
 //!   status, acknowledgements, devices.
 //! - [`report`]: the task report.
@@ -28,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::notify::devices::Devices;
 use crate::notify::worker::{Notify, PushLookups};
 use crate::notify::{channels, Provider};
+use crate::push::limits::PerSecond;
 use crate::store::{PushRecord, Store, StoreError};
 
 mod call_rates;
@@ -39,6 +41,7 @@ mod sessions;
 pub mod to_accounts;
 mod writes;
 
+pub use pushes::BatchAccepted;
 use sessions::RemotePresence;
 pub use sessions::SessionGuard;
 use writes::{SnapshotFile, WriterState, SNAPSHOT_EVERY_WRITES};
@@ -54,6 +57,7 @@ pub struct Tenant {
     snapshot_every_writes: u64,
     /// Held while a push is accepted and announced.
     accepting: Mutex<()>,
+    timpush_rates: TimpushRates,
     delivery: Delivery,
     notify: Arc<Notify>,
     remote_presence: RemotePresence,
@@ -63,6 +67,13 @@ pub struct Tenant {
     /// Calls per second of the rate-limited commands.
     call_rates: call_rates::CallRates,
     metrics: Arc<Metrics>,
+}
+
+/// Per-second rates of `timpush` commands, counted on this node.
+#[derive(Default)]
+struct TimpushRates {
+    batch: PerSecond,
+    revoke: PerSecond,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +186,7 @@ impl Tenant {
             snapshot_file: Arc::new(Mutex::new(snapshot_seq)),
             snapshot_every_writes: SNAPSHOT_EVERY_WRITES,
             accepting: Mutex::new(()),
+            timpush_rates: TimpushRates::default(),
         })
     }
 
@@ -214,6 +226,8 @@ impl Tenant {
         let from_here = announcement.node == self.node;
         match &announcement.event {
             Event::PushAccepted(record) => self.delivery.accept(Arc::clone(record)),
+            // This node's own revoke is carried out before it is announced.
+            Event::PushRevoked(record) if !from_here => self.apply_revoke(Arc::clone(record)),
             Event::Kick { account, reason } => self.close_sessions(*account, reason),
             Event::AccountDeleted { account } => {
                 self.close_sessions(*account, "account deleted");
@@ -249,7 +263,8 @@ impl Tenant {
                 self.notify.devices.forget_device(device);
             }
             Event::DirectoryHead { seq } if !from_here => self.catch_up_to(*seq),
-            Event::Presence { .. }
+            Event::PushRevoked(_)
+            | Event::Presence { .. }
             | Event::PresenceWanted
             | Event::NodeAlive
             | Event::DeviceRegistered { .. }
@@ -288,8 +303,12 @@ impl Tenant {
 
 /// What the notification runner needs of the app, and nothing more.
 impl PushLookups for Tenant {
-    fn kept_push(&self, task_id: &str) -> Option<Arc<PushRecord>> {
-        self.delivery.kept_record(task_id)
+    fn notified_push(&self, task_id: &str) -> Option<Arc<PushRecord>> {
+        self.delivery.notified_record(task_id)
+    }
+
+    fn is_revoked(&self, task_id: &str) -> bool {
+        self.delivery.is_revoked(task_id)
     }
 
     fn account_name(&self, account: u32) -> Option<String> {

@@ -662,3 +662,107 @@ async fn a_notification_run_whose_node_dies_is_finished_by_another_from_its_curs
     assert!(tokens.values().all(|sends| *sends <= 2));
     drop(second);
 }
+
+/// The next `Revoke` on `connection` within `within`, passing over pushes and pongs.
+async fn next_revoke_id(connection: &mut Connection, within: Duration) -> Option<String> {
+    loop {
+        match next_event(connection, within).await? {
+            Event::Revoke { task_id, .. } => return Some(task_id),
+            Event::Push(_) | Event::Pong => {}
+            other => panic!("expected a revoke, got {other:?}"),
+        }
+    }
+}
+
+fn kept_timpush(msg_random: u32) -> Value {
+    json!({
+        "MsgRandom": msg_random,
+        "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "recall me"}}],
+    })
+}
+
+#[tokio::test]
+async fn a_revoke_on_one_node_reaches_every_nodes_sessions_and_logins() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let (a, b, c) = (
+        cluster.node("a").await,
+        cluster.node("b").await,
+        cluster.node("c").await,
+    );
+    let mut on_a = login(&a, "ann").await;
+    let mut on_c = login(&c, "cat").await;
+    login(&b, "bob").await.close().await.unwrap();
+    let answer = a.admin().ok("timpush/push", kept_timpush(1)).await;
+    let task_id = answer["TaskId"].as_str().unwrap().to_owned();
+    for session in [&mut on_a, &mut on_c] {
+        assert_eq!(
+            next_push_id(session, Duration::from_secs(5))
+                .await
+                .as_deref(),
+            Some(&*task_id)
+        );
+    }
+    b.admin()
+        .ok("timpush/revoke", json!({"TaskId": task_id}))
+        .await;
+    for session in [&mut on_a, &mut on_c] {
+        assert_eq!(
+            next_revoke_id(session, Duration::from_secs(5))
+                .await
+                .as_deref(),
+            Some(&*task_id)
+        );
+    }
+    // bob never had it and does not get it at login, on any node.
+    for node in [&a, &c] {
+        let mut bob = login(node, "bob").await;
+        bob.send(&ClientFrame::Ping).await.unwrap();
+        match next_event(&mut bob, Duration::from_secs(5)).await {
+            Some(Event::Pong) => {}
+            other => panic!("bob at login: {other:?}"),
+        }
+        bob.close().await.unwrap();
+    }
+    // Revoked is the store's word, whichever node is asked (the 1 s rate is counted per node).
+    c.admin()
+        .fails("timpush/revoke", json!({"TaskId": task_id}), 90050)
+        .await;
+}
+
+#[tokio::test]
+async fn a_revoke_whose_announcement_is_lost_is_found_in_the_store() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let (deaf_a, deaf_b) = (
+        format!("{}-deaf-a", cluster.prefix),
+        format!("{}-deaf-b", cluster.prefix),
+    );
+    let a = TestServer::start_node(cluster.config("a", &deaf_a, default_apps())).await;
+    let b = TestServer::start_node(cluster.config("b", &deaf_b, default_apps())).await;
+    let mut on_b = login(&b, "dave").await;
+    let answer = a.admin().ok("timpush/push", kept_timpush(2)).await;
+    let task_id = answer["TaskId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        next_push_id(&mut on_b, Duration::from_secs(3))
+            .await
+            .as_deref(),
+        Some(&*task_id)
+    );
+    let started = Instant::now();
+    a.admin()
+        .ok("timpush/revoke", json!({"TaskId": task_id}))
+        .await;
+    assert_eq!(
+        next_revoke_id(&mut on_b, Duration::from_secs(3))
+            .await
+            .as_deref(),
+        Some(&*task_id)
+    );
+    eprintln!(
+        "a revoke without its announcement reached the other node's session after {} ms",
+        started.elapsed().as_millis()
+    );
+}

@@ -24,4 +24,5 @@ mod providers;
 mod push;
 mod seams;
 mod tags;
+mod timpush;
 mod timpush_directory;

@@ -10,8 +10,8 @@ use crier::directory::DirOp;
 use crier::store::notify::{JobProgress, Lease, NotifyStore, StoredDevice, StoredJob};
 use crier::store::sqlite::SqliteStore;
 use crier::store::{
-    DeliveryCounts, PushAcceptance, PushCounts, PushRecord, PushRules, PushSummary, Store,
-    StoreError, StoredSnapshot,
+    DeliveryCounts, PushAcceptance, PushCounts, PushRecord, PushRules, PushSummary, RevokeOutcome,
+    Store, StoreError, StoredSnapshot,
 };
 use crier_client::{Connection, Event};
 use crier_proto::protocol::ClientFrame;
@@ -204,6 +204,18 @@ impl Store for FailingDevices {
     }
     fn pushes_since(&self, app: u64, since_ms: u64) -> Result<Vec<PushRecord>, StoreError> {
         self.inner.pushes_since(app, since_ms)
+    }
+    fn revoke_push(
+        &self,
+        app: u64,
+        task_id: &str,
+        now_ms: u64,
+        overwrite: Option<&str>,
+    ) -> Result<RevokeOutcome, StoreError> {
+        self.inner.revoke_push(app, task_id, now_ms, overwrite)
+    }
+    fn revoked_since(&self, app: u64, since_ms: u64) -> Result<Vec<String>, StoreError> {
+        self.inner.revoked_since(app, since_ms)
     }
     fn push_counts(&self, app: u64, since_ms: u64) -> Result<PushCounts, StoreError> {
         self.inner.push_counts(app, since_ms)

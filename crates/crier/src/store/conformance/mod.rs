@@ -26,7 +26,7 @@ pub use self::pushes::*;
 use super::notify::{JobProgress, Lease};
 use super::{DeliveryCounts, PushAcceptance, PushRules, Store, StoreError};
 use crate::directory::DirOp;
-use crate::store::PushRecord;
+use crate::store::{PushKind, PushRecord};
 
 /// Makes stores for the suite.
 pub trait StoreFactory {
@@ -65,6 +65,8 @@ macro_rules! store_conformance_suite {
             the_quota_counts_pushes_since_the_start_of_the_utc_day,
             refused_pushes_store_nothing,
             racing_nodes_never_accept_more_than_the_quota,
+            batches_are_outside_the_quota_and_the_interval_but_retries_hold,
+            a_revoked_push_reads_back_revoked_and_its_job_ends,
             push_summaries_and_counts,
             a_push_record_is_read_whole_by_any_node,
             acks_and_delivery_counts_merge_per_push,
@@ -143,6 +145,8 @@ fn push(app: u64, task_id: &str, created_ms: u64, msg_random: u32) -> PushRecord
         offline_push_info: Some(r#"{"Desc":"d"}"#.into()),
         condition: Some(r#"{"TagsAnd":["x"]}"#.into()),
         audience: (0..1_000).chain(70_000..70_100).collect(),
+        kind: PushKind::ImPush,
+        ..PushRecord::default()
     }
 }
 

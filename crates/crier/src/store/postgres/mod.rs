@@ -43,7 +43,7 @@ use super::{
     StoredSnapshot,
 };
 use crate::directory::DirOp;
-use crate::store::PushRecord;
+use crate::store::{PushRecord, RevokeOutcome};
 
 /// Connections per node. Each store call holds one for one transaction (a snapshot reader for
 /// as long as it reads), so this bounds the calls running at once, not the nodes' load.
@@ -326,6 +326,20 @@ impl Store for PostgresStore {
 
     fn pushes_since(&self, app: u64, since_ms: u64) -> Result<Vec<PushRecord>, StoreError> {
         self.run(|client| pushes::pushes_since(client, app, since_ms))
+    }
+
+    fn revoke_push(
+        &self,
+        app: u64,
+        task_id: &str,
+        now_ms: u64,
+        overwrite: Option<&str>,
+    ) -> Result<RevokeOutcome, StoreError> {
+        self.run(|client| pushes::revoke_push(client, app, task_id, now_ms, overwrite))
+    }
+
+    fn revoked_since(&self, app: u64, since_ms: u64) -> Result<Vec<String>, StoreError> {
+        self.run(|client| pushes::revoked_since(client, app, since_ms))
     }
 
     fn push_counts(&self, app: u64, since_ms: u64) -> Result<PushCounts, StoreError> {

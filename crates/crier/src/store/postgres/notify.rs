@@ -121,7 +121,7 @@ impl NotifyStore for PostgresStore {
     ) -> Result<(), StoreError> {
         self.run(|client| {
             let updated = client.execute(
-                "UPDATE notify_jobs SET cursor = $4, counts = $5, done = $6, lease_until_ms = $7
+                "UPDATE notify_jobs SET cursor = $4, counts = $5, done = done OR $6, lease_until_ms = $7
                  WHERE app = $1 AND task_id = $2 AND lease_node = $3",
                 &[
                     &(app as i64),

@@ -17,7 +17,8 @@ pub(super) const VERSION: usize = MIGRATIONS.len();
 const MIGRATION_LOCK: i64 = 0x6372_6965_7253_6368;
 
 /// Schema migrations, in order; version `n` is `MIGRATIONS[n - 1]`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     -- Per app: the head of the directory log (its last seq, or the snapshot's when the log is
     -- empty), the stored snapshot, and the horizon: the log is kept only after
     -- `forgotten_through`. Appends compare-and-set `head` on this row.
@@ -111,7 +112,18 @@ const MIGRATIONS: &[&str] = &[r#"
         UNIQUE (app, task_id)
     );
     CREATE INDEX notify_jobs_unfinished ON notify_jobs (app, seq) WHERE NOT done;
-"#];
+"#,
+    // Version 2, the `timpush` family: which command started a push (a `batch` is outside the
+    // quota, only `push` can be revoked), its `DataId`, the scheduled task that ran it, and
+    // when it was revoked.
+    r#"
+    ALTER TABLE pushes ADD COLUMN kind TEXT NOT NULL DEFAULT 'im_push';
+    ALTER TABLE pushes ADD COLUMN data_id TEXT;
+    ALTER TABLE pushes ADD COLUMN sched_task_id BIGINT;
+    ALTER TABLE pushes ADD COLUMN revoked_ms BIGINT;
+    ALTER TABLE pushes ADD COLUMN revoke_info TEXT;
+"#,
+];
 
 /// Brings the schema to [`VERSION`] on `client`, a connection of its own (the advisory lock
 /// is the session's; dropping the connection on a failure releases it).

@@ -37,7 +37,7 @@ use super::{
     StoredSnapshot,
 };
 use crate::directory::DirOp;
-use crate::store::PushRecord;
+use crate::store::{PushRecord, RevokeOutcome};
 
 /// How often the background checkpointer copies the write-ahead log into the database. Each
 /// checkpoint costs a few milliseconds of CPU and an fsync whatever it copies: every second,
@@ -230,6 +230,20 @@ impl Store for SqliteStore {
 
     fn pushes_since(&self, app: u64, since_ms: u64) -> Result<Vec<PushRecord>, StoreError> {
         run(|| pushes::pushes_since(self, app, since_ms))
+    }
+
+    fn revoke_push(
+        &self,
+        app: u64,
+        task_id: &str,
+        now_ms: u64,
+        overwrite: Option<&str>,
+    ) -> Result<RevokeOutcome, StoreError> {
+        run(|| pushes::revoke_push(self, app, task_id, now_ms, overwrite))
+    }
+
+    fn revoked_since(&self, app: u64, since_ms: u64) -> Result<Vec<String>, StoreError> {
+        run(|| pushes::revoked_since(self, app, since_ms))
     }
 
     fn push_counts(&self, app: u64, since_ms: u64) -> Result<PushCounts, StoreError> {

@@ -130,7 +130,7 @@ impl NotifyStore for SqliteStore {
     ) -> Result<(), StoreError> {
         run(|| {
             let updated = self.connection.lock().execute(
-                "UPDATE notify_jobs SET cursor = ?4, counts = ?5, done = ?6, lease_until_ms = ?7
+                "UPDATE notify_jobs SET cursor = ?4, counts = ?5, done = done OR ?6, lease_until_ms = ?7
                  WHERE app = ?1 AND task_id = ?2 AND lease_node = ?3",
                 params![
                     app as i64,

@@ -114,6 +114,18 @@ const MIGRATIONS: &[Migration] = &[
 "#,
         adopt_snapshot_files,
     ),
+    // Version 6, the `timpush` family: which command started a push (a `batch` is outside the
+    // quota, only `push` can be revoked), its `DataId`, the scheduled task that ran it, and
+    // when it was revoked.
+    Migration::Sql(
+        r#"
+    ALTER TABLE pushes ADD COLUMN kind TEXT NOT NULL DEFAULT 'im_push';
+    ALTER TABLE pushes ADD COLUMN data_id TEXT;
+    ALTER TABLE pushes ADD COLUMN sched_task_id INTEGER;
+    ALTER TABLE pushes ADD COLUMN revoked_ms INTEGER;
+    ALTER TABLE pushes ADD COLUMN revoke_info TEXT;
+"#,
+    ),
 ];
 
 enum Migration {
