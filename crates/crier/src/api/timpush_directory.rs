@@ -8,6 +8,11 @@
 //! (unknown: 70107; wrong kind: 90035; past a tag cap: 90032) goes to `ErrorList` while every
 //! other item is applied. A fault of the request as a whole changes nothing, as in the classic
 //! API. Each command takes at most [`CALLS_PER_SECOND`] calls per second per app (90024).
+//!
+//! A tag takes the kind of the first account it is written to (timpush.md §5). Every account
+//! Crier knows is a UserID ([`crate::tenant::to_accounts`]), so every tag is of that kind and no
+//! tag write can cross kinds; only attribute slots, whose kind is declared, can refuse one
+//! (90035).
 
 use std::collections::{BTreeMap, HashMap};
 
