@@ -46,6 +46,13 @@ pub async fn serve(
             )
         });
     }
+    for tenant in state.tenants.values() {
+        let (tenant, shutdown) = (Arc::clone(tenant), state.shutdown.subscribe());
+        let metrics = Arc::clone(&state.metrics);
+        crate::supervise::spawn_task(BackgroundTask::ScheduledTasks, metrics, move || {
+            Arc::clone(&tenant).run_sched_tasks(shutdown.clone())
+        });
+    }
     if state.bus.spans_nodes() {
         for tenant in state.tenants.values() {
             tokio::spawn(Arc::clone(tenant).run_cluster_sync(state.shutdown.subscribe()));

@@ -232,13 +232,15 @@ async fn main() -> anyhow::Result<()> {
                 None => bail!("clients gone"),
             }
         }
-        fan_out_ms.push(last.duration_since(pushed).as_secs_f64() * 1000.0);
+        let fan_out = last.duration_since(pushed).as_secs_f64() * 1000.0;
+        fan_out_ms.push(fan_out);
         // The revoke rate is one a second.
         tokio::time::sleep(Duration::from_millis(1_100)).await;
         let cpu_before = cpu_secs(pid);
         let revoked = Instant::now();
         admin_call(&http, &base, "timpush/revoke", &json!({"TaskId": task_id})).await?;
-        revoke_answer_ms.push(revoked.elapsed().as_secs_f64() * 1000.0);
+        let answered = revoked.elapsed().as_secs_f64() * 1000.0;
+        revoke_answer_ms.push(answered);
         let mut got = 0;
         let mut last = revoked;
         while got < args.online {
@@ -251,13 +253,11 @@ async fn main() -> anyhow::Result<()> {
                 None => bail!("clients gone"),
             }
         }
-        revoke_ms.push(last.duration_since(revoked).as_secs_f64() * 1000.0);
+        let revoke = last.duration_since(revoked).as_secs_f64() * 1000.0;
+        revoke_ms.push(revoke);
         revoke_cpu_ms.push((cpu_secs(pid) - cpu_before) * 1000.0);
         eprintln!(
-            "round {round}: push to the last client {:.0} ms, revoke to the last client {:.0} ms (answered in {:.0} ms)",
-            fan_out_ms.last().unwrap(),
-            revoke_ms.last().unwrap(),
-            revoke_answer_ms.last().unwrap()
+            "round {round}: push to the last client {fan_out:.0} ms, revoke to the last client {revoke:.0} ms (answered in {answered:.0} ms)"
         );
         tokio::time::sleep(Duration::from_millis(1_100)).await;
     }

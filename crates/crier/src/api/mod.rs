@@ -2,8 +2,9 @@
 //!
 //! One route, `POST /v4/{service}/{command}`, runs the contract's checks in order (command
 //! known → app → UserSig → admin → body) and hands the parsed body to a thin handler in
-//! [`tags`], [`attrs`], [`timpush_directory`], [`accounts`] or the push flow. Every answer, refusals included, is
-//! HTTP 200 with the Tencent envelope, built in [`respond`] and nowhere else.
+//! [`tags`], [`attrs`], [`accounts`], [`timpush`], [`timpush_directory`], [`timpush_sched`] or
+//! the push flow. Every answer, refusals included, is HTTP 200 with the Tencent envelope, built
+//! in [`respond`] and nowhere else.
 
 pub mod accounts;
 pub mod attrs;
@@ -12,6 +13,7 @@ pub mod fields;
 pub mod tags;
 pub mod timpush;
 pub mod timpush_directory;
+pub mod timpush_sched;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -79,6 +81,12 @@ fn command(service: &str, command: &str) -> Option<(Service, Handler)> {
         ("timpush", "push") => (AllMemberPush, handler!(timpush::push)),
         ("timpush", "batch") => (AllMemberPush, handler!(timpush::batch)),
         ("timpush", "revoke") => (AllMemberPush, handler!(timpush::revoke)),
+        // Scheduled tasks (timpush.md §9).
+        ("timpush", "add_sched_task") => (AllMemberPush, handler!(timpush_sched::add)),
+        ("timpush", "modify_sched_task") => (AllMemberPush, handler!(timpush_sched::modify)),
+        ("timpush", "delete_sched_task") => (AllMemberPush, handler!(timpush_sched::delete)),
+        ("timpush", "get_sched_task") => (AllMemberPush, handler!(timpush_sched::get)),
+        ("timpush", "list_sched_task") => (AllMemberPush, handler!(timpush_sched::list)),
         // Crier's own extensions, in Tencent's style.
         ("crier", "task_report") => (AllMemberPush, handler!(task_report)),
         ("crier", "audience_count") => (AllMemberPush, handler!(crier_reads::audience_count)),
@@ -185,11 +193,15 @@ pub async fn dispatch(
 }
 
 /// What a failed answer of a command carries besides the envelope: `"TaskId": ""` for the
-/// `timpush` push commands, as Tencent's samples show.
+/// `timpush` push commands and `"TaskID": 0` for the scheduled-task commands that answer a
+/// TaskID, as Tencent's samples show.
 fn failure_fields(service: &str, command: &str) -> Map<String, Value> {
     match (service, command) {
         ("timpush", "push" | "batch") => {
             Map::from_iter([("TaskId".into(), Value::String(String::new()))])
+        }
+        ("timpush", "add_sched_task" | "modify_sched_task" | "delete_sched_task") => {
+            Map::from_iter([("TaskID".into(), Value::from(0))])
         }
         _ => Map::new(),
     }

@@ -13,13 +13,15 @@ pub enum BackgroundTask {
     FanOut,
     DeliveryRecords,
     Notifications,
+    ScheduledTasks,
 }
 
 impl BackgroundTask {
-    pub const ALL: [BackgroundTask; 3] = [
+    pub const ALL: [BackgroundTask; 4] = [
         BackgroundTask::FanOut,
         BackgroundTask::DeliveryRecords,
         BackgroundTask::Notifications,
+        BackgroundTask::ScheduledTasks,
     ];
 
     pub fn label(self) -> &'static str {
@@ -27,6 +29,7 @@ impl BackgroundTask {
             BackgroundTask::FanOut => "fan_out",
             BackgroundTask::DeliveryRecords => "delivery_records",
             BackgroundTask::Notifications => "notifications",
+            BackgroundTask::ScheduledTasks => "scheduled_tasks",
         }
     }
 }

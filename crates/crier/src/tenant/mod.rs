@@ -8,6 +8,7 @@
 //! - `sessions`: logging a session in (a guard logs it out), kicks, deletions, online
 //!   status, acknowledgements, devices.
 //! - [`report`]: the task report.
+//! - `sched`: the scheduled-task commands; `sched_run`: running the tasks as they fall due.
 //! - [`to_accounts`]: the accounts a `v4/timpush` `To_Account` names, and writes that answer.
 //! - `call_rates`: calls per second of the rate-limited commands.
 //!
@@ -37,11 +38,14 @@ mod cluster;
 pub mod console_reads;
 mod pushes;
 pub mod report;
+mod sched;
+mod sched_run;
 mod sessions;
 pub mod to_accounts;
 mod writes;
 
 pub use pushes::BatchAccepted;
+pub use sched::SchedList;
 use sessions::RemotePresence;
 pub use sessions::SessionGuard;
 use writes::{SnapshotFile, WriterState, SNAPSHOT_EVERY_WRITES};
@@ -58,6 +62,7 @@ pub struct Tenant {
     /// Held while a push is accepted and announced.
     accepting: Mutex<()>,
     timpush_rates: TimpushRates,
+    sched: sched::SchedState,
     delivery: Delivery,
     notify: Arc<Notify>,
     remote_presence: RemotePresence,
@@ -187,6 +192,7 @@ impl Tenant {
             snapshot_every_writes: SNAPSHOT_EVERY_WRITES,
             accepting: Mutex::new(()),
             timpush_rates: TimpushRates::default(),
+            sched: sched::SchedState::default(),
         })
     }
 

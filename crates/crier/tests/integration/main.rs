@@ -22,6 +22,7 @@ mod gateway_limits;
 mod notify;
 mod providers;
 mod push;
+mod sched;
 mod seams;
 mod tags;
 mod timpush;

@@ -2,8 +2,8 @@
 //! (after quickwit's `metastore_test_suite!`), so the embedded store and a shared one provably
 //! agree.
 //!
-//! Each case is a generic `pub fn` over a [`StoreFactory`], in `directory`, `pushes` or `notify`
-//! by the part of the store it covers (and re-exported here); [`store_conformance_suite!`]
+//! Each case is a generic `pub fn` over a [`StoreFactory`], in `directory`, `pushes`, `notify` or
+//! `sched` by the part of the store it covers (and re-exported here); [`store_conformance_suite!`]
 //! expands to one `#[test]` per case for a factory type. Outside this crate's tests the suite
 //! is behind the `store-conformance` feature, for a store living in another crate.
 //!
@@ -15,6 +15,7 @@
 mod directory;
 mod notify;
 mod pushes;
+mod sched;
 
 use std::io::{Read, Write};
 
@@ -23,6 +24,7 @@ use roaring::RoaringBitmap;
 pub use self::directory::*;
 pub use self::notify::*;
 pub use self::pushes::*;
+pub use self::sched::*;
 use super::notify::{JobProgress, Lease};
 use super::{DeliveryCounts, PushAcceptance, PushRules, Store, StoreError};
 use crate::directory::DirOp;
@@ -81,6 +83,14 @@ macro_rules! store_conformance_suite {
             finished_jobs_are_never_claimed,
             a_released_job_is_claimed_at_once,
             everything_survives_a_reopen,
+            sched_task_ids_count_per_app_and_are_never_reused,
+            a_sched_task_reads_back_and_changes_only_while_pending,
+            due_sched_tasks_are_claimed_in_time_order,
+            of_racing_nodes_each_due_sched_task_is_claimed_once,
+            an_expired_sched_lease_passes_to_another_node_which_sees_the_push,
+            a_released_sched_task_is_claimed_again_at_once,
+            sched_tasks_are_listed_by_either_time_within_a_window,
+            sched_tasks_survive_a_reopen,
         );
     };
     (@cases $factory:ty; $($case:ident),* $(,)?) => {

@@ -12,6 +12,7 @@
 //! - `directory`: the per-app log with compare-and-append, and snapshots stored in chunks.
 //! - `pushes`: push records under the rate limits, acknowledgements, delivery counts.
 //! - `notify`: devices and leased notification jobs.
+//! - `sched`: scheduled tasks, claimed like notification jobs.
 //!
 //! How nodes are kept apart: every rule that needs it holds a row lock of the app, taken in
 //! the transaction that checks and writes (the log's head row, the push gate row, the ack head
@@ -25,6 +26,7 @@
 mod directory;
 mod notify;
 mod pushes;
+mod sched;
 mod schema;
 #[cfg(test)]
 mod tests;

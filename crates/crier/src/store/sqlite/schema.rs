@@ -126,6 +126,34 @@ const MIGRATIONS: &[Migration] = &[
     ALTER TABLE pushes ADD COLUMN revoke_info TEXT;
 "#,
     ),
+    // Version 7, scheduled tasks (`timpush.md` §9): one row each, leased while a node runs it;
+    // `sched_heads` numbers them per app so that a deleted task's id is never given again.
+    Migration::Sql(
+        r#"
+    CREATE TABLE sched_heads (
+        app INTEGER PRIMARY KEY,
+        last_id INTEGER NOT NULL
+    );
+    CREATE TABLE sched_tasks (
+        app INTEGER NOT NULL,
+        task_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        sched_at_ms INTEGER NOT NULL,
+        content TEXT NOT NULL,
+        caller TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        dispatch_err TEXT NOT NULL DEFAULT '',
+        push_task_id TEXT NOT NULL DEFAULT '',
+        lease_node TEXT,
+        lease_until_ms INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (app, task_id)
+    );
+    CREATE INDEX sched_tasks_by_time ON sched_tasks (app, sched_at_ms);
+    CREATE INDEX sched_tasks_by_creation ON sched_tasks (app, created_ms);
+    CREATE INDEX pushes_by_sched_task ON pushes (app, sched_task_id) WHERE sched_task_id IS NOT NULL;
+"#,
+    ),
 ];
 
 enum Migration {
