@@ -2,9 +2,9 @@
 //!
 //! One route, `POST /v4/{service}/{command}`, runs the contract's checks in order (command
 //! known → app → UserSig → admin → body) and hands the parsed body to a thin handler in
-//! [`tags`], [`attrs`], [`accounts`], [`timpush`], [`timpush_sched`] or the push flow. Every
-//! answer, refusals included, is HTTP 200 with the Tencent envelope, built in [`respond`] and
-//! nowhere else.
+//! [`tags`], [`attrs`], [`accounts`], [`timpush`], [`timpush_directory`], [`timpush_sched`] or
+//! the push flow. Every answer, refusals included, is HTTP 200 with the Tencent envelope, built
+//! in [`respond`] and nowhere else.
 
 pub mod accounts;
 pub mod attrs;
@@ -12,6 +12,7 @@ pub mod crier_reads;
 pub mod fields;
 pub mod tags;
 pub mod timpush;
+pub mod timpush_directory;
 pub mod timpush_sched;
 
 use std::future::Future;
@@ -58,6 +59,18 @@ fn command(service: &str, command: &str) -> Option<(Service, Handler)> {
         ("all_member_push", "im_add_tag") => (AllMemberPush, handler!(tags::add)),
         ("all_member_push", "im_remove_tag") => (AllMemberPush, handler!(tags::remove)),
         ("all_member_push", "im_remove_all_tags") => (AllMemberPush, handler!(tags::remove_all)),
+        // v4/timpush: attributes and tags (timpush.md §5).
+        ("timpush", "set_attr_name") => (AllMemberPush, handler!(timpush_directory::set_attr_name)),
+        ("timpush", "get_attr_name") => (AllMemberPush, handler!(timpush_directory::get_attr_name)),
+        ("timpush", "set_attr") => (AllMemberPush, handler!(timpush_directory::set_attr)),
+        ("timpush", "get_attr") => (AllMemberPush, handler!(timpush_directory::get_attr)),
+        ("timpush", "remove_attr") => (AllMemberPush, handler!(timpush_directory::remove_attr)),
+        ("timpush", "add_tag") => (AllMemberPush, handler!(timpush_directory::add_tag)),
+        ("timpush", "get_tag") => (AllMemberPush, handler!(timpush_directory::get_tag)),
+        ("timpush", "remove_tag") => (AllMemberPush, handler!(timpush_directory::remove_tag)),
+        ("timpush", "clear_all_tags") => {
+            (AllMemberPush, handler!(timpush_directory::clear_all_tags))
+        }
         ("im_open_login_svc", "account_import") => (LoginSvc, handler!(accounts::import)),
         ("im_open_login_svc", "multiaccount_import") => (LoginSvc, handler!(accounts::import_many)),
         ("im_open_login_svc", "account_delete") => (LoginSvc, handler!(accounts::delete)),

@@ -9,6 +9,8 @@
 //!   status, acknowledgements, devices.
 //! - [`report`]: the task report.
 //! - `sched`: the scheduled-task commands; `sched_run`: running the tasks as they fall due.
+//! - [`to_accounts`]: the accounts a `v4/timpush` `To_Account` names, and writes that answer.
+//! - `call_rates`: calls per second of the rate-limited commands.
 //!
 //! Effects that cross sessions go through the [`Bus`]: the façade announces them and
 //! `Tenant::handle` carries them out on every node, this one included.
@@ -33,6 +35,7 @@ use crate::notify::{channels, Provider};
 use crate::push::limits::PerSecond;
 use crate::store::{PushRecord, Store, StoreError};
 
+mod call_rates;
 mod cluster;
 pub mod console_reads;
 mod pushes;
@@ -40,6 +43,7 @@ pub mod report;
 mod sched;
 mod sched_run;
 mod sessions;
+pub mod to_accounts;
 mod writes;
 
 pub use pushes::BatchAccepted;
@@ -71,6 +75,8 @@ pub struct Tenant {
     sync: Mutex<cluster::SyncState>,
     /// What the web console keeps beside the app (history, task facts, its rate window).
     console: Arc<console_reads::ConsoleExtras>,
+    /// Calls per second of the rate-limited commands.
+    call_rates: call_rates::CallRates,
     metrics: Arc<Metrics>,
 }
 
@@ -209,6 +215,7 @@ impl Tenant {
             remote_presence: RemotePresence::default(),
             sync: Mutex::default(),
             console: Arc::default(),
+            call_rates: Default::default(),
             metrics: shared.metrics,
             directory: RwLock::new(directory),
             writer: Mutex::new(WriterState::new(last_seq, replayed)),

@@ -14,14 +14,14 @@ const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
 const NATS: &str = "nats://127.0.0.1:4222";
 
 /// A database and a subject prefix for one test; the database is dropped with it.
-struct Cluster {
+pub struct Cluster {
     database: String,
     prefix: String,
 }
 
 impl Cluster {
     /// `None` (and a printed reason) when PostgreSQL or NATS cannot be reached.
-    async fn new() -> Option<Cluster> {
+    pub async fn new() -> Option<Cluster> {
         let server = std::env::var("CRIER_TEST_POSTGRES").unwrap_or_else(|_| POSTGRES.into());
         let database = format!("crier_it_{:016x}", rand::random::<u64>());
         let create = format!("CREATE DATABASE {database}");
@@ -59,7 +59,7 @@ impl Cluster {
         }
     }
 
-    async fn node(&self, name: &str) -> TestServer {
+    pub async fn node(&self, name: &str) -> TestServer {
         TestServer::start_node(self.config(name, &self.prefix, default_apps())).await
     }
 }

@@ -27,3 +27,4 @@ mod sched;
 mod seams;
 mod tags;
 mod timpush;
+mod timpush_directory;

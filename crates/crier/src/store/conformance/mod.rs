@@ -56,6 +56,7 @@ macro_rules! store_conformance_suite {
     ($factory:ty) => {
         $crate::store_conformance_suite!(@cases $factory;
             directory_writes_are_numbered_densely_per_app,
+            every_kind_of_directory_write_reads_back_as_written,
             an_append_at_a_stale_head_conflicts_and_writes_nothing,
             of_racing_appends_at_one_head_exactly_one_lands,
             a_snapshot_sets_the_head_of_an_app_without_a_log,
