@@ -33,6 +33,8 @@ pub const BAD_MSG_LIFETIME: u32 = 90026;
 pub const BAD_ATTR_VALUE: u32 = 90030;
 pub const TOO_MANY_TAGS: u32 = 90032;
 pub const BAD_ATTR: u32 = 90033;
+/// An attribute or tag written for an account of the other kind (UserID vs RegistrationID).
+pub const WRONG_ACCOUNT_KIND: u32 = 90035;
 pub const TAGS_WITH_ATTRS: u32 = 90039;
 pub const EMPTY_TAG: u32 = 90040;
 pub const BAD_OFFLINE_PUSH_INFO: u32 = 90043;

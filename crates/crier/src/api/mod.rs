@@ -2,8 +2,9 @@
 //!
 //! One route, `POST /v4/{service}/{command}`, runs the contract's checks in order (command
 //! known → app → UserSig → admin → body) and hands the parsed body to a thin handler in
-//! [`tags`], [`attrs`], [`accounts`] or the push flow. Every answer, refusals included, is
-//! HTTP 200 with the Tencent envelope, built in [`respond`] and nowhere else.
+//! [`tags`], [`attrs`], [`accounts`], [`timpush`], [`timpush_directory`], [`timpush_sched`] or
+//! the push flow. Every answer, refusals included, is HTTP 200 with the Tencent envelope, built
+//! in [`respond`] and nowhere else.
 
 pub mod accounts;
 pub mod attrs;
@@ -11,7 +12,9 @@ pub mod crier_reads;
 pub mod fields;
 pub mod tags;
 pub mod timpush;
+pub mod timpush_directory;
 pub mod timpush_reports;
+pub mod timpush_sched;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -57,6 +60,18 @@ fn command(service: &str, command: &str) -> Option<(Service, Handler)> {
         ("all_member_push", "im_add_tag") => (AllMemberPush, handler!(tags::add)),
         ("all_member_push", "im_remove_tag") => (AllMemberPush, handler!(tags::remove)),
         ("all_member_push", "im_remove_all_tags") => (AllMemberPush, handler!(tags::remove_all)),
+        // v4/timpush: attributes and tags (timpush.md §5).
+        ("timpush", "set_attr_name") => (AllMemberPush, handler!(timpush_directory::set_attr_name)),
+        ("timpush", "get_attr_name") => (AllMemberPush, handler!(timpush_directory::get_attr_name)),
+        ("timpush", "set_attr") => (AllMemberPush, handler!(timpush_directory::set_attr)),
+        ("timpush", "get_attr") => (AllMemberPush, handler!(timpush_directory::get_attr)),
+        ("timpush", "remove_attr") => (AllMemberPush, handler!(timpush_directory::remove_attr)),
+        ("timpush", "add_tag") => (AllMemberPush, handler!(timpush_directory::add_tag)),
+        ("timpush", "get_tag") => (AllMemberPush, handler!(timpush_directory::get_tag)),
+        ("timpush", "remove_tag") => (AllMemberPush, handler!(timpush_directory::remove_tag)),
+        ("timpush", "clear_all_tags") => {
+            (AllMemberPush, handler!(timpush_directory::clear_all_tags))
+        }
         ("im_open_login_svc", "account_import") => (LoginSvc, handler!(accounts::import)),
         ("im_open_login_svc", "multiaccount_import") => (LoginSvc, handler!(accounts::import_many)),
         ("im_open_login_svc", "account_delete") => (LoginSvc, handler!(accounts::delete)),
@@ -71,6 +86,12 @@ fn command(service: &str, command: &str) -> Option<(Service, Handler)> {
             (AllMemberPush, handler!(timpush_reports::statistics))
         }
         ("timpush", "all_member_push_trace") => (AllMemberPush, handler!(timpush_reports::trace)),
+        // Scheduled tasks (timpush.md §9).
+        ("timpush", "add_sched_task") => (AllMemberPush, handler!(timpush_sched::add)),
+        ("timpush", "modify_sched_task") => (AllMemberPush, handler!(timpush_sched::modify)),
+        ("timpush", "delete_sched_task") => (AllMemberPush, handler!(timpush_sched::delete)),
+        ("timpush", "get_sched_task") => (AllMemberPush, handler!(timpush_sched::get)),
+        ("timpush", "list_sched_task") => (AllMemberPush, handler!(timpush_sched::list)),
         // Crier's own extensions, in Tencent's style.
         ("crier", "task_report") => (AllMemberPush, handler!(task_report)),
         ("crier", "audience_count") => (AllMemberPush, handler!(crier_reads::audience_count)),
@@ -177,11 +198,15 @@ pub async fn dispatch(
 }
 
 /// What a failed answer of a command carries besides the envelope: `"TaskId": ""` for the
-/// `timpush` push commands, as Tencent's samples show.
+/// `timpush` push commands and `"TaskID": 0` for the scheduled-task commands that answer a
+/// TaskID, as Tencent's samples show.
 fn failure_fields(service: &str, command: &str) -> Map<String, Value> {
     match (service, command) {
         ("timpush", "push" | "batch") => {
             Map::from_iter([("TaskId".into(), Value::String(String::new()))])
+        }
+        ("timpush", "add_sched_task" | "modify_sched_task" | "delete_sched_task") => {
+            Map::from_iter([("TaskID".into(), Value::from(0))])
         }
         _ => Map::new(),
     }

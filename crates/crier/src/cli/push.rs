@@ -1,8 +1,11 @@
 //! `crier push`: one signed `im_push` call, or `v4/timpush/push` with `--timpush` (or an
-//! option only that API has); prints the TaskId.
+//! option only that API has); prints the TaskId. With `--at`, a scheduled task
+//! (`v4/timpush/add_sched_task`) that makes that `v4/timpush/push` at the time given; prints
+//! the task's TaskID.
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::Args;
+use crier_client::{Admin, ClientError};
 use serde_json::{json, Map, Value};
 
 use super::Target;
@@ -36,7 +39,7 @@ pub struct PushArgs {
     #[arg(long, value_name = "NAME=VALUE", value_parser = attribute_pair)]
     pub attrs_or: Vec<(String, String)>,
     /// Seconds the push is kept for users who are offline now (0 = online users only; at most 604800).
-    #[arg(long, default_value_t = 0, conflicts_with = "timpush")]
+    #[arg(long, default_value_t = 0, conflicts_with_all = ["timpush", "at"])]
     pub lifetime: u64,
     /// Send through v4/timpush/push, so that `crier revoke` can recall it: the message is kept
     /// 7 days for offline users (unless --online-only); with no message (neither --text nor
@@ -61,6 +64,10 @@ pub struct PushArgs {
     /// Retry key: the same MsgRandom and body within 1 s answer the first TaskId (default: random).
     #[arg(long)]
     pub msg_random: Option<u32>,
+    /// Push later, at this UTC time, as a scheduled task (implies --timpush); prints the
+    /// task's TaskID.
+    #[arg(long, value_name = "YYYY-MM-DD HH:MM:SS")]
+    pub at: Option<String>,
 }
 
 fn attribute_pair(text: &str) -> Result<(String, String), String> {
@@ -82,7 +89,7 @@ fn pairs(pairs: &[(String, String)]) -> Value {
 impl PushArgs {
     /// Whether the push goes through `v4/timpush/push` rather than `im_push`.
     pub fn is_timpush(&self) -> bool {
-        self.timpush || self.online_only || self.data_id.is_some()
+        self.timpush || self.online_only || self.data_id.is_some() || self.at.is_some()
     }
 
     /// The REST path and body of the push.
@@ -159,9 +166,39 @@ impl PushArgs {
         }
         Ok(body)
     }
+
+    /// The `Type` and `Content` of a scheduled task that makes the push of [`PushArgs::body`].
+    fn sched_content(&self) -> anyhow::Result<(&'static str, Value)> {
+        let content = self.body()?;
+        let kind = if content.get("Condition").is_some() {
+            "Tag"
+        } else {
+            "All"
+        };
+        Ok((kind, content))
+    }
+}
+
+async fn schedule(args: &PushArgs, at: &str) -> anyhow::Result<()> {
+    let (kind, content) = args.sched_content()?;
+    let target = &args.target;
+    let task_id = Admin::new(&target.url, target.sdkappid, &target.key, &args.admin)
+        .add_sched_task(kind, at, &content)
+        .await
+        .map_err(|error| match error {
+            ClientError::Refused { code, info } => {
+                anyhow!("add_sched_task refused: ErrorCode {code} ({info})")
+            }
+            other => anyhow::Error::new(other).context(format!("cannot reach {}", target.url)),
+        })?;
+    println!("{task_id}");
+    Ok(())
 }
 
 pub async fn run(args: PushArgs) -> anyhow::Result<()> {
+    if let Some(at) = &args.at {
+        return schedule(&args, at).await;
+    }
     let (path, body) = args.request()?;
     let answer = super::call_ok(&args.target, &args.admin, path, &body).await?;
     match answer.get("TaskId").and_then(Value::as_str) {
@@ -220,6 +257,33 @@ mod tests {
             by_attrs["Condition"],
             json!({"AttrsAnd": {"tier": "gold", "city": "sz"}})
         );
+    }
+
+    #[test]
+    fn a_scheduled_push_is_the_timpush_push_it_makes() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec![
+                "push",
+                "--sdkappid",
+                "1",
+                "--key",
+                "k",
+                "--at",
+                "2030-01-01 00:00:00",
+            ];
+            argv.extend_from_slice(args);
+            Command::try_parse_from(argv).map(|command| command.push)
+        };
+        let tagged = parse(&["--text", "hi", "--tags-or", "a"]).unwrap();
+        let (kind, content) = tagged.sched_content().unwrap();
+        assert_eq!(kind, "Tag");
+        assert_eq!(content["OnlineOnlyFlag"], 0, "kept 7 days");
+        assert_eq!(content["Condition"], json!({"TagsOr": ["a"]}));
+        assert!(content.get("MsgLifeTime").is_none());
+        let to_all = parse(&["--text", "hi", "--online-only"]).unwrap();
+        let (kind, content) = to_all.sched_content().unwrap();
+        assert_eq!((kind, &content["OnlineOnlyFlag"]), ("All", &json!(1)));
+        assert!(parse(&["--text", "hi", "--lifetime", "60"]).is_err());
     }
 
     #[test]

@@ -11,16 +11,19 @@
 //!   one row per push per batch ([`records`]); both outlive restarts, as task reports need.
 //! - `timpush` pushes are also marked: the accounts each reached on a session and those that
 //!   acknowledged it, as bitmaps per batch ([`records`]), for their statistics and trace. A
-//!   `timpush` push that keeps nothing still has its acknowledgements recorded, from the
-//!   accounts it reached here.
+//!   `timpush` push that keeps nothing still has its acknowledgements recorded, from accounts
+//!   of its audience, for a while after it was accepted (`unkept_acks`).
 //! - Revoked (`timpush/revoke`): the push leaves the kept pushes, a fan-out still under way
 //!   stops, and a `Revoke` frame goes to every online session of its audience, queued behind
 //!   the push's own fan-out so no session gets the push after its `Revoke`
 //!   ([`Delivery::revoke`]).
+//! - Frames written and acknowledgements of pushes someone reports on are handed off as
+//!   delivery events ([`crate::events`]; delivery callbacks consume them).
 
 pub mod conn;
 pub mod presence;
 pub mod records;
+mod unkept_acks;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -28,11 +31,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use crier_proto::protocol::{close, PushFrame, ServerFrame};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use roaring::RoaringBitmap;
 use serde_json::value::RawValue;
 use tracing::{info, warn};
 
+use crate::events::{DeliveryEvent, DeliveryEvents, DeliveryStep};
 use crate::metrics::{BackgroundTask, Metrics};
 use crate::notify::shape::wants_notifications;
 use crate::store::PushRecord;
@@ -42,8 +46,6 @@ use presence::Sessions;
 
 /// The longest `MsgLifeTime`; pushes older than this are never kept.
 const MAX_KEEP_MS: u64 = 604_800 * 1000;
-/// How long acknowledgements of a `timpush` push that keeps nothing are taken.
-const UNKEPT_ACK_WINDOW_MS: u64 = 3600 * 1000;
 
 struct KeptPush {
     record: Arc<PushRecord>,
@@ -63,13 +65,11 @@ impl KeptPush {
 }
 
 struct FanOutJob {
-    task_id: String,
+    task: Arc<PushRecord>,
     /// The push's audience AND online, as it was accepted.
     recipients: RoaringBitmap,
     frame: Bytes,
     stats: Arc<TaskStats>,
-    /// A `timpush` push: the accounts reached are marked.
-    marked: bool,
 }
 
 struct RevokeJob {
@@ -95,15 +95,6 @@ pub struct TaskStats {
     pub offline: AtomicU64,
     /// Revoked: a fan-out under way stops, one not started is skipped.
     pub revoked: AtomicBool,
-    /// A `timpush` push that keeps nothing: the accounts it reached on this node and those of
-    /// them that acknowledged it (an acknowledgement from anyone else is not believed).
-    pub unkept: Mutex<Option<UnkeptAcks>>,
-}
-
-#[derive(Default)]
-pub struct UnkeptAcks {
-    reached: RoaringBitmap,
-    acked: RoaringBitmap,
 }
 
 impl TaskStats {
@@ -133,12 +124,15 @@ pub struct Delivery {
     /// Notification-only pushes (`timpush` without a message) whose notifications may still
     /// be running: not kept for logins, but the notification runner needs the record.
     notifying: RwLock<HashMap<String, Arc<PushRecord>>>,
+    /// Pushes not kept whose acknowledgements are still reported as delivery events.
+    unkept_acks: unkept_acks::UnkeptAcks,
     task_stats: RwLock<HashMap<String, Arc<TaskStats>>>,
     pub sessions: Arc<Sessions>,
     records: records::RecordWriter,
     fan_out: std::sync::mpsc::Sender<FanOutWork>,
     /// A test's fault: the fan-out thread panics on this many next pushes.
     injected_fan_out_panics: Arc<AtomicU32>,
+    events: DeliveryEvents,
     metrics: Arc<Metrics>,
 }
 
@@ -163,6 +157,7 @@ impl Delivery {
         app: u64,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
+        events: DeliveryEvents,
         now_ms: u64,
     ) -> Result<Delivery, StoreError> {
         let mut acked = store.load_acks(app)?;
@@ -215,14 +210,17 @@ impl Delivery {
                 Arc::clone(&sessions),
                 Arc::clone(&metrics),
                 records.clone(),
+                events.clone(),
                 Arc::clone(&injected_fan_out_panics),
             ),
             injected_fan_out_panics,
+            events,
             records,
             store,
             kept: RwLock::new(kept),
             kept_by_task: RwLock::new(kept_by_task),
             notifying: RwLock::new(notifying),
+            unkept_acks: unkept_acks::UnkeptAcks::default(),
             task_stats: RwLock::new(task_stats),
             sessions,
             metrics,
@@ -259,23 +257,22 @@ impl Delivery {
                 .write()
                 .insert(record.task_id.clone(), Arc::clone(&record));
         }
+        // Statistics count the acknowledgements of every `timpush` push.
+        if record.lifetime_secs == 0 && (record.kind.is_timpush() || self.events.wants(&record)) {
+            self.unkept_acks.remember(&record);
+        }
         // Online means online when the push is accepted, after it is kept: a login from now on
         // finds it among the kept pushes (or, lifetime 0, does not get it at all), whenever the
         // fan-out thread gets to it.
         let recipients = self.sessions.online_among(&record.audience);
         let frame = push_frame(&record, false);
-        let marked = record.kind.is_timpush();
-        if marked && record.lifetime_secs == 0 {
-            *stats.unkept.lock() = Some(UnkeptAcks::default());
-        }
         if self
             .fan_out
             .send(FanOutWork::Push(FanOutJob {
-                task_id: record.task_id.clone(),
+                task: Arc::clone(&record),
                 recipients,
                 frame,
                 stats,
-                marked,
             }))
             .is_err()
         {
@@ -289,6 +286,7 @@ impl Delivery {
     /// Frames of the kept pushes `account` has not acknowledged, oldest first.
     pub fn pending_for(&self, account: u32, now_ms: u64) -> Vec<Bytes> {
         let mut delivered = Vec::new();
+        let mut events = Vec::new();
         let frames = self
             .kept
             .read()
@@ -306,10 +304,21 @@ impl Delivery {
                     self.records
                         .mark(k.record.task_id.clone(), MarkStage::Reached, reached);
                 }
+                if self.events.wants(&k.record) {
+                    events.push(DeliveryEvent {
+                        task: Arc::clone(&k.record),
+                        at_ms: now_ms,
+                        step: DeliveryStep::Written {
+                            accounts: std::iter::once(account).collect(),
+                            sessions: 1,
+                        },
+                    });
+                }
                 k.offline_frame.clone()
             })
             .collect();
         self.records.delivered(delivered);
+        self.events.emit(events);
         frames
     }
 
@@ -371,6 +380,7 @@ impl Delivery {
         self.kept_by_task.write().remove(&task_id);
         self.kept.write().retain(|k| k.record.task_id != task_id);
         self.notifying.write().remove(&task_id);
+        self.unkept_acks.forget(&task_id);
         let job = RevokeJob {
             record,
             frame,
@@ -415,7 +425,17 @@ impl Delivery {
         let by_task = self.kept_by_task.read();
         for task_id in task_ids {
             let Some(kept) = by_task.get(task_id) else {
-                self.ack_unkept(account, task_id);
+                if let Some(record) = self.unkept_acks.first_ack(task_id, account) {
+                    if record.kind.is_timpush() {
+                        Metrics::add(&self.metrics.acks, 1);
+                        let acked = RoaringBitmap::from_iter([account]);
+                        self.records.mark(task_id.clone(), MarkStage::Acked, acked);
+                    }
+                    if self.events.wants(&record) {
+                        let acked = DeliveryStep::Acked { account };
+                        self.events.emit_one(&record, crate::clock::now_ms(), acked);
+                    }
+                }
                 continue;
             };
             if kept.record.audience.contains(account) && kept.acked.write().insert(account) {
@@ -425,25 +445,12 @@ impl Delivery {
                     let acked = RoaringBitmap::from_iter([account]);
                     self.records.mark(task_id.clone(), MarkStage::Acked, acked);
                 }
+                if self.events.wants(&kept.record) {
+                    let acked = DeliveryStep::Acked { account };
+                    self.events
+                        .emit_one(&kept.record, crate::clock::now_ms(), acked);
+                }
             }
-        }
-    }
-
-    /// An acknowledgement of a `timpush` push that keeps nothing, from an account it reached
-    /// on this node.
-    fn ack_unkept(&self, account: u32, task_id: &str) {
-        let Some(stats) = self.task_stats.read().get(task_id).cloned() else {
-            return;
-        };
-        let mut unkept = stats.unkept.lock();
-        let Some(unkept) = unkept.as_mut() else {
-            return;
-        };
-        if unkept.reached.contains(account) && unkept.acked.insert(account) {
-            Metrics::add(&self.metrics.acks, 1);
-            let acked = RoaringBitmap::from_iter([account]);
-            self.records
-                .mark(task_id.to_owned(), MarkStage::Acked, acked);
         }
     }
 
@@ -464,18 +471,12 @@ impl Delivery {
         self.notifying
             .write()
             .retain(|_, record| record.notifications_expire_at_ms() > now_ms);
+        self.unkept_acks.purge(now_ms);
         // Online-only pushes are reported for as long as kept ones are.
         let oldest_kept_ms = now_ms.saturating_sub(MAX_KEEP_MS);
         self.task_stats.write().retain(|task_id, _| {
             live.contains(task_id) || task_created_ms(task_id).is_some_and(|ms| ms > oldest_kept_ms)
         });
-        // Acknowledgements of a push that keeps nothing come within moments of its delivery.
-        let oldest_unkept_ack_ms = now_ms.saturating_sub(UNKEPT_ACK_WINDOW_MS);
-        for (task_id, stats) in self.task_stats.read().iter() {
-            if task_created_ms(task_id).is_some_and(|ms| ms <= oldest_unkept_ack_ms) {
-                stats.unkept.lock().take();
-            }
-        }
         self.store
             .purge_pushes(self.app, now_ms, crate::clock::utc_day_start_ms(now_ms))
     }
@@ -520,6 +521,7 @@ fn start_fan_out(
     sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
     records: records::RecordWriter,
+    events: DeliveryEvents,
     injected_panics: Arc<AtomicU32>,
 ) -> std::sync::mpsc::Sender<FanOutWork> {
     let (sender, work) = std::sync::mpsc::channel::<FanOutWork>();
@@ -532,7 +534,8 @@ fn start_fan_out(
                 FanOutWork::Revoke(revoke) => {
                     let online = sessions.online_among(&revoke.record.audience);
                     let never = AtomicBool::new(false);
-                    sessions.fan_out(&online, &revoke.frame, close::TOO_SLOW, writers, &never);
+                    let (frame, slow) = (&revoke.frame, close::TOO_SLOW);
+                    sessions.fan_out(&online, frame, slow, writers, &never, false);
                     if let Some(done) = revoke.done {
                         let _ = done.send(());
                     }
@@ -544,30 +547,38 @@ fn start_fan_out(
                 }
             };
             if take_one(&injected_panics) {
-                panic!("fault injected into the fan-out of {}", job.task_id);
+                panic!("fault injected into the fan-out of {}", job.task.task_id);
             }
+            let reported = events.wants(&job.task);
+            let marked = job.task.kind.is_timpush();
             let result = sessions.fan_out(
                 &job.recipients,
                 &job.frame,
                 close::TOO_SLOW,
                 writers,
                 &job.stats.revoked,
+                reported || marked,
             );
             job.stats
                 .online
                 .fetch_add(result.delivered, Ordering::Relaxed);
-            if job.marked {
-                if let Some(unkept) = job.stats.unkept.lock().as_mut() {
-                    unkept.reached |= &result.reached;
-                }
-                records.mark(job.task_id.clone(), MarkStage::Reached, result.reached);
+            if marked {
+                let reached = result.reached.clone();
+                records.mark(job.task.task_id.clone(), MarkStage::Reached, reached);
             }
             if result.delivered > 0 {
                 let online = DeliveryCounts {
                     online: result.delivered,
                     offline: 0,
                 };
-                records.delivered(vec![(job.task_id, online)]);
+                records.delivered(vec![(job.task.task_id.clone(), online)]);
+            }
+            if reported && !result.reached.is_empty() {
+                let written = DeliveryStep::Written {
+                    accounts: result.reached,
+                    sessions: result.delivered,
+                };
+                events.emit_one(&job.task, crate::clock::now_ms(), written);
             }
             Metrics::add(&metrics.deliveries_online, result.delivered);
             Metrics::add(&metrics.slow_consumer_closes, result.too_slow);

@@ -309,6 +309,28 @@ mod tests {
     }
 
     #[test]
+    fn a_token_is_found_under_any_provider_and_follows_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let devices = Devices::load(7, store, |_| None).unwrap();
+        devices
+            .register(1, "a", device(Provider::Webhook, "https://d/1"))
+            .unwrap();
+        devices
+            .register(2, "b", device(Provider::Fcm, "fcm-2"))
+            .unwrap();
+        assert_eq!(devices.owner_of_token("https://d/1"), Some(1));
+        assert_eq!(devices.owner_of_token("fcm-2"), Some(2));
+        assert_eq!(devices.owner_of_token("fcm-3"), None);
+        devices
+            .register(3, "c", device(Provider::Fcm, "fcm-2"))
+            .unwrap();
+        assert_eq!(devices.owner_of_token("fcm-2"), Some(3));
+        devices.unregister(&device(Provider::Fcm, "fcm-2")).unwrap();
+        assert_eq!(devices.owner_of_token("fcm-2"), None);
+    }
+
+    #[test]
     fn an_account_at_the_cap_can_register_no_other_device_but_repeat_its_own() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());

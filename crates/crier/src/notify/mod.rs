@@ -13,7 +13,7 @@ pub mod apns;
 pub mod channels;
 pub mod devices;
 pub mod fcm;
-mod http;
+pub(crate) mod http;
 mod overwrite;
 pub mod shape;
 pub mod webhook;

@@ -83,12 +83,13 @@ pub(super) async fn run(
             let badge = lookups.pending_count(account, now);
             for device in notify.devices.of(account) {
                 if replaces || device.provider == Provider::Webhook {
-                    sends.push((template.for_device(&name, &device.token, badge), device));
+                    let notification = template.for_device(&name, &device.token, badge);
+                    sends.push((account, notification, device));
                 }
             }
         }
         let ended: Vec<Ended> = stream::iter(sends)
-            .map(|(notification, device)| notify.deliver(notification, device))
+            .map(|(account, notification, device)| notify.deliver(account, notification, device))
             .buffer_unordered(IN_FLIGHT)
             .collect()
             .await;

@@ -21,6 +21,7 @@ use super::devices::{Device, Devices};
 use super::shape::Template;
 use super::{Notification, Notifier, Outcome, Provider};
 use crate::clock::{now_ms, now_secs};
+use crate::events::{DeliveryEvent, DeliveryEvents, DeliveryStep};
 use crate::metrics::{Metrics, NotificationEnd};
 use crate::store::notify::{JobProgress, Lease, StoredJob};
 use crate::store::{PushRecord, Store, StoreError};
@@ -93,6 +94,8 @@ pub struct Notify {
     pub devices: Devices,
     channels: HashMap<Provider, Channel>,
     wake: tokio::sync::Notify,
+    /// Where each notification's end is reported (delivery callbacks).
+    events: DeliveryEvents,
     metrics: Arc<Metrics>,
     /// How long a claimed job stays with this node without a stored batch
     /// (`notification_lease_secs`). A batch takes at most a few seconds at the providers'
@@ -111,6 +114,7 @@ pub struct JobReport {
 
 /// How one notification ended, after its retries.
 pub(super) struct Ended {
+    pub(super) account: u32,
     pub(super) provider: Provider,
     pub(super) device: Device,
     pub(super) outcome: Outcome,
@@ -123,6 +127,7 @@ impl Notify {
         store: Arc<dyn Store>,
         devices: Devices,
         channels: HashMap<Provider, Channel>,
+        events: DeliveryEvents,
         metrics: Arc<Metrics>,
         lease: Duration,
     ) -> Notify {
@@ -132,6 +137,7 @@ impl Notify {
             devices,
             channels,
             wake: tokio::sync::Notify::new(),
+            events,
             metrics,
             lease_ms: lease.as_millis() as u64,
         }
@@ -150,10 +156,16 @@ impl Notify {
         }))
     }
 
-    pub(super) async fn deliver(&self, notification: Notification, device: Device) -> Ended {
+    pub(super) async fn deliver(
+        &self,
+        account: u32,
+        notification: Notification,
+        device: Device,
+    ) -> Ended {
         let provider = device.provider;
         let Some(channel) = self.channels.get(&provider) else {
             return Ended {
+                account,
                 provider,
                 device,
                 outcome: Outcome::Failed {
@@ -169,6 +181,7 @@ impl Notify {
             let outcome = channel.notifier.send(&notification).await;
             let Outcome::Retry { after, reason } = outcome else {
                 return Ended {
+                    account,
                     provider,
                     device,
                     outcome,
@@ -180,6 +193,7 @@ impl Notify {
                 .notification(provider, NotificationEnd::Retried);
             if retries >= u64::from(MAX_ATTEMPTS) || now_secs() >= notification.expires_at {
                 return Ended {
+                    account,
                     provider,
                     device,
                     outcome: Outcome::Failed {
@@ -368,11 +382,11 @@ async fn run_job(
             let badge = lookups.pending_count(account, now);
             for device in notify.devices.of(account) {
                 let notification = template.for_device(&name, &device.token, badge);
-                sends.push((notification, device));
+                sends.push((account, notification, device));
             }
         }
         let sending = stream::iter(sends)
-            .map(|(notification, device)| notify.deliver(notification, device))
+            .map(|(account, notification, device)| notify.deliver(account, notification, device))
             .buffer_unordered(IN_FLIGHT)
             .collect::<Vec<Ended>>();
         tokio::pin!(sending);
@@ -391,6 +405,7 @@ async fn run_job(
                 }
             }
         };
+        report_ends(notify, &record, &ended);
         for ended in &ended {
             notify.count(&mut counts, ended);
             match &ended.outcome {
@@ -426,6 +441,33 @@ async fn run_job(
     }
     info!(app, task_id = %job.task_id, elapsed_ms = started.elapsed().as_millis() as u64, counts = %serde_json::to_string(&counts).unwrap_or_default(), "notification run finished");
     finish(notify, node, &job, cursor, &counts, true).await
+}
+
+/// Hands how each notification of a batch ended to the app's delivery events: accepted, or
+/// refused with the provider's reason.
+fn report_ends(notify: &Notify, record: &Arc<PushRecord>, ended: &[Ended]) {
+    if !notify.events.wants(record) {
+        return;
+    }
+    let at_ms = now_ms();
+    let events = ended
+        .iter()
+        .map(|ended| DeliveryEvent {
+            task: Arc::clone(record),
+            at_ms,
+            step: DeliveryStep::Notified {
+                account: ended.account,
+                provider: ended.provider,
+                refused: match &ended.outcome {
+                    Outcome::Sent => None,
+                    Outcome::DeadToken { reason }
+                    | Outcome::Failed { reason }
+                    | Outcome::Retry { reason, .. } => Some(reason.clone()),
+                },
+            },
+        })
+        .collect();
+    notify.events.emit(events);
 }
 
 /// Stores how far the job got and renews the lease; answers false if the store failed or the

@@ -5,8 +5,9 @@
 //! compare-and-append ([`Store::append_dir_ops`]), directory snapshots that keep a horizon of
 //! the log behind them, push records accepted under the rate limits in one transaction
 //! ([`Store::try_accept_push`]), acknowledgements as one bitmap of accounts per batch (never a
-//! row per recipient), delivery counts per push, and notification devices and jobs claimed
-//! under a lease ([`notify`]).
+//! row per recipient), delivery counts per push, notification devices and jobs claimed under a
+//! lease ([`notify`]), scheduled tasks, claimed the same way ([`sched`]), and the queue of
+//! delivery callbacks, claimed under a lease too ([`callbacks`]).
 //!
 //! - [`sqlite`]: the embedded default.
 //! - [`postgres`]: one PostgreSQL database shared by the nodes of a cluster.
@@ -18,11 +19,13 @@
 //! the few calls on hot paths (accepting a push, a batch of acknowledgements) are one
 //! transaction each, so an async trait would buy nothing but boxed futures.
 
+pub mod callbacks;
 #[cfg(any(test, feature = "store-conformance"))]
 pub mod conformance;
 pub mod notify;
 pub mod postgres;
 mod record;
+pub mod sched;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -156,7 +159,9 @@ impl std::ops::AddAssign for DeliveryCounts {
     }
 }
 
-pub trait Store: notify::NotifyStore + Send + Sync + 'static {
+pub trait Store:
+    notify::NotifyStore + sched::SchedStore + callbacks::CallbackStore + Send + Sync + 'static
+{
     /// The sequence number of the last write of `app`: its last logged write, else its
     /// snapshot's, else 0.
     fn dir_head(&self, app: u64) -> Result<u64, StoreError>;

@@ -8,6 +8,9 @@
 //! - `sessions`: logging a session in (a guard logs it out), kicks, deletions, online
 //!   status, acknowledgements, devices.
 //! - [`report`]: the task report; [`timpush_reports`]: `timpush` statistics and trace.
+//! - `sched`: the scheduled-task commands; `sched_run`: running the tasks as they fall due.
+//! - [`to_accounts`]: the accounts a `v4/timpush` `To_Account` names, and writes that answer.
+//! - `call_rates`: calls per second of the rate-limited commands.
 //!
 //! Effects that cross sessions go through the [`Bus`]: the façade announces them and
 //! `Tenant::handle` carries them out on every node, this one included.
@@ -19,10 +22,12 @@ use roaring::RoaringBitmap;
 use tracing::info;
 
 use crate::bus::{Announcement, Bus, Event, NodeId};
+use crate::callback::{AccountNames, Callbacks};
 use crate::clock::now_ms;
 use crate::config::AppConfig;
 use crate::delivery::Delivery;
 use crate::directory::Directory;
+use crate::events::DeliveryEvents;
 use crate::metrics::Metrics;
 use crate::notify::devices::Devices;
 use crate::notify::worker::{Notify, PushLookups};
@@ -30,15 +35,20 @@ use crate::notify::{channels, Provider};
 use crate::push::limits::PerSecond;
 use crate::store::{PushRecord, Store, StoreError};
 
+mod call_rates;
 mod cluster;
 pub mod console_reads;
 mod pushes;
 pub mod report;
+mod sched;
+mod sched_run;
 mod sessions;
 pub mod timpush_reports;
+pub mod to_accounts;
 mod writes;
 
 pub use pushes::BatchAccepted;
+pub use sched::SchedList;
 use sessions::RemotePresence;
 pub use sessions::SessionGuard;
 use writes::{SnapshotFile, WriterState, SNAPSHOT_EVERY_WRITES};
@@ -55,12 +65,19 @@ pub struct Tenant {
     /// Held while a push is accepted and announced.
     accepting: Mutex<()>,
     timpush_rates: TimpushRates,
+    sched: sched::SchedState,
     delivery: Delivery,
     notify: Arc<Notify>,
+    /// What became of each push for each account, as the delivery points report it.
+    events: DeliveryEvents,
+    /// Delivery callbacks to the app's server, when it has a `callback_url`.
+    callbacks: Option<Arc<Callbacks>>,
     remote_presence: RemotePresence,
     sync: Mutex<cluster::SyncState>,
     /// What the web console keeps beside the app (history, task facts, its rate window).
     console: Arc<console_reads::ConsoleExtras>,
+    /// Calls per second of the rate-limited commands.
+    call_rates: call_rates::CallRates,
     metrics: Arc<Metrics>,
 }
 
@@ -69,8 +86,6 @@ pub struct Tenant {
 struct TimpushRates {
     batch: PerSecond,
     revoke: PerSecond,
-    statistics: PerSecond,
-    trace: PerSecond,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +98,8 @@ pub enum OpenError {
         provider: Provider,
         error: anyhow::Error,
     },
+    #[error("app {app}: callbacks cannot start: {error:#}")]
+    Callbacks { app: u64, error: anyhow::Error },
 }
 
 /// What an app is opened with besides its configuration and store.
@@ -111,6 +128,10 @@ impl Tenant {
         shared: Shared,
     ) -> Result<Arc<Tenant>, OpenError> {
         let tenant = Arc::new(Self::load(config, store, shared)?);
+        if let Some(callbacks) = &tenant.callbacks {
+            let names: Weak<dyn AccountNames> = Arc::downgrade(&tenant) as Weak<Tenant>;
+            callbacks.name_accounts_with(names);
+        }
         let weak = Arc::downgrade(&tenant);
         tenant.bus.subscribe(
             tenant.sdkappid(),
@@ -148,10 +169,26 @@ impl Tenant {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "directory loaded"
         );
+        let events = DeliveryEvents::default();
+        let callbacks = match crate::callback::Settings::of(&config) {
+            Some(settings) => {
+                let callbacks = Callbacks::start(
+                    app,
+                    settings,
+                    Arc::clone(&store),
+                    Arc::clone(&shared.metrics),
+                )
+                .map_err(|error| OpenError::Callbacks { app, error })?;
+                events.add_sink(callbacks.sink());
+                Some(Arc::new(callbacks))
+            }
+            None => None,
+        };
         let delivery = Delivery::open(
             app,
             Arc::clone(&store),
             Arc::clone(&shared.metrics),
+            events.clone(),
             now_ms(),
         )?;
         let devices = Devices::load(app, Arc::clone(&store), |name| {
@@ -163,6 +200,7 @@ impl Tenant {
             Arc::clone(&store),
             devices,
             channels,
+            events.clone(),
             Arc::clone(&shared.metrics),
             std::time::Duration::from_secs(config.notification_lease_secs.max(1)),
         );
@@ -173,9 +211,12 @@ impl Tenant {
             bus: shared.bus,
             delivery,
             notify: Arc::new(notify),
+            events,
+            callbacks,
             remote_presence: RemotePresence::default(),
             sync: Mutex::default(),
             console: Arc::default(),
+            call_rates: Default::default(),
             metrics: shared.metrics,
             directory: RwLock::new(directory),
             writer: Mutex::new(WriterState::new(last_seq, replayed)),
@@ -183,6 +224,7 @@ impl Tenant {
             snapshot_every_writes: SNAPSHOT_EVERY_WRITES,
             accepting: Mutex::new(()),
             timpush_rates: TimpushRates::default(),
+            sched: sched::SchedState::default(),
         })
     }
 
@@ -207,6 +249,17 @@ impl Tenant {
     /// The app's notifications, for the runner the server starts.
     pub fn notifications(&self) -> Arc<Notify> {
         Arc::clone(&self.notify)
+    }
+
+    /// The app's callbacks, for the sender the server starts; `None` without a
+    /// `callback_url`.
+    pub fn callbacks(&self) -> Option<Arc<Callbacks>> {
+        self.callbacks.clone()
+    }
+
+    /// The hand-off of the app's delivery events, for another consumer to join.
+    pub fn delivery_events(&self) -> &DeliveryEvents {
+        &self.events
     }
 
     fn announce(&self, event: Event) {
@@ -273,6 +326,9 @@ impl Tenant {
     /// next start replays nothing. Blocking.
     pub fn flush(&self) {
         self.delivery.flush_records();
+        if let Some(callbacks) = &self.callbacks {
+            callbacks.flush();
+        }
         if let Err(error) = self.snapshot() {
             tracing::warn!(app = self.sdkappid(), %error, "snapshot at shutdown failed; the write log still holds everything");
         }
@@ -294,6 +350,18 @@ impl Tenant {
         let mut online = self.delivery.sessions.online();
         online |= self.remote_presence.online();
         online
+    }
+}
+
+/// Callback events name their accounts.
+impl AccountNames for Tenant {
+    fn names(&self, accounts: &[u32]) -> Vec<Option<String>> {
+        self.read(|d| {
+            accounts
+                .iter()
+                .map(|&account| d.account_name(account).map(str::to_owned))
+                .collect()
+        })
     }
 }
 

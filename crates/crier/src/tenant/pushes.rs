@@ -2,6 +2,7 @@
 //! from this node's state, the announcement once stored. Reading the requests and the limits
 //! are [`crate::push`]'s.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crier_proto::codes;
@@ -15,6 +16,7 @@ use tracing::info;
 use super::Tenant;
 use crate::bus::Event;
 use crate::clock::now_ms;
+use crate::config::AppConfig;
 use crate::delivery::conn::text_frame;
 use crate::directory::Directory;
 use crate::error::Error;
@@ -64,9 +66,11 @@ impl Tenant {
     }
 
     /// Checks a `timpush/push` body as it would be accepted now, without accepting it (a
-    /// scheduled task's content).
+    /// scheduled task's content); whether pushing is enabled is left to the run, like the
+    /// quota (`timpush.md` §9.1).
     pub fn check_timpush_push(&self, body: &Value) -> Result<(), Error> {
-        self.read(|directory| timpush::parse_push(body, directory, &self.config))
+        let config = self.config_with_push_enabled();
+        self.read(|directory| timpush::parse_push(body, directory, &config))
             .map(drop)
     }
 
@@ -78,7 +82,7 @@ impl Tenant {
         caller: &str,
         sched_task_id: Option<u64>,
     ) -> Result<BatchAccepted, Error> {
-        let mut batch = self.read(|directory| self.parse_batch(body, directory))?;
+        let mut batch = self.read(|directory| self.parse_batch(body, directory, &self.config))?;
         if !self
             .timpush_rates
             .batch
@@ -102,18 +106,32 @@ impl Tenant {
         })
     }
 
-    /// Checks a `timpush/batch` body as it would be accepted now, without accepting it.
+    /// Checks a `timpush/batch` body as it would be accepted now, without accepting it;
+    /// whether pushing is enabled is left to the run, as for [`Tenant::check_timpush_push`].
     pub fn check_batch(&self, body: &Value) -> Result<(), Error> {
-        self.read(|directory| self.parse_batch(body, directory))
+        let config = self.config_with_push_enabled();
+        self.read(|directory| self.parse_batch(body, directory, &config))
             .map(drop)
+    }
+
+    fn config_with_push_enabled(&self) -> Cow<'_, AppConfig> {
+        if self.config.push_enabled {
+            Cow::Borrowed(&self.config)
+        } else {
+            Cow::Owned(AppConfig {
+                push_enabled: true,
+                ..self.config.clone()
+            })
+        }
     }
 
     fn parse_batch(
         &self,
         body: &Value,
         directory: &Directory,
+        config: &AppConfig,
     ) -> Result<timpush::BatchRequest, Error> {
-        timpush::parse_batch(body, directory, &self.config, |token| {
+        timpush::parse_batch(body, directory, config, |token| {
             self.notify.devices.owner_of_token(token)
         })
     }

@@ -249,21 +249,14 @@ fn system_of(provider: Provider) -> &'static str {
 }
 
 impl Tenant {
-    /// Takes one of the app's per-second statistics or trace calls, 90024 past the limit.
+    /// Takes one of the app's statistics or trace calls: one a second each (§1.9).
     fn take_report_call(&self, trace: bool) -> Result<(), Error> {
-        let (rate, name) = if trace {
-            (&self.timpush_rates.trace, "all_member_push_trace")
+        let command = if trace {
+            "v4/timpush/all_member_push_trace"
         } else {
-            (&self.timpush_rates.statistics, "all_member_push_statistics")
+            "v4/timpush/all_member_push_statistics"
         };
-        if rate.try_take(now_ms(), 1) {
-            Ok(())
-        } else {
-            Err(Error::rejected(
-                codes::PUSH_TOO_FREQUENT,
-                format!("at most one {name} call per second: retry in a second"),
-            ))
-        }
+        self.count_call(command, 1)
     }
 
     /// `timpush/all_member_push_statistics`.

@@ -7,8 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crier::directory::DirOp;
+use crier::store::callbacks::{CallbackClaim, CallbackStore, Claimed};
 use crier::store::notify::{
     JobProgress, Lease, NotifyStore, StoredDevice, StoredJob, StoredOverwrite,
+};
+use crier::store::sched::{
+    NewSchedTask, SchedChange, SchedOrder, SchedOutcome, SchedStore, SchedTask,
 };
 use crier::store::sqlite::SqliteStore;
 use crier::store::{
@@ -175,6 +179,96 @@ impl NotifyStore for FailingDevices {
     }
     fn overwrite(&self, app: u64, task_id: &str) -> Result<Option<StoredOverwrite>, StoreError> {
         self.inner.overwrite(app, task_id)
+    }
+}
+
+impl CallbackStore for FailingDevices {
+    fn enqueue_callbacks(
+        &self,
+        app: u64,
+        events: &[String],
+        now_ms: u64,
+        deadline_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .enqueue_callbacks(app, events, now_ms, deadline_ms)
+    }
+    fn claim_callbacks(&self, app: u64, claim: CallbackClaim<'_>) -> Result<Claimed, StoreError> {
+        self.inner.claim_callbacks(app, claim)
+    }
+    fn delete_callbacks(&self, app: u64, ids: &[u64]) -> Result<(), StoreError> {
+        self.inner.delete_callbacks(app, ids)
+    }
+    fn retry_callbacks(
+        &self,
+        app: u64,
+        node: &str,
+        ids: &[u64],
+        retry_at_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.inner.retry_callbacks(app, node, ids, retry_at_ms)
+    }
+    fn release_callbacks(&self, app: u64, node: Option<&str>) -> Result<u64, StoreError> {
+        self.inner.release_callbacks(app, node)
+    }
+    fn callback_queue_depth(&self, app: u64) -> Result<u64, StoreError> {
+        self.inner.callback_queue_depth(app)
+    }
+}
+
+impl SchedStore for FailingDevices {
+    fn add_sched_task(&self, task: &NewSchedTask<'_>) -> Result<u64, StoreError> {
+        self.inner.add_sched_task(task)
+    }
+    fn sched_task(&self, app: u64, task_id: u64) -> Result<Option<SchedTask>, StoreError> {
+        self.inner.sched_task(app, task_id)
+    }
+    fn modify_sched_task(
+        &self,
+        app: u64,
+        task_id: u64,
+        sched_at_ms: u64,
+        content: &str,
+    ) -> Result<SchedChange, StoreError> {
+        self.inner
+            .modify_sched_task(app, task_id, sched_at_ms, content)
+    }
+    fn delete_sched_task(&self, app: u64, task_id: u64) -> Result<SchedChange, StoreError> {
+        self.inner.delete_sched_task(app, task_id)
+    }
+    fn sched_tasks_between(
+        &self,
+        app: u64,
+        order: SchedOrder,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<SchedTask>, StoreError> {
+        self.inner.sched_tasks_between(app, order, from_ms, to_ms)
+    }
+    fn next_sched_at(&self, app: u64) -> Result<Option<u64>, StoreError> {
+        self.inner.next_sched_at(app)
+    }
+    fn claim_sched_task(
+        &self,
+        app: u64,
+        lease: Lease<'_>,
+    ) -> Result<Option<SchedTask>, StoreError> {
+        self.inner.claim_sched_task(app, lease)
+    }
+    fn finish_sched_task(
+        &self,
+        app: u64,
+        task_id: u64,
+        node: &str,
+        outcome: SchedOutcome<'_>,
+    ) -> Result<(), StoreError> {
+        self.inner.finish_sched_task(app, task_id, node, outcome)
+    }
+    fn release_sched_task(&self, app: u64, task_id: u64, node: &str) -> Result<(), StoreError> {
+        self.inner.release_sched_task(app, task_id, node)
+    }
+    fn sched_task_push(&self, app: u64, sched_task_id: u64) -> Result<Option<String>, StoreError> {
+        self.inner.sched_task_push(app, sched_task_id)
     }
 }
 

@@ -12,6 +12,8 @@
 //! - `directory`: the per-app log with compare-and-append, and snapshots stored in chunks.
 //! - `pushes`: push records under the rate limits, acknowledgements, delivery counts.
 //! - `notify`: devices and leased notification jobs.
+//! - `sched`: scheduled tasks, claimed like notification jobs.
+//! - `callbacks`: the delivery callback queue, claimed under a lease.
 //!
 //! How nodes are kept apart: every rule that needs it holds a row lock of the app, taken in
 //! the transaction that checks and writes (the log's head row, the push gate row, the ack head
@@ -22,10 +24,12 @@
 //! pool's errors into [`StoreError`]s: they become backend-neutral here and nowhere else.
 //! URLs are only ever shown through [`redacted`].
 
+mod callbacks;
 mod directory;
 mod marks;
 mod notify;
 mod pushes;
+mod sched;
 mod schema;
 #[cfg(test)]
 mod tests;

@@ -10,14 +10,18 @@
 //! - `directory`: the per-app log with compare-and-append, and the snapshot files.
 //! - `pushes`: push records under the rate limits, acknowledgements, delivery counts.
 //! - `notify`: devices and leased notification jobs.
+//! - `sched`: scheduled tasks, leased while a node runs them.
+//! - `callbacks`: the delivery callback queue, claimed under a lease.
 //!
 //! Every operation is one call of `run`, which turns SQLite's and the file system's errors
 //! into [`StoreError`]s: they become backend-neutral here and nowhere else.
 
+mod callbacks;
 mod directory;
 mod marks;
 mod notify;
 mod pushes;
+mod sched;
 mod schema;
 #[cfg(test)]
 mod tests;

@@ -126,7 +126,56 @@ const MIGRATIONS: &[Migration] = &[
     ALTER TABLE pushes ADD COLUMN revoke_info TEXT;
 "#,
     ),
-    // Timpush statistics and trace, and the overwrite of a revoked push's notifications: the
+    // Version 7, scheduled tasks (`timpush.md` §9): one row each, leased while a node runs it;
+    // `sched_heads` numbers them per app so that a deleted task's id is never given again.
+    Migration::Sql(
+        r#"
+    CREATE TABLE sched_heads (
+        app INTEGER PRIMARY KEY,
+        last_id INTEGER NOT NULL
+    );
+    CREATE TABLE sched_tasks (
+        app INTEGER NOT NULL,
+        task_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        sched_at_ms INTEGER NOT NULL,
+        content TEXT NOT NULL,
+        caller TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        dispatch_err TEXT NOT NULL DEFAULT '',
+        push_task_id TEXT NOT NULL DEFAULT '',
+        lease_node TEXT,
+        lease_until_ms INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (app, task_id)
+    );
+    CREATE INDEX sched_tasks_by_time ON sched_tasks (app, sched_at_ms);
+    CREATE INDEX sched_tasks_by_creation ON sched_tasks (app, created_ms);
+    CREATE INDEX pushes_by_sched_task ON pushes (app, sched_task_id) WHERE sched_task_id IS NOT NULL;
+"#,
+    ),
+    // Version 8, the delivery callback queue (`store::callbacks`): one row per event.
+    Migration::Sql(
+        r#"
+    CREATE TABLE callback_queue (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        app INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        ready_ms INTEGER NOT NULL,
+        deadline_ms INTEGER NOT NULL,
+        lease_node TEXT,
+        lease_until_ms INTEGER NOT NULL DEFAULT 0
+    );
+    -- Claims walk the free events by deadline, never the leased ones (in flight) ahead of
+    -- them; expired leases are found by their end.
+    CREATE INDEX callback_queue_free ON callback_queue (app, deadline_ms, id)
+        WHERE lease_node IS NULL;
+    CREATE INDEX callback_queue_leased ON callback_queue (app, lease_until_ms)
+        WHERE lease_node IS NOT NULL;
+"#,
+    ),
+    // Version 9 (SQLite) / 5 (PostgreSQL): timpush statistics and trace, and the overwrite of a revoked push's notifications: the
     // accounts a push reached on a session and that acknowledged it, one bitmap per batch
     // with its time; one overwrite row per revoked push that had a notification job.
     Migration::Sql(
