@@ -185,9 +185,10 @@ fn template(ghosts: bool) -> Template {
 fn plain_audience(template: &Template, condition: &Condition) -> BTreeSet<u32> {
     let matches = |tags: &BTreeSet<String>, attrs: &BTreeMap<u8, String>| match condition {
         Condition::All => true,
-        Condition::Tags { and, or } => {
+        Condition::Tags { and, or, not } => {
             and.iter().all(|t| tags.contains(t))
                 && (or.is_empty() || or.iter().any(|t| tags.contains(t)))
+                && !not.iter().any(|t| tags.contains(t))
         }
         Condition::Attrs { and, or } => {
             let holds = |(slot, value): &(u8, String)| attrs.get(slot) == Some(value);
@@ -215,14 +216,15 @@ fn check_push(body: &Value, world: &World) {
         assert!(info.is_object());
     }
     assert!(u64::from(request.lifetime_secs) <= validate::MAX_LIFETIME_SECS as u64);
-    if let Condition::Tags { and, or } = &request.condition {
-        for list in [and, or] {
+    if let Condition::Tags { and, or, not } = &request.condition {
+        for list in [and, or, not] {
             assert!(list.len() <= validate::MAX_CONDITION_TAGS);
             assert!(list
                 .iter()
                 .all(|t| !t.is_empty() && t.len() <= validate::MAX_TAG_BYTES));
         }
-        assert!(and.iter().all(|t| !or.contains(t)));
+        assert!(and.iter().all(|t| !or.contains(t) && !not.contains(t)));
+        assert!(or.iter().all(|t| !not.contains(t)));
     }
     // Both directories name the same attributes, so the condition reads the same in both.
     for template in [&world.plain, &world.with_ghosts] {

@@ -186,6 +186,7 @@ pub fn time_bare_roaring(
         directory.audience(&Condition::Tags {
             and: Vec::new(),
             or: vec![dataset.tag_names[rank].clone()],
+            not: Vec::new(),
         })
     };
     let popular: Vec<RoaringBitmap> = (0..3).map(tag).collect();

@@ -85,10 +85,12 @@ impl Query {
             Kind::TagsOr(ranks) => Condition::Tags {
                 and: Vec::new(),
                 or: names(ranks),
+                not: Vec::new(),
             },
             Kind::TagsAnd(ranks) => Condition::Tags {
                 and: names(ranks),
                 or: Vec::new(),
+                not: Vec::new(),
             },
             Kind::AttrsAnd(p) => Condition::Attrs {
                 and: pairs(p),

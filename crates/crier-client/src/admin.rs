@@ -2,7 +2,7 @@
 
 use crier_proto::envelope::Envelope;
 use crier_proto::usersig;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::ClientError;
 
@@ -52,6 +52,37 @@ impl Admin {
             .await
             .map_err(reqwest::Error::without_url)?;
         Ok(response.json().await.map_err(reqwest::Error::without_url)?)
+    }
+
+    /// `v4/timpush/add_sched_task`: runs `content` at `sched_at` (`YYYY-MM-DD HH:MM:SS`, UTC),
+    /// a `push` body for `kind` `All` or `Tag`, a `batch` body for `User`. Answers the
+    /// scheduled task's `TaskID`.
+    pub async fn add_sched_task(
+        &self,
+        kind: &str,
+        sched_at: &str,
+        content: &Value,
+    ) -> Result<u64, ClientError> {
+        let body = json!({
+            "Sdkappid": self.sdkappid,
+            "Type": kind,
+            "SchedAt": sched_at,
+            "Content": content,
+        });
+        let answer = self.call("timpush/add_sched_task", &body).await?;
+        if answer.error_code != 0 {
+            return Err(ClientError::Refused {
+                code: answer.error_code,
+                info: answer.error_info,
+            });
+        }
+        answer
+            .rest
+            .get("TaskID")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| {
+                ClientError::Protocol("add_sched_task answered OK without a TaskID".into())
+            })
     }
 
     /// Makes a UserSig for one of the app's accounts (for tests and tools holding the key).

@@ -39,6 +39,12 @@ pub enum Event {
     Kicked {
         reason: String,
     },
+    /// The push with this TaskId was recalled: hide it, and drop it if it still arrives.
+    Revoke {
+        task_id: String,
+        /// The notification that replaces the one shown, as JSON text.
+        offline_push_info: Option<String>,
+    },
     Pong,
     /// The server closed the connection with this close code.
     Closed {
@@ -114,6 +120,13 @@ impl Connection {
                     info: error_info,
                 },
                 Incoming::Frame(ServerFrame::Kicked { reason }) => Event::Kicked { reason },
+                Incoming::Frame(ServerFrame::Revoke {
+                    task_id,
+                    offline_push_info,
+                }) => Event::Revoke {
+                    task_id,
+                    offline_push_info: offline_push_info.map(|raw| raw.get().to_owned()),
+                },
                 Incoming::Frame(ServerFrame::Pong) => Event::Pong,
                 // A second LoginOK carries nothing a logged-in client needs.
                 Incoming::Frame(ServerFrame::LoginOk { .. }) => continue,

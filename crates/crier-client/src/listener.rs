@@ -27,8 +27,22 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// taken for dead (a node that vanished without closing its connections) and the next tried.
 const HEARTBEAT: Duration = Duration::from_secs(30);
 
+/// What a [`Listener`] hands over.
+#[derive(Debug, Clone)]
+pub enum Received {
+    /// A push not handed over before.
+    Push(PushFrame),
+    /// A push was recalled (`v4/timpush/revoke`): the application hides it if it has it; the
+    /// listener drops it if it still arrives.
+    Revoke {
+        task_id: String,
+        /// The notification that replaces the one shown, as JSON text.
+        offline_push_info: Option<String>,
+    },
+}
+
 pub struct Listener {
-    pushes: mpsc::Receiver<PushFrame>,
+    pushes: mpsc::Receiver<Received>,
     acks: mpsc::UnboundedSender<String>,
     task: tokio::task::JoinHandle<ClientError>,
 }
@@ -85,10 +99,21 @@ impl Listener {
         Listener { pushes, acks, task }
     }
 
-    /// The next push not handed over before. `None` when listening stopped for good (login
-    /// refused, kicked, closed); [`Listener::stop_reason`] says why.
-    pub async fn next(&mut self) -> Option<PushFrame> {
+    /// The next push not handed over before, or revoke. `None` when listening stopped for good
+    /// (login refused, kicked, closed); [`Listener::stop_reason`] says why.
+    pub async fn next_received(&mut self) -> Option<Received> {
         self.pushes.recv().await
+    }
+
+    /// Like [`Listener::next_received`], for an application that only takes pushes: revokes
+    /// are passed over (a revoked push is still dropped if it arrives after its revoke).
+    pub async fn next(&mut self) -> Option<PushFrame> {
+        loop {
+            match self.pushes.recv().await? {
+                Received::Push(push) => return Some(push),
+                Received::Revoke { .. } => continue,
+            }
+        }
     }
 
     /// Acknowledges a push once the application has dealt with it; until then the server keeps
@@ -124,7 +149,7 @@ async fn outcome(task: tokio::task::JoinHandle<ClientError>) -> ClientError {
 /// What outlives each connection: the application's ends of the channels, the TaskIds handed
 /// over, and acks taken from the application that no connection has sent yet.
 struct Delivery {
-    pushes: mpsc::Sender<PushFrame>,
+    pushes: mpsc::Sender<Received>,
     acks: mpsc::UnboundedReceiver<String>,
     seen: Seen,
     unsent: Vec<String>,
@@ -244,8 +269,8 @@ impl Delivery {
         Ok(())
     }
 
-    /// Hands a push over unless it is a repeat; answers how the connection ended if `event`
-    /// ends it.
+    /// Hands a push over unless it is a repeat or revoked, and a revoke the first time it
+    /// comes; answers how the connection ended if `event` ends it.
     async fn take(
         &mut self,
         event: Result<Event, ClientError>,
@@ -257,12 +282,30 @@ impl Delivery {
                 return Some(ClientError::Closed { code, reason })
             }
             Ok(Event::Kicked { .. } | Event::Error { .. } | Event::Pong) => return None,
+            Ok(Event::Revoke {
+                task_id,
+                offline_push_info,
+            }) => {
+                if !self.seen.revoked(&task_id) {
+                    return None;
+                }
+                let revoke = Received::Revoke {
+                    task_id,
+                    offline_push_info,
+                };
+                return self.pushes.send(revoke).await.err().map(|_| closed_by_us());
+            }
             Ok(Event::Push(push)) => push,
         };
         match self.seen.sighting(&push.task_id) {
-            Sighting::First => self.pushes.send(push).await.err().map(|_| closed_by_us()),
+            Sighting::First => self
+                .pushes
+                .send(Received::Push(push))
+                .await
+                .err()
+                .map(|_| closed_by_us()),
             Sighting::Acked => self.send_acks(connection, vec![push.task_id]).await.err(),
-            Sighting::Unacked => None,
+            Sighting::Unacked | Sighting::Revoked => None,
         }
     }
 }

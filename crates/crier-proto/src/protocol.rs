@@ -82,6 +82,18 @@ pub enum ServerFrame {
         #[serde(rename = "Reason")]
         reason: String,
     },
+    /// The push with this TaskId was recalled (`v4/timpush/revoke`): hide it, and drop it if
+    /// it still arrives.
+    Revoke {
+        #[serde(rename = "TaskId")]
+        task_id: String,
+        #[serde(
+            rename = "OfflinePushInfo",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        offline_push_info: Option<Box<RawValue>>,
+    },
 }
 
 /// Every field any server frame has, read in one pass and then checked against `Type`.
@@ -147,10 +159,14 @@ impl ServerFrame {
             "Kicked" => ServerFrame::Kicked {
                 reason: required(f.reason, "Reason")?,
             },
+            "Revoke" => ServerFrame::Revoke {
+                task_id: required(f.task_id, "TaskId")?,
+                offline_push_info: f.offline_push_info,
+            },
             other => {
                 return Err(serde::de::Error::unknown_variant(
                     other,
-                    &["LoginOK", "Error", "Push", "Pong", "Kicked"],
+                    &["LoginOK", "Error", "Push", "Pong", "Kicked", "Revoke"],
                 ))
             }
         })
@@ -231,7 +247,16 @@ mod tests {
         let kicked = ServerFrame::Kicked {
             reason: "deleted".into(),
         };
-        for frame in [push, ok, ServerFrame::Pong, error, kicked] {
+        let revoke = ServerFrame::Revoke {
+            task_id: "t".into(),
+            offline_push_info: Some(RawValue::from_string(r#"{"Title":"x"}"#.into()).unwrap()),
+        };
+        assert_eq!(
+            serde_json::to_string(&revoke).unwrap(),
+            r#"{"Type":"Revoke","TaskId":"t","OfflinePushInfo":{"Title":"x"}}"#
+        );
+        assert!(ServerFrame::parse(r#"{"Type":"Revoke"}"#).is_err());
+        for frame in [push, ok, ServerFrame::Pong, error, kicked, revoke] {
             let text = serde_json::to_string(&frame).unwrap();
             let back = serde_json::to_string(&ServerFrame::parse(&text).unwrap()).unwrap();
             assert_eq!(back, text);
@@ -278,6 +303,12 @@ mod tests {
                 }),
                 Just(ServerFrame::Pong),
                 "\\PC{0,40}".prop_map(|reason| ServerFrame::Kicked { reason }),
+                ("[0-9a-f_]{1,40}", prop::option::of(raw_json())).prop_map(
+                    |(task_id, offline_push_info)| ServerFrame::Revoke {
+                        task_id,
+                        offline_push_info
+                    }
+                ),
                 (
                     "[0-9_]{1,40}",
                     "\\PC{1,32}",

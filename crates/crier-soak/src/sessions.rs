@@ -172,7 +172,7 @@ async fn serve(shared: &Shared, i: usize, connection: &mut Connection) -> String
                         return error_kind("ack", &e);
                     }
                 }
-                Ok(Event::Pong) => {}
+                Ok(Event::Pong | Event::Revoke { .. }) => {}
                 Ok(Event::Error { code, .. }) => shared.error(format!("Error frame {code}")),
                 Ok(Event::Kicked { reason }) => return format!("kicked: {reason}"),
                 Ok(Event::Closed { code, reason }) => return format!("closed by the server: {code} {reason}"),

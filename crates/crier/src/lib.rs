@@ -10,6 +10,8 @@
 //! - [`tenant`]: one app's façade; the edges call its methods, never its parts;
 //! - the parts: [`push`] (reading an `im_push`, its rules), [`delivery`] (presence, fan-out,
 //!   kept pushes, acknowledgements), [`notify`] (devices, providers, the job runner),
+//!   [`events`] (the hand-off of delivery events from `delivery` and `notify` to their
+//!   consumers), [`callback`] (delivery callbacks to the app's server, from a durable queue),
 //!   [`bus`] (announcements between sessions and nodes), [`directory`] (accounts, tags and
 //!   attributes as roaring bitmaps), [`store`] (durable state behind a trait; SQLite is the
 //!   embedded default), [`supervise`] (background threads that restart after a panic);
@@ -22,12 +24,14 @@ pub mod api;
 pub mod app_state;
 pub mod auth;
 pub mod bus;
+pub mod callback;
 pub mod clock;
 pub mod config;
 pub mod console;
 pub mod delivery;
 pub mod directory;
 pub mod error;
+pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod metrics;

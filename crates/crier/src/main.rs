@@ -83,8 +83,13 @@ enum Command {
     /// Reconnects with back-off when the connection drops; stops when the login is refused or
     /// the account is kicked.
     Listen(cli::listen::ListenArgs),
-    /// Send one im_push (to everyone, or by tags or attributes) and print its TaskId.
-    Push(cli::push::PushArgs),
+    /// Send one im_push (to everyone, or by tags or attributes) and print its TaskId; with
+    /// --timpush (or --online-only, --data-id) a v4/timpush/push, which `crier revoke` can recall;
+    /// with --at a scheduled task that makes that push later (prints its TaskID).
+    Push(Box<cli::push::PushArgs>),
+    /// Recall a push sent with v4/timpush/push: nobody gets it any more, open sessions get a
+    /// Revoke frame, notifications shown are replaced by --title/--desc.
+    Revoke(cli::revoke::RevokeArgs),
     /// Print the report of pushes: audience, online and offline deliveries, acks, notifications.
     Tasks(cli::tasks::TasksArgs),
 }
@@ -144,8 +149,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Listen(args) => client_runtime()?.block_on(cli::listen::run(args)),
-        Command::Push(args) => client_runtime()?.block_on(cli::push::run(args)),
+        Command::Push(args) => client_runtime()?.block_on(cli::push::run(*args)),
         Command::Tasks(args) => client_runtime()?.block_on(cli::tasks::run(args)),
+        Command::Revoke(args) => client_runtime()?.block_on(cli::revoke::run(args)),
         Command::Serve {
             config,
             listen,

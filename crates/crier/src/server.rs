@@ -46,6 +46,29 @@ pub async fn serve(
             )
         });
     }
+    for tenant in state.tenants.values() {
+        let (tenant, shutdown) = (Arc::clone(tenant), state.shutdown.subscribe());
+        let metrics = Arc::clone(&state.metrics);
+        crate::supervise::spawn_task(BackgroundTask::ScheduledTasks, metrics, move || {
+            Arc::clone(&tenant).run_sched_tasks(shutdown.clone())
+        });
+    }
+    for tenant in state.tenants.values() {
+        let Some(callbacks) = tenant.callbacks() else {
+            continue;
+        };
+        let (node, alone) = (tenant.node(), !state.bus.spans_nodes());
+        let shutdown = state.shutdown.subscribe();
+        let metrics = Arc::clone(&state.metrics);
+        crate::supervise::spawn_task(BackgroundTask::Callbacks, metrics, move || {
+            crate::callback::sender::run(
+                Arc::clone(&callbacks),
+                Arc::clone(&node),
+                alone,
+                shutdown.clone(),
+            )
+        });
+    }
     if state.bus.spans_nodes() {
         for tenant in state.tenants.values() {
             tokio::spawn(Arc::clone(tenant).run_cluster_sync(state.shutdown.subscribe()));

@@ -1,5 +1,6 @@
 //! Background work that must not die quietly: the fan-out writer and the delivery records
-//! writer (threads), and each app's notification runner (a task). A panic in one is logged,
+//! writer (threads), and each app's notification and scheduled-task runners (tasks). A panic in
+//! one is logged,
 //! counted (`crier_background_restarts_total{task}`), and the work is taken up again from the
 //! next item; it never silently stops delivering.
 //! What the panicking item was doing is lost, and says so in the log: for a fan-out, the

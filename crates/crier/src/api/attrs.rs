@@ -1,4 +1,6 @@
-//! `im_set_attr_name`, `im_get_attr_name`, `im_get_attr`, `im_set_attr`, `im_remove_attr`.
+//! `im_set_attr_name`, `im_get_attr_name`, `im_get_attr`, `im_set_attr`, `im_remove_attr`,
+//! and the reading and checking of their bodies that the `v4/timpush` attribute commands share
+//! ([`super::timpush_directory`]).
 
 use std::collections::BTreeMap;
 
@@ -6,9 +8,11 @@ use crier_proto::codes;
 use crier_proto::echo::echo;
 use serde_json::{json, Map, Value};
 
-use super::fields::{account_list, object, user_entries};
+use super::fields::{account_list, account_name, object, user_entries, AccountReader};
 use crate::auth::AdminCall;
-use crate::directory::{Ahead, DirOp, UserAttrSlots, UserAttrValues, ATTR_SLOTS};
+use crate::directory::{
+    AccountKind, Ahead, DirOp, Directory, UserAttrSlots, UserAttrValues, ATTR_SLOTS,
+};
 use crate::error::Error;
 
 pub const MAX_USERS: usize = 100;
@@ -81,21 +85,27 @@ pub fn read_attr_names(body: &Value) -> Result<Vec<(u8, String)>, Error> {
         .collect()
 }
 
+/// Refuses names that, merged into the app's, would name two slots alike (90033), in the
+/// words of Tencent's sample answer (the name is 1 to 50 bytes, checked already, so it is
+/// quoted as it is).
+pub fn check_distinct_names(directory: &Ahead, names: &[(u8, String)]) -> Result<(), Error> {
+    let mut after = directory.attr_names();
+    after.extend(names.iter().cloned());
+    for (slot, name) in names {
+        if let Some((other, _)) = after.iter().find(|(s, n)| *s != slot && *n == name) {
+            return Err(bad_attr(format!(
+                "attrName:{name} already exists at index:{other}; each slot needs a name of its own"
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub async fn set_names(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
     let names = read_attr_names(&body)?;
     call.tenant
         .write(move |directory| {
-            let mut after = directory.attr_names();
-            after.extend(names.iter().cloned());
-            let mut seen = BTreeMap::new();
-            for (slot, name) in &after {
-                if let Some(other) = seen.insert(name, slot) {
-                    return Err(bad_attr(format!(
-                        "attribute name {} would name slots {other} and {slot}; names must differ",
-                        echo(name)
-                    )));
-                }
-            }
+            check_distinct_names(directory, &names)?;
             Ok(vec![DirOp::SetAttrNames { names }])
         })
         .await?;
@@ -124,16 +134,7 @@ pub async fn get(call: AdminCall, body: Value) -> Result<Map<String, Value>, Err
         let names = d.attr_names();
         accounts
             .iter()
-            .map(|account| {
-                let attrs: Map<String, Value> = d
-                    .attrs_of(account)
-                    .into_iter()
-                    .filter_map(|(slot, value)| {
-                        Some((names.get(&slot)?.clone(), Value::String(value)))
-                    })
-                    .collect();
-                json!({"To_Account": account, "Attrs": attrs})
-            })
+            .map(|account| json!({"To_Account": account, "Attrs": attrs_by_name(d, &names, account)}))
             .collect()
     });
     Ok(Map::from_iter([(
@@ -142,25 +143,34 @@ pub async fn get(call: AdminCall, body: Value) -> Result<Map<String, Value>, Err
     )]))
 }
 
+/// The attributes `account` holds, by name (`names` being the directory's slot names).
+pub fn attrs_by_name(
+    directory: &Directory,
+    names: &BTreeMap<u8, String>,
+    account: &str,
+) -> Map<String, Value> {
+    directory
+        .attrs_of(account)
+        .into_iter()
+        .filter_map(|(slot, value)| Some((names.get(&slot)?.clone(), Value::String(value))))
+        .collect()
+}
+
 /// One `im_set_attr` entry as read before the write lock: the account and, when `Attrs` is an
 /// object, each attribute name with its value if the value is valid (1 to 50 bytes of text).
-struct SetEntry {
-    account: String,
+pub struct SetEntry {
+    pub account: String,
     attrs: Option<Vec<(String, Option<String>)>>,
 }
 
-pub async fn set(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
-    // The values are checked and copied out of the body before the write lock; under it only
-    // the names are resolved to slots (they change with `im_set_attr_name`), in the order the
-    // checks were always made, so a bad request reports the same first error.
-    let entries: Vec<SetEntry> = user_entries(
-        &body,
-        "UserAttrs",
-        "Attrs",
-        "Attrs",
-        MAX_USERS,
-        codes::TOO_MANY_USERS,
-        codes::BAD_JSON,
+/// The entries of an `im_set_attr` body, values checked and copied out of the body so that
+/// only the names are left to resolve under the write lock.
+pub fn read_set_entries(body: &Value, read: AccountReader) -> Result<Vec<SetEntry>, Error> {
+    Ok(user_entries(
+        body,
+        ["UserAttrs", "Attrs", "Attrs"],
+        (MAX_USERS, codes::TOO_MANY_USERS, codes::BAD_JSON),
+        read,
     )?
     .into_iter()
     .map(|(account, attrs)| SetEntry {
@@ -177,77 +187,150 @@ pub async fn set(call: AdminCall, body: Value) -> Result<Map<String, Value>, Err
                 .collect()
         }),
     })
-    .collect();
-    call.tenant
-        .write(move |directory| {
-            let users = entries
+    .collect())
+}
+
+/// Resolves the attribute names of `entries` to slots, in the order the checks were always
+/// made, so a bad request reports the same first error; the accounts are left as given.
+pub fn resolve_set_entries(
+    directory: &Ahead,
+    entries: Vec<SetEntry>,
+) -> Result<Vec<UserAttrValues>, Error> {
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(n, entry)| {
+            let place = || format!("UserAttrs[{n}].Attrs");
+            let attrs = entry.attrs.ok_or_else(|| {
+                bad_attr(format!(
+                    "{} must be an object of attribute name to value",
+                    place()
+                ))
+            })?;
+            let values = attrs
                 .into_iter()
-                .enumerate()
-                .map(|(n, entry)| {
-                    let place = || format!("UserAttrs[{n}].Attrs");
-                    let attrs = entry.attrs.ok_or_else(|| {
-                        bad_attr(format!("{} must be an object of attribute name to value", place()))
+                .map(|(name, value)| {
+                    let slot = match directory.attr_slot(&name) {
+                        Some(slot) => slot,
+                        None => slot_named(directory, &name, &place())?,
+                    };
+                    let value = value.ok_or_else(|| {
+                        Error::rejected(
+                            codes::BAD_ATTR_VALUE,
+                            format!(
+                                "{}.{name} must be a string of 1 to {MAX_VALUE_BYTES} bytes",
+                                place()
+                            ),
+                        )
                     })?;
-                    let values = attrs
-                        .into_iter()
-                        .map(|(name, value)| {
-                            let slot = match directory.attr_slot(&name) {
-                                Some(slot) => slot,
-                                None => slot_named(directory, &name, &place())?,
-                            };
-                            let value = value.ok_or_else(|| {
-                                Error::rejected(
-                                    codes::BAD_ATTR_VALUE,
-                                    format!("{}.{name} must be a string of 1 to {MAX_VALUE_BYTES} bytes", place()),
-                                )
-                            })?;
-                            Ok((slot, value))
-                        })
-                        .collect::<Result<_, Error>>()?;
-                    Ok(UserAttrValues {
-                        account: entry.account,
-                        values,
-                    })
+                    Ok((slot, value))
                 })
                 .collect::<Result<_, Error>>()?;
+            Ok(UserAttrValues {
+                account: entry.account,
+                values,
+            })
+        })
+        .collect()
+}
+
+/// The first of `values`' slots that is for accounts of another kind than `kind`, as the
+/// refusal (90035) that says so about `account`.
+pub fn other_kind(directory: &Ahead, values: &UserAttrValues, kind: AccountKind) -> Option<Error> {
+    let slot = values
+        .values
+        .iter()
+        .map(|(slot, _)| *slot)
+        .find(|slot| directory.attr_kind(*slot) != kind)?;
+    let name = directory.attr_names().remove(&slot).unwrap_or_default();
+    Some(Error::rejected(
+        codes::WRONG_ACCOUNT_KIND,
+        format!(
+            "attribute {} is for {} (AttrTypes {}) and {} is a {}: write it for accounts of that kind",
+            echo(&name),
+            kind_plural(directory.attr_kind(slot)),
+            directory.attr_kind(slot).code(),
+            echo(&values.account),
+            kind_name(kind),
+        ),
+    ))
+}
+
+fn kind_name(kind: AccountKind) -> &'static str {
+    match kind {
+        AccountKind::UserId => "UserID",
+        AccountKind::RegistrationId => "RegistrationID",
+    }
+}
+
+fn kind_plural(kind: AccountKind) -> &'static str {
+    match kind {
+        AccountKind::UserId => "UserIDs",
+        AccountKind::RegistrationId => "RegistrationIDs",
+    }
+}
+
+pub async fn set(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
+    let entries = read_set_entries(&body, account_name)?;
+    call.tenant
+        .write(move |directory| {
+            let users = resolve_set_entries(directory, entries)?;
+            // The classic commands name UserIDs only.
+            if let Some(refusal) = users
+                .iter()
+                .find_map(|user| other_kind(directory, user, AccountKind::UserId))
+            {
+                return Err(refusal);
+            }
             Ok(vec![DirOp::SetAttrs { users }])
         })
         .await?;
     Ok(Map::new())
 }
 
-pub async fn remove(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
-    let entries: Vec<(String, Value)> = user_entries(
-        &body,
-        "UserAttrs",
-        "Attrs",
-        "Attrs",
-        MAX_USERS,
-        codes::TOO_MANY_USERS,
-        codes::BAD_JSON,
+/// The per-user attribute names of an `im_remove_attr` body, copied out of the body.
+pub fn read_remove_entries(
+    body: &Value,
+    read: AccountReader,
+) -> Result<Vec<(String, Value)>, Error> {
+    Ok(user_entries(
+        body,
+        ["UserAttrs", "Attrs", "Attrs"],
+        (MAX_USERS, codes::TOO_MANY_USERS, codes::BAD_JSON),
+        read,
     )?
     .into_iter()
     .map(|(account, attrs)| (account, attrs.clone()))
-    .collect();
+    .collect())
+}
+
+/// Resolves the attribute names of `entries` to slots; the accounts are left as given.
+pub fn resolve_remove_entries(
+    directory: &Ahead,
+    entries: Vec<(String, Value)>,
+) -> Result<Vec<UserAttrSlots>, Error> {
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(n, (account, names))| {
+            let place = format!("UserAttrs[{n}].Attrs");
+            let names = names
+                .as_array()
+                .ok_or_else(|| bad_attr(format!("{place} must be an array of attribute names")))?;
+            let slots = names
+                .iter()
+                .map(|name| slot_named(directory, name.as_str().unwrap_or_default(), &place))
+                .collect::<Result<_, _>>()?;
+            Ok(UserAttrSlots { account, slots })
+        })
+        .collect()
+}
+
+pub async fn remove(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
+    let entries = read_remove_entries(&body, account_name)?;
     call.tenant
         .write(move |directory| {
-            let users = entries
-                .into_iter()
-                .enumerate()
-                .map(|(n, (account, names))| {
-                    let place = format!("UserAttrs[{n}].Attrs");
-                    let names = names.as_array().ok_or_else(|| {
-                        bad_attr(format!("{place} must be an array of attribute names"))
-                    })?;
-                    let slots = names
-                        .iter()
-                        .map(|name| {
-                            slot_named(directory, name.as_str().unwrap_or_default(), &place)
-                        })
-                        .collect::<Result<_, _>>()?;
-                    Ok(UserAttrSlots { account, slots })
-                })
-                .collect::<Result<_, Error>>()?;
+            let users = resolve_remove_entries(directory, entries)?;
             Ok(vec![DirOp::RemoveAttrs { users }])
         })
         .await?;

@@ -14,6 +14,7 @@ use super::fields::{account_name, object};
 use crate::auth::AdminCall;
 use crate::directory::stats::Held;
 use crate::error::Error;
+use crate::store::PushKind;
 use crate::tenant::Tenant;
 
 type Answer = Result<Map<String, Value>, Error>;
@@ -96,37 +97,35 @@ pub async fn task_list(call: AdminCall, body: Value) -> Answer {
     let offset = integer(body, "Offset", 0, 0..=u64::from(u32::MAX))? as usize;
     let want = integer(body, "Want", 20, 1..=100)? as usize;
     let since_secs = integer(body, "Since", 0, 0..=u64::from(u32::MAX))?;
-    let wants_im_push = match body.get("Kinds") {
-        None | Some(Value::Null) => true,
-        Some(Value::Array(kinds)) => {
-            let mut im_push = false;
-            for kind in kinds {
-                match kind.as_str() {
-                    Some("im_push") => im_push = true,
-                    Some("push" | "batch") => {}
-                    _ => {
-                        return Err(bad(format!(
+    let kinds: Option<Vec<PushKind>> = match body.get("Kinds") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(kinds)) => Some(
+            kinds
+                .iter()
+                .map(|kind| {
+                    kind.as_str().and_then(PushKind::parse).ok_or_else(|| {
+                        bad(format!(
                             "Kinds holds {}; use im_push, push or batch",
                             echo(&kind.to_string())
-                        )))
-                    }
-                }
-            }
-            im_push
-        }
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        ),
         Some(_) => return Err(bad("Kinds must be an array of im_push, push, batch")),
     };
-    let tasks = blocking(&call, move |tenant| tenant.recent_tasks(since_secs * 1000)).await?;
-    // Crier has only im_push tasks so far.
-    let tasks = if wants_im_push { tasks } else { Vec::new() };
+    let mut tasks = blocking(&call, move |tenant| tenant.recent_tasks(since_secs * 1000)).await?;
+    if let Some(kinds) = kinds {
+        tasks.retain(|task| kinds.contains(&task.kind));
+    }
     let listed: Vec<Value> = tasks
         .iter()
         .skip(offset)
         .take(want)
         .map(|task| {
-            json!({
+            let mut listed = json!({
                 "TaskId": task.task_id,
-                "Kind": "im_push",
+                "Kind": task.kind.as_str(),
                 "State": task.state,
                 "TaskTime": task.created_ms / 1000,
                 "ExpireTime": task.expires_ms / 1000,
@@ -135,7 +134,14 @@ pub async fn task_list(call: AdminCall, body: Value) -> Answer {
                 "Acked": task.acked,
                 "Condition": task.condition.as_deref().and_then(|c| serde_json::from_str::<Value>(c).ok()),
                 "MsgBody": serde_json::from_str::<Value>(&task.msg_body).unwrap_or(Value::Null),
-            })
+            });
+            if let Some(data_id) = &task.data_id {
+                listed["DataId"] = json!(data_id);
+            }
+            if let Some(sched_task_id) = task.sched_task_id {
+                listed["SchedTaskID"] = json!(sched_task_id);
+            }
+            listed
         })
         .collect();
     Ok(fields(json!({ "Total": tasks.len(), "Tasks": listed })))

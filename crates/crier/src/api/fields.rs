@@ -61,6 +61,27 @@ pub fn array<'a>(
     Ok(items)
 }
 
+/// Reads one account of a request body: the value, where it is (for the message), and the
+/// code of a bad one.
+pub type AccountReader = fn(&Value, &str, u32) -> Result<String, Error>;
+
+/// A `To_Account` of the `v4/timpush` commands: any string. Which account (or device token)
+/// it names is looked up later; one that names none is a fault of that item alone (70107),
+/// not of the request, and is echoed back as given.
+pub fn any_account(value: &Value, place: &str, bad: u32) -> Result<String, Error> {
+    match value.as_str() {
+        Some(text) => Ok(text.to_owned()),
+        None if value.is_null() => Err(Error::rejected(
+            bad,
+            format!("{place} is missing: it is required, a UserID or a device token"),
+        )),
+        None => Err(Error::rejected(
+            bad,
+            format!("{place} must be a string, a UserID or a device token"),
+        )),
+    }
+}
+
 /// The account names in `body[key]`.
 pub fn account_list(
     body: &Value,
@@ -69,24 +90,33 @@ pub fn account_list(
     too_many: u32,
     bad: u32,
 ) -> Result<Vec<String>, Error> {
+    account_list_read(body, key, (max, too_many, bad), account_name)
+}
+
+/// The accounts in `body[key]`, each read with `read`: more than `max` are refused with
+/// `too_many`, a bad one with `bad`.
+pub fn account_list_read(
+    body: &Value,
+    key: &str,
+    (max, too_many, bad): (usize, u32, u32),
+    read: AccountReader,
+) -> Result<Vec<String>, Error> {
     let items = array(body, key, max, too_many, bad)?;
     items
         .iter()
         .enumerate()
-        .map(|(n, item)| account_name(item, &format!("{key}[{n}]"), bad))
+        .map(|(n, item)| read(item, &format!("{key}[{n}]"), bad))
         .collect()
 }
 
 /// Per-user entries of a tag or attribute write: `{"<list_key>":[{"To_Account":..,"<inner>":..}]}`,
 /// also accepting `<alt_key>` for the list and the flat `{"To_Account":..,"<inner>":..}` form.
+/// Each `To_Account` is read with `read`.
 pub fn user_entries<'a>(
     body: &'a Value,
-    list_key: &str,
-    alt_key: &str,
-    inner: &str,
-    max: usize,
-    too_many: u32,
-    bad: u32,
+    [list_key, alt_key, inner]: [&str; 3],
+    (max, too_many, bad): (usize, u32, u32),
+    read: AccountReader,
 ) -> Result<Vec<(String, &'a Value)>, Error> {
     let fields = object(body, bad)?;
     let entries: Vec<&Value> = if fields.get("To_Account").is_some_and(Value::is_string) {
@@ -120,7 +150,7 @@ pub fn user_entries<'a>(
         .into_iter()
         .enumerate()
         .map(|(n, entry)| {
-            let account = account_name(
+            let account = read(
                 entry.get("To_Account").unwrap_or(&Value::Null),
                 &format!("{list_key}[{n}].To_Account"),
                 bad,

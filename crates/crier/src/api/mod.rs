@@ -2,14 +2,19 @@
 //!
 //! One route, `POST /v4/{service}/{command}`, runs the contract's checks in order (command
 //! known → app → UserSig → admin → body) and hands the parsed body to a thin handler in
-//! [`tags`], [`attrs`], [`accounts`] or the push flow. Every answer, refusals included, is
-//! HTTP 200 with the Tencent envelope, built in [`respond`] and nowhere else.
+//! [`tags`], [`attrs`], [`accounts`], [`timpush`], [`timpush_directory`], [`timpush_sched`] or
+//! the push flow. Every answer, refusals included, is HTTP 200 with the Tencent envelope, built
+//! in [`respond`] and nowhere else.
 
 pub mod accounts;
 pub mod attrs;
 pub mod crier_reads;
 pub mod fields;
 pub mod tags;
+pub mod timpush;
+pub mod timpush_directory;
+pub mod timpush_reports;
+pub mod timpush_sched;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -55,12 +60,38 @@ fn command(service: &str, command: &str) -> Option<(Service, Handler)> {
         ("all_member_push", "im_add_tag") => (AllMemberPush, handler!(tags::add)),
         ("all_member_push", "im_remove_tag") => (AllMemberPush, handler!(tags::remove)),
         ("all_member_push", "im_remove_all_tags") => (AllMemberPush, handler!(tags::remove_all)),
+        // v4/timpush: attributes and tags (timpush.md §5).
+        ("timpush", "set_attr_name") => (AllMemberPush, handler!(timpush_directory::set_attr_name)),
+        ("timpush", "get_attr_name") => (AllMemberPush, handler!(timpush_directory::get_attr_name)),
+        ("timpush", "set_attr") => (AllMemberPush, handler!(timpush_directory::set_attr)),
+        ("timpush", "get_attr") => (AllMemberPush, handler!(timpush_directory::get_attr)),
+        ("timpush", "remove_attr") => (AllMemberPush, handler!(timpush_directory::remove_attr)),
+        ("timpush", "add_tag") => (AllMemberPush, handler!(timpush_directory::add_tag)),
+        ("timpush", "get_tag") => (AllMemberPush, handler!(timpush_directory::get_tag)),
+        ("timpush", "remove_tag") => (AllMemberPush, handler!(timpush_directory::remove_tag)),
+        ("timpush", "clear_all_tags") => {
+            (AllMemberPush, handler!(timpush_directory::clear_all_tags))
+        }
         ("im_open_login_svc", "account_import") => (LoginSvc, handler!(accounts::import)),
         ("im_open_login_svc", "multiaccount_import") => (LoginSvc, handler!(accounts::import_many)),
         ("im_open_login_svc", "account_delete") => (LoginSvc, handler!(accounts::delete)),
         ("im_open_login_svc", "account_check") => (LoginSvc, handler!(accounts::check)),
         ("im_open_login_svc", "kick") => (LoginSvc, handler!(accounts::kick)),
         ("openim", "query_online_status") => (OpenIm, handler!(accounts::query_online_status)),
+        // The `timpush` family's push commands (timpush.md §2-4).
+        ("timpush", "push") => (AllMemberPush, handler!(timpush::push)),
+        ("timpush", "batch") => (AllMemberPush, handler!(timpush::batch)),
+        ("timpush", "revoke") => (AllMemberPush, handler!(timpush::revoke)),
+        ("timpush", "all_member_push_statistics") => {
+            (AllMemberPush, handler!(timpush_reports::statistics))
+        }
+        ("timpush", "all_member_push_trace") => (AllMemberPush, handler!(timpush_reports::trace)),
+        // Scheduled tasks (timpush.md §9).
+        ("timpush", "add_sched_task") => (AllMemberPush, handler!(timpush_sched::add)),
+        ("timpush", "modify_sched_task") => (AllMemberPush, handler!(timpush_sched::modify)),
+        ("timpush", "delete_sched_task") => (AllMemberPush, handler!(timpush_sched::delete)),
+        ("timpush", "get_sched_task") => (AllMemberPush, handler!(timpush_sched::get)),
+        ("timpush", "list_sched_task") => (AllMemberPush, handler!(timpush_sched::list)),
         // Crier's own extensions, in Tencent's style.
         ("crier", "task_report") => (AllMemberPush, handler!(task_report)),
         ("crier", "audience_count") => (AllMemberPush, handler!(crier_reads::audience_count)),
@@ -127,11 +158,13 @@ pub async fn dispatch(
     RawQuery(query): RawQuery,
     body: Body,
 ) -> Response {
-    let Some((service, handler)) =
+    let Some((family, handler)) =
         command(&service, &command_name).filter(|_| method == Method::POST)
     else {
         return respond(Err(unknown_command()));
     };
+    let path = (service, command_name);
+    let service = family;
     let result = async {
         // Signature first: a body is never read, let alone buffered, for a caller who
         // cannot sign. An unread body also ends the connection after the answer.
@@ -141,6 +174,19 @@ pub async fn dispatch(
             .read(body, MAX_BODY_BYTES)
             .await
             .map_err(|error| body_refused(&state, error, service))?;
+        if path.0 == "timpush"
+            && path.1 == "push"
+            && read.bytes.len() > crate::push::timpush::MAX_PUSH_BODY_BYTES
+        {
+            return Err(Error::rejected(
+                codes::PUSH_BODY_TOO_LARGE,
+                format!(
+                    "the body is {} bytes; a v4/timpush/push body is at most {} bytes",
+                    read.bytes.len(),
+                    crate::push::timpush::MAX_PUSH_BODY_BYTES
+                ),
+            ));
+        }
         let body = parse_body(&read.bytes, service)?;
         // The budget covers the parsed body too: `read` is released with the answer.
         let answer = handler(call, body).await;
@@ -148,7 +194,22 @@ pub async fn dispatch(
         answer
     }
     .await;
-    respond(result)
+    respond_with(result, failure_fields(&path.0, &path.1))
+}
+
+/// What a failed answer of a command carries besides the envelope: `"TaskId": ""` for the
+/// `timpush` push commands and `"TaskID": 0` for the scheduled-task commands that answer a
+/// TaskID, as Tencent's samples show.
+fn failure_fields(service: &str, command: &str) -> Map<String, Value> {
+    match (service, command) {
+        ("timpush", "push" | "batch") => {
+            Map::from_iter([("TaskId".into(), Value::String(String::new()))])
+        }
+        ("timpush", "add_sched_task" | "modify_sched_task" | "delete_sched_task") => {
+            Map::from_iter([("TaskID".into(), Value::from(0))])
+        }
+        _ => Map::new(),
+    }
 }
 
 fn body_refused(state: &AppState, error: BodyError, service: Service) -> Error {
@@ -182,11 +243,18 @@ fn parse_body(bytes: &[u8], service: Service) -> Result<Value, Error> {
 }
 
 pub fn respond(result: Answer) -> Response {
+    respond_with(result, Map::new())
+}
+
+/// The envelope of `result`; a failure also carries `on_failure`.
+fn respond_with(result: Answer, on_failure: Map<String, Value>) -> Response {
     let envelope = match result {
         Ok(fields) => Envelope::ok(fields),
         Err(error) => {
             let wire = error.to_wire();
-            Envelope::fail(wire.code, wire.info)
+            let mut envelope = Envelope::fail(wire.code, wire.info);
+            envelope.rest = on_failure;
+            envelope
         }
     };
     Json(envelope).into_response()

@@ -1,4 +1,5 @@
-//! `im_get_tag`, `im_add_tag`, `im_remove_tag`, `im_remove_all_tags`.
+//! `im_get_tag`, `im_add_tag`, `im_remove_tag`, `im_remove_all_tags`, and the reading of
+//! their bodies that the `v4/timpush` tag commands share ([`super::timpush_directory`]).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -6,7 +7,7 @@ use crier_proto::codes;
 use crier_proto::echo::echo;
 use serde_json::{json, Map, Value};
 
-use super::fields::{account_list, user_entries};
+use super::fields::{account_list, account_name, user_entries, AccountReader};
 use crate::auth::AdminCall;
 use crate::directory::{DirOp, UserTags};
 use crate::error::Error;
@@ -37,14 +38,21 @@ pub async fn get(call: AdminCall, body: Value) -> Result<Map<String, Value>, Err
 
 /// Reads the per-user tag lists, checking each tag's own rules.
 pub fn read_user_tags(body: &Value, limit_per_user: Option<usize>) -> Result<Vec<UserTags>, Error> {
+    read_user_tags_with(body, limit_per_user, account_name)
+}
+
+/// [`read_user_tags`] with each `To_Account` read by `read`; `limit_per_entry` applies to each
+/// entry's list.
+pub fn read_user_tags_with(
+    body: &Value,
+    limit_per_entry: Option<usize>,
+    read: AccountReader,
+) -> Result<Vec<UserTags>, Error> {
     let entries = user_entries(
         body,
-        "UserTags",
-        "Tags",
-        "Tags",
-        MAX_USERS,
-        codes::TOO_MANY_USERS,
-        codes::BAD_JSON,
+        ["UserTags", "Tags", "Tags"],
+        (MAX_USERS, codes::TOO_MANY_USERS, codes::BAD_JSON),
+        read,
     )?;
     entries
         .into_iter()
@@ -54,7 +62,7 @@ pub fn read_user_tags(body: &Value, limit_per_user: Option<usize>) -> Result<Vec
             let tags = tags.as_array().ok_or_else(|| {
                 Error::rejected(codes::BAD_JSON, format!("{place} must be an array of tags"))
             })?;
-            if let Some(limit) = limit_per_user {
+            if let Some(limit) = limit_per_entry {
                 if tags.len() > limit {
                     return Err(Error::rejected(
                         codes::TOO_MANY_TAGS,

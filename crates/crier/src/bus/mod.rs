@@ -4,6 +4,8 @@
 //!
 //! - [`Event::PushAccepted`]: each node fans the push out to its own sessions of the audience
 //!   and keeps it for catch-up at login.
+//! - [`Event::PushRevoked`]: each node stops delivering the push and sends `Revoke` to its own
+//!   sessions of the audience.
 //! - [`Event::Kick`] and [`Event::AccountDeleted`]: each node closes its sessions of the
 //!   account.
 //! - [`Event::Presence`]: a session logged in or out on some node (`query_online_status`
@@ -33,6 +35,8 @@ pub type NodeId = Arc<str>;
 #[derive(Debug, Clone)]
 pub enum Event {
     PushAccepted(Arc<PushRecord>),
+    /// The record as stored after the revoke (`revoked_ms` and `revoke_info` set).
+    PushRevoked(Arc<PushRecord>),
     Kick {
         account: u32,
         reason: String,

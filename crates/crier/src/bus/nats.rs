@@ -36,6 +36,9 @@ enum WireEvent {
     PushAccepted {
         task_id: String,
     },
+    PushRevoked {
+        task_id: String,
+    },
     Kick {
         account: u32,
         reason: String,
@@ -69,6 +72,9 @@ impl WireEvent {
     fn of(event: &Event) -> WireEvent {
         match event {
             Event::PushAccepted(record) => WireEvent::PushAccepted {
+                task_id: record.task_id.clone(),
+            },
+            Event::PushRevoked(record) => WireEvent::PushRevoked {
                 task_id: record.task_id.clone(),
             },
             Event::Kick { account, reason } => WireEvent::Kick {
@@ -224,6 +230,17 @@ fn hydrate(store: &dyn Store, wire: WireAnnouncement) -> Option<Announcement> {
             }
             Err(error) => {
                 warn!(app = wire.app, %task_id, %error, "an announced push could not be read; the periodic look at the store will find it");
+                return None;
+            }
+        },
+        WireEvent::PushRevoked { task_id } => match store.push_record(wire.app, &task_id) {
+            Ok(Some(record)) if record.revoked_ms.is_some() => Event::PushRevoked(Arc::new(record)),
+            Ok(_) => {
+                debug!(app = wire.app, %task_id, "a revoked push is gone already");
+                return None;
+            }
+            Err(error) => {
+                warn!(app = wire.app, %task_id, %error, "a revoked push could not be read; the periodic look at the store will find it");
                 return None;
             }
         },

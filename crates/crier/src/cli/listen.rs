@@ -1,11 +1,12 @@
-//! `crier listen`: log in as one account and print every push as a JSON line, acknowledging
-//! it once printed. Given several `--server`, it fails over between the nodes of a cluster.
+//! `crier listen`: log in as one account and print every push (and revoke) as a JSON line,
+//! acknowledging each push once printed. Given several `--server`, it fails over between the
+//! nodes of a cluster.
 
 use std::io::Write;
 
 use anyhow::Context;
 use clap::Args;
-use crier_client::{Listener, LoginOptions};
+use crier_client::{Listener, LoginOptions, Received};
 use crier_proto::usersig;
 
 use super::{websocket_url, Target};
@@ -65,17 +66,31 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     let mut printed = 0;
     let stdout = std::io::stdout();
     while args.count.is_none_or(|count| printed < count) {
-        let Some(push) = listener.next().await else {
+        let Some(received) = listener.next_received().await else {
             return Err(listener.stop_reason().await).context("stopped listening");
         };
-        // One line per push, flushed at once so pipes see it as it arrives.
+        // One line per push (or revoke), flushed at once so pipes see it as it arrives.
         let mut out = stdout.lock();
-        serde_json::to_writer(&mut out, &push)?;
+        match &received {
+            Received::Push(push) => serde_json::to_writer(&mut out, push)?,
+            Received::Revoke {
+                task_id,
+                offline_push_info,
+            } => {
+                let info = offline_push_info
+                    .as_deref()
+                    .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok());
+                let line = serde_json::json!({"Type": "Revoke", "TaskId": task_id, "OfflinePushInfo": info});
+                serde_json::to_writer(&mut out, &line)?;
+            }
+        }
         out.write_all(b"\n")?;
         out.flush()?;
         drop(out);
-        listener.ack(push.task_id);
-        printed += 1;
+        if let Received::Push(push) = received {
+            listener.ack(push.task_id);
+            printed += 1;
+        }
     }
     match listener.close().await {
         crier_client::ClientError::Closed { code: 1000, .. } => Ok(()),

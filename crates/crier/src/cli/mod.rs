@@ -3,6 +3,7 @@
 
 pub mod listen;
 pub mod push;
+pub mod revoke;
 pub mod tasks;
 
 use anyhow::{bail, Context};

@@ -50,6 +50,16 @@ fn default_notification_lease_secs() -> u64 {
     30
 }
 
+/// Tencent's default cap on callback requests to an app.
+fn default_callback_qps() -> u32 {
+    1000
+}
+
+/// Tencent's documented rates for `batch` range from 10 to 40 calls per second by edition.
+fn default_batch_calls_per_second() -> u32 {
+    30
+}
+
 /// One `[[app]]` table: an isolated tenant.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -79,6 +89,19 @@ pub struct AppConfig {
     /// may take it over (in a cluster: how long a dead node's run waits). Default 30 s.
     #[serde(default = "default_notification_lease_secs")]
     pub notification_lease_secs: u64,
+    /// Where `Push.AllMemberPush` delivery events of `timpush` tasks are POSTed (timpush.md
+    /// §8); none are sent without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    /// Signs each callback (`RequestTime` and `Sign` in its query) when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_token: Option<SecretKey>,
+    /// Callback requests per second at most; the rest wait in the queue.
+    #[serde(default = "default_callback_qps")]
+    pub callback_qps: u32,
+    /// `v4/timpush/batch` calls per second (90024 past it).
+    #[serde(default = "default_batch_calls_per_second")]
+    pub batch_calls_per_second: u32,
 }
 
 impl AppConfig {
@@ -96,11 +119,36 @@ impl AppConfig {
             fcm: None,
             webhook: None,
             notification_lease_secs: default_notification_lease_secs(),
+            callback_url: None,
+            callback_token: None,
+            callback_qps: default_callback_qps(),
+            batch_calls_per_second: default_batch_calls_per_second(),
         }
     }
 
     pub fn is_admin(&self, identifier: &str) -> bool {
         self.admins.iter().any(|admin| admin == identifier)
+    }
+
+    /// Checks the callback keys; answers the problem in words.
+    fn validate_callback(&self) -> Result<(), String> {
+        if let Some(url) = &self.callback_url {
+            let parsed = reqwest::Url::parse(url).map_err(|e| {
+                format!("callback_url {url:?} is not a URL ({e}); write it as https://host/path")
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return Err(format!(
+                    "callback_url {url:?} must be an http:// or https:// URL with a host"
+                ));
+            }
+        }
+        if self.callback_token.as_ref().is_some_and(|t| t.0.is_empty()) {
+            return Err("callback_token is empty; remove it to send unsigned callbacks".into());
+        }
+        if self.callback_qps == 0 {
+            return Err("callback_qps must be at least 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -340,6 +388,12 @@ fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
                 app.get_ref().sdkappid
             )));
         }
+        app.get_ref().validate_callback().map_err(|message| {
+            invalid(format!(
+                "line {line}: app {}: {message}",
+                app.get_ref().sdkappid
+            ))
+        })?;
     }
     Ok(file)
 }
@@ -585,6 +639,40 @@ mod tests {
             parse(unknown).unwrap_err()
         );
         assert!(parse("[[app]\n").unwrap_err().contains("line 1"));
+    }
+
+    #[test]
+    fn callback_keys_parse_with_a_redacted_token_and_bad_values_name_the_line() {
+        let file = parse("[[app]]\nsdkappid = 1\nsecret_key = \"k\"\n").unwrap();
+        let app = file.apps[0].get_ref();
+        assert_eq!(
+            (app.callback_url.as_deref(), app.callback_qps),
+            (None, 1000)
+        );
+        let file = parse(
+            "[[app]]\nsdkappid = 1\nsecret_key = \"k\"\ncallback_url = \"https://app.example.com/cb\"\ncallback_token = \"tok-secret\"\ncallback_qps = 20\n",
+        )
+        .unwrap();
+        let app = file.apps[0].get_ref();
+        assert_eq!(
+            app.callback_url.as_deref(),
+            Some("https://app.example.com/cb")
+        );
+        assert_eq!(app.callback_qps, 20);
+        assert!(!format!("{app:?}").contains("tok-secret"));
+        for (line, why) in [
+            ("callback_url = \"app.example.com/cb\"", "callback_url"),
+            ("callback_url = \"ftp://app.example.com/cb\"", "http://"),
+            ("callback_token = \"\"", "callback_token is empty"),
+            ("callback_qps = 0", "callback_qps"),
+        ] {
+            let text = format!("\n[[app]]\nsdkappid = 1\nsecret_key = \"k\"\n{line}\n");
+            let refused = parse(&text).unwrap_err();
+            assert!(
+                refused.contains("line 2") && refused.contains(why),
+                "{line}: {refused}"
+            );
+        }
     }
 
     #[test]

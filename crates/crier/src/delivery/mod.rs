@@ -9,13 +9,24 @@
 //!   acknowledged ([`Delivery::pending_for`]).
 //! - Acknowledgements are batched into one bitmap per push per batch, and delivery counts into
 //!   one row per push per batch ([`records`]); both outlive restarts, as task reports need.
+//! - `timpush` pushes are also marked: the accounts each reached on a session and those that
+//!   acknowledged it, as bitmaps per batch ([`records`]), for their statistics and trace. A
+//!   `timpush` push that keeps nothing still has its acknowledgements recorded, from accounts
+//!   of its audience, for a while after it was accepted (`unkept_acks`).
+//! - Revoked (`timpush/revoke`): the push leaves the kept pushes, a fan-out still under way
+//!   stops, and a `Revoke` frame goes to every online session of its audience, queued behind
+//!   the push's own fan-out so no session gets the push after its `Revoke`
+//!   ([`Delivery::revoke`]).
+//! - Frames written and acknowledgements of pushes someone reports on are handed off as
+//!   delivery events ([`crate::events`]; delivery callbacks consume them).
 
 pub mod conn;
 pub mod presence;
 pub mod records;
+mod unkept_acks;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -25,9 +36,11 @@ use roaring::RoaringBitmap;
 use serde_json::value::RawValue;
 use tracing::{info, warn};
 
+use crate::events::{DeliveryEvent, DeliveryEvents, DeliveryStep};
 use crate::metrics::{BackgroundTask, Metrics};
+use crate::notify::shape::wants_notifications;
 use crate::store::PushRecord;
-use crate::store::{DeliveryCounts, Store, StoreError};
+use crate::store::{DeliveryCounts, MarkStage, Store, StoreError};
 use conn::text_frame;
 use presence::Sessions;
 
@@ -52,15 +65,23 @@ impl KeptPush {
 }
 
 struct FanOutJob {
-    task_id: String,
+    task: Arc<PushRecord>,
     /// The push's audience AND online, as it was accepted.
     recipients: RoaringBitmap,
     frame: Bytes,
     stats: Arc<TaskStats>,
 }
 
+struct RevokeJob {
+    record: Arc<PushRecord>,
+    frame: Bytes,
+    /// Answered once every session of the audience online then has the `Revoke` queued.
+    done: Option<std::sync::mpsc::Sender<()>>,
+}
+
 enum FanOutWork {
     Push(FanOutJob),
+    Revoke(RevokeJob),
     /// Answered once every push queued before it is written and its count sent on.
     Barrier(std::sync::mpsc::Sender<()>),
 }
@@ -72,6 +93,8 @@ pub struct TaskStats {
     pub online: AtomicU64,
     /// Logins that got it from the kept pushes.
     pub offline: AtomicU64,
+    /// Revoked: a fan-out under way stops, one not started is skipped.
+    pub revoked: AtomicBool,
 }
 
 impl TaskStats {
@@ -79,6 +102,7 @@ impl TaskStats {
         Arc::new(TaskStats {
             online: AtomicU64::new(counts.online),
             offline: AtomicU64::new(counts.offline),
+            ..TaskStats::default()
         })
     }
 }
@@ -97,12 +121,18 @@ pub struct Delivery {
     store: Arc<dyn Store>,
     kept: RwLock<Vec<Arc<KeptPush>>>,
     kept_by_task: RwLock<HashMap<String, Arc<KeptPush>>>,
+    /// Notification-only pushes (`timpush` without a message) whose notifications may still
+    /// be running: not kept for logins, but the notification runner needs the record.
+    notifying: RwLock<HashMap<String, Arc<PushRecord>>>,
+    /// Pushes not kept whose acknowledgements are still reported as delivery events.
+    unkept_acks: unkept_acks::UnkeptAcks,
     task_stats: RwLock<HashMap<String, Arc<TaskStats>>>,
     pub sessions: Arc<Sessions>,
     records: records::RecordWriter,
     fan_out: std::sync::mpsc::Sender<FanOutWork>,
     /// A test's fault: the fan-out thread panics on this many next pushes.
     injected_fan_out_panics: Arc<AtomicU32>,
+    events: DeliveryEvents,
     metrics: Arc<Metrics>,
 }
 
@@ -127,12 +157,22 @@ impl Delivery {
         app: u64,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
+        events: DeliveryEvents,
         now_ms: u64,
     ) -> Result<Delivery, StoreError> {
         let mut acked = store.load_acks(app)?;
         let mut counts = store.load_delivery_counts(app)?;
-        let kept: Vec<Arc<KeptPush>> = store
+        let (notifying, recent): (Vec<PushRecord>, Vec<PushRecord>) = store
             .pushes_since(app, now_ms.saturating_sub(MAX_KEEP_MS))?
+            .into_iter()
+            .filter(|push| push.revoked_ms.is_none())
+            .partition(|push| push.lifetime_secs == 0 && wants_notifications(push));
+        let notifying = notifying
+            .into_iter()
+            .filter(|push| push.notifications_expire_at_ms() > now_ms)
+            .map(|push| (push.task_id.clone(), Arc::new(push)))
+            .collect();
+        let kept: Vec<Arc<KeptPush>> = recent
             .into_iter()
             .filter(|push| push.lifetime_secs > 0 && push.expires_at_ms() > now_ms)
             .map(|push| {
@@ -170,13 +210,17 @@ impl Delivery {
                 Arc::clone(&sessions),
                 Arc::clone(&metrics),
                 records.clone(),
+                events.clone(),
                 Arc::clone(&injected_fan_out_panics),
             ),
             injected_fan_out_panics,
+            events,
             records,
             store,
             kept: RwLock::new(kept),
             kept_by_task: RwLock::new(kept_by_task),
+            notifying: RwLock::new(notifying),
+            unkept_acks: unkept_acks::UnkeptAcks::default(),
             task_stats: RwLock::new(task_stats),
             sessions,
             metrics,
@@ -208,6 +252,14 @@ impl Delivery {
                 .write()
                 .insert(record.task_id.clone(), Arc::clone(&kept));
             self.kept.write().push(kept);
+        } else if wants_notifications(&record) {
+            self.notifying
+                .write()
+                .insert(record.task_id.clone(), Arc::clone(&record));
+        }
+        // Statistics count the acknowledgements of every `timpush` push.
+        if record.lifetime_secs == 0 && (record.kind.is_timpush() || self.events.wants(&record)) {
+            self.unkept_acks.remember(&record);
         }
         // Online means online when the push is accepted, after it is kept: a login from now on
         // finds it among the kept pushes (or, lifetime 0, does not get it at all), whenever the
@@ -217,7 +269,7 @@ impl Delivery {
         if self
             .fan_out
             .send(FanOutWork::Push(FanOutJob {
-                task_id: record.task_id.clone(),
+                task: Arc::clone(&record),
                 recipients,
                 frame,
                 stats,
@@ -234,6 +286,7 @@ impl Delivery {
     /// Frames of the kept pushes `account` has not acknowledged, oldest first.
     pub fn pending_for(&self, account: u32, now_ms: u64) -> Vec<Bytes> {
         let mut delivered = Vec::new();
+        let mut events = Vec::new();
         let frames = self
             .kept
             .read()
@@ -246,10 +299,26 @@ impl Delivery {
                     offline: 1,
                 };
                 delivered.push((k.record.task_id.clone(), once));
+                if k.record.kind.is_timpush() {
+                    let reached = RoaringBitmap::from_iter([account]);
+                    self.records
+                        .mark(k.record.task_id.clone(), MarkStage::Reached, reached);
+                }
+                if self.events.wants(&k.record) {
+                    events.push(DeliveryEvent {
+                        task: Arc::clone(&k.record),
+                        at_ms: now_ms,
+                        step: DeliveryStep::Written {
+                            accounts: std::iter::once(account).collect(),
+                            sessions: 1,
+                        },
+                    });
+                }
                 k.offline_frame.clone()
             })
             .collect();
         self.records.delivered(delivered);
+        self.events.emit(events);
         frames
     }
 
@@ -268,6 +337,58 @@ impl Delivery {
             .read()
             .get(task_id)
             .map(|k| Arc::clone(&k.record))
+    }
+
+    /// The push a notification run sends: kept, or notification-only and not yet expired.
+    pub fn notified_record(&self, task_id: &str) -> Option<Arc<PushRecord>> {
+        self.kept_record(task_id)
+            .or_else(|| self.notifying.read().get(task_id).cloned())
+    }
+
+    /// Whether this node knows the push as revoked.
+    pub fn is_revoked(&self, task_id: &str) -> bool {
+        self.task_stats
+            .read()
+            .get(task_id)
+            .is_some_and(|stats| stats.revoked.load(Ordering::Relaxed))
+    }
+
+    /// Recalls a push on this node: nothing more of it is delivered here (a fan-out under way
+    /// stops, logins no longer get it) and every session of its audience online when the
+    /// fan-out thread reaches the revoke gets `frame`, after anything of the push it was
+    /// written. `done` is answered then. A push this node never had is remembered as revoked,
+    /// so its announcement, if it comes late, is ignored.
+    pub fn revoke(
+        &self,
+        record: Arc<PushRecord>,
+        frame: Bytes,
+        done: Option<std::sync::mpsc::Sender<()>>,
+    ) {
+        let task_id = record.task_id.clone();
+        {
+            let mut task_stats = self.task_stats.write();
+            let stats = task_stats.entry(task_id.clone()).or_default();
+            if stats.revoked.swap(true, Ordering::Relaxed) {
+                // Revoked here already (its announcement and the look at the store both
+                // bring it): the sessions have their frame.
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+                return;
+            }
+        }
+        self.kept_by_task.write().remove(&task_id);
+        self.kept.write().retain(|k| k.record.task_id != task_id);
+        self.notifying.write().remove(&task_id);
+        self.unkept_acks.forget(&task_id);
+        let job = RevokeJob {
+            record,
+            frame,
+            done,
+        };
+        if self.fan_out.send(FanOutWork::Revoke(job)).is_err() {
+            warn!(app = self.app, %task_id, "fan-out thread is gone; sessions get no Revoke frame");
+        }
     }
 
     pub fn report(&self, task_id: &str) -> DeliveryReport {
@@ -304,11 +425,31 @@ impl Delivery {
         let by_task = self.kept_by_task.read();
         for task_id in task_ids {
             let Some(kept) = by_task.get(task_id) else {
+                if let Some(record) = self.unkept_acks.first_ack(task_id, account) {
+                    if record.kind.is_timpush() {
+                        Metrics::add(&self.metrics.acks, 1);
+                        let acked = RoaringBitmap::from_iter([account]);
+                        self.records.mark(task_id.clone(), MarkStage::Acked, acked);
+                    }
+                    if self.events.wants(&record) {
+                        let acked = DeliveryStep::Acked { account };
+                        self.events.emit_one(&record, crate::clock::now_ms(), acked);
+                    }
+                }
                 continue;
             };
             if kept.record.audience.contains(account) && kept.acked.write().insert(account) {
                 Metrics::add(&self.metrics.acks, 1);
                 self.records.ack(task_id.clone(), account);
+                if kept.record.kind.is_timpush() {
+                    let acked = RoaringBitmap::from_iter([account]);
+                    self.records.mark(task_id.clone(), MarkStage::Acked, acked);
+                }
+                if self.events.wants(&kept.record) {
+                    let acked = DeliveryStep::Acked { account };
+                    self.events
+                        .emit_one(&kept.record, crate::clock::now_ms(), acked);
+                }
             }
         }
     }
@@ -327,6 +468,10 @@ impl Delivery {
         self.kept_by_task
             .write()
             .retain(|task_id, _| live.contains(task_id));
+        self.notifying
+            .write()
+            .retain(|_, record| record.notifications_expire_at_ms() > now_ms);
+        self.unkept_acks.purge(now_ms);
         // Online-only pushes are reported for as long as kept ones are.
         let oldest_kept_ms = now_ms.saturating_sub(MAX_KEEP_MS);
         self.task_stats.write().retain(|task_id, _| {
@@ -358,15 +503,25 @@ impl Delivery {
     }
 }
 
-/// The acceptance time a TaskId carries (`{sdkappid}_{ms}_{msgrandom}_{rand}`).
+/// The acceptance time a TaskId carries: `{sdkappid}_{ms}_{msgrandom}_{rand}` (decimal,
+/// `im_push`) or `[batch_]{seconds}_{sdkappid}_...` (hex, `timpush`).
 fn task_created_ms(task_id: &str) -> Option<u64> {
-    task_id.split('_').nth(1)?.parse().ok()
+    let task_id = task_id.strip_prefix("batch_").unwrap_or(task_id);
+    let mut groups = task_id.split('_');
+    let (first, second) = (groups.next()?, groups.next()?);
+    match second.parse::<u64>() {
+        // A decimal millisecond time has 13 digits; a hex sdkappid of 8 digits at most, read
+        // as decimal, stays far below.
+        Ok(ms) if ms >= 1_000_000_000_000 => Some(ms),
+        _ => u64::from_str_radix(first, 16).ok().map(|s| s * 1000),
+    }
 }
 
 fn start_fan_out(
     sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
     records: records::RecordWriter,
+    events: DeliveryEvents,
     injected_panics: Arc<AtomicU32>,
 ) -> std::sync::mpsc::Sender<FanOutWork> {
     let (sender, work) = std::sync::mpsc::channel::<FanOutWork>();
@@ -376,24 +531,54 @@ fn start_fan_out(
         for job in &work {
             let job = match job {
                 FanOutWork::Push(job) => job,
+                FanOutWork::Revoke(revoke) => {
+                    let online = sessions.online_among(&revoke.record.audience);
+                    let never = AtomicBool::new(false);
+                    let (frame, slow) = (&revoke.frame, close::TOO_SLOW);
+                    sessions.fan_out(&online, frame, slow, writers, &never, false);
+                    if let Some(done) = revoke.done {
+                        let _ = done.send(());
+                    }
+                    continue;
+                }
                 FanOutWork::Barrier(done) => {
                     let _ = done.send(());
                     continue;
                 }
             };
             if take_one(&injected_panics) {
-                panic!("fault injected into the fan-out of {}", job.task_id);
+                panic!("fault injected into the fan-out of {}", job.task.task_id);
             }
-            let result = sessions.fan_out(&job.recipients, &job.frame, close::TOO_SLOW, writers);
+            let reported = events.wants(&job.task);
+            let marked = job.task.kind.is_timpush();
+            let result = sessions.fan_out(
+                &job.recipients,
+                &job.frame,
+                close::TOO_SLOW,
+                writers,
+                &job.stats.revoked,
+                reported || marked,
+            );
             job.stats
                 .online
                 .fetch_add(result.delivered, Ordering::Relaxed);
+            if marked {
+                let reached = result.reached.clone();
+                records.mark(job.task.task_id.clone(), MarkStage::Reached, reached);
+            }
             if result.delivered > 0 {
                 let online = DeliveryCounts {
                     online: result.delivered,
                     offline: 0,
                 };
-                records.delivered(vec![(job.task_id, online)]);
+                records.delivered(vec![(job.task.task_id.clone(), online)]);
+            }
+            if reported && !result.reached.is_empty() {
+                let written = DeliveryStep::Written {
+                    accounts: result.reached,
+                    sessions: result.delivered,
+                };
+                events.emit_one(&job.task, crate::clock::now_ms(), written);
             }
             Metrics::add(&metrics.deliveries_online, result.delivered);
             Metrics::add(&metrics.slow_consumer_closes, result.too_slow);

@@ -2,7 +2,7 @@
 //! reaches `audience AND online` without looking at anyone else.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -64,17 +64,29 @@ struct Registry {
 }
 
 /// What a fan-out did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct FanOut {
     pub delivered: u64,
     pub too_slow: u64,
+    /// The accounts with a session the frame went to, when asked for (delivery events,
+    /// `timpush` statistics and traces).
+    pub reached: RoaringBitmap,
 }
 
 impl std::ops::AddAssign for FanOut {
     fn add_assign(&mut self, other: FanOut) {
         self.delivered += other.delivered;
         self.too_slow += other.too_slow;
+        self.reached |= other.reached;
     }
+}
+
+/// What a fan-out writes and what it keeps track of.
+struct Write<'a> {
+    frame: &'a Bytes,
+    too_slow_code: u16,
+    stop: &'a AtomicBool,
+    track_reached: bool,
 }
 
 /// Below this many accounts a push is written by one thread; above, by `writers` threads.
@@ -113,7 +125,9 @@ impl Sessions {
     /// Writes `frame` (a whole WebSocket frame, shared by the sessions it waits in) to every
     /// open session of the accounts in `recipients` (see [`Sessions::online_among`]; an account
     /// gone since has none left), on up to `writers` threads. A session with too much waiting
-    /// already is closed with `too_slow_code`; it catches up on its next login.
+    /// already is closed with `too_slow_code`; it catches up on its next login. Once `stop` is
+    /// set (the push was revoked), the writers stop within one batch of accounts. With
+    /// `track_reached`, the result names the accounts reached.
     /// Heavy for big audiences: call it off the async runtime.
     pub fn fan_out(
         &self,
@@ -121,21 +135,30 @@ impl Sessions {
         frame: &Bytes,
         too_slow_code: u16,
         writers: usize,
+        stop: &AtomicBool,
+        track_reached: bool,
     ) -> FanOut {
         let count = recipients.len() as usize;
         let writers = writers.clamp(1, 1 + count / SESSIONS_PER_EXTRA_WRITER);
+        let write = Write {
+            frame,
+            too_slow_code,
+            stop,
+            track_reached,
+        };
         if writers == 1 {
-            return self.write_to(recipients.iter(), frame, too_slow_code);
+            return self.write_to(recipients.iter(), &write);
         }
         let share = count.div_ceil(writers);
         std::thread::scope(|scope| {
             let others: Vec<_> = (1..writers)
                 .map(|part| {
                     let accounts = recipients.iter().skip(part * share).take(share);
-                    scope.spawn(move || self.write_to(accounts, frame, too_slow_code))
+                    let write = &write;
+                    scope.spawn(move || self.write_to(accounts, write))
                 })
                 .collect();
-            let mut result = self.write_to(recipients.iter().take(share), frame, too_slow_code);
+            let mut result = self.write_to(recipients.iter().take(share), &write);
             for other in others {
                 result += other.join().expect("a fan-out writer does not panic");
             }
@@ -147,25 +170,25 @@ impl Sessions {
     /// hundred accounts at a time: sessions are reached in place, with no reference taken per
     /// session (an atomic increment on a cold cache line each, a sixth of a push's CPU at 19k
     /// sessions), and a login or logout waits at most for one such batch.
-    fn write_to(
-        &self,
-        accounts: impl Iterator<Item = u32>,
-        frame: &Bytes,
-        too_slow_code: u16,
-    ) -> FanOut {
+    fn write_to(&self, accounts: impl Iterator<Item = u32>, write: &Write<'_>) -> FanOut {
         let mut result = FanOut::default();
         let mut accounts = accounts.peekable();
-        while accounts.peek().is_some() {
+        while accounts.peek().is_some() && !write.stop.load(Ordering::Relaxed) {
             let registry = self.registry.read();
             for account in accounts.by_ref().take(ACCOUNTS_PER_HOLD) {
                 for session in registry.by_account.get(&account).into_iter().flatten() {
                     let link = &session.link;
-                    match link.conn.push(frame) {
-                        Pushed::Written | Pushed::Queued => result.delivered += 1,
+                    match link.conn.push(write.frame) {
+                        Pushed::Written | Pushed::Queued => {
+                            result.delivered += 1;
+                            if write.track_reached {
+                                result.reached.insert(account);
+                            }
+                        }
                         Pushed::TooSlow => {
                             // Later pushes skip it: it is closed and catches up when it logs in.
                             link.conn.stop_pushes();
-                            link.close.close(too_slow_code);
+                            link.close.close(write.too_slow_code);
                             result.too_slow += 1;
                         }
                         // The session is ending and will unregister itself.
@@ -280,16 +303,18 @@ mod tests {
 
         let frame = text_frame("{\"Type\":\"Push\"}");
         let (wire, registry) = (frame.clone(), Arc::clone(&sessions));
-        let fanned =
-            tokio::task::spawn_blocking(move || registry.fan_out(&audience, &wire, 4008, 2))
-                .await
-                .unwrap();
+        let fanned = tokio::task::spawn_blocking(move || {
+            registry.fan_out(&audience, &wire, 4008, 2, &AtomicBool::new(false), true)
+        })
+        .await
+        .unwrap();
         let in_audience = clients.iter().filter(|(a, _)| a % 2 == 0).count();
         assert_eq!(
             fanned,
             FanOut {
                 delivered: in_audience as u64,
-                too_slow: 0
+                too_slow: 0,
+                reached: accounts.iter().copied().filter(|a| a % 2 == 0).collect(),
             }
         );
         for link in &links {

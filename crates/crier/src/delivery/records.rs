@@ -1,5 +1,6 @@
-//! Batching delivery records: a thread gathers acknowledgements and delivery counts for a
-//! few milliseconds and stores each batch as one bitmap of accounts and one count row per push,
+//! Batching delivery records: a thread gathers acknowledgements, delivery counts and the
+//! marks of `timpush` pushes (who they reached on a session, who acknowledged them) for a few
+//! milliseconds and stores each batch as one bitmap of accounts and one count row per push,
 //! so ten thousand clients acking at once cost a handful of rows rather than ten thousand
 //! transactions.
 
@@ -11,8 +12,9 @@ use std::time::{Duration, Instant};
 use roaring::RoaringBitmap;
 use tracing::error;
 
+use crate::clock::now_ms;
 use crate::metrics::{BackgroundTask, Metrics};
-use crate::store::{DeliveryCounts, Store};
+use crate::store::{DeliveryCounts, MarkStage, Store};
 
 /// How long a batch may gather after its first record.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
@@ -21,6 +23,7 @@ const MAX_BATCH: usize = 100_000;
 enum Message {
     Ack(String, u32),
     Delivered(Vec<(String, DeliveryCounts)>),
+    Marked(String, MarkStage, RoaringBitmap),
     Flush(mpsc::Sender<()>),
 }
 
@@ -49,6 +52,13 @@ impl RecordWriter {
         }
     }
 
+    /// Records that `accounts` reached `stage` of the `timpush` push `task_id`.
+    pub fn mark(&self, task_id: String, stage: MarkStage, accounts: RoaringBitmap) {
+        if !accounts.is_empty() {
+            let _ = self.sender.send(Message::Marked(task_id, stage, accounts));
+        }
+    }
+
     /// Returns once everything recorded before the call is stored.
     pub fn flush(&self) {
         let (done, wait) = mpsc::channel();
@@ -62,6 +72,7 @@ impl RecordWriter {
 struct Batch {
     acks: HashMap<String, RoaringBitmap>,
     counts: HashMap<String, DeliveryCounts>,
+    marks: HashMap<(String, MarkStage), RoaringBitmap>,
     flushes: Vec<mpsc::Sender<()>>,
 }
 
@@ -80,6 +91,9 @@ fn write_batches(app: u64, store: &dyn Store, messages: &mpsc::Receiver<Message>
                     for (task_id, added) in counts {
                         *batch.counts.entry(task_id).or_default() += added;
                     }
+                }
+                Message::Marked(task_id, stage, accounts) => {
+                    *batch.marks.entry((task_id, stage)).or_default() |= accounts;
                 }
                 Message::Flush(done) => batch.flushes.push(done),
             }
@@ -105,6 +119,16 @@ fn store_batch(app: u64, store: &dyn Store, batch: Batch) {
         let rows: Vec<(String, DeliveryCounts)> = batch.counts.into_iter().collect();
         if let Err(e) = store.add_delivery_counts(app, &rows) {
             error!(app, error = %e, "storing delivery counts failed; after a restart, task reports will count fewer deliveries");
+        }
+    }
+    if !batch.marks.is_empty() {
+        let rows: Vec<(String, MarkStage, RoaringBitmap)> = batch
+            .marks
+            .into_iter()
+            .map(|((task_id, stage), accounts)| (task_id, stage, accounts))
+            .collect();
+        if let Err(e) = store.append_marks(app, now_ms(), &rows) {
+            error!(app, error = %e, "storing delivery marks failed; timpush statistics and traces will show fewer deliveries");
         }
     }
     for done in batch.flushes {

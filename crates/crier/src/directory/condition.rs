@@ -3,7 +3,8 @@
 //! `TagsAnd` intersects the tag bitmaps, smallest first so the running result only shrinks
 //! (see [`intersect_all`] for how two mid-sized sets are intersected);
 //! `TagsOr` unites them in one multi-way pass; together their results intersect; likewise
-//! for (attribute slot, value) bitmaps. The result is always cut to live accounts.
+//! for (attribute slot, value) bitmaps; `TagsNot` subtracts the union of its tags last. The
+//! result is always cut to live accounts.
 
 use roaring::{MultiOps, RoaringBitmap};
 
@@ -12,9 +13,12 @@ use roaring::{MultiOps, RoaringBitmap};
 pub enum Condition {
     #[default]
     All,
+    /// `not`: accounts holding any of these tags are left out (`TagsNot` of the `timpush`
+    /// family; the classic `im_push` accepts it too).
     Tags {
         and: Vec<String>,
         or: Vec<String>,
+        not: Vec<String>,
     },
     Attrs {
         and: Vec<(u8, String)>,

@@ -31,7 +31,7 @@ use roaring::RoaringBitmap;
 pub use accounts::AccountIds;
 pub use attr_values::SlotValues;
 pub use condition::Condition;
-pub use ops::{DirOp, UserAttrSlots, UserAttrValues, UserTags};
+pub use ops::{AccountKind, DirOp, UserAttrSlots, UserAttrValues, UserTags};
 pub use pending::{Ahead, Pending};
 pub use tag_lists::TagLists;
 
@@ -53,6 +53,8 @@ pub struct Directory {
     /// the per-account cap is checked without looking each account up while it is far off.
     most_tags_held: usize,
     attr_names: [Option<String>; ATTR_SLOTS],
+    /// The account kind of each slot's values; meaningful for named slots only.
+    attr_kinds: [AccountKind; ATTR_SLOTS],
     /// Per slot, the holders of each value and the value of each account.
     attr_values: [SlotValues; ATTR_SLOTS],
     /// Buffers of the write path, kept from one write to the next.
@@ -149,6 +151,11 @@ impl Directory {
             DirOp::SetAttrNames { names } => {
                 for (slot, name) in names {
                     self.attr_names[*slot as usize % ATTR_SLOTS] = Some(name.clone());
+                }
+            }
+            DirOp::SetAttrKinds { kinds } => {
+                for (slot, kind) in kinds {
+                    self.attr_kinds[*slot as usize % ATTR_SLOTS] = *kind;
                 }
             }
         }
@@ -388,6 +395,37 @@ impl Directory {
             .collect()
     }
 
+    /// The account kind of the named slots.
+    pub fn attr_kinds(&self) -> BTreeMap<u8, AccountKind> {
+        self.attr_names
+            .iter()
+            .zip(&self.attr_kinds)
+            .enumerate()
+            .filter(|(_, (name, _))| name.is_some())
+            .map(|(slot, (_, kind))| (slot as u8, *kind))
+            .collect()
+    }
+
+    pub fn attr_kind(&self, slot: u8) -> AccountKind {
+        self.attr_kinds[slot as usize % ATTR_SLOTS]
+    }
+
+    /// Accounts holding `tag`, ahead-of-import ones included.
+    pub fn tag_holders(&self, tag: &str) -> u64 {
+        self.tag_numbers
+            .get(tag)
+            .map_or(0, |&number| self.tags[number as usize].1.len())
+    }
+
+    /// Distinct tags some account holds. A pass over the app's tags (an emptiness check each):
+    /// tags are never forgotten, so the ones nobody holds any more are skipped here.
+    pub fn tags_in_use(&self) -> usize {
+        self.tags
+            .iter()
+            .filter(|(_, members)| !members.is_empty())
+            .count()
+    }
+
     pub fn attr_slot(&self, name: &str) -> Option<u8> {
         self.attr_names
             .iter()
@@ -399,7 +437,7 @@ impl Directory {
     pub fn audience(&self, condition: &Condition) -> RoaringBitmap {
         match condition {
             Condition::All => self.live.clone(),
-            Condition::Tags { and, or } => {
+            Condition::Tags { and, or, not } => {
                 let tag = |t: &String| {
                     self.tag_numbers
                         .get(t.as_str())
@@ -409,7 +447,11 @@ impl Directory {
                     .then(|| condition::intersect_all(and.iter().map(tag).collect(), &self.live));
                 let or =
                     (!or.is_empty()).then(|| condition::union_all(or.iter().map(tag).collect()));
-                condition::combine(and, or, &self.live, self.every_member_live())
+                let mut base = condition::combine(and, or, &self.live, self.every_member_live());
+                if !not.is_empty() {
+                    base -= condition::union_all(not.iter().map(tag).collect());
+                }
+                base
             }
             Condition::Attrs { and, or } => {
                 let value = |(slot, v): &(u8, String)| {

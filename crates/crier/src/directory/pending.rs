@@ -16,10 +16,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
+use std::sync::LazyLock;
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashSet};
 
-use super::{DirOp, Directory, ATTR_SLOTS};
+use super::{AccountKind, DirOp, Directory, ATTR_SLOTS};
 
 /// The writes of a group accepted so far, in the order they will be logged and applied.
 #[derive(Default)]
@@ -34,6 +35,8 @@ pub struct Pending {
     most_added: usize,
     /// The attribute names after the writes, once one of them names attributes.
     attr_names: Option<[Option<String>; ATTR_SLOTS]>,
+    /// The attribute slots' account kinds after the writes, once one of them sets some.
+    attr_kinds: Option<[AccountKind; ATTR_SLOTS]>,
     hasher: DefaultHashBuilder,
 }
 
@@ -104,6 +107,12 @@ impl Pending {
                     after[*slot as usize % ATTR_SLOTS] = Some(name.clone());
                 }
             }
+            DirOp::SetAttrKinds { kinds } => {
+                let after = self.attr_kinds.get_or_insert(directory.attr_kinds);
+                for (slot, kind) in kinds {
+                    after[*slot as usize % ATTR_SLOTS] = *kind;
+                }
+            }
             // Attribute values are not asked about while validating.
             DirOp::SetAttrs { .. } | DirOp::RemoveAttrs { .. } => {}
         }
@@ -116,9 +125,18 @@ pub struct Ahead<'a> {
     pending: &'a Pending,
 }
 
+/// No write pending.
+static NOTHING: LazyLock<Pending> = LazyLock::new(Pending::default);
+
 impl<'a> Ahead<'a> {
     pub fn new(directory: &'a Directory, pending: &'a Pending) -> Ahead<'a> {
         Ahead { directory, pending }
+    }
+
+    /// The directory itself, with no write pending: for a write validated against the whole
+    /// directory, first of its group (`Tenant::write_settled`).
+    pub fn settled(directory: &'a Directory) -> Ahead<'a> {
+        Ahead::new(directory, &NOTHING)
     }
 
     pub fn is_live(&self, name: &str) -> bool {
@@ -179,6 +197,13 @@ impl<'a> Ahead<'a> {
         }
     }
 
+    pub fn attr_kind(&self, slot: u8) -> AccountKind {
+        match &self.pending.attr_kinds {
+            Some(kinds) => kinds[slot as usize % ATTR_SLOTS],
+            None => self.directory.attr_kind(slot),
+        }
+    }
+
     /// The tags of `name` after the pending writes, if any of them may change them.
     fn tags_after(&self, name: &str) -> Option<BTreeSet<String>> {
         if !self
@@ -211,7 +236,8 @@ impl<'a> Ahead<'a> {
                 DirOp::Import { .. }
                 | DirOp::SetAttrs { .. }
                 | DirOp::RemoveAttrs { .. }
-                | DirOp::SetAttrNames { .. } => {}
+                | DirOp::SetAttrNames { .. }
+                | DirOp::SetAttrKinds { .. } => {}
             }
         }
         Some(tags)
@@ -241,6 +267,8 @@ mod tests {
             1 => (account, 0u8..3, "v[0-2]").prop_map(|(account, slot, value)| DirOp::SetAttrs {
                 users: vec![UserAttrValues { account, values: vec![(slot, value)] }],
             }),
+            1 => prop::collection::vec((0u8..3, prop_oneof![Just(AccountKind::UserId), Just(AccountKind::RegistrationId)]), 1..3)
+                .prop_map(|kinds| DirOp::SetAttrKinds { kinds }),
             1 => (account, 0u8..3).prop_map(|(account, slot)| DirOp::RemoveAttrs {
                 users: vec![UserAttrSlots { account, slots: vec![slot] }],
             }),
@@ -280,6 +308,9 @@ mod tests {
                 prop_assert_eq!(ahead.attr_names(), after.attr_names());
                 for name in ["n0", "n1", "n2", "n3"] {
                     prop_assert_eq!(ahead.attr_slot(name), after.attr_slot(name));
+                }
+                for slot in 0..3 {
+                    prop_assert_eq!(ahead.attr_kind(slot), after.attr_kind(slot));
                 }
             }
         }

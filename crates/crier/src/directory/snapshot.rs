@@ -8,7 +8,9 @@
 //!   255 (not read back: the per-account tag lists are rebuilt from the tag bitmaps);
 //! - tags: `u32` count, each a name and a bitmap;
 //! - attribute names: for each of the ten slots a `u8` present flag and a name;
-//! - attribute values: for each slot a `u32` count, each a value and a bitmap.
+//! - attribute values: for each slot a `u32` count, each a value and a bitmap;
+//! - attribute kinds (version 3 on): for each slot a `u8`, its `AttrTypes` (0 UserID,
+//!   1 RegistrationID).
 //!
 //! A bitmap is a `u64` length and roaring's portable serialization, the format other roaring
 //! implementations read too.
@@ -17,11 +19,12 @@ use std::io::{self, Read, Write};
 
 use roaring::RoaringBitmap;
 
-use super::{Directory, SlotValues, TagLists, ATTR_SLOTS};
+use super::{AccountKind, Directory, SlotValues, TagLists, ATTR_SLOTS};
 
 const MAGIC: &[u8; 8] = b"CRIERDIR";
-pub const VERSION: u32 = 2;
-/// Version 1 had no retired numbers; it is read as a snapshot where none is retired.
+pub const VERSION: u32 = 3;
+/// Version 1 had no retired numbers; it is read as a snapshot where none is retired. Versions 1
+/// and 2 had no attribute kinds; every slot is read as one for UserIDs, the only kind there was.
 const OLDEST_READABLE: u32 = 1;
 
 pub fn write(directory: &Directory, out: &mut (impl Write + ?Sized)) -> io::Result<()> {
@@ -60,6 +63,12 @@ pub fn write(directory: &Directory, out: &mut (impl Write + ?Sized)) -> io::Resu
             write_bitmap(out, members)?;
         }
     }
+    let kinds: Vec<u8> = directory
+        .attr_kinds
+        .iter()
+        .map(|kind| kind.code())
+        .collect();
+    out.write_all(&kinds)?;
     Ok(())
 }
 
@@ -148,6 +157,14 @@ pub fn read(input: &mut impl Read, mut progress: impl FnMut(u32, u32)) -> io::Re
     });
     for (slot, values) in directory.attr_values.iter_mut().zip(built) {
         *slot = values;
+    }
+    if version >= 3 {
+        let mut kinds = [0u8; ATTR_SLOTS];
+        input.read_exact(&mut kinds)?;
+        for (slot, code) in kinds.into_iter().enumerate() {
+            directory.attr_kinds[slot] = AccountKind::from_code(code.into())
+                .ok_or_else(|| invalid(&format!("slot {slot} has unknown kind {code}")))?;
+        }
     }
     Ok(directory)
 }

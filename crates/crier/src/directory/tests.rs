@@ -40,6 +40,7 @@ fn tag_conditions_follow_tencents_rules() {
         let c = Condition::Tags {
             and: and.iter().map(|t| t.to_string()).collect(),
             or: or.iter().map(|t| t.to_string()).collect(),
+            not: Vec::new(),
         };
         names(&d, &d.audience(&c)).into_iter().collect::<Vec<_>>()
     };
@@ -52,6 +53,33 @@ fn tag_conditions_follow_tencents_rules() {
         4,
         "ghost is tagged but never imported"
     );
+}
+
+#[test]
+fn tags_not_leaves_out_holders_of_any_listed_tag() {
+    let mut d = Directory::default();
+    d.apply(&import(&["a", "b", "c", "d"]));
+    d.apply(&DirOp::AddTags {
+        users: vec![
+            tags("a", &["x", "y"]),
+            tags("b", &["x", "z"]),
+            tags("c", &["y"]),
+        ],
+    });
+    let run = |or: &[&str], not: &[&str]| {
+        let c = Condition::Tags {
+            and: Vec::new(),
+            or: or.iter().map(|t| t.to_string()).collect(),
+            not: not.iter().map(|t| t.to_string()).collect(),
+        };
+        names(&d, &d.audience(&c)).into_iter().collect::<Vec<_>>()
+    };
+    // Not (y or z), as the spec decides, rather than not (y and z).
+    assert_eq!(run(&["x"], &["y", "z"]), Vec::<String>::new());
+    assert_eq!(run(&["x"], &["y"]), ["b"]);
+    // Alone: everybody but the holders.
+    assert_eq!(run(&[], &["x"]), ["c", "d"]);
+    assert_eq!(run(&[], &["nobody"]), ["a", "b", "c", "d"]);
 }
 
 #[test]
@@ -234,9 +262,10 @@ fn reference_audience(
 ) -> BTreeSet<String> {
     let matches = |user: &PlainUser| match condition {
         Condition::All => true,
-        Condition::Tags { and, or } => {
+        Condition::Tags { and, or, not } => {
             and.iter().all(|t| user.tags.contains(t))
                 && (or.is_empty() || or.iter().any(|t| user.tags.contains(t)))
+                && !not.iter().any(|t| user.tags.contains(t))
         }
         Condition::Attrs { and, or } => {
             let has = |(slot, v): &(u8, String)| user.attrs.get(slot) == Some(v);
@@ -311,7 +340,11 @@ fn arb_condition() -> impl Strategy<Value = Condition> {
     let pairs = prop::collection::vec((0u8..3, "v[0-3]"), 0..4);
     prop_oneof![
         Just(Condition::All),
-        (tags.clone(), tags).prop_map(|(and, or)| Condition::Tags { and, or }),
+        (tags.clone(), tags.clone(), tags).prop_map(|(and, or, not)| Condition::Tags {
+            and,
+            or,
+            not
+        }),
         (pairs.clone(), pairs).prop_map(|(and, or)| Condition::Attrs { and, or }),
     ]
 }
@@ -365,7 +398,7 @@ fn apply_plain(users: &mut BTreeMap<String, PlainUser>, op: &DirOp) {
                 }
             }
         }
-        DirOp::SetAttrNames { .. } => {}
+        DirOp::SetAttrNames { .. } | DirOp::SetAttrKinds { .. } => {}
     }
 }
 
@@ -428,10 +461,12 @@ proptest! {
     fn a_snapshot_reads_back_the_same_directory(ops in prop::collection::vec(arb_op(), 0..40), condition in arb_condition()) {
         let mut directory = Directory::default();
         directory.apply(&DirOp::SetAttrNames { names: vec![(0, "sex".into()), (2, "city".into())] });
+        directory.apply(&DirOp::SetAttrKinds { kinds: vec![(2, AccountKind::RegistrationId)] });
         ops.iter().for_each(|op| directory.apply(op));
         let loaded = reload(&directory);
         prop_assert_eq!(loaded.audience(&condition), directory.audience(&condition));
         prop_assert_eq!(loaded.attr_names(), directory.attr_names());
+        prop_assert_eq!(loaded.attr_kinds(), directory.attr_kinds());
         prop_assert_eq!(loaded.live(), directory.live());
         for id in 0..directory.stats().accounts as u32 {
             let name = directory.account_name(id).unwrap();
@@ -585,4 +620,86 @@ fn a_version_1_snapshot_fixture_still_loads() {
         d.attr_names(),
         BTreeMap::from([(0, "tier".to_string()), (1, "city".to_string())])
     );
+}
+
+#[test]
+fn a_version_2_snapshot_fixture_still_loads_with_every_slot_for_user_ids() {
+    let bytes = include_bytes!("../../tests/fixtures/directory-v2.snap");
+    let d = snapshot::read(&mut bytes.as_slice(), |_, _| {}).unwrap();
+    assert!(d.is_live("alice") && d.is_live("bob") && !d.is_live("carol") && !d.is_live("dave"));
+    // carol was deleted: her name is unbound from her retired number.
+    assert_eq!(d.account_number("carol"), None);
+    assert_eq!(d.tags_of("alice"), ["stock-a", "stock-b"]);
+    assert_eq!(d.tags_of("dave"), ["stock-a"]);
+    assert_eq!(
+        d.attrs_of("bob"),
+        BTreeMap::from([(0, "gold".to_string()), (1, "Shenzhen".to_string())])
+    );
+    assert_eq!(
+        d.attr_kinds(),
+        BTreeMap::from([(0, AccountKind::UserId), (1, AccountKind::UserId)])
+    );
+}
+
+#[test]
+fn attribute_kinds_are_kept_per_named_slot_and_survive_a_snapshot() {
+    let mut d = Directory::default();
+    d.apply(&DirOp::SetAttrNames {
+        names: vec![(0, "tier".into()), (3, "model".into())],
+    });
+    d.apply(&DirOp::SetAttrKinds {
+        kinds: vec![(3, AccountKind::RegistrationId)],
+    });
+    let expected = BTreeMap::from([(0, AccountKind::UserId), (3, AccountKind::RegistrationId)]);
+    assert_eq!(d.attr_kinds(), expected);
+    assert_eq!(d.attr_kind(3), AccountKind::RegistrationId);
+    // Renaming keeps the kind.
+    d.apply(&DirOp::SetAttrNames {
+        names: vec![(3, "device".into())],
+    });
+    let reloaded = reload(&d);
+    assert_eq!(reloaded.attr_kinds(), expected);
+    assert_eq!(reloaded.attr_names()[&3], "device");
+}
+
+#[test]
+fn a_snapshot_with_an_unknown_kind_is_refused_as_corrupt() {
+    let mut d = Directory::default();
+    d.apply(&DirOp::SetAttrNames {
+        names: vec![(0, "tier".into())],
+    });
+    let mut bytes = Vec::new();
+    snapshot::write(&d, &mut bytes).unwrap();
+    let last = bytes.len() - ATTR_SLOTS;
+    bytes[last] = 7;
+    let error = snapshot::read(&mut bytes.as_slice(), |_, _| {})
+        .err()
+        .unwrap();
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+}
+
+#[test]
+fn tags_in_use_leave_out_tags_nobody_holds_any_more() {
+    let mut d = Directory::default();
+    d.apply(&import(&["a", "b"]));
+    d.apply(&DirOp::AddTags {
+        users: vec![
+            tags("a", &["x", "y"]),
+            tags("b", &["y"]),
+            tags("ghost", &["z"]),
+        ],
+    });
+    assert_eq!(d.tags_in_use(), 3);
+    assert_eq!(
+        (d.tag_holders("y"), d.tag_holders("z"), d.tag_holders("w")),
+        (2, 1, 0)
+    );
+    d.apply(&DirOp::RemoveTags {
+        users: vec![tags("a", &["x"])],
+    });
+    d.apply(&DirOp::RemoveAllTags {
+        accounts: vec!["ghost".into()],
+    });
+    assert_eq!(d.tags_in_use(), 1);
+    assert_eq!(d.tag_holders("x"), 0);
 }

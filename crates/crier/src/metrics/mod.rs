@@ -1,5 +1,6 @@
 //! Counters served at `GET /metrics` in Prometheus' text format.
 
+pub mod callbacks;
 pub mod refusals;
 
 use crate::config::providers::Provider;
@@ -13,13 +14,19 @@ pub enum BackgroundTask {
     FanOut,
     DeliveryRecords,
     Notifications,
+    ScheduledTasks,
+    CallbackQueue,
+    Callbacks,
 }
 
 impl BackgroundTask {
-    pub const ALL: [BackgroundTask; 3] = [
+    pub const ALL: [BackgroundTask; 6] = [
         BackgroundTask::FanOut,
         BackgroundTask::DeliveryRecords,
         BackgroundTask::Notifications,
+        BackgroundTask::ScheduledTasks,
+        BackgroundTask::CallbackQueue,
+        BackgroundTask::Callbacks,
     ];
 
     pub fn label(self) -> &'static str {
@@ -27,6 +34,9 @@ impl BackgroundTask {
             BackgroundTask::FanOut => "fan_out",
             BackgroundTask::DeliveryRecords => "delivery_records",
             BackgroundTask::Notifications => "notifications",
+            BackgroundTask::ScheduledTasks => "scheduled_tasks",
+            BackgroundTask::CallbackQueue => "callback_queue",
+            BackgroundTask::Callbacks => "callbacks",
         }
     }
 }
@@ -53,6 +63,8 @@ pub struct Metrics {
     background_restarts: [AtomicU64; BackgroundTask::ALL.len()],
     /// Offline notifications by provider (`Provider::ALL` order) and by how they ended.
     pub notifications: [[AtomicU64; NotificationEnd::ALL.len()]; 3],
+    /// Delivery callbacks to the apps' servers.
+    pub callbacks: callbacks::CallbackMetrics,
 }
 
 /// How one notification ended, for `/metrics`.
@@ -200,6 +212,7 @@ impl Metrics {
                 );
             }
         }
+        self.callbacks.render(&mut out);
         out
     }
 }

@@ -152,17 +152,19 @@ impl ApnsNotifier {
             self.device_url,
             utf8_percent_encode(&n.token, http::PATH_SEGMENT)
         );
-        let response = self
+        let request = self
             .client
             .post(url)
             .header("authorization", format!("bearer {jwt}"))
             .header("apns-topic", &self.topic)
             .header("apns-push-type", "alert")
             .header("apns-expiration", n.expires_at.to_string())
-            .header("apns-priority", "10")
-            .json(&payload(n))
-            .send()
-            .await;
+            .header("apns-priority", "10");
+        let request = match &n.collapse_id {
+            Some(collapse_id) => request.header("apns-collapse-id", collapse_id),
+            None => request,
+        };
+        let response = request.json(&payload(n)).send().await;
         let response = match response {
             Ok(response) => response,
             Err(error) => return http::transport_error("apns", &error),
@@ -266,6 +268,8 @@ mod tests {
             offline_push_info: info,
             expires_at: 1_800_000_000,
             badge: Some(3),
+            collapse_id: None,
+            revoked: false,
         }
     }
 

@@ -40,6 +40,9 @@ struct Registry {
     by_account: HashMap<u32, Vec<Device>>,
     owner: HashMap<Device, u32>,
     with_devices: RoaringBitmap,
+    /// Per provider, the accounts with a device of it: statistics count a push's targets per
+    /// provider with one bitmap intersection.
+    by_provider: HashMap<Provider, RoaringBitmap>,
 }
 
 impl Registry {
@@ -50,6 +53,10 @@ impl Registry {
             }
             self.detach(previous, &device);
         }
+        self.by_provider
+            .entry(device.provider)
+            .or_default()
+            .insert(account);
         self.by_account.entry(account).or_default().push(device);
         self.with_devices.insert(account);
     }
@@ -57,6 +64,11 @@ impl Registry {
     fn detach(&mut self, account: u32, device: &Device) {
         if let Some(devices) = self.by_account.get_mut(&account) {
             devices.retain(|d| d != device);
+            if !devices.iter().any(|d| d.provider == device.provider) {
+                if let Some(accounts) = self.by_provider.get_mut(&device.provider) {
+                    accounts.remove(account);
+                }
+            }
             if devices.is_empty() {
                 self.by_account.remove(&account);
                 self.with_devices.remove(account);
@@ -179,8 +191,24 @@ impl Devices {
         let mut registry = self.registry.write();
         for device in registry.by_account.remove(&account).unwrap_or_default() {
             registry.owner.remove(&device);
+            if let Some(accounts) = registry.by_provider.get_mut(&device.provider) {
+                accounts.remove(account);
+            }
         }
         registry.with_devices.remove(account);
+    }
+
+    /// The account that registered `token` (on any provider): how a `timpush` RegistrationID
+    /// is resolved.
+    pub fn owner_of_token(&self, token: &str) -> Option<u32> {
+        let registry = self.registry.read();
+        Provider::ALL.into_iter().find_map(|provider| {
+            let device = Device {
+                provider,
+                token: token.to_owned(),
+            };
+            registry.owner.get(&device).copied()
+        })
     }
 
     pub fn of(&self, account: u32) -> Vec<Device> {
@@ -197,6 +225,19 @@ impl Devices {
         let mut targets = audience & &self.registry.read().with_devices;
         targets -= online;
         targets
+    }
+
+    /// Per provider, how many accounts of `accounts` have a device of it.
+    pub fn accounts_per_provider(&self, accounts: &RoaringBitmap) -> Vec<(Provider, u64)> {
+        let registry = self.registry.read();
+        let mut counts: Vec<(Provider, u64)> = registry
+            .by_provider
+            .iter()
+            .map(|(provider, with)| (*provider, accounts.intersection_len(with)))
+            .filter(|(_, count)| *count > 0)
+            .collect();
+        counts.sort();
+        counts
     }
 
     pub fn count(&self) -> usize {
@@ -265,6 +306,28 @@ mod tests {
             devices.targets(&everyone, &RoaringBitmap::new()),
             [2].into_iter().collect()
         );
+    }
+
+    #[test]
+    fn a_token_is_found_under_any_provider_and_follows_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let devices = Devices::load(7, store, |_| None).unwrap();
+        devices
+            .register(1, "a", device(Provider::Webhook, "https://d/1"))
+            .unwrap();
+        devices
+            .register(2, "b", device(Provider::Fcm, "fcm-2"))
+            .unwrap();
+        assert_eq!(devices.owner_of_token("https://d/1"), Some(1));
+        assert_eq!(devices.owner_of_token("fcm-2"), Some(2));
+        assert_eq!(devices.owner_of_token("fcm-3"), None);
+        devices
+            .register(3, "c", device(Provider::Fcm, "fcm-2"))
+            .unwrap();
+        assert_eq!(devices.owner_of_token("fcm-2"), Some(3));
+        devices.unregister(&device(Provider::Fcm, "fcm-2")).unwrap();
+        assert_eq!(devices.owner_of_token("fcm-2"), None);
     }
 
     #[test]

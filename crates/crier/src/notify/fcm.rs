@@ -354,6 +354,12 @@ pub fn message(n: &Notification, now_secs: u64) -> Value {
     if let Some(sound) = info_str(info, "AndroidInfo", "Sound") {
         android_notification.insert("sound".into(), json!(sound));
     }
+    if let Some(collapse_id) = &n.collapse_id {
+        // The tag replaces a notification shown on the device; the collapse key replaces one
+        // still waiting at FCM for the device to come online.
+        android.insert("collapse_key".into(), json!(collapse_id));
+        android_notification.insert("tag".into(), json!(collapse_id));
+    }
     if !android_notification.is_empty() {
         android.insert("notification".into(), Value::Object(android_notification));
     }
@@ -381,6 +387,8 @@ mod tests {
             offline_push_info: info,
             expires_at: 1_000_120,
             badge: None,
+            collapse_id: None,
+            revoked: false,
         }
     }
 
@@ -405,6 +413,21 @@ mod tests {
             message(&n, 2_000_000),
             json!({"message": {"token": "fcm-token", "notification": {"body": "body"},
                 "data": {"taskid": "1_2_3_4"}, "android": {"ttl": "0s"}}})
+        );
+    }
+
+    #[test]
+    fn a_collapse_id_is_the_tag_and_the_collapse_key() {
+        let mut n = notification(Value::Null);
+        n.collapse_id = Some("657bf434_1_2_3_4".into());
+        let message = message(&n, 1_000_000);
+        assert_eq!(
+            message["message"]["android"]["collapse_key"],
+            "657bf434_1_2_3_4"
+        );
+        assert_eq!(
+            message["message"]["android"]["notification"]["tag"],
+            "657bf434_1_2_3_4"
         );
     }
 

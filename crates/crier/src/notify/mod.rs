@@ -5,13 +5,16 @@
 //! - `devices`: the durable device registry, with a bitmap of accounts that have any;
 //! - `jobs`: one durable job per push (its target bitmap and a cursor), so a restart resumes
 //!   a run without a row per recipient;
-//! - `worker`: walks a job's targets in batches, with rate limits, retries and back-off.
+//! - `worker`: walks a job's targets in batches, with rate limits, retries and back-off;
+//! - `overwrite`: after a revoke, notifies the devices a job reached again, collapsed onto
+//!   the first notification, with the revoke's `OfflinePushInfo`.
 
 pub mod apns;
 pub mod channels;
 pub mod devices;
 pub mod fcm;
-mod http;
+pub(crate) mod http;
+mod overwrite;
 pub mod shape;
 pub mod webhook;
 pub mod worker;
@@ -44,6 +47,11 @@ pub struct Notification {
     pub expires_at: u64,
     /// The badge to show (APNs `BadgeMode` 0): the account's unacknowledged kept pushes.
     pub badge: Option<u32>,
+    /// The key a later notification replaces this one by (APNs `apns-collapse-id`, FCM
+    /// `collapse_key` and `tag`): the TaskId of a `timpush` push, so a revoke can overwrite it.
+    pub collapse_id: Option<String>,
+    /// The overwrite of a revoked push's notification (the webhook says so).
+    pub revoked: bool,
 }
 
 /// How one send ended.

@@ -18,6 +18,8 @@ pub struct Template {
     pub expires_at: u64,
     /// `ApnsInfo.BadgeMode` 0 (the default): show a badge count.
     pub counts_badge: bool,
+    pub collapse_id: Option<String>,
+    pub revoked: bool,
 }
 
 fn info_of(record: &PushRecord) -> Value {
@@ -35,9 +37,11 @@ fn non_empty(value: &Value) -> Option<String> {
     }
 }
 
-/// Offline notifications go out for kept pushes unless `OfflinePushInfo.PushFlag` is 1.
+/// Offline notifications go out for kept pushes and `timpush` notification-only pushes,
+/// unless `OfflinePushInfo.PushFlag` is 1.
 pub fn wants_notifications(record: &PushRecord) -> bool {
-    record.lifetime_secs > 0 && info_of(record)["PushFlag"].as_i64() != Some(1)
+    (record.lifetime_secs > 0 || record.is_notification_only())
+        && info_of(record)["PushFlag"].as_i64() != Some(1)
 }
 
 /// The text a message shows in a notification (REST spec §5): text elements' `Text`,
@@ -66,7 +70,29 @@ pub fn notification_text(msg_body: &str) -> String {
 
 impl Template {
     pub fn of(record: &PushRecord) -> Template {
-        let info = info_of(record);
+        Template::from_info(record, info_of(record))
+    }
+
+    /// The notification that overwrites those of a revoked push: its revoke's
+    /// `OfflinePushInfo`, on the same collapse key, until the push's notifications would have
+    /// expired.
+    pub fn overwrite_of(record: &PushRecord) -> Template {
+        let info = record
+            .revoke_info
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or(Value::Null);
+        let mut template = Template::from_info(record, info);
+        if record.revoke_info.is_none() {
+            // Nothing to show instead: only the webhook is told (of the revoke).
+            template.body = String::new();
+        }
+        template.revoked = true;
+        template.collapse_id = Some(record.task_id.clone());
+        template
+    }
+
+    fn from_info(record: &PushRecord, info: Value) -> Template {
         Template {
             app: record.app,
             task_id: record.task_id.clone(),
@@ -75,7 +101,9 @@ impl Template {
             ext: non_empty(&info["Ext"]),
             counts_badge: info["ApnsInfo"]["BadgeMode"].as_i64() != Some(1),
             offline_push_info: info,
-            expires_at: record.expires_at_ms() / 1000,
+            expires_at: record.notifications_expire_at_ms() / 1000,
+            collapse_id: record.kind.is_timpush().then(|| record.task_id.clone()),
+            revoked: false,
         }
     }
 
@@ -91,6 +119,8 @@ impl Template {
             offline_push_info: self.offline_push_info.clone(),
             expires_at: self.expires_at,
             badge: self.counts_badge.then_some(badge),
+            collapse_id: self.collapse_id.clone(),
+            revoked: self.revoked,
         }
     }
 }
@@ -111,7 +141,7 @@ mod tests {
             msg_body: msg_body.to_string(),
             offline_push_info: info.map(|i| i.to_string()),
             condition: None,
-            audience: Default::default(),
+            ..PushRecord::default()
         }
     }
 

@@ -14,6 +14,20 @@
 //! `Title` and `Ext` are empty strings when the push has none; `OfflinePushInfo` is the push's
 //! own, as sent to `im_push`; `ExpiresAt` is the Unix time after which it is not worth showing.
 //!
+//! Notifications of `v4/timpush` pushes add `"CollapseId"`: the TaskId, the key by which a
+//! later notification replaces this one. When such a push is revoked, every device the
+//! webhook was sent it for gets a revoke event, the same body with `"Revoked": true`:
+//! `Title`, `Desc`, `Ext` and `OfflinePushInfo` are then the revoke's own (what should be
+//! shown instead; all empty and `null` when the revoke gave none, and the notification should
+//! just be removed).
+//!
+//! ```json
+//! {"SdkAppId": 1400000001, "TaskId": "657bf434_...", "To_Account": "alice", "Token": "...",
+//!  "Title": "Correction", "Desc": "the sale starts Saturday", "Ext": "",
+//!  "OfflinePushInfo": {"Title": "Correction", ...}, "ExpiresAt": 1795436400,
+//!  "CollapseId": "657bf434_...", "Revoked": true}
+//! ```
+//!
 //! # The signature
 //!
 //! Two headers authenticate the request:
@@ -93,7 +107,7 @@ impl WebhookNotifier {
     }
 
     async fn deliver(&self, n: &Notification) -> Outcome {
-        let body = json!({
+        let mut body = json!({
             "SdkAppId": n.app,
             "TaskId": n.task_id,
             "To_Account": n.account,
@@ -103,8 +117,14 @@ impl WebhookNotifier {
             "Ext": n.ext.as_deref().unwrap_or(""),
             "OfflinePushInfo": n.offline_push_info,
             "ExpiresAt": n.expires_at,
-        })
-        .to_string();
+        });
+        if let Some(collapse_id) = &n.collapse_id {
+            body["CollapseId"] = json!(collapse_id);
+        }
+        if n.revoked {
+            body["Revoked"] = json!(true);
+        }
+        let body = body.to_string();
         let timestamp = crate::clock::now_secs();
         let response = self
             .client

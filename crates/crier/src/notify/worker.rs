@@ -21,14 +21,15 @@ use super::devices::{Device, Devices};
 use super::shape::Template;
 use super::{Notification, Notifier, Outcome, Provider};
 use crate::clock::{now_ms, now_secs};
+use crate::events::{DeliveryEvent, DeliveryEvents, DeliveryStep};
 use crate::metrics::{Metrics, NotificationEnd};
 use crate::store::notify::{JobProgress, Lease, StoredJob};
 use crate::store::{PushRecord, Store, StoreError};
 
 /// Accounts per batch; the cursor is stored after each.
-const BATCH_ACCOUNTS: usize = 512;
+pub(super) const BATCH_ACCOUNTS: usize = 512;
 /// Sends in flight at once per app.
-const IN_FLIGHT: usize = 64;
+pub(super) const IN_FLIGHT: usize = 64;
 /// Tries per notification before it counts as failed.
 const MAX_ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -88,17 +89,19 @@ impl Channel {
 
 /// Notifications of one app: its devices, its providers and its job runner.
 pub struct Notify {
-    app: u64,
-    store: Arc<dyn Store>,
+    pub(super) app: u64,
+    pub(super) store: Arc<dyn Store>,
     pub devices: Devices,
     channels: HashMap<Provider, Channel>,
     wake: tokio::sync::Notify,
+    /// Where each notification's end is reported (delivery callbacks).
+    events: DeliveryEvents,
     metrics: Arc<Metrics>,
     /// How long a claimed job stays with this node without a stored batch
     /// (`notification_lease_secs`). A batch takes at most a few seconds at the providers'
     /// rates, so the default 30 s outlasts a slow one with room to spare, and bounds how long
     /// another node waits for a job whose node died.
-    lease_ms: u64,
+    pub(super) lease_ms: u64,
 }
 
 /// How a run stands, for task reports.
@@ -110,11 +113,12 @@ pub struct JobReport {
 }
 
 /// How one notification ended, after its retries.
-struct Ended {
-    provider: Provider,
-    device: Device,
-    outcome: Outcome,
-    retries: u64,
+pub(super) struct Ended {
+    pub(super) account: u32,
+    pub(super) provider: Provider,
+    pub(super) device: Device,
+    pub(super) outcome: Outcome,
+    pub(super) retries: u64,
 }
 
 impl Notify {
@@ -123,6 +127,7 @@ impl Notify {
         store: Arc<dyn Store>,
         devices: Devices,
         channels: HashMap<Provider, Channel>,
+        events: DeliveryEvents,
         metrics: Arc<Metrics>,
         lease: Duration,
     ) -> Notify {
@@ -132,6 +137,7 @@ impl Notify {
             devices,
             channels,
             wake: tokio::sync::Notify::new(),
+            events,
             metrics,
             lease_ms: lease.as_millis() as u64,
         }
@@ -150,10 +156,16 @@ impl Notify {
         }))
     }
 
-    async fn deliver(&self, notification: Notification, device: Device) -> Ended {
+    pub(super) async fn deliver(
+        &self,
+        account: u32,
+        notification: Notification,
+        device: Device,
+    ) -> Ended {
         let provider = device.provider;
         let Some(channel) = self.channels.get(&provider) else {
             return Ended {
+                account,
                 provider,
                 device,
                 outcome: Outcome::Failed {
@@ -169,6 +181,7 @@ impl Notify {
             let outcome = channel.notifier.send(&notification).await;
             let Outcome::Retry { after, reason } = outcome else {
                 return Ended {
+                    account,
                     provider,
                     device,
                     outcome,
@@ -180,6 +193,7 @@ impl Notify {
                 .notification(provider, NotificationEnd::Retried);
             if retries >= u64::from(MAX_ATTEMPTS) || now_secs() >= notification.expires_at {
                 return Ended {
+                    account,
                     provider,
                     device,
                     outcome: Outcome::Failed {
@@ -193,7 +207,7 @@ impl Notify {
         }
     }
 
-    fn count(&self, counts: &mut JobCounts, ended: &Ended) {
+    pub(super) fn count(&self, counts: &mut JobCounts, ended: &Ended) {
         let entry = counts.entry(ended.provider).or_default();
         entry.retried += ended.retries;
         let end = match &ended.outcome {
@@ -219,7 +233,10 @@ impl Notify {
 /// the name of an account, and the badge count.
 pub trait PushLookups: Send + Sync {
     /// The push, while it is kept (`None` once it expired).
-    fn kept_push(&self, task_id: &str) -> Option<Arc<PushRecord>>;
+    /// The push a job notifies of, while its notifications are still worth sending.
+    fn notified_push(&self, task_id: &str) -> Option<Arc<PushRecord>>;
+    /// Revoked: a run in progress stops at its next batch.
+    fn is_revoked(&self, task_id: &str) -> bool;
     fn account_name(&self, account: u32) -> Option<String>;
     /// The account's unacknowledged kept pushes.
     fn pending_count(&self, account: u32, now_ms: u64) -> u32;
@@ -235,6 +252,32 @@ pub async fn run(
 ) {
     let (app, lease_ms) = (notify.app, notify.lease_ms);
     loop {
+        // Overwrites of revoked pushes first: the notifications they cover are on screens now.
+        match super::overwrite::claim(&notify, &node).await {
+            Ok(Some(overwrite)) => {
+                if !super::overwrite::run(
+                    &notify,
+                    lookups.as_ref(),
+                    &node,
+                    overwrite,
+                    &mut shutdown,
+                )
+                .await
+                {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                warn!(app, %error, "cannot claim a notification overwrite; retrying in 5 s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        }
         let store = Arc::clone(&notify.store);
         let claimant = Arc::clone(&node);
         let claimed = tokio::task::spawn_blocking(move || {
@@ -298,7 +341,7 @@ async fn run_job(
 ) -> bool {
     let app = notify.app;
     let mut counts: JobCounts = serde_json::from_str(&job.counts).unwrap_or_default();
-    let Some(record) = lookups.kept_push(&job.task_id) else {
+    let Some(record) = lookups.notified_push(&job.task_id) else {
         // Expired (or purged) before its run ended: what is left would arrive too late, and
         // is counted as failed rather than dropped unseen.
         let mut left = 0u64;
@@ -323,6 +366,11 @@ async fn run_job(
         if *shutdown.borrow() {
             return false;
         }
+        if lookups.is_revoked(&job.task_id) {
+            // The store marked the job done when the push was revoked.
+            info!(app, task_id = %job.task_id, done = job.targets.range(..cursor).len(), total, "notification run stopped: the push was revoked");
+            return finish(notify, node, &job, cursor, &counts, true).await;
+        }
         let batch: Vec<u32> = job.targets.range(cursor..).take(BATCH_ACCOUNTS).collect();
         let Some(&last) = batch.last() else { break };
         let now = now_ms();
@@ -334,11 +382,11 @@ async fn run_job(
             let badge = lookups.pending_count(account, now);
             for device in notify.devices.of(account) {
                 let notification = template.for_device(&name, &device.token, badge);
-                sends.push((notification, device));
+                sends.push((account, notification, device));
             }
         }
         let sending = stream::iter(sends)
-            .map(|(notification, device)| notify.deliver(notification, device))
+            .map(|(account, notification, device)| notify.deliver(account, notification, device))
             .buffer_unordered(IN_FLIGHT)
             .collect::<Vec<Ended>>();
         tokio::pin!(sending);
@@ -357,6 +405,7 @@ async fn run_job(
                 }
             }
         };
+        report_ends(notify, &record, &ended);
         for ended in &ended {
             notify.count(&mut counts, ended);
             match &ended.outcome {
@@ -392,6 +441,33 @@ async fn run_job(
     }
     info!(app, task_id = %job.task_id, elapsed_ms = started.elapsed().as_millis() as u64, counts = %serde_json::to_string(&counts).unwrap_or_default(), "notification run finished");
     finish(notify, node, &job, cursor, &counts, true).await
+}
+
+/// Hands how each notification of a batch ended to the app's delivery events: accepted, or
+/// refused with the provider's reason.
+fn report_ends(notify: &Notify, record: &Arc<PushRecord>, ended: &[Ended]) {
+    if !notify.events.wants(record) {
+        return;
+    }
+    let at_ms = now_ms();
+    let events = ended
+        .iter()
+        .map(|ended| DeliveryEvent {
+            task: Arc::clone(record),
+            at_ms,
+            step: DeliveryStep::Notified {
+                account: ended.account,
+                provider: ended.provider,
+                refused: match &ended.outcome {
+                    Outcome::Sent => None,
+                    Outcome::DeadToken { reason }
+                    | Outcome::Failed { reason }
+                    | Outcome::Retry { reason, .. } => Some(reason.clone()),
+                },
+            },
+        })
+        .collect();
+    notify.events.emit(events);
 }
 
 /// Stores how far the job got and renews the lease; answers false if the store failed or the

@@ -7,6 +7,7 @@ use crier_proto::codes;
 use roaring::RoaringBitmap;
 
 use super::limits::{quota_exceeded, too_frequent, RETRY_WINDOW_MS};
+use super::task_id::new_task_id;
 use super::validate::PushRequest;
 use crate::clock::utc_day_start_ms;
 use crate::config::AppConfig;
@@ -16,14 +17,17 @@ use crate::store::{PushAcceptance, PushRecord, PushRules, Store};
 /// How an acceptance ended, when it was not refused.
 pub enum Accepted {
     /// Stored (with its notification job when `notifying`): announce it.
-    New { record: PushRecord, notifying: bool },
+    New {
+        record: Box<PushRecord>,
+        notifying: bool,
+    },
     /// A client's retry of a push already accepted, answered with that push's TaskId.
     Retry { task_id: String },
 }
 
 /// Builds the record of `request` from admin `caller`, with its `audience` fixed now, and
-/// stores it if the app's limits allow. `notify_targets` says who is to get an offline
-/// notification (`None`: nobody). Blocking.
+/// stores it if the app's limits allow (a `batch` is held to the retry window only).
+/// `notify_targets` says who is to get an offline notification (`None`: nobody). Blocking.
 pub fn accept(
     store: &dyn Store,
     config: &AppConfig,
@@ -42,11 +46,12 @@ pub fn accept(
     let app = config.sdkappid;
     let record = PushRecord {
         app,
-        task_id: format!(
-            "{app}_{now_ms}_{}_{}",
-            request.msg_random,
-            rand::random::<u32>()
-        ),
+        task_id: new_task_id(request.kind, app, now_ms, request.msg_random),
+        kind: request.kind,
+        data_id: request.data_id,
+        sched_task_id: request.sched_task_id,
+        revoked_ms: None,
+        revoke_info: None,
         created_ms: now_ms,
         lifetime_secs: request.lifetime_secs,
         from_account: request.from_account.unwrap_or_else(|| caller.to_owned()),
@@ -65,7 +70,7 @@ pub fn accept(
     };
     match store.try_accept_push(&record, request.fingerprint, &rules, targets.as_ref())? {
         PushAcceptance::Accepted => Ok(Accepted::New {
-            record,
+            record: Box::new(record),
             notifying: targets.is_some(),
         }),
         PushAcceptance::Duplicate { task_id } => Ok(Accepted::Retry { task_id }),

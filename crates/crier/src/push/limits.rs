@@ -4,6 +4,7 @@
 //! two pushes through closer than the interval, and nodes sharing a store share the limits.
 
 use crier_proto::codes;
+use parking_lot::Mutex;
 
 use crate::error::Error;
 
@@ -22,4 +23,42 @@ pub fn quota_exceeded(quota: u64) -> Error {
         codes::DAILY_QUOTA_EXCEEDED,
         format!("this app's quota of {quota} pushes per UTC day is used up: retry after 00:00 UTC"),
     )
+}
+
+/// Calls per wall-clock second, counted on this node: the `timpush` family's per-command rates
+/// (revoke 1/s, batch `batch_calls_per_second`).
+#[derive(Default)]
+pub struct PerSecond {
+    /// (the second being counted, calls taken in it)
+    window: Mutex<(u64, u32)>,
+}
+
+impl PerSecond {
+    /// Takes one call at `now_ms` if fewer than `limit` were taken in its second.
+    pub fn try_take(&self, now_ms: u64, limit: u32) -> bool {
+        let second = now_ms / 1000;
+        let mut window = self.window.lock();
+        if window.0 != second {
+            *window = (second, 0);
+        }
+        if window.1 >= limit {
+            return false;
+        }
+        window.1 += 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_past_the_limit_wait_for_the_next_second() {
+        let rate = PerSecond::default();
+        assert!(rate.try_take(5_000, 2));
+        assert!(rate.try_take(5_999, 2));
+        assert!(!rate.try_take(5_999, 2));
+        assert!(rate.try_take(6_000, 2));
+    }
 }

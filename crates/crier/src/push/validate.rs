@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use crate::config::AppConfig;
 use crate::directory::{Condition, Directory};
 use crate::error::Error;
+use crate::store::PushKind;
 
 pub const MAX_LIFETIME_SECS: i64 = 604_800;
 pub const MAX_MSG_BODY_BYTES: usize = 8_000;
@@ -34,6 +35,11 @@ pub struct PushRequest {
     pub condition: Condition,
     pub condition_text: Option<String>,
     pub offline_push_info: Option<String>,
+    pub kind: PushKind,
+    /// `DataId` of a `timpush` push or batch.
+    pub data_id: Option<String>,
+    /// The scheduled task whose run this is.
+    pub sched_task_id: Option<u64>,
     /// Identifies the request body, to recognise a retry.
     pub fingerprint: u64,
 }
@@ -50,27 +56,8 @@ pub fn parse_push(
     let fields = body
         .as_object()
         .ok_or_else(|| reject(codes::BAD_JSON, "the request body must be a JSON object"))?;
-    let from_account = match fields.get("From_Account") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(name)) if app.is_admin(name) || directory.is_live(name) => Some(name.clone()),
-        Some(Value::String(name)) => {
-            return Err(reject(
-                codes::BAD_FROM_ACCOUNT,
-                format!("From_Account {} is neither an imported account nor an admin of this app: import it first or leave From_Account out", echo(name)),
-            ))
-        }
-        Some(_) => return Err(reject(codes::BAD_FROM_ACCOUNT, "From_Account must be a string")),
-    };
-    let msg_random = fields
-        .get("MsgRandom")
-        .and_then(Value::as_u64)
-        .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| {
-            reject(
-                codes::BAD_MSG_RANDOM,
-                "MsgRandom is required and must be an integer from 0 to 4294967295",
-            )
-        })?;
+    let from_account = parse_from_account(fields.get("From_Account"), directory, app)?;
+    let msg_random = parse_msg_random(fields.get("MsgRandom"))?;
     let lifetime_secs = match fields.get("MsgLifeTime") {
         None | Some(Value::Null) => 0,
         Some(value) => {
@@ -93,8 +80,6 @@ pub fn parse_push(
     let (condition, condition_text) = parse_condition(fields.get("Condition"), directory)?;
     let offline_push_info = parse_offline_push_info(fields.get("OfflinePushInfo"))?;
 
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    body.to_string().hash(&mut hasher);
     Ok(PushRequest {
         from_account,
         msg_random,
@@ -103,8 +88,47 @@ pub fn parse_push(
         condition,
         condition_text,
         offline_push_info,
-        fingerprint: hasher.finish(),
+        kind: PushKind::ImPush,
+        data_id: None,
+        sched_task_id: None,
+        fingerprint: fingerprint(body),
     })
+}
+
+/// Identifies a request body, so that a retry (same `MsgRandom`, same body) is recognised.
+pub fn fingerprint(body: &Value) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    body.to_string().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// `From_Account`: absent means the calling admin; otherwise an admin or a live account.
+pub fn parse_from_account(
+    value: Option<&Value>,
+    directory: &Directory,
+    app: &AppConfig,
+) -> Result<Option<String>, Error> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(name)) if app.is_admin(name) || directory.is_live(name) => Ok(Some(name.clone())),
+        Some(Value::String(name)) => Err(reject(
+            codes::BAD_FROM_ACCOUNT,
+            format!("From_Account {} is neither an imported account nor an admin of this app: import it first or leave From_Account out", echo(name)),
+        )),
+        Some(_) => Err(reject(codes::BAD_FROM_ACCOUNT, "From_Account must be a string")),
+    }
+}
+
+pub fn parse_msg_random(value: Option<&Value>) -> Result<u32, Error> {
+    value
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| {
+            reject(
+                codes::BAD_MSG_RANDOM,
+                "MsgRandom is required and must be an integer from 0 to 4294967295",
+            )
+        })
 }
 
 #[derive(Clone, Copy)]
@@ -209,7 +233,7 @@ fn check_fields(
     Ok(())
 }
 
-fn parse_msg_body(value: Option<&Value>) -> Result<String, Error> {
+pub fn parse_msg_body(value: Option<&Value>) -> Result<String, Error> {
     let elements = match value {
         Some(Value::Array(elements)) => elements,
         _ => {
@@ -316,6 +340,7 @@ fn parse_msg_body(value: Option<&Value>) -> Result<String, Error> {
 struct RawCondition {
     tags_and: Vec<Value>,
     tags_or: Vec<Value>,
+    tags_not: Vec<Value>,
     attrs_and: Map<String, Value>,
     attrs_or: Map<String, Value>,
 }
@@ -364,7 +389,11 @@ fn read_condition(value: Option<&Value>, directory: &Directory) -> Result<Condit
     };
     let mut raw = RawCondition::default();
     for part in parts {
-        for (key, list) in [("TagsAnd", &mut raw.tags_and), ("TagsOr", &mut raw.tags_or)] {
+        for (key, list) in [
+            ("TagsAnd", &mut raw.tags_and),
+            ("TagsOr", &mut raw.tags_or),
+            ("TagsNot", &mut raw.tags_not),
+        ] {
             match part.get(key) {
                 None | Some(Value::Null) => {}
                 Some(Value::Array(items)) => list.extend(items.iter().cloned()),
@@ -394,7 +423,7 @@ fn read_condition(value: Option<&Value>, directory: &Directory) -> Result<Condit
             }
         }
     }
-    let has_tags = !raw.tags_and.is_empty() || !raw.tags_or.is_empty();
+    let has_tags = !raw.tags_and.is_empty() || !raw.tags_or.is_empty() || !raw.tags_not.is_empty();
     let has_attrs = !raw.attrs_and.is_empty() || !raw.attrs_or.is_empty();
     if has_tags && has_attrs {
         return Err(reject(
@@ -405,18 +434,26 @@ fn read_condition(value: Option<&Value>, directory: &Directory) -> Result<Condit
     if has_tags {
         let and = condition_tags(&raw.tags_and, "TagsAnd")?;
         let or = condition_tags(&raw.tags_or, "TagsOr")?;
-        if let Some(tag) = and.iter().find(|tag| or.contains(*tag)) {
-            return Err(reject(
-                codes::TAG_IN_AND_AND_OR,
-                format!(
-                    "tag {} is in both TagsAnd and TagsOr: keep it in one",
-                    echo(tag)
-                ),
-            ));
+        let not = condition_tags(&raw.tags_not, "TagsNot")?;
+        for (first, first_key, second, second_key) in [
+            (&and, "TagsAnd", &or, "TagsOr"),
+            (&and, "TagsAnd", &not, "TagsNot"),
+            (&or, "TagsOr", &not, "TagsNot"),
+        ] {
+            if let Some(tag) = first.iter().find(|tag| second.contains(*tag)) {
+                return Err(reject(
+                    codes::TAG_IN_AND_AND_OR,
+                    format!(
+                        "tag {} is in both {first_key} and {second_key}: keep it in one",
+                        echo(tag)
+                    ),
+                ));
+            }
         }
         return Ok(Condition::Tags {
             and: and.into_iter().collect(),
             or: or.into_iter().collect(),
+            not: not.into_iter().collect(),
         });
     }
     if has_attrs {
@@ -486,7 +523,7 @@ fn condition_attrs(
         .collect()
 }
 
-fn parse_offline_push_info(value: Option<&Value>) -> Result<Option<String>, Error> {
+pub fn parse_offline_push_info(value: Option<&Value>) -> Result<Option<String>, Error> {
     let info = match value {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Object(info)) => info,

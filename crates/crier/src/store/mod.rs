@@ -5,8 +5,9 @@
 //! compare-and-append ([`Store::append_dir_ops`]), directory snapshots that keep a horizon of
 //! the log behind them, push records accepted under the rate limits in one transaction
 //! ([`Store::try_accept_push`]), acknowledgements as one bitmap of accounts per batch (never a
-//! row per recipient), delivery counts per push, and notification devices and jobs claimed
-//! under a lease ([`notify`]).
+//! row per recipient), delivery counts per push, notification devices and jobs claimed under a
+//! lease ([`notify`]), scheduled tasks, claimed the same way ([`sched`]), and the queue of
+//! delivery callbacks, claimed under a lease too ([`callbacks`]).
 //!
 //! - [`sqlite`]: the embedded default.
 //! - [`postgres`]: one PostgreSQL database shared by the nodes of a cluster.
@@ -18,11 +19,13 @@
 //! the few calls on hot paths (accepting a push, a batch of acknowledgements) are one
 //! transaction each, so an async trait would buy nothing but boxed futures.
 
+pub mod callbacks;
 #[cfg(any(test, feature = "store-conformance"))]
 pub mod conformance;
 pub mod notify;
 pub mod postgres;
 mod record;
+pub mod sched;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -31,7 +34,7 @@ use std::io::{Read, Write};
 use roaring::RoaringBitmap;
 
 use crate::directory::DirOp;
-pub use record::PushRecord;
+pub use record::{PushKind, PushRecord};
 
 /// What went wrong in a store, whatever the backend.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -89,6 +92,14 @@ pub enum PushAcceptance {
     },
 }
 
+/// How [`Store::revoke_push`] ended; only `Revoked` changed anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    Revoked,
+    AlreadyRevoked { at_ms: u64 },
+    Unknown,
+}
+
 /// What a task report says about the push itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushSummary {
@@ -104,6 +115,43 @@ pub struct DeliveryCounts {
     pub offline: u64,
 }
 
+/// A step of a push on the way to one account, kept as one bitmap of accounts per batch
+/// ([`Store::append_marks`]) for the `timpush` statistics and trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MarkStage {
+    /// The push's frame was written to a session of the account (as it was accepted, or at a
+    /// login).
+    Reached,
+    /// The account acknowledged it.
+    Acked,
+}
+
+impl MarkStage {
+    pub fn code(self) -> i64 {
+        match self {
+            MarkStage::Reached => 1,
+            MarkStage::Acked => 2,
+        }
+    }
+
+    pub fn of_code(code: i64) -> Option<MarkStage> {
+        match code {
+            1 => Some(MarkStage::Reached),
+            2 => Some(MarkStage::Acked),
+            _ => None,
+        }
+    }
+}
+
+/// One stored batch of marks of one push.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushMark {
+    pub stage: MarkStage,
+    /// When the batch was stored, Unix milliseconds.
+    pub at_ms: u64,
+    pub accounts: RoaringBitmap,
+}
+
 impl std::ops::AddAssign for DeliveryCounts {
     fn add_assign(&mut self, other: DeliveryCounts) {
         self.online += other.online;
@@ -111,7 +159,9 @@ impl std::ops::AddAssign for DeliveryCounts {
     }
 }
 
-pub trait Store: notify::NotifyStore + Send + Sync + 'static {
+pub trait Store:
+    notify::NotifyStore + sched::SchedStore + callbacks::CallbackStore + Send + Sync + 'static
+{
     /// The sequence number of the last write of `app`: its last logged write, else its
     /// snapshot's, else 0.
     fn dir_head(&self, app: u64) -> Result<u64, StoreError>;
@@ -170,6 +220,22 @@ pub trait Store: notify::NotifyStore + Send + Sync + 'static {
     /// Pushes of `app` accepted at or after `since_ms`, oldest first.
     fn pushes_since(&self, app: u64, since_ms: u64) -> Result<Vec<PushRecord>, StoreError>;
 
+    /// Marks the push revoked at `now_ms` (with `overwrite`, the revoke's `OfflinePushInfo`)
+    /// and its notification job done, unless it was revoked already. Whether it may be
+    /// revoked (its kind, its age) is the caller's rule.
+    fn revoke_push(
+        &self,
+        app: u64,
+        task_id: &str,
+        now_ms: u64,
+        overwrite: Option<&str>,
+    ) -> Result<RevokeOutcome, StoreError>;
+
+    /// TaskIds of `app`'s pushes revoked at or after `since_ms`.
+    fn revoked_since(&self, app: u64, since_ms: u64) -> Result<Vec<String>, StoreError>;
+
+    /// Pushes counted against the quota (every kind but `batch`) accepted at or after
+    /// `since_ms`, and the last such push's time.
     fn push_counts(&self, app: u64, since_ms: u64) -> Result<PushCounts, StoreError>;
 
     /// Durably records that the accounts of each bitmap acknowledged that push.
@@ -199,9 +265,21 @@ pub trait Store: notify::NotifyStore + Send + Sync + 'static {
     fn load_delivery_counts(&self, app: u64)
         -> Result<HashMap<String, DeliveryCounts>, StoreError>;
 
+    /// Durably records, for each push, that the accounts of the bitmap reached `stage` by
+    /// `at_ms`.
+    fn append_marks(
+        &self,
+        app: u64,
+        at_ms: u64,
+        marks: &[(String, MarkStage, RoaringBitmap)],
+    ) -> Result<(), StoreError>;
+
+    /// The stored mark batches of one push, in the order stored.
+    fn push_marks(&self, app: u64, task_id: &str) -> Result<Vec<PushMark>, StoreError>;
+
     /// Deletes the pushes whose lifetime ended before `expired_before_ms` and that were created
     /// before `created_before_ms` (so today's pushes still count toward the quota), with their
-    /// acknowledgements, delivery counts and notification jobs. Answers how many went.
+    /// acknowledgements, marks, delivery counts, notification jobs and overwrites. Answers how many went.
     fn purge_pushes(
         &self,
         app: u64,

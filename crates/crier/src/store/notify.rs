@@ -4,6 +4,11 @@
 //! Nodes sharing a store share the jobs: a node claims one with a lease ([`NotifyStore::claim_job`])
 //! and renews it with every batch it stores; a node that stops renewing loses the job to the
 //! next claimant, which resumes at the stored cursor.
+//!
+//! A revoked push whose job had notified some devices gets an overwrite: the devices of the
+//! job's targets below its cursor are notified again, collapsed onto the first notification
+//! ([`NotifyStore::claim_overwrite`]). It is leased on the job's row, so it starts only once
+//! the job's own run let go of it (its cursor is then final) and one node does it.
 
 use roaring::RoaringBitmap;
 
@@ -27,6 +32,20 @@ pub struct StoredJob {
     pub cursor: u32,
     pub counts: String,
     pub done: bool,
+}
+
+/// The overwrite of a revoked push's notifications, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredOverwrite {
+    pub task_id: String,
+    /// The job's targets.
+    pub targets: RoaringBitmap,
+    /// The job's cursor: the targets below it were notified, and are overwritten.
+    pub upto: u32,
+    /// Targets below this number are overwritten already.
+    pub cursor: u32,
+    /// As [`StoredJob::counts`].
+    pub counts: String,
 }
 
 /// Who holds a job, as of when: the node's id, now, and how long the lease lasts from now.
@@ -90,4 +109,27 @@ pub trait NotifyStore: Send + Sync {
     fn unfinished_jobs(&self, app: u64) -> Result<Vec<StoredJob>, StoreError>;
 
     fn job(&self, app: u64, task_id: &str) -> Result<Option<StoredJob>, StoreError>;
+
+    /// Takes the oldest unfinished overwrite of `app` whose job's lease is free, expired at
+    /// `now_ms`, or already held by `node`, leasing the job to `node` (which also stops a
+    /// stalled run of the job from moving its cursor any further).
+    fn claim_overwrite(
+        &self,
+        app: u64,
+        node: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Option<StoredOverwrite>, StoreError>;
+
+    /// As [`NotifyStore::update_job`], for the overwrite of `task_id`.
+    fn update_overwrite(
+        &self,
+        app: u64,
+        task_id: &str,
+        lease: Lease<'_>,
+        progress: JobProgress<'_>,
+    ) -> Result<(), StoreError>;
+
+    /// The overwrite of `task_id`, if its push was revoked with a notification job.
+    fn overwrite(&self, app: u64, task_id: &str) -> Result<Option<StoredOverwrite>, StoreError>;
 }

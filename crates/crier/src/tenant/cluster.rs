@@ -27,6 +27,9 @@ const NODE_SILENT_AFTER_MS: u64 = 5_000;
 #[derive(Default)]
 pub(super) struct SyncState {
     acks_cursor: u64,
+    /// Revokes made before this (less the look-back) were seen already; 0 until the first
+    /// look, which takes them from the node's start (revoked pushes are not loaded at start).
+    revoked_seen_ms: u64,
 }
 
 impl Tenant {
@@ -65,12 +68,29 @@ impl Tenant {
             .store
             .pushes_since(app, now.saturating_sub(PUSH_LOOKBACK_MS))?
         {
+            if record.revoked_ms.is_some() {
+                continue;
+            }
             if !self.delivery.knows(&record.task_id) {
                 tracing::info!(app, task_id = %record.task_id, "a push found in the store (its announcement did not arrive)");
                 self.delivery.accept(Arc::new(record));
             }
         }
         let mut sync = self.sync.lock();
+        if sync.revoked_seen_ms == 0 {
+            sync.revoked_seen_ms = now;
+        }
+        let revoked_since = sync.revoked_seen_ms.saturating_sub(PUSH_LOOKBACK_MS);
+        for task_id in self.store.revoked_since(app, revoked_since)? {
+            if self.delivery.is_revoked(&task_id) {
+                continue;
+            }
+            if let Some(record) = self.store.push_record(app, &task_id)? {
+                tracing::info!(app, %task_id, "a revoke found in the store (its announcement did not arrive)");
+                self.apply_revoke(Arc::new(record));
+            }
+        }
+        sync.revoked_seen_ms = now;
         let (cursor, acks) = self.store.acks_since(app, sync.acks_cursor)?;
         for (task_id, accounts) in &acks {
             self.delivery.merge_acks(task_id, accounts);

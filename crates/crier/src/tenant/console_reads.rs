@@ -24,6 +24,7 @@ use crate::metrics_history::{
 };
 use crate::notify::Provider;
 use crate::push::validate::parse_condition;
+use crate::store::PushKind;
 
 /// `v4/crier/*` calls per app per second (timpush.md §12).
 pub const CALLS_PER_SECOND: u32 = 10;
@@ -44,6 +45,9 @@ pub struct ConsoleExtras {
 struct TaskFacts {
     /// Order in which the store holds the pushes (its order of acceptance).
     order: u64,
+    kind: PushKind,
+    data_id: Option<String>,
+    sched_task_id: Option<u64>,
     created_ms: u64,
     lifetime_secs: u32,
     audience_size: u64,
@@ -55,6 +59,9 @@ struct TaskFacts {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskSummary {
     pub task_id: String,
+    pub kind: PushKind,
+    pub data_id: Option<String>,
+    pub sched_task_id: Option<u64>,
     pub state: &'static str,
     pub created_ms: u64,
     pub expires_ms: u64,
@@ -157,7 +164,12 @@ impl Tenant {
                 let kept = self.delivery.kept_record(task_id).is_some();
                 TaskSummary {
                     task_id: task_id.clone(),
-                    state: if kept && expires_ms > now {
+                    kind: facts.kind,
+                    data_id: facts.data_id.clone(),
+                    sched_task_id: facts.sched_task_id,
+                    state: if self.delivery.is_revoked(task_id) {
+                        "revoked"
+                    } else if kept && expires_ms > now {
                         "active"
                     } else {
                         "done"
@@ -298,6 +310,9 @@ impl Tenant {
                 order += 1;
                 TaskFacts {
                     order,
+                    kind: push.kind,
+                    data_id: push.data_id,
+                    sched_task_id: push.sched_task_id,
                     created_ms: push.created_ms,
                     lifetime_secs: push.lifetime_secs,
                     audience_size: push.audience.len(),

@@ -4,10 +4,14 @@
 //! - `writes`: directory writes, committed in groups (validated, logged with one
 //!   compare-and-append, then applied), catching up with writes logged by others.
 //! - `snapshots`: directory snapshots and loading the directory at start.
-//! - `pushes`: accepting an `im_push` (the rules themselves are in [`crate::push`]).
+//! - `pushes`: accepting an `im_push`, a `timpush` push or batch, and revoking (the rules
+//!   themselves are in [`crate::push`]).
 //! - `sessions`: logging a session in (a guard logs it out), kicks, deletions, online
 //!   status, acknowledgements, devices.
-//! - [`report`]: the task report.
+//! - [`report`]: the task report; [`timpush_reports`]: `timpush` statistics and trace.
+//! - `sched`: the scheduled-task commands; `sched_run`: running the tasks as they fall due.
+//! - [`to_accounts`]: the accounts a `v4/timpush` `To_Account` names, and writes that answer.
+//! - `call_rates`: calls per second of the rate-limited commands.
 //!
 //! Effects that cross sessions go through the [`Bus`]: the façade announces them and
 //! `Tenant::handle` carries them out on every node, this one included.
@@ -20,24 +24,34 @@ use roaring::RoaringBitmap;
 use tracing::info;
 
 use crate::bus::{Announcement, Bus, Event, NodeId};
+use crate::callback::{AccountNames, Callbacks};
 use crate::clock::now_ms;
 use crate::config::AppConfig;
 use crate::delivery::Delivery;
 use crate::directory::Directory;
+use crate::events::DeliveryEvents;
 use crate::metrics::Metrics;
 use crate::notify::devices::Devices;
 use crate::notify::worker::{Notify, PushLookups};
 use crate::notify::{channels, Provider};
+use crate::push::limits::PerSecond;
 use crate::store::{PushRecord, Store, StoreError};
 
+mod call_rates;
 mod cluster;
 pub mod console_reads;
 mod pushes;
 pub mod report;
+mod sched;
+mod sched_run;
 mod sessions;
 mod snapshots;
+pub mod timpush_reports;
+pub mod to_accounts;
 mod writes;
 
+pub use pushes::BatchAccepted;
+pub use sched::SchedList;
 use sessions::RemotePresence;
 pub use sessions::SessionGuard;
 use snapshots::{SnapshotFile, SnapshotPolicy, SNAPSHOT_POLICY};
@@ -59,13 +73,28 @@ pub struct Tenant {
     snapshot_policy: SnapshotPolicy,
     /// Held while a push is accepted and announced.
     accepting: Mutex<()>,
+    timpush_rates: TimpushRates,
+    sched: sched::SchedState,
     delivery: Delivery,
     notify: Arc<Notify>,
+    /// What became of each push for each account, as the delivery points report it.
+    events: DeliveryEvents,
+    /// Delivery callbacks to the app's server, when it has a `callback_url`.
+    callbacks: Option<Arc<Callbacks>>,
     remote_presence: RemotePresence,
     sync: Mutex<cluster::SyncState>,
     /// What the web console keeps beside the app (history, task facts, its rate window).
     console: Arc<console_reads::ConsoleExtras>,
+    /// Calls per second of the rate-limited commands.
+    call_rates: call_rates::CallRates,
     metrics: Arc<Metrics>,
+}
+
+/// Per-second rates of `timpush` commands, counted on this node.
+#[derive(Default)]
+struct TimpushRates {
+    batch: PerSecond,
+    revoke: PerSecond,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +107,8 @@ pub enum OpenError {
         provider: Provider,
         error: anyhow::Error,
     },
+    #[error("app {app}: callbacks cannot start: {error:#}")]
+    Callbacks { app: u64, error: anyhow::Error },
 }
 
 /// What an app is opened with besides its configuration and store.
@@ -106,6 +137,10 @@ impl Tenant {
         shared: Shared,
     ) -> Result<Arc<Tenant>, OpenError> {
         let tenant = Arc::new(Self::load(config, store, shared)?);
+        if let Some(callbacks) = &tenant.callbacks {
+            let names: Weak<dyn AccountNames> = Arc::downgrade(&tenant) as Weak<Tenant>;
+            callbacks.name_accounts_with(names);
+        }
         let weak = Arc::downgrade(&tenant);
         tenant.bus.subscribe(
             tenant.sdkappid(),
@@ -144,10 +179,26 @@ impl Tenant {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "directory loaded"
         );
+        let events = DeliveryEvents::default();
+        let callbacks = match crate::callback::Settings::of(&config) {
+            Some(settings) => {
+                let callbacks = Callbacks::start(
+                    app,
+                    settings,
+                    Arc::clone(&store),
+                    Arc::clone(&shared.metrics),
+                )
+                .map_err(|error| OpenError::Callbacks { app, error })?;
+                events.add_sink(callbacks.sink());
+                Some(Arc::new(callbacks))
+            }
+            None => None,
+        };
         let delivery = Delivery::open(
             app,
             Arc::clone(&store),
             Arc::clone(&shared.metrics),
+            events.clone(),
             now_ms(),
         )?;
         let devices = Devices::load(app, Arc::clone(&store), |name| {
@@ -159,6 +210,7 @@ impl Tenant {
             Arc::clone(&store),
             devices,
             channels,
+            events.clone(),
             Arc::clone(&shared.metrics),
             std::time::Duration::from_secs(config.notification_lease_secs.max(1)),
         );
@@ -169,9 +221,12 @@ impl Tenant {
             bus: shared.bus,
             delivery,
             notify: Arc::new(notify),
+            events,
+            callbacks,
             remote_presence: RemotePresence::default(),
             sync: Mutex::default(),
             console: Arc::default(),
+            call_rates: Default::default(),
             metrics: shared.metrics,
             directory: RwLock::new(directory),
             queue: WriteQueue::default(),
@@ -180,6 +235,8 @@ impl Tenant {
             snapshot_file: Arc::new(Mutex::new(snapshot_seq)),
             snapshot_policy: SNAPSHOT_POLICY,
             accepting: Mutex::new(()),
+            timpush_rates: TimpushRates::default(),
+            sched: sched::SchedState::default(),
         })
     }
 
@@ -206,6 +263,17 @@ impl Tenant {
         Arc::clone(&self.notify)
     }
 
+    /// The app's callbacks, for the sender the server starts; `None` without a
+    /// `callback_url`.
+    pub fn callbacks(&self) -> Option<Arc<Callbacks>> {
+        self.callbacks.clone()
+    }
+
+    /// The hand-off of the app's delivery events, for another consumer to join.
+    pub fn delivery_events(&self) -> &DeliveryEvents {
+        &self.events
+    }
+
     fn announce(&self, event: Event) {
         self.bus.publish(Announcement {
             app: self.sdkappid(),
@@ -219,6 +287,8 @@ impl Tenant {
         let from_here = announcement.node == self.node;
         match &announcement.event {
             Event::PushAccepted(record) => self.delivery.accept(Arc::clone(record)),
+            // This node's own revoke is carried out before it is announced.
+            Event::PushRevoked(record) if !from_here => self.apply_revoke(Arc::clone(record)),
             Event::Kick { account, reason } => self.close_sessions(*account, reason),
             Event::AccountDeleted { account } => {
                 self.close_sessions(*account, "account deleted");
@@ -254,7 +324,8 @@ impl Tenant {
                 self.notify.devices.forget_device(device);
             }
             Event::DirectoryHead { seq } if !from_here => self.catch_up_to(*seq),
-            Event::Presence { .. }
+            Event::PushRevoked(_)
+            | Event::Presence { .. }
             | Event::PresenceWanted
             | Event::NodeAlive
             | Event::DeviceRegistered { .. }
@@ -267,6 +338,9 @@ impl Tenant {
     /// next start replays nothing. Blocking.
     pub fn flush(&self) {
         self.delivery.flush_records();
+        if let Some(callbacks) = &self.callbacks {
+            callbacks.flush();
+        }
         if let Err(error) = self.snapshot() {
             tracing::warn!(app = self.sdkappid(), %error, "snapshot at shutdown failed; the write log still holds everything");
         }
@@ -291,10 +365,26 @@ impl Tenant {
     }
 }
 
+/// Callback events name their accounts.
+impl AccountNames for Tenant {
+    fn names(&self, accounts: &[u32]) -> Vec<Option<String>> {
+        self.read(|d| {
+            accounts
+                .iter()
+                .map(|&account| d.account_name(account).map(str::to_owned))
+                .collect()
+        })
+    }
+}
+
 /// What the notification runner needs of the app, and nothing more.
 impl PushLookups for Tenant {
-    fn kept_push(&self, task_id: &str) -> Option<Arc<PushRecord>> {
-        self.delivery.kept_record(task_id)
+    fn notified_push(&self, task_id: &str) -> Option<Arc<PushRecord>> {
+        self.delivery.notified_record(task_id)
+    }
+
+    fn is_revoked(&self, task_id: &str) -> bool {
+        self.delivery.is_revoked(task_id)
     }
 
     fn account_name(&self, account: u32) -> Option<String> {

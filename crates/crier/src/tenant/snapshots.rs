@@ -73,6 +73,7 @@ pub(super) fn log_weight(op: &DirOp) -> u64 {
             .map(|u| PER_ENTRY + u.account.len() + 2 * u.slots.len())
             .sum(),
         DirOp::SetAttrNames { names } => names.iter().map(|(_, n)| n.len() + 8).sum(),
+        DirOp::SetAttrKinds { kinds } => 24 * kinds.len(),
     };
     (PER_RECORD + bytes) as u64
 }

@@ -29,7 +29,7 @@ use tracing::warn;
 use super::snapshots::log_weight;
 use super::Tenant;
 use crate::bus::Event;
-use crate::directory::{Ahead, DirOp, Pending};
+use crate::directory::{Ahead, DirOp, Directory, Pending};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::store::StoreError;
@@ -67,7 +67,16 @@ impl WriterState {
 }
 
 /// A write's validation: answers the ops to log, or why the request changes nothing.
-type Build = Box<dyn FnOnce(&Ahead) -> Result<Vec<DirOp>, Error> + Send>;
+type AheadBuild = Box<dyn FnOnce(&Ahead) -> Result<Vec<DirOp>, Error> + Send>;
+type SettledBuild = Box<dyn FnOnce(&Directory) -> Result<Vec<DirOp>, Error> + Send>;
+
+enum Build {
+    /// Validated against the directory as the group's earlier writes will leave it.
+    Ahead(AheadBuild),
+    /// Validated against the directory itself (for validations that read more of it than
+    /// [`Ahead`] answers): the first write of its group, with nothing pending.
+    Settled(SettledBuild),
+}
 
 struct Queued {
     build: Build,
@@ -101,7 +110,12 @@ impl WriteQueue {
             state.writing = false;
             return None;
         }
-        let take = state.waiting.len().min(MAX_GROUP_WRITES);
+        // A write validated against the directory itself starts a group of its own.
+        let take = 1 + state.waiting[1..]
+            .iter()
+            .take(MAX_GROUP_WRITES - 1)
+            .take_while(|write| matches!(write.build, Build::Ahead(_)))
+            .count();
         Some(state.waiting.drain(..take).collect())
     }
 }
@@ -133,7 +147,7 @@ impl Tenant {
         build: impl FnOnce(&Ahead) -> Result<Vec<DirOp>, Error> + Send + 'static,
     ) -> Result<(), Error> {
         let (done, answer) = oneshot::channel();
-        let build = Box::new(build);
+        let build = Build::Ahead(Box::new(build));
         if self.queue.push(Queued { build, done }) {
             self.write_groups();
         }
@@ -148,8 +162,20 @@ impl Tenant {
         self: &Arc<Self>,
         build: impl FnOnce(&Ahead) -> Result<Vec<DirOp>, Error> + Send + 'static,
     ) -> Result<(), Error> {
+        self.queue_write(Build::Ahead(Box::new(build))).await
+    }
+
+    /// As [`Self::write`], for a validation that reads the directory beyond what [`Ahead`]
+    /// answers: it is validated first of its group, against the directory itself.
+    pub async fn write_settled(
+        self: &Arc<Self>,
+        build: impl FnOnce(&Directory) -> Result<Vec<DirOp>, Error> + Send + 'static,
+    ) -> Result<(), Error> {
+        self.queue_write(Build::Settled(Box::new(build))).await
+    }
+
+    async fn queue_write(self: &Arc<Self>, build: Build) -> Result<(), Error> {
         let (done, answer) = oneshot::channel();
-        let build = Box::new(build);
         if self.queue.push(Queued { build, done }) {
             let tenant = Arc::clone(self);
             tokio::task::spawn_blocking(move || tenant.write_groups());
@@ -173,7 +199,14 @@ impl Tenant {
             let directory = self.directory.read();
             for Queued { build, done } in group {
                 let ahead = Ahead::new(&directory, &pending);
-                match catch_unwind(AssertUnwindSafe(|| build(&ahead))) {
+                let validated = catch_unwind(AssertUnwindSafe(|| match build {
+                    Build::Ahead(build) => build(&ahead),
+                    Build::Settled(build) => {
+                        debug_assert!(pending.is_empty(), "a settled write is first of its group");
+                        build(&directory)
+                    }
+                }));
+                match validated {
                     Ok(Ok(ops)) => {
                         pending.push(&directory, ops);
                         accepted.push(done);
@@ -321,6 +354,7 @@ fn op_items(op: &DirOp) -> usize {
         DirOp::SetAttrs { users } => users.iter().map(|user| user.values.len().max(1)).sum(),
         DirOp::RemoveAttrs { users } => users.iter().map(|user| user.slots.len().max(1)).sum(),
         DirOp::SetAttrNames { names } => names.len(),
+        DirOp::SetAttrKinds { kinds } => kinds.len(),
     }
 }
 #[cfg(test)]
@@ -460,7 +494,7 @@ mod group_tests {
     }
 
     /// The checks of `api::{accounts, tags, attrs}`, on the [`Ahead`] view.
-    fn build(request: Request) -> Build {
+    fn build(request: Request) -> AheadBuild {
         Box::new(move |d: &Ahead| match request {
             Request::Import(mut accounts) => {
                 accounts.retain(|a| !d.is_live(a));
@@ -570,10 +604,11 @@ mod group_tests {
 
     impl Tenant {
         /// Commits `builds` as one group, as if they all arrived while another was committed.
-        fn write_together(&self, builds: Vec<Build>) -> Vec<Result<(), Error>> {
+        fn write_together(&self, builds: Vec<AheadBuild>) -> Vec<Result<(), Error>> {
             let answers: Vec<_> = builds
                 .into_iter()
                 .map(|build| {
+                    let build = Build::Ahead(build);
                     let (done, answer) = oneshot::channel();
                     self.queue.state.lock().waiting.push(Queued { build, done });
                     answer
@@ -611,6 +646,7 @@ mod group_tests {
                 Condition::Tags {
                     and: vec![],
                     or: vec!["t0".into(), "t1".into()],
+                    not: vec!["t2".into()],
                 },
                 Condition::Attrs {
                     and: vec![],
@@ -691,6 +727,7 @@ mod group_tests {
             let tag = Condition::Tags {
                 and: vec![format!("t{w}")],
                 or: vec![],
+                not: vec![],
             };
             // Tagged, never imported: counted among the holders of the tag, not the audience.
             assert!(tenant

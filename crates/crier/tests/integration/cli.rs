@@ -228,3 +228,85 @@ async fn crier_push_reports_a_refusal_and_exits_non_zero() {
     assert!(String::from_utf8_lossy(&wrong_key.stderr).contains("ErrorCode 70"));
     server.terminate();
 }
+
+#[tokio::test]
+async fn crier_revoke_recalls_a_timpush_push_and_crier_listen_prints_the_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, data) = (write_config(dir.path(), ""), dir.path().join("data"));
+    let server = ServerProcess::start(&config, &data);
+    let admin = crier_client::Admin::new(&server.base, APP, KEY, ADMIN);
+    let tagged = admin
+        .call(
+            "all_member_push/im_add_tag",
+            &json!({"UserTags": [{"To_Account": "ben", "Tags": ["opted_out"]}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(tagged.error_code, 0, "{}", tagged.error_info);
+    let mut ann = ListenProcess::start(&server, "ann", 2);
+    let mut ben = ListenProcess::start(&server, "ben", 1);
+    wait_until_online(&admin, &["ann", "ben"]).await;
+
+    let task_id = pushed(
+        &server,
+        &[
+            "--text",
+            "sale today",
+            "--timpush",
+            "--tags-not",
+            "opted_out",
+        ],
+    )
+    .await;
+    let push = ann.next_push().await;
+    assert_eq!(
+        (push["TaskId"].as_str().unwrap(), text_of(&push)),
+        (task_id.as_str(), "sale today")
+    );
+    let revoked = Command::new(crier_binary())
+        .args([
+            "revoke",
+            "--url",
+            &server.base,
+            "--sdkappid",
+            &APP.to_string(),
+        ])
+        .args(["--key", KEY, &task_id, "--title", "Correction"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        revoked.status.success(),
+        "crier revoke failed: {}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    let line = ann.next_push().await;
+    assert_eq!(
+        line,
+        json!({"Type": "Revoke", "TaskId": task_id, "OfflinePushInfo": {"Title": "Correction"}})
+    );
+    // ben was left out by --tags-not, so the next push is the first he gets.
+    let next = pushed(&server, &["--text", "next", "--online-only"]).await;
+    assert_eq!(ben.next_push().await["TaskId"], next.as_str());
+    assert_eq!(ann.next_push().await["TaskId"], next.as_str());
+    ann.exits_cleanly().await;
+    ben.exits_cleanly().await;
+
+    // A second revoke is refused, with Tencent's code on stderr and a failing exit.
+    let again = Command::new(crier_binary())
+        .args([
+            "revoke",
+            "--url",
+            &server.base,
+            "--sdkappid",
+            &APP.to_string(),
+        ])
+        .args(["--key", KEY, &task_id, "--desc", "again"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("9005"), "{stderr}");
+    server.terminate();
+}

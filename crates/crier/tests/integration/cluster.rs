@@ -14,14 +14,14 @@ const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
 const NATS: &str = "nats://127.0.0.1:4222";
 
 /// A database and a subject prefix for one test; the database is dropped with it.
-struct Cluster {
+pub struct Cluster {
     database: String,
     prefix: String,
 }
 
 impl Cluster {
     /// `None` (and a printed reason) when PostgreSQL or NATS cannot be reached.
-    async fn new() -> Option<Cluster> {
+    pub async fn new() -> Option<Cluster> {
         let server = std::env::var("CRIER_TEST_POSTGRES").unwrap_or_else(|_| POSTGRES.into());
         let database = format!("crier_it_{:016x}", rand::random::<u64>());
         let create = format!("CREATE DATABASE {database}");
@@ -59,7 +59,7 @@ impl Cluster {
         }
     }
 
-    async fn node(&self, name: &str) -> TestServer {
+    pub async fn node(&self, name: &str) -> TestServer {
         TestServer::start_node(self.config(name, &self.prefix, default_apps())).await
     }
 }
@@ -661,4 +661,174 @@ async fn a_notification_run_whose_node_dies_is_finished_by_another_from_its_curs
     );
     assert!(tokens.values().all(|sends| *sends <= 2));
     drop(second);
+}
+
+/// The next `Revoke` on `connection` within `within`, passing over pushes and pongs.
+async fn next_revoke_id(connection: &mut Connection, within: Duration) -> Option<String> {
+    loop {
+        match next_event(connection, within).await? {
+            Event::Revoke { task_id, .. } => return Some(task_id),
+            Event::Push(_) | Event::Pong => {}
+            other => panic!("expected a revoke, got {other:?}"),
+        }
+    }
+}
+
+fn kept_timpush(msg_random: u32) -> Value {
+    json!({
+        "MsgRandom": msg_random,
+        "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "recall me"}}],
+    })
+}
+
+#[tokio::test]
+async fn a_revoke_on_one_node_reaches_every_nodes_sessions_and_logins() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let (a, b, c) = (
+        cluster.node("a").await,
+        cluster.node("b").await,
+        cluster.node("c").await,
+    );
+    let mut on_a = login(&a, "ann").await;
+    let mut on_c = login(&c, "cat").await;
+    login(&b, "bob").await.close().await.unwrap();
+    let answer = a.admin().ok("timpush/push", kept_timpush(1)).await;
+    let task_id = answer["TaskId"].as_str().unwrap().to_owned();
+    for session in [&mut on_a, &mut on_c] {
+        assert_eq!(
+            next_push_id(session, Duration::from_secs(5))
+                .await
+                .as_deref(),
+            Some(&*task_id)
+        );
+    }
+    b.admin()
+        .ok("timpush/revoke", json!({"TaskId": task_id}))
+        .await;
+    for session in [&mut on_a, &mut on_c] {
+        assert_eq!(
+            next_revoke_id(session, Duration::from_secs(5))
+                .await
+                .as_deref(),
+            Some(&*task_id)
+        );
+    }
+    // bob never had it and does not get it at login, on any node.
+    for node in [&a, &c] {
+        let mut bob = login(node, "bob").await;
+        bob.send(&ClientFrame::Ping).await.unwrap();
+        match next_event(&mut bob, Duration::from_secs(5)).await {
+            Some(Event::Pong) => {}
+            other => panic!("bob at login: {other:?}"),
+        }
+        bob.close().await.unwrap();
+    }
+    // Revoked is the store's word, whichever node is asked (the 1 s rate is counted per node).
+    c.admin()
+        .fails("timpush/revoke", json!({"TaskId": task_id}), 90050)
+        .await;
+}
+
+#[tokio::test]
+async fn a_revoke_whose_announcement_is_lost_is_found_in_the_store() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let (deaf_a, deaf_b) = (
+        format!("{}-deaf-a", cluster.prefix),
+        format!("{}-deaf-b", cluster.prefix),
+    );
+    let a = TestServer::start_node(cluster.config("a", &deaf_a, default_apps())).await;
+    let b = TestServer::start_node(cluster.config("b", &deaf_b, default_apps())).await;
+    let mut on_b = login(&b, "dave").await;
+    let answer = a.admin().ok("timpush/push", kept_timpush(2)).await;
+    let task_id = answer["TaskId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        next_push_id(&mut on_b, Duration::from_secs(3))
+            .await
+            .as_deref(),
+        Some(&*task_id)
+    );
+    let started = Instant::now();
+    a.admin()
+        .ok("timpush/revoke", json!({"TaskId": task_id}))
+        .await;
+    assert_eq!(
+        next_revoke_id(&mut on_b, Duration::from_secs(3))
+            .await
+            .as_deref(),
+        Some(&*task_id)
+    );
+    eprintln!(
+        "a revoke without its announcement reached the other node's session after {} ms",
+        started.elapsed().as_millis()
+    );
+}
+
+#[tokio::test]
+async fn of_two_nodes_on_one_store_each_scheduled_task_runs_once() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let (a, b) = (cluster.node("a").await, cluster.node("b").await);
+    a.admin().import(&["alice"]).await;
+    let mut alice = login(&b, "alice").await;
+    until_sessions(&a, "alice", 1).await;
+    // Both nodes wake for the same second.
+    let at_ms = (crier::clock::now_ms() / 1000 + 3) * 1000;
+    let at = crier::push::sched::format_time(at_ms);
+    let mut tasks = Vec::new();
+    for (n, node) in [&a, &b, &a, &b, &a, &b].into_iter().enumerate() {
+        let content = json!({"MsgRandom": n, "OnlineOnlyFlag": 1,
+                             "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": format!("task {n}")}}]});
+        let added = node
+            .admin()
+            .ok(
+                "timpush/add_sched_task",
+                json!({"Sdkappid": APP, "Type": "All", "SchedAt": at, "Content": content}),
+            )
+            .await;
+        tasks.push(added["TaskID"].as_u64().unwrap());
+    }
+    let mut received = Vec::new();
+    while let Some(task_id) = next_push_id(&mut alice, Duration::from_secs(6)).await {
+        received.push(task_id);
+        if received.len() == tasks.len() {
+            break;
+        }
+    }
+    assert_eq!(received.len(), tasks.len(), "{received:?}");
+    assert_eq!(
+        next_push_id(&mut alice, Duration::from_secs(2)).await,
+        None,
+        "no task ran twice"
+    );
+    let listed = b
+        .admin()
+        .ok("crier/task_list", json!({"Kinds": ["push"]}))
+        .await;
+    let mut started_by: Vec<u64> = listed["Tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|task| task["SchedTaskID"].as_u64().unwrap())
+        .collect();
+    started_by.sort();
+    let mut expected = tasks.clone();
+    expected.sort();
+    assert_eq!(started_by, expected, "one push per task");
+    // Three reads per node, within the 5 calls per second of each.
+    for (task, node) in tasks.into_iter().zip([&a, &b].into_iter().cycle()) {
+        let info = node
+            .admin()
+            .ok(
+                "timpush/get_sched_task",
+                json!({"Sdkappid": APP, "TaskID": task}),
+            )
+            .await;
+        assert_eq!(info["TaskInfo"]["Status"], "dispatched", "{info}");
+        assert!(received.contains(&info["TaskInfo"]["PushTaskID"].as_str().unwrap().to_owned()));
+    }
 }

@@ -17,14 +17,18 @@ use crate::fakes::Answer;
 use crate::harness::*;
 use crate::process::ServerProcess;
 
-const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 fn options(base: &str, identifier: &str) -> LoginOptions {
     login_options_at(base, identifier)
 }
 
 /// Logs in as `identifier` and registers its devices; answers the still-open session.
-async fn with_devices(base: &str, identifier: &str, devices: &[(&str, &str)]) -> Connection {
+pub(crate) async fn with_devices(
+    base: &str,
+    identifier: &str,
+    devices: &[(&str, &str)],
+) -> Connection {
     let mut connection = Connection::connect(&options(base, identifier))
         .await
         .unwrap();
@@ -42,7 +46,7 @@ async fn with_devices(base: &str, identifier: &str, devices: &[(&str, &str)]) ->
 }
 
 /// Frames are handled in order, so the Pong means every frame sent before is done with.
-async fn settled(connection: &mut Connection) {
+pub(crate) async fn settled(connection: &mut Connection) {
     connection.send(&ClientFrame::Ping).await.unwrap();
     loop {
         match tokio::time::timeout(WAIT, connection.next_event())
@@ -58,7 +62,11 @@ async fn settled(connection: &mut Connection) {
 }
 
 /// Registers devices and logs out again, waiting until the server counts the account offline.
-async fn offline_with_devices(server: &TestServer, identifier: &str, devices: &[(&str, &str)]) {
+pub(crate) async fn offline_with_devices(
+    server: &TestServer,
+    identifier: &str,
+    devices: &[(&str, &str)],
+) {
     with_devices(&server.base, identifier, devices)
         .await
         .close()
@@ -67,7 +75,7 @@ async fn offline_with_devices(server: &TestServer, identifier: &str, devices: &[
     wait_offline(server, identifier).await;
 }
 
-async fn wait_offline(server: &TestServer, identifier: &str) {
+pub(crate) async fn wait_offline(server: &TestServer, identifier: &str) {
     for _ in 0..200 {
         let answer = server
             .admin()
@@ -112,7 +120,7 @@ fn kept_push(msg_random: u32, text: &str) -> Value {
     body
 }
 
-fn app_with(
+pub(crate) fn app_with(
     apns: Option<&FakeApns>,
     fcm: Option<&FakeFcm>,
     webhook: Option<&FakeWebhook>,
@@ -320,7 +328,7 @@ async fn dead_tokens_are_removed_and_throttled_sends_retried() {
 }
 
 /// How many of `names` the server counts online (query_online_status takes 500 at a time).
-async fn online_count(admin: &crier_client::Admin, names: &[String]) -> usize {
+pub(crate) async fn online_count(admin: &crier_client::Admin, names: &[String]) -> usize {
     let mut online = 0;
     for chunk in names.chunks(500) {
         let answer = admin

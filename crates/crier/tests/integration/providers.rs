@@ -29,6 +29,8 @@ fn notification(token: &str, offline_push_info: Value) -> Notification {
         offline_push_info,
         expires_at: EXPIRES_AT,
         badge: Some(4),
+        collapse_id: None,
+        revoked: false,
     }
 }
 

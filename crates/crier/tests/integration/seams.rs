@@ -7,11 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crier::directory::DirOp;
-use crier::store::notify::{JobProgress, Lease, NotifyStore, StoredDevice, StoredJob};
+use crier::store::callbacks::{CallbackClaim, CallbackStore, Claimed};
+use crier::store::notify::{
+    JobProgress, Lease, NotifyStore, StoredDevice, StoredJob, StoredOverwrite,
+};
+use crier::store::sched::{
+    NewSchedTask, SchedChange, SchedOrder, SchedOutcome, SchedStore, SchedTask,
+};
 use crier::store::sqlite::SqliteStore;
 use crier::store::{
-    DeliveryCounts, PushAcceptance, PushCounts, PushRecord, PushRules, PushSummary, Store,
-    StoreError, StoredSnapshot,
+    DeliveryCounts, MarkStage, PushAcceptance, PushCounts, PushMark, PushRecord, PushRules,
+    PushSummary, RevokeOutcome, Store, StoreError, StoredSnapshot,
 };
 use crier_client::{Connection, Event};
 use crier_proto::protocol::ClientFrame;
@@ -153,6 +159,117 @@ impl NotifyStore for FailingDevices {
     fn job(&self, app: u64, task_id: &str) -> Result<Option<StoredJob>, StoreError> {
         self.inner.job(app, task_id)
     }
+    fn claim_overwrite(
+        &self,
+        app: u64,
+        node: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Option<StoredOverwrite>, StoreError> {
+        self.inner.claim_overwrite(app, node, now_ms, lease_ms)
+    }
+    fn update_overwrite(
+        &self,
+        app: u64,
+        task_id: &str,
+        lease: Lease<'_>,
+        progress: JobProgress<'_>,
+    ) -> Result<(), StoreError> {
+        self.inner.update_overwrite(app, task_id, lease, progress)
+    }
+    fn overwrite(&self, app: u64, task_id: &str) -> Result<Option<StoredOverwrite>, StoreError> {
+        self.inner.overwrite(app, task_id)
+    }
+}
+
+impl CallbackStore for FailingDevices {
+    fn enqueue_callbacks(
+        &self,
+        app: u64,
+        events: &[String],
+        now_ms: u64,
+        deadline_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .enqueue_callbacks(app, events, now_ms, deadline_ms)
+    }
+    fn claim_callbacks(&self, app: u64, claim: CallbackClaim<'_>) -> Result<Claimed, StoreError> {
+        self.inner.claim_callbacks(app, claim)
+    }
+    fn delete_callbacks(&self, app: u64, ids: &[u64]) -> Result<(), StoreError> {
+        self.inner.delete_callbacks(app, ids)
+    }
+    fn retry_callbacks(
+        &self,
+        app: u64,
+        node: &str,
+        ids: &[u64],
+        retry_at_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.inner.retry_callbacks(app, node, ids, retry_at_ms)
+    }
+    fn release_callbacks(&self, app: u64, node: Option<&str>) -> Result<u64, StoreError> {
+        self.inner.release_callbacks(app, node)
+    }
+    fn callback_queue_depth(&self, app: u64) -> Result<u64, StoreError> {
+        self.inner.callback_queue_depth(app)
+    }
+}
+
+impl SchedStore for FailingDevices {
+    fn add_sched_task(&self, task: &NewSchedTask<'_>) -> Result<u64, StoreError> {
+        self.inner.add_sched_task(task)
+    }
+    fn sched_task(&self, app: u64, task_id: u64) -> Result<Option<SchedTask>, StoreError> {
+        self.inner.sched_task(app, task_id)
+    }
+    fn modify_sched_task(
+        &self,
+        app: u64,
+        task_id: u64,
+        sched_at_ms: u64,
+        content: &str,
+    ) -> Result<SchedChange, StoreError> {
+        self.inner
+            .modify_sched_task(app, task_id, sched_at_ms, content)
+    }
+    fn delete_sched_task(&self, app: u64, task_id: u64) -> Result<SchedChange, StoreError> {
+        self.inner.delete_sched_task(app, task_id)
+    }
+    fn sched_tasks_between(
+        &self,
+        app: u64,
+        order: SchedOrder,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<SchedTask>, StoreError> {
+        self.inner.sched_tasks_between(app, order, from_ms, to_ms)
+    }
+    fn next_sched_at(&self, app: u64) -> Result<Option<u64>, StoreError> {
+        self.inner.next_sched_at(app)
+    }
+    fn claim_sched_task(
+        &self,
+        app: u64,
+        lease: Lease<'_>,
+    ) -> Result<Option<SchedTask>, StoreError> {
+        self.inner.claim_sched_task(app, lease)
+    }
+    fn finish_sched_task(
+        &self,
+        app: u64,
+        task_id: u64,
+        node: &str,
+        outcome: SchedOutcome<'_>,
+    ) -> Result<(), StoreError> {
+        self.inner.finish_sched_task(app, task_id, node, outcome)
+    }
+    fn release_sched_task(&self, app: u64, task_id: u64, node: &str) -> Result<(), StoreError> {
+        self.inner.release_sched_task(app, task_id, node)
+    }
+    fn sched_task_push(&self, app: u64, sched_task_id: u64) -> Result<Option<String>, StoreError> {
+        self.inner.sched_task_push(app, sched_task_id)
+    }
 }
 
 impl Store for FailingDevices {
@@ -205,6 +322,18 @@ impl Store for FailingDevices {
     fn pushes_since(&self, app: u64, since_ms: u64) -> Result<Vec<PushRecord>, StoreError> {
         self.inner.pushes_since(app, since_ms)
     }
+    fn revoke_push(
+        &self,
+        app: u64,
+        task_id: &str,
+        now_ms: u64,
+        overwrite: Option<&str>,
+    ) -> Result<RevokeOutcome, StoreError> {
+        self.inner.revoke_push(app, task_id, now_ms, overwrite)
+    }
+    fn revoked_since(&self, app: u64, since_ms: u64) -> Result<Vec<String>, StoreError> {
+        self.inner.revoked_since(app, since_ms)
+    }
     fn push_counts(&self, app: u64, since_ms: u64) -> Result<PushCounts, StoreError> {
         self.inner.push_counts(app, since_ms)
     }
@@ -233,6 +362,17 @@ impl Store for FailingDevices {
         app: u64,
     ) -> Result<HashMap<String, DeliveryCounts>, StoreError> {
         self.inner.load_delivery_counts(app)
+    }
+    fn append_marks(
+        &self,
+        app: u64,
+        at_ms: u64,
+        marks: &[(String, MarkStage, RoaringBitmap)],
+    ) -> Result<(), StoreError> {
+        self.inner.append_marks(app, at_ms, marks)
+    }
+    fn push_marks(&self, app: u64, task_id: &str) -> Result<Vec<PushMark>, StoreError> {
+        self.inner.push_marks(app, task_id)
     }
     fn purge_pushes(
         &self,

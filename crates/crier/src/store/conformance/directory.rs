@@ -32,6 +32,54 @@ pub fn directory_writes_are_numbered_densely_per_app<F: StoreFactory>() {
     );
 }
 
+pub fn every_kind_of_directory_write_reads_back_as_written<F: StoreFactory>() {
+    use crate::directory::{AccountKind, UserAttrSlots, UserAttrValues, UserTags};
+    let factory = F::create();
+    let store = factory.open();
+    let user_tags = vec![UserTags {
+        account: "a".into(),
+        tags: vec!["gold".into(), "标签 \"q\"".into()],
+    }];
+    let written = vec![
+        import("a"),
+        DirOp::AddTags {
+            users: user_tags.clone(),
+        },
+        DirOp::RemoveTags { users: user_tags },
+        DirOp::RemoveAllTags {
+            accounts: vec!["a".into()],
+        },
+        DirOp::SetAttrNames {
+            names: vec![(0, "city".into()), (9, "model".into())],
+        },
+        DirOp::SetAttrKinds {
+            kinds: vec![(9, AccountKind::RegistrationId), (0, AccountKind::UserId)],
+        },
+        DirOp::SetAttrs {
+            users: vec![UserAttrValues {
+                account: "a".into(),
+                values: vec![(0, "Shenzhen".into())],
+            }],
+        },
+        DirOp::RemoveAttrs {
+            users: vec![UserAttrSlots {
+                account: "a".into(),
+                slots: vec![0, 9],
+            }],
+        },
+        DirOp::Delete {
+            accounts: vec!["a".into()],
+        },
+    ];
+    store.append_dir_ops(APP, 0, &written).unwrap();
+    let read: Vec<DirOp> = ops(&*factory.open(), APP, 0)
+        .unwrap()
+        .into_iter()
+        .map(|(_, op)| op)
+        .collect();
+    assert_eq!(read, written);
+}
+
 pub fn an_append_at_a_stale_head_conflicts_and_writes_nothing<F: StoreFactory>() {
     let factory = F::create();
     let (node_a, node_b) = (factory.open(), factory.open());

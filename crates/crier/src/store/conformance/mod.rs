@@ -2,31 +2,38 @@
 //! (after quickwit's `metastore_test_suite!`), so the embedded store and a shared one provably
 //! agree.
 //!
-//! Each case is a generic `pub fn` over a [`StoreFactory`], in `directory`, `pushes` or `notify`
-//! by the part of the store it covers (and re-exported here); [`store_conformance_suite!`]
-//! expands to one `#[test]` per case for a factory type. Outside this crate's tests the suite
-//! is behind the `store-conformance` feature, for a store living in another crate.
+//! Each case is a generic `pub fn` over a [`StoreFactory`], in `directory`, `pushes`, `notify`,
+//! `sched` or `callbacks` by the part of the store it covers (and re-exported here);
+//! [`store_conformance_suite!`] expands to one `#[test]` per case for a factory type. Outside
+//! this crate's tests the suite is behind the `store-conformance` feature, for a store living
+//! in another crate.
 //!
 //! [`store_conformance_suite!`]: crate::store_conformance_suite
 
 // Test cases, compiled outside `cfg(test)` for other crates: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod callbacks;
 mod directory;
+mod marks;
 mod notify;
 mod pushes;
+mod sched;
 
 use std::io::{Read, Write};
 
 use roaring::RoaringBitmap;
 
+pub use self::callbacks::*;
 pub use self::directory::*;
+pub use self::marks::*;
 pub use self::notify::*;
 pub use self::pushes::*;
+pub use self::sched::*;
 use super::notify::{JobProgress, Lease};
 use super::{DeliveryCounts, PushAcceptance, PushRules, Store, StoreError};
 use crate::directory::DirOp;
-use crate::store::PushRecord;
+use crate::store::{PushKind, PushRecord};
 
 /// Makes stores for the suite.
 pub trait StoreFactory {
@@ -51,6 +58,7 @@ macro_rules! store_conformance_suite {
     ($factory:ty) => {
         $crate::store_conformance_suite!(@cases $factory;
             directory_writes_are_numbered_densely_per_app,
+            every_kind_of_directory_write_reads_back_as_written,
             an_append_at_a_stale_head_conflicts_and_writes_nothing,
             of_racing_appends_at_one_head_exactly_one_lands,
             a_snapshot_sets_the_head_of_an_app_without_a_log,
@@ -64,6 +72,8 @@ macro_rules! store_conformance_suite {
             the_quota_counts_pushes_since_the_start_of_the_utc_day,
             refused_pushes_store_nothing,
             racing_nodes_never_accept_more_than_the_quota,
+            batches_are_outside_the_quota_and_the_interval_but_retries_hold,
+            a_revoked_push_reads_back_revoked_and_its_job_ends,
             push_summaries_and_counts,
             a_push_record_is_read_whole_by_any_node,
             acks_and_delivery_counts_merge_per_push,
@@ -77,7 +87,23 @@ macro_rules! store_conformance_suite {
             a_node_that_lost_its_lease_changes_nothing,
             finished_jobs_are_never_claimed,
             a_released_job_is_claimed_at_once,
+            marks_read_back_per_push_in_order_and_go_with_the_push,
+            a_revoke_overwrites_what_the_job_sent_once_its_run_lets_go,
             everything_survives_a_reopen,
+            sched_task_ids_count_per_app_and_are_never_reused,
+            a_sched_task_reads_back_and_changes_only_while_pending,
+            due_sched_tasks_are_claimed_in_time_order,
+            of_racing_nodes_each_due_sched_task_is_claimed_once,
+            an_expired_sched_lease_passes_to_another_node_which_sees_the_push,
+            a_released_sched_task_is_claimed_again_at_once,
+            sched_tasks_are_listed_by_either_time_within_a_window,
+            sched_tasks_survive_a_reopen,
+            callbacks_are_claimed_when_a_request_is_full_or_the_oldest_is_due,
+            two_nodes_never_hold_one_callback_and_a_dead_nodes_pass_on,
+            a_failed_callback_waits_out_its_back_off_with_one_more_attempt,
+            released_callbacks_are_claimable_at_once,
+            of_racing_callback_claims_each_event_goes_to_one_node,
+            queued_callbacks_survive_a_reopen,
         );
     };
     (@cases $factory:ty; $($case:ident),* $(,)?) => {
@@ -142,6 +168,8 @@ fn push(app: u64, task_id: &str, created_ms: u64, msg_random: u32) -> PushRecord
         offline_push_info: Some(r#"{"Desc":"d"}"#.into()),
         condition: Some(r#"{"TagsAnd":["x"]}"#.into()),
         audience: (0..1_000).chain(70_000..70_100).collect(),
+        kind: PushKind::ImPush,
+        ..PushRecord::default()
     }
 }
 

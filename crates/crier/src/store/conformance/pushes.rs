@@ -2,7 +2,7 @@
 //! what hangs on them.
 
 use super::*;
-use crate::store::{PushCounts, PushSummary};
+use crate::store::{PushCounts, PushSummary, RevokeOutcome};
 
 pub fn an_accepted_push_is_stored_with_its_job<F: StoreFactory>() {
     let factory = F::create();
@@ -420,4 +420,130 @@ pub fn racing_nodes_never_accept_more_than_the_quota<F: StoreFactory>() {
     let store = factory.open();
     assert_eq!(task_ids(&*store, APP).len(), 2);
     assert_eq!(store.unfinished_jobs(APP).unwrap().len(), 2);
+}
+
+pub fn batches_are_outside_the_quota_and_the_interval_but_retries_hold<F: StoreFactory>() {
+    let factory = F::create();
+    let store = factory.open();
+    let strict = PushRules {
+        min_interval_ms: 5_000,
+        daily_quota: 1,
+        ..rules()
+    };
+    let batch = |task_id: &str, created_ms: u64, msg_random: u32| PushRecord {
+        kind: PushKind::Batch,
+        data_id: Some("order-1".into()),
+        ..push(APP, task_id, created_ms, msg_random)
+    };
+    assert_eq!(
+        accept(&*store, &batch("b1", DAY + 1_000, 1), 1, &strict),
+        PushAcceptance::Accepted
+    );
+    // A batch neither uses the quota nor starts the interval...
+    let first = PushRecord {
+        kind: PushKind::Push,
+        sched_task_id: Some(77),
+        ..push(APP, "p1", DAY + 1_001, 2)
+    };
+    assert_eq!(
+        accept(&*store, &first, 2, &strict),
+        PushAcceptance::Accepted
+    );
+    // ...nor is refused by them.
+    assert_eq!(
+        accept(&*store, &batch("b2", DAY + 1_002, 3), 3, &strict),
+        PushAcceptance::Accepted
+    );
+    assert_eq!(
+        accept(&*store, &batch("b3", DAY + 1_500, 3), 3, &strict),
+        PushAcceptance::Duplicate {
+            task_id: "b2".into()
+        },
+        "a batch retried within the window"
+    );
+    assert_eq!(
+        accept(&*store, &push(APP, "i1", DAY + 2_000, 4), 4, &strict),
+        PushAcceptance::TooFrequent {
+            last_created_ms: DAY + 1_001
+        },
+        "the interval runs from the last push that counts, not from a batch"
+    );
+    assert_eq!(
+        store.push_counts(APP, DAY).unwrap(),
+        PushCounts {
+            since_count: 1,
+            last_created_ms: Some(DAY + 1_001)
+        }
+    );
+    let stored = store.push_record(APP, "b1").unwrap().unwrap();
+    assert_eq!(
+        (stored.kind, stored.data_id.as_deref()),
+        (PushKind::Batch, Some("order-1"))
+    );
+    let stored = store.push_record(APP, "p1").unwrap().unwrap();
+    assert_eq!(stored, first);
+}
+
+pub fn a_revoked_push_reads_back_revoked_and_its_job_ends<F: StoreFactory>() {
+    let factory = F::create();
+    let store = factory.open();
+    let record = PushRecord {
+        kind: PushKind::Push,
+        ..push(APP, "p1", DAY + 1_000, 1)
+    };
+    store
+        .try_accept_push(&record, 1, &rules(), Some(&bitmap([1, 2, 3])))
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_job(APP, "n1", DAY + 1_000, 1_000)
+            .unwrap()
+            .unwrap()
+            .task_id,
+        "p1"
+    );
+    assert_eq!(
+        store
+            .revoke_push(APP, "p1", DAY + 2_000, Some(r#"{"Title":"t"}"#))
+            .unwrap(),
+        RevokeOutcome::Revoked
+    );
+    assert_eq!(
+        store.revoke_push(APP, "p1", DAY + 3_000, None).unwrap(),
+        RevokeOutcome::AlreadyRevoked { at_ms: DAY + 2_000 }
+    );
+    assert_eq!(
+        store.revoke_push(APP, "nope", DAY + 3_000, None).unwrap(),
+        RevokeOutcome::Unknown
+    );
+    assert_eq!(
+        store.revoke_push(2, "p1", DAY + 3_000, None).unwrap(),
+        RevokeOutcome::Unknown,
+        "another app's"
+    );
+    let stored = store.push_record(APP, "p1").unwrap().unwrap();
+    assert_eq!(stored.revoked_ms, Some(DAY + 2_000));
+    assert_eq!(stored.revoke_info.as_deref(), Some(r#"{"Title":"t"}"#));
+    assert_eq!(store.revoked_since(APP, DAY + 2_000).unwrap(), ["p1"]);
+    assert!(store.revoked_since(APP, DAY + 2_001).unwrap().is_empty());
+    assert!(store.revoked_since(2, 0).unwrap().is_empty());
+    assert_eq!(
+        store.pushes_since(APP, 0).unwrap()[0].revoked_ms,
+        Some(DAY + 2_000)
+    );
+    // The node running the job stores its progress as usual, but the job stays done.
+    store
+        .update_job(
+            APP,
+            "p1",
+            lease("n1", DAY + 2_500),
+            progress(2, "{}", false),
+        )
+        .unwrap();
+    assert!(store.job(APP, "p1").unwrap().unwrap().done);
+    assert!(store
+        .claim_job(APP, "n2", DAY + 9_000, 1_000)
+        .unwrap()
+        .is_none());
+    assert!(store.unfinished_jobs(APP).unwrap().is_empty());
 }

@@ -12,6 +12,8 @@
 //! - `directory`: the per-app log with compare-and-append, and snapshots stored in chunks.
 //! - `pushes`: push records under the rate limits, acknowledgements, delivery counts.
 //! - `notify`: devices and leased notification jobs.
+//! - `sched`: scheduled tasks, claimed like notification jobs.
+//! - `callbacks`: the delivery callback queue, claimed under a lease.
 //!
 //! How nodes are kept apart: every rule that needs it holds a row lock of the app, taken in
 //! the transaction that checks and writes (the log's head row, the push gate row, the ack head
@@ -22,9 +24,12 @@
 //! pool's errors into [`StoreError`]s: they become backend-neutral here and nowhere else.
 //! URLs are only ever shown through [`redacted`].
 
+mod callbacks;
 mod directory;
+mod marks;
 mod notify;
 mod pushes;
+mod sched;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -39,11 +44,11 @@ use r2d2_postgres::PostgresConnectionManager;
 use roaring::RoaringBitmap;
 
 use super::{
-    DeliveryCounts, PushAcceptance, PushCounts, PushRules, PushSummary, Store, StoreError,
-    StoredSnapshot,
+    DeliveryCounts, MarkStage, PushAcceptance, PushCounts, PushMark, PushRules, PushSummary, Store,
+    StoreError, StoredSnapshot,
 };
 use crate::directory::DirOp;
-use crate::store::PushRecord;
+use crate::store::{PushRecord, RevokeOutcome};
 
 /// Connections per node. Each store call holds one for one transaction (a snapshot reader for
 /// as long as it reads), so this bounds the calls running at once, not the nodes' load.
@@ -328,6 +333,20 @@ impl Store for PostgresStore {
         self.run(|client| pushes::pushes_since(client, app, since_ms))
     }
 
+    fn revoke_push(
+        &self,
+        app: u64,
+        task_id: &str,
+        now_ms: u64,
+        overwrite: Option<&str>,
+    ) -> Result<RevokeOutcome, StoreError> {
+        self.run(|client| pushes::revoke_push(client, app, task_id, now_ms, overwrite))
+    }
+
+    fn revoked_since(&self, app: u64, since_ms: u64) -> Result<Vec<String>, StoreError> {
+        self.run(|client| pushes::revoked_since(client, app, since_ms))
+    }
+
     fn push_counts(&self, app: u64, since_ms: u64) -> Result<PushCounts, StoreError> {
         self.run(|client| pushes::push_counts(client, app, since_ms))
     }
@@ -361,6 +380,19 @@ impl Store for PostgresStore {
         app: u64,
     ) -> Result<HashMap<String, DeliveryCounts>, StoreError> {
         self.run(|client| pushes::load_delivery_counts(client, app))
+    }
+
+    fn append_marks(
+        &self,
+        app: u64,
+        at_ms: u64,
+        marks: &[(String, MarkStage, RoaringBitmap)],
+    ) -> Result<(), StoreError> {
+        self.run(|client| marks::append_marks(client, app, at_ms, marks))
+    }
+
+    fn push_marks(&self, app: u64, task_id: &str) -> Result<Vec<PushMark>, StoreError> {
+        self.run(|client| marks::push_marks(client, app, task_id))
     }
 
     fn purge_pushes(

@@ -6,7 +6,9 @@
 use postgres::Row;
 
 use super::{bitmap_from, column, u32_column, Failure, PostgresStore};
-use crate::store::notify::{JobProgress, Lease, NotifyStore, StoredDevice, StoredJob};
+use crate::store::notify::{
+    JobProgress, Lease, NotifyStore, StoredDevice, StoredJob, StoredOverwrite,
+};
 use crate::store::StoreError;
 
 const JOB_COLUMNS: &str = "task_id, targets, cursor, counts, done";
@@ -22,6 +24,23 @@ fn job_from_row(row: &Row) -> Result<StoredJob, Failure> {
         cursor: u32_column(row, 2)?,
         counts: column(row, 3)?,
         done: column(row, 4)?,
+        task_id,
+    })
+}
+
+const OVERWRITE_COLUMNS: &str = "o.task_id, j.targets, j.cursor, o.cursor, o.counts";
+
+fn overwrite_from_row(row: &Row) -> Result<StoredOverwrite, Failure> {
+    let task_id: String = column(row, 0)?;
+    let targets = bitmap_from(
+        column(row, 1)?,
+        format_args!("notification targets of {task_id}"),
+    )?;
+    Ok(StoredOverwrite {
+        targets,
+        upto: u32_column(row, 2)?,
+        cursor: u32_column(row, 3)?,
+        counts: column(row, 4)?,
         task_id,
     })
 }
@@ -121,7 +140,7 @@ impl NotifyStore for PostgresStore {
     ) -> Result<(), StoreError> {
         self.run(|client| {
             let updated = client.execute(
-                "UPDATE notify_jobs SET cursor = $4, counts = $5, done = $6, lease_until_ms = $7
+                "UPDATE notify_jobs SET cursor = $4, counts = $5, done = done OR $6, lease_until_ms = $7
                  WHERE app = $1 AND task_id = $2 AND lease_node = $3",
                 &[
                     &(app as i64),
@@ -174,6 +193,100 @@ impl NotifyStore for PostgresStore {
                 &[&(app as i64), &task_id],
             )?;
             row.as_ref().map(job_from_row).transpose()
+        })
+    }
+
+    fn claim_overwrite(
+        &self,
+        app: u64,
+        node: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Option<StoredOverwrite>, StoreError> {
+        self.run(|client| {
+            let mut tx = client.transaction()?;
+            // Locks the job's row, so a racing claimant (of the overwrite or of the job) waits
+            // or skips it.
+            let claimable = tx.query_opt(
+                &format!(
+                    "SELECT {OVERWRITE_COLUMNS} FROM notify_overwrites o
+                     JOIN notify_jobs j ON j.app = o.app AND j.task_id = o.task_id
+                     WHERE o.app = $1 AND NOT o.done
+                       AND (j.lease_node IS NULL OR j.lease_node = $2 OR j.lease_until_ms <= $3)
+                     ORDER BY o.seq LIMIT 1
+                     FOR UPDATE OF j SKIP LOCKED"
+                ),
+                &[&(app as i64), &node, &(now_ms as i64)],
+            )?;
+            let Some(overwrite) = claimable.as_ref().map(overwrite_from_row).transpose()? else {
+                return Ok(None);
+            };
+            tx.execute(
+                "UPDATE notify_jobs SET lease_node = $3, lease_until_ms = $4 WHERE app = $1 AND task_id = $2",
+                &[
+                    &(app as i64),
+                    &overwrite.task_id,
+                    &node,
+                    &(now_ms.saturating_add(lease_ms) as i64),
+                ],
+            )?;
+            tx.commit()?;
+            Ok(Some(overwrite))
+        })
+    }
+
+    fn update_overwrite(
+        &self,
+        app: u64,
+        task_id: &str,
+        lease: Lease<'_>,
+        progress: JobProgress<'_>,
+    ) -> Result<(), StoreError> {
+        self.run(|client| {
+            let mut tx = client.transaction()?;
+            let renewed = tx.execute(
+                "UPDATE notify_jobs SET lease_until_ms = $4 WHERE app = $1 AND task_id = $2 AND lease_node = $3",
+                &[
+                    &(app as i64),
+                    &task_id,
+                    &lease.node,
+                    &(lease.now_ms.saturating_add(lease.lease_ms) as i64),
+                ],
+            )?;
+            if renewed == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "node {} does not hold the notification job of {task_id} (any more): stop the overwrite",
+                    lease.node
+                ))
+                .into());
+            }
+            tx.execute(
+                "UPDATE notify_overwrites SET cursor = $3, counts = $4, done = done OR $5
+                 WHERE app = $1 AND task_id = $2",
+                &[
+                    &(app as i64),
+                    &task_id,
+                    &i64::from(progress.cursor),
+                    &progress.counts,
+                    &progress.done,
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn overwrite(&self, app: u64, task_id: &str) -> Result<Option<StoredOverwrite>, StoreError> {
+        self.run(|client| {
+            let row = client.query_opt(
+                &format!(
+                    "SELECT {OVERWRITE_COLUMNS} FROM notify_overwrites o
+                     JOIN notify_jobs j ON j.app = o.app AND j.task_id = o.task_id
+                     WHERE o.app = $1 AND o.task_id = $2"
+                ),
+                &[&(app as i64), &task_id],
+            )?;
+            row.as_ref().map(overwrite_from_row).transpose()
         })
     }
 }

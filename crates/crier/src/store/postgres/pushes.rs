@@ -9,12 +9,14 @@ use roaring::RoaringBitmap;
 
 use super::{bitmap_bytes, bitmap_from, column, u32_column, Failure};
 use crate::store::{
-    DeliveryCounts, PushAcceptance, PushCounts, PushRecord, PushRules, PushSummary,
+    DeliveryCounts, PushAcceptance, PushCounts, PushKind, PushRecord, PushRules, PushSummary,
+    RevokeOutcome,
 };
 
 const PUSH_COLUMNS: &str =
     "app, task_id, created_ms, lifetime_secs, from_account, msg_random, msg_body,
-                            offline_push_info, condition, audience";
+                            offline_push_info, condition, audience, kind, data_id, sched_task_id,
+                            revoked_ms, revoke_info";
 
 fn push_from_row(row: &Row) -> Result<PushRecord, Failure> {
     let task_id: String = column(row, 1)?;
@@ -29,6 +31,15 @@ fn push_from_row(row: &Row) -> Result<PushRecord, Failure> {
         offline_push_info: column(row, 7)?,
         condition: column(row, 8)?,
         audience,
+        kind: {
+            let kind: String = column(row, 10)?;
+            PushKind::parse(&kind)
+                .ok_or_else(|| super::corrupt(format!("push {task_id}: unknown kind {kind:?}")))?
+        },
+        data_id: column(row, 11)?,
+        sched_task_id: column::<Option<i64>>(row, 12)?.map(|id| id as u64),
+        revoked_ms: column::<Option<i64>>(row, 13)?.map(|ms| ms as u64),
+        revoke_info: column(row, 14)?,
         task_id,
     })
 }
@@ -65,8 +76,8 @@ fn judge_push(
              (SELECT task_id FROM pushes
               WHERE app = $1 AND created_ms >= $2 AND msg_random = $3 AND fingerprint = $4
               ORDER BY seq LIMIT 1),
-             (SELECT MAX(created_ms) FROM pushes WHERE app = $1),
-             (SELECT COUNT(*) FROM pushes WHERE app = $1 AND created_ms >= $5)",
+             (SELECT MAX(created_ms) FROM pushes WHERE app = $1 AND kind <> 'batch'),
+             (SELECT COUNT(*) FROM pushes WHERE app = $1 AND created_ms >= $5 AND kind <> 'batch')",
         &[
             &(push.app as i64),
             &(retry_since as i64),
@@ -77,6 +88,9 @@ fn judge_push(
     )?;
     if let Some(task_id) = column::<Option<String>>(&judged, 0)? {
         return Ok(Some(PushAcceptance::Duplicate { task_id }));
+    }
+    if !push.kind.counts_toward_quota() {
+        return Ok(None);
     }
     if let Some(last) = column::<Option<i64>>(&judged, 1)?.map(|ms| ms as u64) {
         if push.created_ms.saturating_sub(last) < rules.min_interval_ms {
@@ -111,8 +125,9 @@ pub(super) fn try_accept_push(
     }
     tx.execute(
         "INSERT INTO pushes (app, task_id, created_ms, lifetime_secs, from_account, msg_random, msg_body,
-                             offline_push_info, condition, audience_size, audience, fingerprint)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                             offline_push_info, condition, audience_size, audience, fingerprint,
+                             kind, data_id, sched_task_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         &[
             &app,
             &push.task_id,
@@ -126,6 +141,9 @@ pub(super) fn try_accept_push(
             &(push.audience.len() as i64),
             &audience,
             &(fingerprint as i64),
+            &push.kind.as_str(),
+            &push.data_id,
+            &push.sched_task_id.map(|id| id as i64),
         ],
     )?;
     if let Some(targets) = targets {
@@ -183,14 +201,67 @@ pub(super) fn pushes_since(
     rows.iter().map(push_from_row).collect()
 }
 
+pub(super) fn revoke_push(
+    client: &mut Client,
+    app: u64,
+    task_id: &str,
+    now_ms: u64,
+    overwrite: Option<&str>,
+) -> Result<RevokeOutcome, Failure> {
+    let app = app as i64;
+    let mut tx = client.transaction()?;
+    let row = tx.query_opt(
+        "SELECT revoked_ms FROM pushes WHERE app = $1 AND task_id = $2 FOR UPDATE",
+        &[&app, &task_id],
+    )?;
+    let outcome = match row {
+        None => RevokeOutcome::Unknown,
+        Some(row) => match column::<Option<i64>>(&row, 0)? {
+            Some(at) => RevokeOutcome::AlreadyRevoked { at_ms: at as u64 },
+            None => {
+                tx.execute(
+                    "UPDATE pushes SET revoked_ms = $3, revoke_info = $4 WHERE app = $1 AND task_id = $2",
+                    &[&app, &task_id, &(now_ms as i64), &overwrite],
+                )?;
+                // A run in progress stops at its next batch; no node claims what is left.
+                // What it sent is overwritten once it let go of the job.
+                tx.execute(
+                    "UPDATE notify_jobs SET done = TRUE WHERE app = $1 AND task_id = $2",
+                    &[&app, &task_id],
+                )?;
+                tx.execute(
+                    "INSERT INTO notify_overwrites (app, task_id)
+                     SELECT app, task_id FROM notify_jobs WHERE app = $1 AND task_id = $2",
+                    &[&app, &task_id],
+                )?;
+                RevokeOutcome::Revoked
+            }
+        },
+    };
+    tx.commit()?;
+    Ok(outcome)
+}
+
+pub(super) fn revoked_since(
+    client: &mut Client,
+    app: u64,
+    since_ms: u64,
+) -> Result<Vec<String>, Failure> {
+    let rows = client.query(
+        "SELECT task_id FROM pushes WHERE app = $1 AND revoked_ms >= $2 ORDER BY revoked_ms",
+        &[&(app as i64), &(since_ms as i64)],
+    )?;
+    rows.iter().map(|row| column(row, 0)).collect()
+}
+
 pub(super) fn push_counts(
     client: &mut Client,
     app: u64,
     since_ms: u64,
 ) -> Result<PushCounts, Failure> {
     let row = client.query_one(
-        "SELECT (SELECT COUNT(*) FROM pushes WHERE app = $1 AND created_ms >= $2),
-                (SELECT MAX(created_ms) FROM pushes WHERE app = $1)",
+        "SELECT (SELECT COUNT(*) FROM pushes WHERE app = $1 AND created_ms >= $2 AND kind <> 'batch'),
+                (SELECT MAX(created_ms) FROM pushes WHERE app = $1 AND kind <> 'batch')",
         &[&(app as i64), &(since_ms as i64)],
     )?;
     Ok(PushCounts {
@@ -340,7 +411,13 @@ pub(super) fn purge_pushes(
     )?;
     // A count batch in flight can bring a row back for a push purged here; the next
     // purge takes it, and no report shows it meanwhile (the push itself is gone).
-    for table in ["acks", "delivery_counts", "notify_jobs"] {
+    for table in [
+        "acks",
+        "push_marks",
+        "delivery_counts",
+        "notify_jobs",
+        "notify_overwrites",
+    ] {
         tx.execute(
             &format!(
                 "DELETE FROM {table} AS hanging WHERE app = $1 AND NOT EXISTS

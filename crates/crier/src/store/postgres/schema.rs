@@ -17,7 +17,8 @@ pub(super) const VERSION: usize = MIGRATIONS.len();
 const MIGRATION_LOCK: i64 = 0x6372_6965_7253_6368;
 
 /// Schema migrations, in order; version `n` is `MIGRATIONS[n - 1]`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     -- Per app: the head of the directory log (its last seq, or the snapshot's when the log is
     -- empty), the stored snapshot, and the horizon: the log is kept only after
     -- `forgotten_through`. Appends compare-and-set `head` on this row.
@@ -111,7 +112,87 @@ const MIGRATIONS: &[&str] = &[r#"
         UNIQUE (app, task_id)
     );
     CREATE INDEX notify_jobs_unfinished ON notify_jobs (app, seq) WHERE NOT done;
-"#];
+"#,
+    // Version 2, the `timpush` family: which command started a push (a `batch` is outside the
+    // quota, only `push` can be revoked), its `DataId`, the scheduled task that ran it, and
+    // when it was revoked.
+    r#"
+    ALTER TABLE pushes ADD COLUMN kind TEXT NOT NULL DEFAULT 'im_push';
+    ALTER TABLE pushes ADD COLUMN data_id TEXT;
+    ALTER TABLE pushes ADD COLUMN sched_task_id BIGINT;
+    ALTER TABLE pushes ADD COLUMN revoked_ms BIGINT;
+    ALTER TABLE pushes ADD COLUMN revoke_info TEXT;
+"#,
+    // Version 3, scheduled tasks (`timpush.md` §9): one row each, leased while a node runs it;
+    // `sched_heads` numbers them per app so that a deleted task's id is never given again.
+    r#"
+    CREATE TABLE sched_heads (
+        app BIGINT PRIMARY KEY,
+        last_id BIGINT NOT NULL
+    );
+    CREATE TABLE sched_tasks (
+        app BIGINT NOT NULL,
+        task_id BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        sched_at_ms BIGINT NOT NULL,
+        content TEXT NOT NULL,
+        caller TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        dispatch_err TEXT NOT NULL DEFAULT '',
+        push_task_id TEXT NOT NULL DEFAULT '',
+        lease_node TEXT,
+        lease_until_ms BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (app, task_id)
+    );
+    CREATE INDEX sched_tasks_by_time ON sched_tasks (app, sched_at_ms);
+    CREATE INDEX sched_tasks_by_creation ON sched_tasks (app, created_ms);
+    CREATE INDEX pushes_by_sched_task ON pushes (app, sched_task_id) WHERE sched_task_id IS NOT NULL;
+"#,
+    // Version 4, the delivery callback queue (`store::callbacks`): one row per event.
+    r#"
+    CREATE TABLE callback_queue (
+        id BIGSERIAL PRIMARY KEY,
+        app BIGINT NOT NULL,
+        event TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        ready_ms BIGINT NOT NULL,
+        deadline_ms BIGINT NOT NULL,
+        lease_node TEXT,
+        lease_until_ms BIGINT NOT NULL DEFAULT 0
+    );
+    -- Claims walk the free events by deadline, never the leased ones (in flight) ahead of
+    -- them; expired leases are found by their end.
+    CREATE INDEX callback_queue_free ON callback_queue (app, deadline_ms, id)
+        WHERE lease_node IS NULL;
+    CREATE INDEX callback_queue_leased ON callback_queue (app, lease_until_ms)
+        WHERE lease_node IS NOT NULL;
+"#,
+    // Version 9 (SQLite) / 5 (PostgreSQL): timpush statistics and trace, and the overwrite of a revoked push's notifications: the
+    // accounts a push reached on a session and that acknowledged it, one bitmap per batch
+    // with its time; one overwrite row per revoked push that had a notification job.
+    r#"
+    CREATE TABLE push_marks (
+        id BIGSERIAL PRIMARY KEY,
+        app BIGINT NOT NULL,
+        task_id TEXT NOT NULL,
+        stage SMALLINT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        accounts BYTEA NOT NULL
+    );
+    CREATE INDEX push_marks_by_task ON push_marks (app, task_id);
+    CREATE TABLE notify_overwrites (
+        seq BIGSERIAL PRIMARY KEY,
+        app BIGINT NOT NULL,
+        task_id TEXT NOT NULL,
+        cursor BIGINT NOT NULL DEFAULT 0,
+        counts TEXT NOT NULL DEFAULT '{}',
+        done BOOLEAN NOT NULL DEFAULT FALSE,
+        UNIQUE (app, task_id)
+    );
+    CREATE INDEX notify_overwrites_unfinished ON notify_overwrites (app, seq) WHERE NOT done;
+"#,
+];
 
 /// Brings the schema to [`VERSION`] on `client`, a connection of its own (the advisory lock
 /// is the session's; dropping the connection on a failure releases it).

@@ -10,13 +10,18 @@
 //! - `directory`: the per-app log with compare-and-append, and the snapshot files.
 //! - `pushes`: push records under the rate limits, acknowledgements, delivery counts.
 //! - `notify`: devices and leased notification jobs.
+//! - `sched`: scheduled tasks, leased while a node runs them.
+//! - `callbacks`: the delivery callback queue, claimed under a lease.
 //!
 //! Every operation is one call of `run`, which turns SQLite's and the file system's errors
 //! into [`StoreError`]s: they become backend-neutral here and nowhere else.
 
+mod callbacks;
 mod directory;
+mod marks;
 mod notify;
 mod pushes;
+mod sched;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -33,11 +38,11 @@ use roaring::RoaringBitmap;
 use rusqlite::Connection;
 
 use super::{
-    DeliveryCounts, PushAcceptance, PushCounts, PushRules, PushSummary, Store, StoreError,
-    StoredSnapshot,
+    DeliveryCounts, MarkStage, PushAcceptance, PushCounts, PushMark, PushRules, PushSummary, Store,
+    StoreError, StoredSnapshot,
 };
 use crate::directory::DirOp;
-use crate::store::PushRecord;
+use crate::store::{PushRecord, RevokeOutcome};
 
 /// How often the background checkpointer copies the write-ahead log into the database. Each
 /// checkpoint costs a few milliseconds of CPU and an fsync whatever it copies: every second,
@@ -232,6 +237,20 @@ impl Store for SqliteStore {
         run(|| pushes::pushes_since(self, app, since_ms))
     }
 
+    fn revoke_push(
+        &self,
+        app: u64,
+        task_id: &str,
+        now_ms: u64,
+        overwrite: Option<&str>,
+    ) -> Result<RevokeOutcome, StoreError> {
+        run(|| pushes::revoke_push(self, app, task_id, now_ms, overwrite))
+    }
+
+    fn revoked_since(&self, app: u64, since_ms: u64) -> Result<Vec<String>, StoreError> {
+        run(|| pushes::revoked_since(self, app, since_ms))
+    }
+
     fn push_counts(&self, app: u64, since_ms: u64) -> Result<PushCounts, StoreError> {
         run(|| pushes::push_counts(self, app, since_ms))
     }
@@ -265,6 +284,19 @@ impl Store for SqliteStore {
         after: u64,
     ) -> Result<(u64, Vec<(String, RoaringBitmap)>), StoreError> {
         run(|| pushes::acks_since(self, app, after))
+    }
+
+    fn append_marks(
+        &self,
+        app: u64,
+        at_ms: u64,
+        marks: &[(String, MarkStage, RoaringBitmap)],
+    ) -> Result<(), StoreError> {
+        run(|| marks::append_marks(self, app, at_ms, marks))
+    }
+
+    fn push_marks(&self, app: u64, task_id: &str) -> Result<Vec<PushMark>, StoreError> {
+        run(|| marks::push_marks(self, app, task_id))
     }
 
     fn purge_pushes(

@@ -6,7 +6,9 @@ use roaring::RoaringBitmap;
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 
 use super::{run, Failure, SqliteStore};
-use crate::store::notify::{JobProgress, Lease, NotifyStore, StoredDevice, StoredJob};
+use crate::store::notify::{
+    JobProgress, Lease, NotifyStore, StoredDevice, StoredJob, StoredOverwrite,
+};
 use crate::store::StoreError;
 
 const JOB_COLUMNS: &str = "task_id, targets, cursor, counts, done";
@@ -22,6 +24,22 @@ fn job_from_row(row: &Row<'_>) -> Result<StoredJob, Failure> {
         cursor: row.get(2)?,
         counts: row.get(3)?,
         done: row.get(4)?,
+    })
+}
+
+const OVERWRITE_COLUMNS: &str = "o.task_id, j.targets, j.cursor, o.cursor, o.counts";
+
+fn overwrite_from_row(row: &Row<'_>) -> Result<StoredOverwrite, Failure> {
+    let task_id: String = row.get(0)?;
+    let blob: Vec<u8> = row.get(1)?;
+    let targets = RoaringBitmap::deserialize_from(blob.as_slice())
+        .map_err(|e| StoreError::Corrupt(format!("notification targets of {task_id}: {e}")))?;
+    Ok(StoredOverwrite {
+        task_id,
+        targets,
+        upto: row.get(2)?,
+        cursor: row.get(3)?,
+        counts: row.get(4)?,
     })
 }
 
@@ -130,7 +148,7 @@ impl NotifyStore for SqliteStore {
     ) -> Result<(), StoreError> {
         run(|| {
             let updated = self.connection.lock().execute(
-                "UPDATE notify_jobs SET cursor = ?4, counts = ?5, done = ?6, lease_until_ms = ?7
+                "UPDATE notify_jobs SET cursor = ?4, counts = ?5, done = done OR ?6, lease_until_ms = ?7
                  WHERE app = ?1 AND task_id = ?2 AND lease_node = ?3",
                 params![
                     app as i64,
@@ -187,6 +205,106 @@ impl NotifyStore for SqliteStore {
             ))?;
             query
                 .query_row(params![app as i64, task_id], |row| Ok(job_from_row(row)))
+                .optional()?
+                .transpose()
+        })
+    }
+
+    fn claim_overwrite(
+        &self,
+        app: u64,
+        node: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Option<StoredOverwrite>, StoreError> {
+        run(|| {
+            let mut connection = self.connection.lock();
+            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let claimable = tx
+                .query_row(
+                    &format!(
+                        "SELECT {OVERWRITE_COLUMNS} FROM notify_overwrites o
+                         JOIN notify_jobs j ON j.app = o.app AND j.task_id = o.task_id
+                         WHERE o.app = ?1 AND NOT o.done
+                           AND (j.lease_node IS NULL OR j.lease_node = ?2 OR j.lease_until_ms <= ?3)
+                         ORDER BY o.seq LIMIT 1"
+                    ),
+                    params![app as i64, node, now_ms as i64],
+                    |row| Ok(overwrite_from_row(row)),
+                )
+                .optional()?
+                .transpose()?;
+            let Some(overwrite) = claimable else {
+                return Ok(None);
+            };
+            tx.execute(
+                "UPDATE notify_jobs SET lease_node = ?3, lease_until_ms = ?4 WHERE app = ?1 AND task_id = ?2",
+                params![
+                    app as i64,
+                    overwrite.task_id,
+                    node,
+                    now_ms.saturating_add(lease_ms) as i64
+                ],
+            )?;
+            tx.commit()?;
+            Ok(Some(overwrite))
+        })
+    }
+
+    fn update_overwrite(
+        &self,
+        app: u64,
+        task_id: &str,
+        lease: Lease<'_>,
+        progress: JobProgress<'_>,
+    ) -> Result<(), StoreError> {
+        run(|| {
+            let mut connection = self.connection.lock();
+            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let renewed = tx.execute(
+                "UPDATE notify_jobs SET lease_until_ms = ?4 WHERE app = ?1 AND task_id = ?2 AND lease_node = ?3",
+                params![
+                    app as i64,
+                    task_id,
+                    lease.node,
+                    lease.now_ms.saturating_add(lease.lease_ms) as i64
+                ],
+            )?;
+            if renewed == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "node {} does not hold the notification job of {task_id} (any more): stop the overwrite",
+                    lease.node
+                ))
+                .into());
+            }
+            tx.execute(
+                "UPDATE notify_overwrites SET cursor = ?3, counts = ?4, done = done OR ?5
+                 WHERE app = ?1 AND task_id = ?2",
+                params![
+                    app as i64,
+                    task_id,
+                    progress.cursor,
+                    progress.counts,
+                    progress.done
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn overwrite(&self, app: u64, task_id: &str) -> Result<Option<StoredOverwrite>, StoreError> {
+        run(|| {
+            let connection = self.connection.lock();
+            let mut query = connection.prepare(&format!(
+                "SELECT {OVERWRITE_COLUMNS} FROM notify_overwrites o
+                 JOIN notify_jobs j ON j.app = o.app AND j.task_id = o.task_id
+                 WHERE o.app = ?1 AND o.task_id = ?2"
+            ))?;
+            query
+                .query_row(params![app as i64, task_id], |row| {
+                    Ok(overwrite_from_row(row))
+                })
                 .optional()?
                 .transpose()
         })

@@ -7,8 +7,8 @@ use roaring::RoaringBitmap;
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{bitmap_bytes, corrupt, Failure, SqliteStore};
-use crate::store::PushRecord;
 use crate::store::{DeliveryCounts, PushAcceptance, PushCounts, PushRules, PushSummary};
+use crate::store::{PushKind, PushRecord, RevokeOutcome};
 
 fn push_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(PushRecord, Vec<u8>)> {
     let record = PushRecord {
@@ -22,8 +22,23 @@ fn push_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(PushRecord, Vec<u
         offline_push_info: row.get(7)?,
         condition: row.get(8)?,
         audience: RoaringBitmap::new(),
+        kind: kind_column(row.get::<_, String>(10)?)?,
+        data_id: row.get(11)?,
+        sched_task_id: row.get::<_, Option<i64>>(12)?.map(|id| id as u64),
+        revoked_ms: row.get::<_, Option<i64>>(13)?.map(|ms| ms as u64),
+        revoke_info: row.get(14)?,
     };
     Ok((record, row.get(9)?))
+}
+
+fn kind_column(text: String) -> rusqlite::Result<PushKind> {
+    PushKind::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            10,
+            rusqlite::types::Type::Text,
+            format!("unknown push kind {text:?}").into(),
+        )
+    })
 }
 
 /// The first rule of `rules` that refuses `push`, judged on the app's stored pushes.
@@ -51,8 +66,11 @@ fn judge_push(
     if let Some(task_id) = repeated {
         return Ok(Some(PushAcceptance::Duplicate { task_id }));
     }
+    if !push.kind.counts_toward_quota() {
+        return Ok(None);
+    }
     let last: Option<i64> = tx
-        .prepare_cached("SELECT MAX(created_ms) FROM pushes WHERE app = ?1")?
+        .prepare_cached("SELECT MAX(created_ms) FROM pushes WHERE app = ?1 AND kind <> 'batch'")?
         .query_row(params![app], |row| row.get(0))?;
     if let Some(last) = last.map(|ms| ms as u64) {
         if push.created_ms.saturating_sub(last) < rules.min_interval_ms {
@@ -62,7 +80,9 @@ fn judge_push(
         }
     }
     let today: i64 = tx
-        .prepare_cached("SELECT COUNT(*) FROM pushes WHERE app = ?1 AND created_ms >= ?2")?
+        .prepare_cached(
+            "SELECT COUNT(*) FROM pushes WHERE app = ?1 AND created_ms >= ?2 AND kind <> 'batch'",
+        )?
         .query_row(params![app, rules.day_start_ms as i64], |row| row.get(0))?;
     if today as u64 >= rules.daily_quota {
         return Ok(Some(PushAcceptance::QuotaExceeded {
@@ -90,8 +110,9 @@ pub(super) fn try_accept_push(
     // Cached: the statement would otherwise be compiled anew for every push.
     tx.prepare_cached(
         "INSERT INTO pushes (app, task_id, created_ms, lifetime_secs, from_account, msg_random, msg_body,
-                             offline_push_info, condition, audience_size, audience, fingerprint)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                             offline_push_info, condition, audience_size, audience, fingerprint,
+                             kind, data_id, sched_task_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?
     .execute(params![
         push.app as i64,
@@ -105,7 +126,10 @@ pub(super) fn try_accept_push(
         push.condition,
         push.audience.len() as i64,
         audience,
-        fingerprint as i64
+        fingerprint as i64,
+        push.kind.as_str(),
+        push.data_id,
+        push.sched_task_id.map(|id| id as i64)
     ])?;
     if let Some(targets) = notify_targets {
         tx.execute(
@@ -142,7 +166,8 @@ pub(super) fn push_summary(
 
 const PUSH_COLUMNS: &str =
     "app, task_id, created_ms, lifetime_secs, from_account, msg_random, msg_body,
-                            offline_push_info, condition, audience";
+                            offline_push_info, condition, audience, kind, data_id, sched_task_id,
+                            revoked_ms, revoke_info";
 
 /// A record read by `push_from_row`, with its audience decoded.
 fn with_audience((mut record, audience): (PushRecord, Vec<u8>)) -> Result<PushRecord, Failure> {
@@ -184,6 +209,61 @@ pub(super) fn pushes_since(
     Ok(pushes)
 }
 
+pub(super) fn revoke_push(
+    store: &SqliteStore,
+    app: u64,
+    task_id: &str,
+    now_ms: u64,
+    overwrite: Option<&str>,
+) -> Result<RevokeOutcome, Failure> {
+    let mut connection = store.connection.lock();
+    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let revoked: Option<Option<i64>> = tx
+        .query_row(
+            "SELECT revoked_ms FROM pushes WHERE app = ?1 AND task_id = ?2",
+            params![app as i64, task_id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let outcome = match revoked {
+        None => RevokeOutcome::Unknown,
+        Some(Some(at)) => RevokeOutcome::AlreadyRevoked { at_ms: at as u64 },
+        Some(None) => {
+            tx.execute(
+                "UPDATE pushes SET revoked_ms = ?3, revoke_info = ?4 WHERE app = ?1 AND task_id = ?2",
+                params![app as i64, task_id, now_ms as i64, overwrite],
+            )?;
+            // A run in progress stops at its next batch; no node claims what is left. What
+            // it sent is overwritten once it let go of the job.
+            tx.execute(
+                "UPDATE notify_jobs SET done = 1 WHERE app = ?1 AND task_id = ?2",
+                params![app as i64, task_id],
+            )?;
+            tx.execute(
+                "INSERT INTO notify_overwrites (app, task_id)
+                 SELECT app, task_id FROM notify_jobs WHERE app = ?1 AND task_id = ?2",
+                params![app as i64, task_id],
+            )?;
+            RevokeOutcome::Revoked
+        }
+    };
+    tx.commit()?;
+    Ok(outcome)
+}
+
+pub(super) fn revoked_since(
+    store: &SqliteStore,
+    app: u64,
+    since_ms: u64,
+) -> Result<Vec<String>, Failure> {
+    let connection = store.connection.lock();
+    let mut query = connection.prepare_cached(
+        "SELECT task_id FROM pushes WHERE app = ?1 AND revoked_ms >= ?2 ORDER BY revoked_ms",
+    )?;
+    let rows = query.query_map(params![app as i64, since_ms as i64], |row| row.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 pub(super) fn push_counts(
     store: &SqliteStore,
     app: u64,
@@ -191,12 +271,12 @@ pub(super) fn push_counts(
 ) -> Result<PushCounts, Failure> {
     let connection = store.connection.lock();
     let since_count: i64 = connection.query_row(
-        "SELECT COUNT(*) FROM pushes WHERE app = ?1 AND created_ms >= ?2",
+        "SELECT COUNT(*) FROM pushes WHERE app = ?1 AND created_ms >= ?2 AND kind <> 'batch'",
         params![app as i64, since_ms as i64],
         |row| row.get(0),
     )?;
     let last: Option<i64> = connection.query_row(
-        "SELECT MAX(created_ms) FROM pushes WHERE app = ?1",
+        "SELECT MAX(created_ms) FROM pushes WHERE app = ?1 AND kind <> 'batch'",
         params![app as i64],
         |row| row.get(0),
     )?;
@@ -326,7 +406,13 @@ pub(super) fn purge_pushes(
     )?;
     // A count batch in flight can bring a row back for a push purged here; the next
     // purge takes it, and no report shows it meanwhile (the push itself is gone).
-    for table in ["acks", "delivery_counts", "notify_jobs"] {
+    for table in [
+        "acks",
+        "push_marks",
+        "delivery_counts",
+        "notify_jobs",
+        "notify_overwrites",
+    ] {
         tx.execute(
             &format!("DELETE FROM {table} WHERE app = ?1 AND task_id NOT IN (SELECT task_id FROM pushes WHERE app = ?1)"),
             params![app as i64],

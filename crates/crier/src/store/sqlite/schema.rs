@@ -114,6 +114,92 @@ const MIGRATIONS: &[Migration] = &[
 "#,
         adopt_snapshot_files,
     ),
+    // Version 6, the `timpush` family: which command started a push (a `batch` is outside the
+    // quota, only `push` can be revoked), its `DataId`, the scheduled task that ran it, and
+    // when it was revoked.
+    Migration::Sql(
+        r#"
+    ALTER TABLE pushes ADD COLUMN kind TEXT NOT NULL DEFAULT 'im_push';
+    ALTER TABLE pushes ADD COLUMN data_id TEXT;
+    ALTER TABLE pushes ADD COLUMN sched_task_id INTEGER;
+    ALTER TABLE pushes ADD COLUMN revoked_ms INTEGER;
+    ALTER TABLE pushes ADD COLUMN revoke_info TEXT;
+"#,
+    ),
+    // Version 7, scheduled tasks (`timpush.md` §9): one row each, leased while a node runs it;
+    // `sched_heads` numbers them per app so that a deleted task's id is never given again.
+    Migration::Sql(
+        r#"
+    CREATE TABLE sched_heads (
+        app INTEGER PRIMARY KEY,
+        last_id INTEGER NOT NULL
+    );
+    CREATE TABLE sched_tasks (
+        app INTEGER NOT NULL,
+        task_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        sched_at_ms INTEGER NOT NULL,
+        content TEXT NOT NULL,
+        caller TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        dispatch_err TEXT NOT NULL DEFAULT '',
+        push_task_id TEXT NOT NULL DEFAULT '',
+        lease_node TEXT,
+        lease_until_ms INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (app, task_id)
+    );
+    CREATE INDEX sched_tasks_by_time ON sched_tasks (app, sched_at_ms);
+    CREATE INDEX sched_tasks_by_creation ON sched_tasks (app, created_ms);
+    CREATE INDEX pushes_by_sched_task ON pushes (app, sched_task_id) WHERE sched_task_id IS NOT NULL;
+"#,
+    ),
+    // Version 8, the delivery callback queue (`store::callbacks`): one row per event.
+    Migration::Sql(
+        r#"
+    CREATE TABLE callback_queue (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        app INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        ready_ms INTEGER NOT NULL,
+        deadline_ms INTEGER NOT NULL,
+        lease_node TEXT,
+        lease_until_ms INTEGER NOT NULL DEFAULT 0
+    );
+    -- Claims walk the free events by deadline, never the leased ones (in flight) ahead of
+    -- them; expired leases are found by their end.
+    CREATE INDEX callback_queue_free ON callback_queue (app, deadline_ms, id)
+        WHERE lease_node IS NULL;
+    CREATE INDEX callback_queue_leased ON callback_queue (app, lease_until_ms)
+        WHERE lease_node IS NOT NULL;
+"#,
+    ),
+    // Version 9 (SQLite) / 5 (PostgreSQL): timpush statistics and trace, and the overwrite of a revoked push's notifications: the
+    // accounts a push reached on a session and that acknowledged it, one bitmap per batch
+    // with its time; one overwrite row per revoked push that had a notification job.
+    Migration::Sql(
+        r#"
+    CREATE TABLE push_marks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        app INTEGER NOT NULL,
+        task_id TEXT NOT NULL,
+        stage INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL,
+        accounts BLOB NOT NULL
+    );
+    CREATE INDEX push_marks_by_task ON push_marks (app, task_id);
+    CREATE TABLE notify_overwrites (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        app INTEGER NOT NULL,
+        task_id TEXT NOT NULL,
+        cursor INTEGER NOT NULL DEFAULT 0,
+        counts TEXT NOT NULL DEFAULT '{}',
+        done INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (app, task_id)
+    );
+"#,
+    ),
 ];
 
 enum Migration {

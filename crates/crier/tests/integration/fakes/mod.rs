@@ -4,7 +4,8 @@
 //!
 //! - [`apns::FakeApns`]: HTTP/2 over TLS (a CA made at test time), ES256 provider tokens;
 //! - [`fcm::FakeFcm`]: the OAuth2 token endpoint (JWT bearer grant) and `messages:send`;
-//! - [`webhook::FakeWebhook`]: checks `X-Crier-Signature`.
+//! - [`webhook::FakeWebhook`]: checks `X-Crier-Signature`;
+//! - [`callback::FakeCallbackReceiver`]: an app server taking `Push.AllMemberPush` callbacks.
 //!
 //! Common API: `start().await`, `config()` (the provider's config struct), `config_toml()` (the
 //! `[app.<provider>]` table, to place after an `[[app]]` table), `requests()`, `count()`,
@@ -14,6 +15,7 @@
 #![allow(dead_code)]
 
 pub mod apns;
+pub mod callback;
 pub mod fcm;
 pub mod webhook;
 
