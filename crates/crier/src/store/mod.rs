@@ -92,6 +92,11 @@ pub enum PushAcceptance {
     },
 }
 
+/// How long a `timpush` push (and what hangs on it) is kept after its lifetime ends: its
+/// statistics, trace and `task_list` entry last this long, and a push that keeps nothing can
+/// still be revoked for its 24 hours.
+pub const TIMPUSH_REPORTED_AFTER_EXPIRY_MS: u64 = 7 * 86_400 * 1000;
+
 /// How [`Store::revoke_push`] ended; only `Revoked` changed anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevokeOutcome {
@@ -279,7 +284,9 @@ pub trait Store:
 
     /// Deletes the pushes whose lifetime ended before `expired_before_ms` and that were created
     /// before `created_before_ms` (so today's pushes still count toward the quota), with their
-    /// acknowledgements, marks, delivery counts, notification jobs and overwrites. Answers how many went.
+    /// acknowledgements, marks, delivery counts, notification jobs and overwrites; a `timpush`
+    /// push only once its lifetime ended [`TIMPUSH_REPORTED_AFTER_EXPIRY_MS`] before. Answers how
+    /// many went.
     fn purge_pushes(
         &self,
         app: u64,

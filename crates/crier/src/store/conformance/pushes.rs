@@ -394,6 +394,19 @@ pub fn purging_takes_ended_pushes_with_what_hangs_on_them<F: StoreFactory>() {
     assert!(store.job(APP, "new").unwrap().is_some());
     assert_eq!(task_ids(&*store, 2), ["old"], "other apps keep theirs");
     assert!(store.job(2, "old").unwrap().is_some());
+    // A timpush push is kept a week longer, for its statistics, trace and revoke.
+    let reported = PushRecord {
+        kind: PushKind::Push,
+        ..push(APP, "timpush", 5_000, 7)
+    };
+    accept(&*store, &reported, 7, &rules());
+    let week = crate::store::TIMPUSH_REPORTED_AFTER_EXPIRY_MS;
+    assert_eq!(
+        store.purge_pushes(APP, 65_001 + week - 1, 5_001).unwrap(),
+        0
+    );
+    assert_eq!(store.purge_pushes(APP, 65_001 + week, 5_001).unwrap(), 1);
+    assert_eq!(task_ids(&*store, APP), ["new"]);
 }
 
 pub fn racing_nodes_never_accept_more_than_the_quota<F: StoreFactory>() {

@@ -402,11 +402,13 @@ pub(super) fn purge_pushes(
     let mut tx = client.transaction()?;
     let purged = tx.execute(
         "DELETE FROM pushes
-         WHERE app = $1 AND created_ms + lifetime_secs * 1000 < $2 AND created_ms < $3",
+         WHERE app = $1 AND created_ms + lifetime_secs * 1000 < $2 AND created_ms < $3
+         AND (kind = 'im_push' OR created_ms + lifetime_secs * 1000 + $4 < $2)",
         &[
             &(app as i64),
             &(expired_before_ms as i64),
             &(created_before_ms as i64),
+            &(crate::store::TIMPUSH_REPORTED_AFTER_EXPIRY_MS as i64),
         ],
     )?;
     // A count batch in flight can bring a row back for a push purged here; the next

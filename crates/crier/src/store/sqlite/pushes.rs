@@ -401,8 +401,14 @@ pub(super) fn purge_pushes(
     let mut connection = store.connection.lock();
     let tx = connection.transaction()?;
     let purged = tx.execute(
-        "DELETE FROM pushes WHERE app = ?1 AND created_ms + lifetime_secs * 1000 < ?2 AND created_ms < ?3",
-        params![app as i64, expired_before_ms as i64, created_before_ms as i64],
+        "DELETE FROM pushes WHERE app = ?1 AND created_ms + lifetime_secs * 1000 < ?2 AND created_ms < ?3
+         AND (kind = 'im_push' OR created_ms + lifetime_secs * 1000 + ?4 < ?2)",
+        params![
+            app as i64,
+            expired_before_ms as i64,
+            created_before_ms as i64,
+            crate::store::TIMPUSH_REPORTED_AFTER_EXPIRY_MS as i64
+        ],
     )?;
     // A count batch in flight can bring a row back for a push purged here; the next
     // purge takes it, and no report shows it meanwhile (the push itself is gone).
