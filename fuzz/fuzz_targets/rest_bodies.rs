@@ -365,12 +365,9 @@ fn check_account_lists(body: &Value) {
     for (list, inner) in [("UserAttrs", "Attrs"), ("UserTags", "Tags")] {
         refused(fields::user_entries(
             body,
-            list,
-            inner,
-            inner,
-            attrs::MAX_USERS,
-            codes::TOO_MANY_USERS,
-            codes::BAD_JSON,
+            [list, inner, inner],
+            (attrs::MAX_USERS, codes::TOO_MANY_USERS, codes::BAD_JSON),
+            fields::account_name,
         ));
     }
     if let Ok(object) = fields::object(body, codes::LOGIN_SVC_BAD_REQUEST) {
