@@ -137,19 +137,19 @@ pub struct BatchRequest {
     pub unknown: Vec<String>,
 }
 
-/// `timpush/batch`. A `To_Account` is a UserID if such a live account exists, else a device
-/// token a client registered (`device_owner` answers its account), else unknown.
+/// `timpush/batch`. `account` answers the live account a `To_Account` (or `From_Account`)
+/// names: a UserID, else a device token a client registered (`tenant::to_accounts`).
 pub fn parse_batch(
     body: &Value,
     directory: &Directory,
     app: &AppConfig,
-    device_owner: impl Fn(&str) -> Option<u32>,
+    account: impl Fn(&str) -> Option<u32>,
 ) -> Result<BatchRequest, Error> {
     let fields = object(body)?;
     push_enabled(app)?;
     let from_account = match fields.get("From_Account") {
         Some(Value::String(name)) if !app.is_admin(name) && !directory.is_live(name) => {
-            if device_owner(name).is_none() {
+            if account(name).is_none() {
                 return Err(reject(
                     codes::BAD_FROM_ACCOUNT,
                     format!("From_Account {} is neither an account, a registered device nor an admin of this app", echo(name)),
@@ -187,11 +187,7 @@ pub fn parse_batch(
         if !seen.insert(name) {
             continue;
         }
-        let account = directory
-            .account_number(name)
-            .filter(|&n| directory.live().contains(n))
-            .or_else(|| device_owner(name));
-        match account {
+        match account(name) {
             Some(account) => {
                 recipients.insert(account);
             }
@@ -369,7 +365,10 @@ mod tests {
     fn a_batch_resolves_accounts_then_devices_and_lists_the_rest() {
         let d = directory();
         let bob = d.account_number("bob").unwrap();
-        let device_owner = |token: &str| (token == "reg-1").then_some(bob);
+        let device_owner = |name: &str| match name {
+            "reg-1" => Some(bob),
+            name => d.account_number(name).filter(|&n| d.live().contains(n)),
+        };
         let batch = parse_batch(
             &json!({"To_Account": ["alice", "ghost", "reg-1", "alice"], "MsgRandom": 5, "OfflinePushInfo": {"Desc": "d"}}),
             &d,

@@ -18,7 +18,6 @@ use crate::bus::Event;
 use crate::clock::now_ms;
 use crate::config::AppConfig;
 use crate::delivery::conn::text_frame;
-use crate::directory::Directory;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::notify::shape::wants_notifications;
@@ -82,7 +81,7 @@ impl Tenant {
         caller: &str,
         sched_task_id: Option<u64>,
     ) -> Result<BatchAccepted, Error> {
-        let mut batch = self.read(|directory| self.parse_batch(body, directory, &self.config))?;
+        let mut batch = self.parse_batch(body, &self.config)?;
         if !self
             .timpush_rates
             .batch
@@ -110,8 +109,7 @@ impl Tenant {
     /// whether pushing is enabled is left to the run, as for [`Tenant::check_timpush_push`].
     pub fn check_batch(&self, body: &Value) -> Result<(), Error> {
         let config = self.config_with_push_enabled();
-        self.read(|directory| self.parse_batch(body, directory, &config))
-            .map(drop)
+        self.parse_batch(body, &config).map(drop)
     }
 
     fn config_with_push_enabled(&self) -> Cow<'_, AppConfig> {
@@ -128,11 +126,10 @@ impl Tenant {
     fn parse_batch(
         &self,
         body: &Value,
-        directory: &Directory,
         config: &AppConfig,
     ) -> Result<timpush::BatchRequest, Error> {
-        timpush::parse_batch(body, directory, config, |token| {
-            self.notify.devices.owner_of_token(token)
+        self.read_accounts(|directory, accounts| {
+            timpush::parse_batch(body, directory, config, |name| accounts.number(name))
         })
     }
 

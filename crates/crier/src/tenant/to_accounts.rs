@@ -31,19 +31,24 @@ pub struct Resolved<'a> {
 
 impl<'a> Accounts<'a> {
     pub fn resolve(&self, to_account: &str) -> Option<Resolved<'a>> {
+        let number = self.number(to_account)?;
+        Some(Resolved {
+            name: self.directory.account_name(number)?,
+            kind: AccountKind::UserId,
+        })
+    }
+
+    /// The live account a `To_Account` names, by the rule above (also `timpush/batch`'s).
+    pub fn number(&self, to_account: &str) -> Option<u32> {
         let directory = self.directory;
-        let number = directory
+        directory
             .account_number(to_account)
             .filter(|&number| directory.live().contains(number))
             .or_else(|| {
                 self.devices
                     .owner_of_token(to_account)
                     .filter(|&owner| directory.live().contains(owner))
-            })?;
-        Some(Resolved {
-            name: directory.account_name(number)?,
-            kind: AccountKind::UserId,
-        })
+            })
     }
 }
 
