@@ -4,7 +4,7 @@
 use roaring::RoaringBitmap;
 use rusqlite::params;
 
-use super::{bitmap_bytes, corrupt, Failure, SqliteStore};
+use super::{bitmap_bytes, bitmap_from, corrupt, Failure, SqliteStore};
 use crate::store::{MarkStage, PushMark};
 
 pub(super) fn append_marks(
@@ -50,8 +50,7 @@ pub(super) fn push_marks(
             .ok_or_else(|| corrupt(format!("mark of {task_id} has unknown stage {code}")))?;
         let at_ms: i64 = row.get(1)?;
         let blob: Vec<u8> = row.get(2)?;
-        let accounts = RoaringBitmap::deserialize_from(blob.as_slice())
-            .map_err(|e| corrupt(format!("marks of {task_id}: {e}")))?;
+        let accounts = bitmap_from(&blob, format_args!("marks of {task_id}"))?;
         marks.push(PushMark {
             stage,
             at_ms: at_ms as u64,

@@ -173,6 +173,10 @@ fn start_checkpointer(
     Ok(stop)
 }
 
+fn bitmap_from(bytes: &[u8], what: impl std::fmt::Display) -> Result<RoaringBitmap, Failure> {
+    RoaringBitmap::deserialize_from(bytes).map_err(|e| corrupt(format!("{what}: {e}")))
+}
+
 fn bitmap_bytes(bitmap: &RoaringBitmap) -> Result<Vec<u8>, Failure> {
     let mut bytes = Vec::with_capacity(bitmap.serialized_size());
     bitmap.serialize_into(&mut bytes)?;

@@ -2,10 +2,9 @@
 //! `lease_node` and `lease_until_ms`; claims run under `BEGIN IMMEDIATE`, so two claimants
 //! (threads or processes) never both see the lease free.
 
-use roaring::RoaringBitmap;
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 
-use super::{run, Failure, SqliteStore};
+use super::{bitmap_from, run, Failure, SqliteStore};
 use crate::store::notify::{
     JobProgress, Lease, NotifyStore, StoredDevice, StoredJob, StoredOverwrite,
 };
@@ -16,8 +15,7 @@ const JOB_COLUMNS: &str = "task_id, targets, cursor, counts, done";
 fn job_from_row(row: &Row<'_>) -> Result<StoredJob, Failure> {
     let task_id: String = row.get(0)?;
     let blob: Vec<u8> = row.get(1)?;
-    let targets = RoaringBitmap::deserialize_from(blob.as_slice())
-        .map_err(|e| StoreError::Corrupt(format!("notification targets of {task_id}: {e}")))?;
+    let targets = bitmap_from(&blob, format_args!("notification targets of {task_id}"))?;
     Ok(StoredJob {
         task_id,
         targets,
@@ -32,8 +30,7 @@ const OVERWRITE_COLUMNS: &str = "o.task_id, j.targets, j.cursor, o.cursor, o.cou
 fn overwrite_from_row(row: &Row<'_>) -> Result<StoredOverwrite, Failure> {
     let task_id: String = row.get(0)?;
     let blob: Vec<u8> = row.get(1)?;
-    let targets = RoaringBitmap::deserialize_from(blob.as_slice())
-        .map_err(|e| StoreError::Corrupt(format!("notification targets of {task_id}: {e}")))?;
+    let targets = bitmap_from(&blob, format_args!("notification targets of {task_id}"))?;
     Ok(StoredOverwrite {
         task_id,
         targets,

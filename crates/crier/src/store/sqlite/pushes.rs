@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use roaring::RoaringBitmap;
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::{bitmap_bytes, corrupt, Failure, SqliteStore};
+use super::{bitmap_bytes, bitmap_from, Failure, SqliteStore};
 use crate::store::{DeliveryCounts, PushAcceptance, PushCounts, PushRules, PushSummary};
 use crate::store::{PushKind, PushRecord, RevokeOutcome};
 
@@ -171,8 +171,7 @@ const PUSH_COLUMNS: &str =
 
 /// A record read by `push_from_row`, with its audience decoded.
 fn with_audience((mut record, audience): (PushRecord, Vec<u8>)) -> Result<PushRecord, Failure> {
-    record.audience = RoaringBitmap::deserialize_from(audience.as_slice())
-        .map_err(|e| corrupt(format!("audience of {}: {e}", record.task_id)))?;
+    record.audience = bitmap_from(&audience, format_args!("audience of {}", record.task_id))?;
     Ok(record)
 }
 
@@ -362,8 +361,7 @@ pub(super) fn load_acks(
     while let Some(row) = rows.next()? {
         let task_id: String = row.get(0)?;
         let blob: Vec<u8> = row.get(1)?;
-        let accounts = RoaringBitmap::deserialize_from(blob.as_slice())
-            .map_err(|e| corrupt(format!("acks of {task_id}: {e}")))?;
+        let accounts = bitmap_from(&blob, format_args!("acks of {task_id}"))?;
         *acks.entry(task_id).or_default() |= accounts;
     }
     Ok(acks)
@@ -385,8 +383,7 @@ pub(super) fn acks_since(
         cursor = row.get::<_, i64>(0)? as u64;
         let task_id: String = row.get(1)?;
         let blob: Vec<u8> = row.get(2)?;
-        let accounts = RoaringBitmap::deserialize_from(blob.as_slice())
-            .map_err(|e| corrupt(format!("acks of {task_id}: {e}")))?;
+        let accounts = bitmap_from(&blob, format_args!("acks of {task_id}"))?;
         batches.push((task_id, accounts));
     }
     Ok((cursor, batches))
