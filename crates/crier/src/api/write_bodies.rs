@@ -64,7 +64,10 @@ pub fn user_tags(body: &[u8], limit_per_user: Option<usize>) -> Result<Vec<UserT
     if let Some(users) = user_tags_direct(body, limit_per_user) {
         return Ok(users);
     }
-    tags::read_user_tags(&super::parse_body(body, Service::AllMemberPush)?, limit_per_user)
+    tags::read_user_tags(
+        &super::parse_body(body, Service::AllMemberPush)?,
+        limit_per_user,
+    )
 }
 
 fn user_tags_direct(body: &[u8], limit_per_user: Option<usize>) -> Option<Vec<UserTags>> {
@@ -228,7 +231,10 @@ mod tests {
         let escaped = br#"{"UserTags":[{"To_Account":"\u0061","Tags":["\u00e9"]}]}"#;
         assert_eq!(
             user_tags_direct(escaped, None).unwrap(),
-            [UserTags { account: "a".into(), tags: vec!["é".into()] }]
+            [UserTags {
+                account: "a".into(),
+                tags: vec!["é".into()]
+            }]
         );
     }
 }
