@@ -221,7 +221,10 @@ impl Bus for NatsBus {
         };
         self.local.publish(announcement);
         let payload = serde_json::to_vec(&wire).expect("announcements serialize");
-        match self.outbox.try_send((self.subject(wire.app), payload.into())) {
+        match self
+            .outbox
+            .try_send((self.subject(wire.app), payload.into()))
+        {
             Ok(()) => {
                 if self.dropping.swap(false, Ordering::Relaxed) {
                     info!("announcements are published again");
@@ -385,7 +388,9 @@ mod tests {
             parts: 3,
             sessions: vec![(7, 12, "iOS".into())],
         });
-        let wanted = WireEvent::of(&Event::PresenceWanted { of: "node-b".into() });
+        let wanted = WireEvent::of(&Event::PresenceWanted {
+            of: "node-b".into(),
+        });
         let texts = [&alive, &list, &wanted].map(|event| serde_json::to_string(event).unwrap());
         assert_eq!(
             texts,

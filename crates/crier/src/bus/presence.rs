@@ -76,7 +76,10 @@ mod tests {
         }
         let mut missing = forward;
         missing.remove(7, 2, "Web");
-        assert_eq!(missing, PresenceSummary::of([(7, 1, "iOS"), (9, 3, "Android")]));
+        assert_eq!(
+            missing,
+            PresenceSummary::of([(7, 1, "iOS"), (9, 3, "Android")])
+        );
         assert_ne!(missing, forward);
         assert_eq!(PresenceSummary::of([]), PresenceSummary::default());
     }

@@ -72,7 +72,12 @@ impl Tenant {
         let _order = self.presence_order.lock();
         let mut rest = self.delivery.sessions.sessions();
         let parts = rest.len().div_ceil(PRESENCE_LIST_PART).max(1) as u32;
-        tracing::debug!(app = self.sdkappid(), sessions = rest.len(), parts, "announcing this node's sessions");
+        tracing::debug!(
+            app = self.sdkappid(),
+            sessions = rest.len(),
+            parts,
+            "announcing this node's sessions"
+        );
         for part in 0..parts {
             let tail = rest.split_off(rest.len().min(PRESENCE_LIST_PART));
             let sessions = std::mem::replace(&mut rest, tail);

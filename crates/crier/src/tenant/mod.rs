@@ -54,8 +54,8 @@ pub mod to_accounts;
 mod writes;
 
 pub use pushes::BatchAccepted;
-pub use sched::SchedList;
 use remote_presence::RemotePresence;
+pub use sched::SchedList;
 pub use sessions::SessionGuard;
 use snapshots::{SnapshotFile, SnapshotPolicy, SNAPSHOT_POLICY};
 use writes::{WriteQueue, WriterState};

@@ -284,7 +284,10 @@ mod tests {
         presence.update(1, session(&a, 1), "iOS", false);
         assert_eq!(presence.platforms(1), Vec::<String>::new());
         presence.take_list_part(&a, 1, 2, &truth[1..], 3_200);
-        assert!(presence.platforms(1).is_empty(), "the logout after the list holds");
+        assert!(
+            presence.platforms(1).is_empty(),
+            "the logout after the list holds"
+        );
         assert!(presence.platforms(2).is_empty());
         assert_eq!(presence.platforms(3), ["Android"]);
         assert_eq!(presence.online(), RoaringBitmap::from_iter([3]));

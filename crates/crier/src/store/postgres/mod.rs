@@ -44,8 +44,8 @@ use r2d2_postgres::PostgresConnectionManager;
 use roaring::RoaringBitmap;
 
 use super::{
-    DeliveryCounts, MarkStage, PushAcceptance, PushCounts, PushMark, PushId, PushRules, PushSummary, Store,
-    StoreError, StoredSnapshot,
+    DeliveryCounts, MarkStage, PushAcceptance, PushCounts, PushId, PushMark, PushRules,
+    PushSummary, Store, StoreError, StoredSnapshot,
 };
 use crate::directory::DirOp;
 use crate::store::{PushRecord, RevokeOutcome};

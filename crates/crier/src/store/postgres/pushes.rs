@@ -9,8 +9,8 @@ use roaring::RoaringBitmap;
 
 use super::{bitmap_bytes, bitmap_from, column, u32_column, Failure};
 use crate::store::{
-    DeliveryCounts, PushAcceptance, PushCounts, PushKind, PushId, PushRecord, PushRules, PushSummary,
-    RevokeOutcome,
+    DeliveryCounts, PushAcceptance, PushCounts, PushId, PushKind, PushRecord, PushRules,
+    PushSummary, RevokeOutcome,
 };
 
 const PUSH_COLUMNS: &str =

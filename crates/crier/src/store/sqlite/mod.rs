@@ -38,8 +38,8 @@ use roaring::RoaringBitmap;
 use rusqlite::Connection;
 
 use super::{
-    DeliveryCounts, MarkStage, PushAcceptance, PushCounts, PushMark, PushId, PushRules, PushSummary, Store,
-    StoreError, StoredSnapshot,
+    DeliveryCounts, MarkStage, PushAcceptance, PushCounts, PushId, PushMark, PushRules,
+    PushSummary, Store, StoreError, StoredSnapshot,
 };
 use crate::directory::DirOp;
 use crate::store::{PushRecord, RevokeOutcome};
