@@ -40,6 +40,9 @@ test('a node killed while pushes are accepted on the other: the client logs in t
       await sleep(10);
     }
   })();
+  // Stopped with the test, whatever its end; a failure of its own still fails the `await` below.
+  t.after(() => (pushing = false));
+  pusher.catch(() => {});
   // Accepted on B, delivered through A.
   await until(() => log.pushes.length >= 3);
 
@@ -55,6 +58,9 @@ test('a node killed while pushes are accepted on the other: the client logs in t
   pathA.freeze();
   gates.get('lost ack').resolve();
   await until(() => c.sent.some((f) => f.Type == 'Ack' && f.TaskIds.includes(lostAck)));
+  // Accepted while the path to A is frozen: only B's login can hand these over.
+  const acceptedAtFreeze = accepted.length;
+  await until(() => accepted.length >= acceptedAtFreeze + 2);
 
   const lost = next(c, 'disconnected');
   const back = next(c, 'connected');
@@ -79,6 +85,14 @@ test('a node killed while pushes are accepted on the other: the client logs in t
   const ids = log.ids();
   assert.equal(new Set(ids).size, ids.length, 'no push handed over twice');
   assert.deepEqual([...ids].sort(), [...accepted].sort(), 'every push answered OK, and nothing else');
+  // B did hand both over again at the login (Offline), with what was accepted during the freeze.
+  const pushesFromB = c.received.filter((r) => r.url == pathB.ws && r.frame.Type == 'Push').map((r) => r.frame);
+  for (const taskId of [lostAck, unfinished]) {
+    assert.ok(pushesFromB.some((p) => p.TaskId == taskId && p.Offline), `${taskId} again from B`);
+  }
+  for (const taskId of accepted.slice(acceptedAtFreeze, acceptedAtFreeze + 2)) {
+    assert.ok(pushesFromB.some((p) => p.TaskId == taskId && p.Offline), `${taskId} from B`);
+  }
   const ackedOnB = c.sent.slice(loginOnB).filter((f) => f.Type == 'Ack').flatMap((f) => f.TaskIds);
   assert.ok(ackedOnB.includes(lostAck), 'the redelivered push acknowledged again, on B');
   assert.ok(ackedOnB.includes(unfinished));

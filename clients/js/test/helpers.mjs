@@ -144,16 +144,31 @@ export async function cluster(t) {
   return { workspace: (nodeId) => workspace(t, '', `${top}node_id = "${nodeId}"\n`) };
 }
 
-/** A `ws` WebSocket class that records the frames the client sends. */
+/**
+ * A `ws` WebSocket class that records the frames the client sends, and those it receives with
+ * the URL of the connection they came on (`{ url, frame }`).
+ */
 export function recordingWebSocket() {
   const sent = [];
+  const received = [];
   class Recording extends WebSocket {
     send(data) {
       sent.push(JSON.parse(data));
       super.send(data);
     }
+    get onmessage() {
+      return super.onmessage;
+    }
+    set onmessage(handler) {
+      super.onmessage =
+        handler &&
+        ((event) => {
+          received.push({ url: this.url, frame: JSON.parse(event.data) });
+          handler(event);
+        });
+    }
   }
-  return { WebSocket: Recording, sent };
+  return { WebSocket: Recording, sent, received };
 }
 
 let nextId = 0;
@@ -162,7 +177,10 @@ export function account(prefix = 'user') {
   return `${prefix}-${process.pid}-${++nextId}`;
 }
 
-/** A client on the test server that is closed after the test; `sigs` counts getUserSig calls. */
+/**
+ * A client on the test server that is closed after the test; `sent` and `received` are its
+ * frames (see {@link recordingWebSocket}), `sigs` its getUserSig calls.
+ */
 export function client(t, server, options = {}) {
   const identifier = options.identifier || account();
   const recording = recordingWebSocket();
@@ -182,7 +200,7 @@ export function client(t, server, options = {}) {
     ...options,
   });
   t.after(() => c.close());
-  return Object.assign(c, { identifier, sent: recording.sent, sigs });
+  return Object.assign(c, { identifier, sent: recording.sent, received: recording.received, sigs });
 }
 
 /** The next `event` of `emitter` for which `accept` holds. */

@@ -244,8 +244,10 @@ test('several servers: the first at random, then each in turn, backing off only 
   }
 });
 
-test('repeats from another server after a failover: acknowledged again there if acknowledged, never handed over twice', async () => {
+test('repeats from another server after a failover: acknowledged again there if acknowledged, never handed over twice', async (t) => {
   const { c, socket, sockets } = await loggedIn({ url: ['ws://a', 'ws://b'], minReconnectDelay: 1 });
+  // Even when an assertion fails: a client left running keeps the test file from ending.
+  t.after(() => c.close());
   const pushes = [];
   let release;
   const unfinished = new Promise((resolve) => (release = resolve));
