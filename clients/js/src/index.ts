@@ -53,8 +53,12 @@ export interface Revoke {
 }
 
 export interface CrierClientOptions {
-  /** `wss://host/v4/ws`; an `http(s)://host` base gets the scheme and the path added. */
-  url: string;
+  /**
+   * `wss://host/v4/ws`; an `http(s)://host` base gets the scheme and the path added. Several
+   * URLs are the nodes of a cluster: the first login goes to one chosen at random, each attempt
+   * after it to the next in the list, and the client backs off only once all have failed.
+   */
+  url: string | readonly string[];
   sdkAppId: number;
   identifier: string;
   /** Called before every login, so a page can fetch a fresh UserSig from its backend. */
@@ -99,7 +103,8 @@ export class CrierError extends Error {
 }
 
 export interface CrierEvents {
-  connected: { identifier: string; serverTime: number };
+  /** `url`: the server logged in to, in the form the client used (`ws(s)://.../v4/ws`). */
+  connected: { identifier: string; serverTime: number; url: string };
   disconnected: Disconnected;
   /** With `ack: 'auto'` the push is acknowledged once every handler has returned or resolved. */
   push: Push;
@@ -125,8 +130,16 @@ const KICKED = 4003;
 const INTERNAL = 91000;
 const ACKS_PER_FRAME = 500;
 
+/** The WebSocket URL for a `url` option entry: `http(s)://host` becomes `ws(s)://host/v4/ws`. */
+function webSocketUrl(url: string): string {
+  url = url.replace(/^http/, 'ws');
+  return /\/v4\/ws$/.test(url) ? url : url.replace(/\/?$/, '/v4/ws');
+}
+
 export class CrierClient {
   state: ClientState = 'idle';
+  /** The server in use: logged in to while `state` is `connected`, being tried while `connecting`. */
+  url?: string;
   private o: Required<Omit<CrierClientOptions, 'WebSocket'>> & { WebSocket?: WebSocketConstructor };
   private handlers: { [E in keyof CrierEvents]?: Array<(arg: CrierEvents[E]) => unknown> } = {};
   private ws?: WebSocketLike;
@@ -134,6 +147,14 @@ export class CrierClient {
   /** Counts connection attempts; an async step of an older one sees a newer number and stops. */
   private generation = 0;
   private failures = 0;
+  private urls: string[];
+  /** Index in `urls` of the server the next attempt goes to. */
+  private turn = 0;
+  /**
+   * Servers tried since the last back-off or login; the one of a login that later ends counts,
+   * so that the others are tried before it again and before backing off.
+   */
+  private tried = 0;
   /** Logins refused in a row; a second refusal with a fresh UserSig stops the client. */
   private refusals = 0;
   private loginError?: Frame;
@@ -158,7 +179,9 @@ export class CrierClient {
       dedupCapacity: 10000,
       ...options,
     };
+    this.urls = ([] as string[]).concat(options.url).map(webSocketUrl);
     // Fail here, where the mistake is, rather than at the first connection attempt.
+    if (!this.urls.length) throw new TypeError('url: give at least one server');
     if (!this.o.WebSocket && !(globalThis as any).WebSocket) {
       throw new TypeError('no global WebSocket here (Node 20?): pass one as the WebSocket option');
     }
@@ -180,7 +203,9 @@ export class CrierClient {
   connect(): void {
     if (this.state == 'idle' || this.state == 'closed') {
       this.kicked = false;
-      this.refusals = this.failures = 0;
+      this.refusals = this.failures = this.tried = 0;
+      // At random, so that the clients of a cluster spread over its nodes.
+      this.turn = Math.floor(Math.random() * this.urls.length);
       this.open();
     }
   }
@@ -238,6 +263,9 @@ export class CrierClient {
     const generation = ++this.generation;
     this.state = 'connecting';
     this.loginError = undefined;
+    const url = (this.url = this.urls[this.turn]);
+    this.turn = (this.turn + 1) % this.urls.length;
+    this.tried++;
     // Bounds getUserSig (a page's fetch may hang), the upgrade and the login together.
     this.arm(this.o.connectTimeout, () => this.drop(`not logged in within ${this.o.connectTimeout} ms`));
     let sig: string;
@@ -246,12 +274,10 @@ export class CrierClient {
     } catch (e) {
       if (generation != this.generation) return;
       this.error('getUserSig failed', 0, false, e);
-      return this.retry(this.backoff());
+      return this.again();
     }
     if (generation != this.generation) return;
     const WS = this.o.WebSocket || (globalThis as any).WebSocket;
-    let url = this.o.url.replace(/^http/, 'ws');
-    if (!/\/v4\/ws$/.test(url)) url = url.replace(/\/?$/, '/v4/ws');
     let ws: WebSocketLike;
     try {
       ws = this.ws = new WS(url);
@@ -302,6 +328,7 @@ export class CrierClient {
       this.ws = undefined;
     }
     this.state = 'closed';
+    this.url = undefined;
     for (const pending of this.queued.concat(this.pings as Pending[])) {
       pending && pending.reject(new CrierError('the client was closed', 0, true));
     }
@@ -370,10 +397,11 @@ export class CrierClient {
       case 'LoginOK':
         this.state = 'connected';
         this.failures = this.refusals = 0;
+        this.tried = 1;
         this.flushAcks();
         this.queued.splice(0).forEach((pending) => this.sendRequest(pending));
         this.watch();
-        this.emit('connected', { identifier: frame.Identifier, serverTime: frame.ServerTime });
+        this.emit('connected', { identifier: frame.Identifier, serverTime: frame.ServerTime, url: this.url! });
         break;
       case 'Error': {
         if (this.state != 'connected') {
@@ -433,6 +461,13 @@ export class CrierClient {
     return ceiling / 2 + (Math.random() * ceiling) / 2;
   }
 
+  /** After a failed attempt: the next server at once, or a back-off once a whole round failed. */
+  private again(): void {
+    if (this.tried < this.urls.length) return this.retry(0);
+    this.tried = 0;
+    this.retry(this.backoff());
+  }
+
   private retry(delay: number): void {
     this.state = 'connecting';
     this.arm(delay, () => this.open());
@@ -459,6 +494,6 @@ export class CrierClient {
       return this.retry(0);
     }
     if (wasConnected) this.emit('disconnected', { code, reason, willReconnect: true });
-    if (this.state != 'closed') this.retry(this.backoff());
+    if (this.state != 'closed') this.again();
   }
 }

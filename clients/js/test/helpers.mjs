@@ -1,7 +1,9 @@
-// What the tests share: a real `crier serve` child process, an admin for it, a WebSocket that
-// records what the client sends, a TCP proxy that can cut or freeze connections, and waits.
+// What the tests share: a real `crier serve` child process, an admin for it, what the nodes of
+// a cluster share, a WebSocket that records what the client sends, a TCP proxy that can cut or
+// freeze connections, and waits.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -34,14 +36,17 @@ export function crierBinary() {
   return binary;
 }
 
-/** A data directory and config file, removed after the test. */
-export function workspace(t, extraConfig = '') {
+/**
+ * A data directory and config file, removed after the test. `extraConfig` goes into the app's
+ * table, `topConfig` before it (the keys of the server as a whole).
+ */
+export function workspace(t, extraConfig = '', topConfig = '') {
   const dir = mkdtempSync(join(tmpdir(), 'crier-js-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const config = join(dir, 'crier.toml');
   writeFileSync(
     config,
-    `[[app]]\nsdkappid = ${APP}\nsecret_key = "${KEY}"\nadmins = ["${ADMIN}"]\n` +
+    `${topConfig}\n[[app]]\nsdkappid = ${APP}\nsecret_key = "${KEY}"\nadmins = ["${ADMIN}"]\n` +
       `min_push_interval_ms = 0\ndaily_push_quota = 100000\n${extraConfig}\n`,
   );
   return { config, dataDir: join(dir, 'data') };
@@ -92,16 +97,78 @@ export function startServer(t, { config, dataDir }, port = 0) {
   });
 }
 
-/** A `ws` WebSocket class that records the frames the client sends. */
+const POSTGRES = process.env.CRIER_TEST_POSTGRES || 'postgres://postgres@127.0.0.1:5432';
+const NATS_HOST = '127.0.0.1';
+const NATS_PORT = 4222;
+
+function psql(sql) {
+  execFileSync('psql', [`${POSTGRES}/postgres`, '-v', 'ON_ERROR_STOP=1', '-q', '-c', sql], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    timeout: 20_000,
+  });
+}
+
+/** Null when a NATS server answers (it greets every connection with INFO), else what went wrong. */
+function natsProblem() {
+  return new Promise((resolve) => {
+    const socket = connect(NATS_PORT, NATS_HOST);
+    const done = (problem) => {
+      socket.destroy();
+      resolve(problem);
+    };
+    socket.setTimeout(3000, () => done('no greeting within 3 s'));
+    socket.once('data', (data) => done(data.toString().startsWith('INFO') ? null : 'not a NATS server'));
+    socket.once('error', (e) => done(e.message));
+  });
+}
+
+/**
+ * What the nodes of one cluster share: a PostgreSQL database and a NATS subject prefix of this
+ * test's own; the database is dropped after the test. `workspace(nodeId)` makes a node's files.
+ * Answers `{ skip: reason }` instead when PostgreSQL or NATS cannot be reached.
+ */
+export async function cluster(t) {
+  const nats = await natsProblem();
+  if (nats) return { skip: `NATS unreachable at ${NATS_HOST}:${NATS_PORT}: ${nats}` };
+  const database = `crier_js_${randomBytes(8).toString('hex')}`;
+  try {
+    psql(`CREATE DATABASE ${database}`);
+  } catch (e) {
+    return { skip: `PostgreSQL unreachable at ${POSTGRES}: ${(e.stderr?.toString() || e.message).trim()}` };
+  }
+  // FORCE: nodes still connected (a killed one's connections linger) must not keep it alive.
+  t.after(() => psql(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`));
+  const top =
+    `store = "${POSTGRES}/${database}"\nbus = "nats://${NATS_HOST}:${NATS_PORT}"\n` +
+    `bus_subject_prefix = "crier-js-${randomBytes(8).toString('hex')}"\n`;
+  return { workspace: (nodeId) => workspace(t, '', `${top}node_id = "${nodeId}"\n`) };
+}
+
+/**
+ * A `ws` WebSocket class that records the frames the client sends, and those it receives with
+ * the URL of the connection they came on (`{ url, frame }`).
+ */
 export function recordingWebSocket() {
   const sent = [];
+  const received = [];
   class Recording extends WebSocket {
     send(data) {
       sent.push(JSON.parse(data));
       super.send(data);
     }
+    get onmessage() {
+      return super.onmessage;
+    }
+    set onmessage(handler) {
+      super.onmessage =
+        handler &&
+        ((event) => {
+          received.push({ url: this.url, frame: JSON.parse(event.data) });
+          handler(event);
+        });
+    }
   }
-  return { WebSocket: Recording, sent };
+  return { WebSocket: Recording, sent, received };
 }
 
 let nextId = 0;
@@ -110,7 +177,10 @@ export function account(prefix = 'user') {
   return `${prefix}-${process.pid}-${++nextId}`;
 }
 
-/** A client on the test server that is closed after the test; `sigs` counts getUserSig calls. */
+/**
+ * A client on the test server that is closed after the test; `sent` and `received` are its
+ * frames (see {@link recordingWebSocket}), `sigs` its getUserSig calls.
+ */
 export function client(t, server, options = {}) {
   const identifier = options.identifier || account();
   const recording = recordingWebSocket();
@@ -130,7 +200,7 @@ export function client(t, server, options = {}) {
     ...options,
   });
   t.after(() => c.close());
-  return Object.assign(c, { identifier, sent: recording.sent, sigs });
+  return Object.assign(c, { identifier, sent: recording.sent, received: recording.received, sigs });
 }
 
 /** The next `event` of `emitter` for which `accept` holds. */

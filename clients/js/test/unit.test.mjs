@@ -60,6 +60,17 @@ const push = (taskId) => ({
   Offline: false,
 });
 
+/** Stands in for the timers: `timers` lists what the client armed, to be fired by hand. */
+function fakeTimers() {
+  const realSetTimeout = globalThis.setTimeout;
+  const timers = [];
+  globalThis.setTimeout = (fn, ms) => {
+    timers.push({ fn, ms });
+    return timers.length;
+  };
+  return { timers, restore: () => (globalThis.setTimeout = realSetTimeout) };
+}
+
 test('an http base URL becomes the ws URL of /v4/ws; Login is the first frame', async () => {
   const { c, socket } = await loggedIn();
   assert.equal(socket.url, 'wss://push.example.com/v4/ws');
@@ -129,12 +140,7 @@ test('acks are batched into frames of at most 500 TaskIds', async () => {
 });
 
 test('reconnect delays double from minReconnectDelay to maxReconnectDelay, with jitter, and reset after a login', async () => {
-  const realSetTimeout = globalThis.setTimeout;
-  const timers = [];
-  globalThis.setTimeout = (fn, ms) => {
-    timers.push({ fn, ms });
-    return timers.length;
-  };
+  const { timers, restore } = fakeTimers();
   try {
     const { Socket, sockets } = scripted();
     const c = new CrierClient({
@@ -169,8 +175,105 @@ test('reconnect delays double from minReconnectDelay to maxReconnectDelay, with 
     assert.ok(delays[0] <= 100);
     c.close();
   } finally {
-    globalThis.setTimeout = realSetTimeout;
+    restore();
   }
+});
+
+test('several servers: the first at random, then each in turn, backing off only once a whole round failed', async () => {
+  const { timers, restore } = fakeTimers();
+  const realRandom = Math.random;
+  // 0.5 picks the second of three servers first, and puts each back-off at 3/4 of its step.
+  Math.random = () => 0.5;
+  try {
+    const { Socket, sockets } = scripted();
+    const c = new CrierClient({
+      url: ['ws://a/v4/ws', 'https://b', 'ws://c/v4/ws'],
+      sdkAppId: 1,
+      identifier: 'me',
+      getUserSig: () => 'sig',
+      WebSocket: Socket,
+      minReconnectDelay: 100,
+      maxReconnectDelay: 1000,
+      connectTimeout: 99999,
+    });
+    const attempts = [];
+    const failOnce = async () => {
+      await tick();
+      const socket = sockets.at(-1);
+      socket.end(1006);
+      const timer = timers.at(-1);
+      attempts.push([socket.url, timer.ms]);
+      timer.fn();
+      await tick();
+    };
+    c.connect();
+    for (let i = 0; i < 6; i++) await failOnce();
+    assert.deepEqual(attempts, [
+      ['wss://b/v4/ws', 0],
+      ['ws://c/v4/ws', 0],
+      ['ws://a/v4/ws', 75],
+      ['wss://b/v4/ws', 0],
+      ['ws://c/v4/ws', 0],
+      ['ws://a/v4/ws', 150],
+    ]);
+
+    // A login on b resets the back-off; when it ends, b comes last in the next round.
+    await tick();
+    const connected = [];
+    const disconnected = [];
+    c.on('connected', (e) => connected.push(e));
+    c.on('disconnected', (e) => disconnected.push(e));
+    assert.equal(c.url, 'wss://b/v4/ws');
+    sockets.at(-1).frame({ Type: 'LoginOK', Identifier: 'me', ServerTime: 7 });
+    assert.deepEqual(connected, [{ identifier: 'me', serverTime: 7, url: 'wss://b/v4/ws' }]);
+    assert.equal(c.state, 'connected');
+    attempts.length = 0;
+    for (let i = 0; i < 3; i++) await failOnce();
+    assert.deepEqual(attempts, [
+      ['wss://b/v4/ws', 0],
+      ['ws://c/v4/ws', 0],
+      ['ws://a/v4/ws', 75],
+    ]);
+    assert.deepEqual(disconnected, [{ code: 1006, reason: '', willReconnect: true }]);
+    assert.equal(c.url, 'wss://b/v4/ws');
+    c.close();
+    assert.equal(c.url, undefined);
+  } finally {
+    Math.random = realRandom;
+    restore();
+  }
+});
+
+test('repeats from another server after a failover: acknowledged again there if acknowledged, never handed over twice', async (t) => {
+  const { c, socket, sockets } = await loggedIn({ url: ['ws://a', 'ws://b'], minReconnectDelay: 1 });
+  // Even when an assertion fails: a client left running keeps the test file from ending.
+  t.after(() => c.close());
+  const pushes = [];
+  let release;
+  const unfinished = new Promise((resolve) => (release = resolve));
+  c.on('push', (p) => {
+    pushes.push(p.TaskId);
+    return p.TaskId == 'unfinished' ? unfinished : undefined;
+  });
+  socket.frame(push('done'));
+  socket.frame(push('unfinished'));
+  await tick();
+  assert.deepEqual(socket.sent.filter((f) => f.Type == 'Ack'), [{ Type: 'Ack', TaskIds: ['done'] }]);
+  socket.end(1006);
+  while (sockets.length < 2) await new Promise((resolve) => setTimeout(resolve, 1));
+  const other = sockets[1];
+  assert.notEqual(other.url, socket.url, 'the other server next');
+  await tick();
+  other.frame({ Type: 'LoginOK', Identifier: 'me', ServerTime: 1 });
+  other.frame({ ...push('done'), Offline: true });
+  other.frame({ ...push('unfinished'), Offline: true });
+  await tick();
+  assert.deepEqual(pushes, ['done', 'unfinished']);
+  assert.deepEqual(other.sent.filter((f) => f.Type == 'Ack'), [{ Type: 'Ack', TaskIds: ['done'] }]);
+  release();
+  await tick();
+  assert.deepEqual(other.sent.filter((f) => f.Type == 'Ack').flatMap((f) => f.TaskIds), ['done', 'unfinished']);
+  c.close();
 });
 
 test('getUserSig failing or hanging, or an upgrade that never finishes: retried within connectTimeout', async () => {
@@ -218,6 +321,7 @@ test('without a WebSocket to use, the constructor says so', () => {
       () => new CrierClient({ url: 'ws://x', sdkAppId: 1, identifier: 'me', getUserSig: () => '' }),
       /pass one as the WebSocket option/,
     );
+    assert.throws(() => new CrierClient({ url: [], sdkAppId: 1, identifier: 'me', getUserSig: () => '' }), /at least one server/);
   } finally {
     if (saved) globalThis.WebSocket = saved;
   }
