@@ -14,6 +14,8 @@
 //! - `notify`: devices and leased notification jobs.
 //! - `sched`: scheduled tasks, claimed like notification jobs.
 //! - `callbacks`: the delivery callback queue, claimed under a lease.
+//! - `tls`: libpq's `sslmode` and `sslrootcert`, read off the URL into the connector every
+//!   connection of the pool is opened with.
 //!
 //! How nodes are kept apart: every rule that needs it holds a row lock of the app, taken in
 //! the transaction that checks and writes (the log's head row, the push gate row, the ack head
