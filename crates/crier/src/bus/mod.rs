@@ -9,9 +9,12 @@
 //! - [`Event::Kick`] and [`Event::AccountDeleted`]: each node closes its sessions of the
 //!   account.
 //! - [`Event::Presence`]: a session logged in or out on some node (`query_online_status`
-//!   reports sessions on every node); [`Event::PresenceWanted`] asks every node to announce
-//!   its sessions again (a node that just started), [`Event::NodeAlive`] says a node still
-//!   runs (the sessions of a node that went silent are forgotten).
+//!   reports sessions on every node, and a push notifies no one online anywhere).
+//!   [`Event::NodeAlive`] says, once a second, that a node still runs (the sessions of a node
+//!   that went silent are forgotten) and sums up its sessions ([`presence`]); a node whose
+//!   picture of them differs (it just started, or announcements were lost while NATS was
+//!   away) sends [`Event::PresenceWanted`], and that node answers with every session it has
+//!   ([`Event::PresenceList`]), which replaces what the others knew of it.
 //! - [`Event::DirectoryHead`]: the directory log has a new head; nodes behind it catch up.
 //! - [`Event::DeviceRegistered`], [`Event::DeviceUnregistered`]: the device registry changed
 //!   (every node keeps it in memory, for whichever node runs a notification job).
@@ -23,11 +26,13 @@
 
 pub mod local;
 pub mod nats;
+pub mod presence;
 
 use std::sync::Arc;
 
 use crate::notify::devices::Device;
 use crate::store::PushRecord;
+pub use presence::PresenceSummary;
 
 /// Which node made an announcement (`--node-id`, or one made up at start).
 pub type NodeId = Arc<str>;
@@ -52,8 +57,21 @@ pub enum Event {
         platform: String,
         online: bool,
     },
-    PresenceWanted,
-    NodeAlive,
+    /// Asks node `of` for a [`Event::PresenceList`].
+    PresenceWanted {
+        of: NodeId,
+    },
+    /// Part `part` (from 0) of `parts` of every session the announcing node had when asked,
+    /// as (account, session, platform): split so that no announcement outgrows what NATS
+    /// carries.
+    PresenceList {
+        part: u32,
+        parts: u32,
+        sessions: Vec<(u32, u64, String)>,
+    },
+    NodeAlive {
+        presence: PresenceSummary,
+    },
     DeviceRegistered {
         account: u32,
         device: Device,

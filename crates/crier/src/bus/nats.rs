@@ -2,22 +2,28 @@
 //! (`{prefix}.app.{sdkappid}`).
 //!
 //! An announcement is handled on the node that makes it at once, on the publishing thread
-//! (as [`super::local::LocalBus`] does), then published; other nodes handle it when it
-//! arrives, in the order it was published, on a blocking thread (a handler may read the
-//! store). NATS carries only references: a push travels as its TaskId and is read back from
+//! (as [`super::local::LocalBus`] does), then published, in the order made (one task hands
+//! them to the NATS client); other nodes handle it when it arrives, in the order it was
+//! published, on a blocking thread (a handler may read the store). The order matters to
+//! presence: a node's list of its sessions and its heartbeat's summary of them hold for the
+//! logins and logouts announced before them. NATS carries only references: a push travels as its TaskId and is read back from
 //! the store, which holds everything an announcement refers to before it is made. A lost
 //! announcement therefore only delays its effect until the node's periodic look at the store
 //! (`tenant::cluster`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
-use tracing::{debug, warn};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
 
 use super::local::LocalBus;
-use super::{Announcement, Bus, Event, Handler, NodeId};
+use super::{Announcement, Bus, Event, Handler, NodeId, PresenceSummary};
 use crate::notify::devices::Device;
 use crate::notify::Provider;
 use crate::store::Store;
@@ -52,8 +58,18 @@ enum WireEvent {
         platform: String,
         online: bool,
     },
-    PresenceWanted,
-    NodeAlive,
+    PresenceWanted {
+        of: String,
+    },
+    PresenceList {
+        part: u32,
+        parts: u32,
+        /// (account, session, platform): a third the size of named fields.
+        sessions: Vec<(u32, u64, String)>,
+    },
+    NodeAlive {
+        presence: PresenceSummary,
+    },
     DeviceRegistered {
         account: u32,
         provider: Provider,
@@ -93,8 +109,19 @@ impl WireEvent {
                 platform: platform.clone(),
                 online: *online,
             },
-            Event::PresenceWanted => WireEvent::PresenceWanted,
-            Event::NodeAlive => WireEvent::NodeAlive,
+            Event::PresenceWanted { of } => WireEvent::PresenceWanted { of: of.to_string() },
+            Event::PresenceList {
+                part,
+                parts,
+                sessions,
+            } => WireEvent::PresenceList {
+                part: *part,
+                parts: *parts,
+                sessions: sessions.clone(),
+            },
+            Event::NodeAlive { presence } => WireEvent::NodeAlive {
+                presence: *presence,
+            },
             Event::DeviceRegistered { account, device } => WireEvent::DeviceRegistered {
                 account: *account,
                 provider: device.provider,
@@ -109,8 +136,21 @@ impl WireEvent {
     }
 }
 
+/// Announcements made and not yet handed to the NATS client, at most. While NATS is away the
+/// client holds what it can, then this fills, then announcements are dropped: each is in the
+/// store, or (presence) repaired by the heartbeats.
+const WAITING_ANNOUNCEMENTS: usize = 16_384;
+
+/// The client's default waits up to 4 s between attempts to reach NATS again; presence, and
+/// the repair of what was lost meanwhile, waits for it.
+const RECONNECT_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+
 pub struct NatsBus {
     client: async_nats::Client,
+    /// To the task that hands announcements to the client, one at a time, in order.
+    outbox: mpsc::Sender<(String, Bytes)>,
+    /// Announcements are being dropped (the outbox is full); logged once per episode.
+    dropping: AtomicBool,
     prefix: String,
     node: NodeId,
     store: Arc<dyn Store>,
@@ -136,14 +176,29 @@ impl NatsBus {
     ) -> Result<NatsBus, ConnectError> {
         let client = async_nats::ConnectOptions::new()
             .name(format!("crier {node}"))
+            .reconnect_delay_callback(|attempts| {
+                (Duration::from_millis(100) * attempts as u32).min(RECONNECT_AT_MOST_EVERY)
+            })
             .connect(url)
             .await
             .map_err(|error| ConnectError {
                 url: url.to_owned(),
                 reason: error.to_string(),
             })?;
+        let (outbox, mut waiting) = mpsc::channel::<(String, Bytes)>(WAITING_ANNOUNCEMENTS);
+        let publisher = client.clone();
+        tokio::spawn(async move {
+            while let Some((subject, payload)) = waiting.recv().await {
+                if let Err(error) = publisher.publish(subject, payload).await {
+                    // The store holds what this announced; other nodes find it there.
+                    warn!(%error, "an announcement could not be published; other nodes will find it in the store");
+                }
+            }
+        });
         Ok(NatsBus {
             client,
+            outbox,
+            dropping: AtomicBool::new(false),
             prefix: prefix.to_owned(),
             node,
             store,
@@ -166,13 +221,21 @@ impl Bus for NatsBus {
         };
         self.local.publish(announcement);
         let payload = serde_json::to_vec(&wire).expect("announcements serialize");
-        let (client, subject) = (self.client.clone(), self.subject(wire.app));
-        self.runtime.spawn(async move {
-            if let Err(error) = client.publish(subject, payload.into()).await {
-                // The store holds what this announced; other nodes find it there.
-                warn!(%error, "an announcement could not be published; other nodes will find it in the store");
+        match self
+            .outbox
+            .try_send((self.subject(wire.app), payload.into()))
+        {
+            Ok(()) => {
+                if self.dropping.swap(false, Ordering::Relaxed) {
+                    info!("announcements are published again");
+                }
             }
-        });
+            Err(_) => {
+                if !self.dropping.swap(true, Ordering::Relaxed) {
+                    warn!("NATS is not taking announcements; dropping them until it does (other nodes find what they announce in the store)");
+                }
+            }
+        }
     }
 
     fn spans_nodes(&self) -> bool {
@@ -257,8 +320,17 @@ fn hydrate(store: &dyn Store, wire: WireAnnouncement) -> Option<Announcement> {
             platform,
             online,
         },
-        WireEvent::PresenceWanted => Event::PresenceWanted,
-        WireEvent::NodeAlive => Event::NodeAlive,
+        WireEvent::PresenceWanted { of } => Event::PresenceWanted { of: of.into() },
+        WireEvent::PresenceList {
+            part,
+            parts,
+            sessions,
+        } => Event::PresenceList {
+            part,
+            parts,
+            sessions,
+        },
+        WireEvent::NodeAlive { presence } => Event::NodeAlive { presence },
         WireEvent::DeviceRegistered {
             account,
             provider,
@@ -301,5 +373,35 @@ mod tests {
             serde_json::from_str::<WireAnnouncement>(&text).unwrap(),
             wire
         );
+    }
+
+    #[test]
+    fn presence_travels_as_a_summary_and_compact_lists() {
+        let alive = WireEvent::of(&Event::NodeAlive {
+            presence: PresenceSummary {
+                sessions: 2,
+                digest: u64::MAX,
+            },
+        });
+        let list = WireEvent::of(&Event::PresenceList {
+            part: 1,
+            parts: 3,
+            sessions: vec![(7, 12, "iOS".into())],
+        });
+        let wanted = WireEvent::of(&Event::PresenceWanted {
+            of: "node-b".into(),
+        });
+        let texts = [&alive, &list, &wanted].map(|event| serde_json::to_string(event).unwrap());
+        assert_eq!(
+            texts,
+            [
+                r#"{"type":"node_alive","presence":{"sessions":2,"digest":18446744073709551615}}"#,
+                r#"{"type":"presence_list","part":1,"parts":3,"sessions":[[7,12,"iOS"]]}"#,
+                r#"{"type":"presence_wanted","of":"node-b"}"#,
+            ]
+        );
+        for (text, event) in texts.iter().zip([alive, list, wanted]) {
+            assert_eq!(serde_json::from_str::<WireEvent>(text).unwrap(), event);
+        }
     }
 }

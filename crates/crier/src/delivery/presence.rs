@@ -11,6 +11,7 @@ use roaring::RoaringBitmap;
 use tokio::sync::Notify;
 
 use super::conn::{Conn, Pushed};
+use crate::bus::PresenceSummary;
 
 /// Tells a session task to end, and with which close code.
 #[derive(Default)]
@@ -61,6 +62,8 @@ pub struct SessionHandle {
 struct Registry {
     by_account: HashMap<u32, Vec<SessionHandle>>,
     online: RoaringBitmap,
+    /// Of every session here, for this node's heartbeat.
+    summary: PresenceSummary,
 }
 
 /// What a fan-out did.
@@ -102,6 +105,7 @@ pub struct Sessions {
 impl Sessions {
     pub fn register(&self, account: u32, session: SessionHandle) {
         let mut registry = self.registry.write();
+        registry.summary.add(account, session.id, &session.platform);
         registry
             .by_account
             .entry(account)
@@ -112,10 +116,21 @@ impl Sessions {
 
     pub fn unregister(&self, account: u32, session_id: u64) {
         let mut registry = self.registry.write();
-        let Some(sessions) = registry.by_account.get_mut(&account) else {
+        let Registry {
+            by_account,
+            summary,
+            ..
+        } = &mut *registry;
+        let Some(sessions) = by_account.get_mut(&account) else {
             return;
         };
-        sessions.retain(|s| s.id != session_id);
+        sessions.retain(|s| {
+            let leaving = s.id == session_id;
+            if leaving {
+                summary.remove(account, s.id, &s.platform);
+            }
+            !leaving
+        });
         if sessions.is_empty() {
             registry.by_account.remove(&account);
             registry.online.remove(account);
@@ -249,6 +264,11 @@ impl Sessions {
                     .map(|s| (*account, s.id, s.platform.clone()))
             })
             .collect()
+    }
+
+    /// How many sessions are open, and their digest.
+    pub fn summary(&self) -> PresenceSummary {
+        self.registry.read().summary
     }
 
     pub fn is_online(&self, account: u32) -> bool {

@@ -113,6 +113,14 @@ pub struct PushSummary {
     pub audience_size: u64,
 }
 
+/// A push as a node's once-a-second look at the store lists it: enough to tell whether the
+/// node knows it, without its audience (a bitmap that can run to megabytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushId {
+    pub task_id: String,
+    pub revoked: bool,
+}
+
 /// How many times a push was delivered: to sessions as it was accepted, and on logins.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeliveryCounts {
@@ -224,6 +232,10 @@ pub trait Store:
 
     /// Pushes of `app` accepted at or after `since_ms`, oldest first.
     fn pushes_since(&self, app: u64, since_ms: u64) -> Result<Vec<PushRecord>, StoreError>;
+
+    /// The TaskIds of the pushes of `app` accepted at or after `since_ms`, oldest first, and
+    /// whether each was revoked: what [`Store::pushes_since`] answers, without the records.
+    fn push_ids_since(&self, app: u64, since_ms: u64) -> Result<Vec<PushId>, StoreError>;
 
     /// Marks the push revoked at `now_ms` (with `overwrite`, the revoke's `OfflinePushInfo`)
     /// and its notification job done, unless it was revoked already. Whether it may be

@@ -1,4 +1,5 @@
-//! What a node does when others share its store: once a second it says it is alive, and it
+//! What a node does when others share its store: once a second it says it is alive, with a
+//! summary of its sessions (others whose picture of them differs ask for its list), and it
 //! looks at the store for what the others did, in case their announcements were lost (the
 //! accepting node died between commit and publish, or NATS was down): the directory head,
 //! pushes accepted elsewhere, acknowledgements recorded elsewhere. The store is the source of
@@ -22,6 +23,9 @@ pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 const PUSH_LOOKBACK_MS: u64 = 10_000;
 /// A node not heard of for this long has stopped; its sessions are forgotten.
 const NODE_SILENT_AFTER_MS: u64 = 5_000;
+/// Sessions per announcement of a presence list: about 30 kB, far below the 1 MB a NATS
+/// server takes by default.
+const PRESENCE_LIST_PART: usize = 1_000;
 
 /// Where a node's looks at the store got to.
 #[derive(Default)]
@@ -35,8 +39,8 @@ pub(super) struct SyncState {
 impl Tenant {
     /// Runs the node's side of the cluster for this app until shutdown.
     pub async fn run_cluster_sync(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        // A node that starts asks the others who is online on them.
-        self.announce(Event::PresenceWanted);
+        // A node that starts learns who is online elsewhere from the others' first heartbeats:
+        // it knows none of their sessions, so each summary differs and it asks for the lists.
         let mut every = tokio::time::interval(SYNC_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -44,7 +48,7 @@ impl Tenant {
                 _ = every.tick() => {}
                 _ = shutdown.wait_for(|stopping| *stopping) => return,
             }
-            self.announce(Event::NodeAlive);
+            self.announce_alive();
             let tenant = Arc::clone(&self);
             match tokio::task::spawn_blocking(move || tenant.sync_with_store()).await {
                 Ok(Ok(())) => {}
@@ -56,6 +60,35 @@ impl Tenant {
         }
     }
 
+    fn announce_alive(&self) {
+        let _order = self.presence_order.lock();
+        let presence = self.delivery.sessions.summary();
+        self.announce(Event::NodeAlive { presence });
+    }
+
+    /// Announces every session of this node, in parts, for the nodes whose picture of them
+    /// differs (each replaces its picture with it).
+    pub(super) fn announce_presence_list(&self) {
+        let _order = self.presence_order.lock();
+        let mut rest = self.delivery.sessions.sessions();
+        let parts = rest.len().div_ceil(PRESENCE_LIST_PART).max(1) as u32;
+        tracing::debug!(
+            app = self.sdkappid(),
+            sessions = rest.len(),
+            parts,
+            "announcing this node's sessions"
+        );
+        for part in 0..parts {
+            let tail = rest.split_off(rest.len().min(PRESENCE_LIST_PART));
+            let sessions = std::mem::replace(&mut rest, tail);
+            self.announce(Event::PresenceList {
+                part,
+                parts,
+                sessions,
+            });
+        }
+    }
+
     /// Takes what other nodes did from the store. Blocking.
     pub(super) fn sync_with_store(&self) -> Result<(), StoreError> {
         let app = self.sdkappid();
@@ -64,14 +97,19 @@ impl Tenant {
             .forget_silent_nodes(now.saturating_sub(NODE_SILENT_AFTER_MS));
         let head = self.store.dir_head(app)?;
         self.catch_up_to(head);
-        for record in self
+        // TaskIds first, each record only when it is news: a record carries its audience, a
+        // bitmap of up to megabytes, and almost every push was announced already.
+        for pushed in self
             .store
-            .pushes_since(app, now.saturating_sub(PUSH_LOOKBACK_MS))?
+            .push_ids_since(app, now.saturating_sub(PUSH_LOOKBACK_MS))?
         {
-            if record.revoked_ms.is_some() {
+            if pushed.revoked || self.delivery.knows(&pushed.task_id) {
                 continue;
             }
-            if !self.delivery.knows(&record.task_id) {
+            let Some(record) = self.store.push_record(app, &pushed.task_id)? else {
+                continue;
+            };
+            if record.revoked_ms.is_none() {
                 tracing::info!(app, task_id = %record.task_id, "a push found in the store (its announcement did not arrive)");
                 self.delivery.accept(Arc::new(record));
             }

@@ -8,6 +8,8 @@
 //!   themselves are in [`crate::push`]).
 //! - `sessions`: logging a session in (a guard logs it out), kicks, deletions, online
 //!   status, acknowledgements, devices.
+//! - `remote_presence`: the sessions on other nodes, kept right by their heartbeats; `cluster`:
+//!   the heartbeats themselves and the node's once-a-second look at the store.
 //! - [`report`]: the task report; [`timpush_reports`]: `timpush` statistics and trace.
 //! - `sched`: the scheduled-task commands; `sched_run`: running the tasks as they fall due.
 //! - [`to_accounts`]: the accounts a `v4/timpush` `To_Account` names, and writes that answer.
@@ -41,6 +43,7 @@ mod call_rates;
 mod cluster;
 pub mod console_reads;
 mod pushes;
+mod remote_presence;
 pub mod report;
 mod sched;
 mod sched_run;
@@ -51,8 +54,8 @@ pub mod to_accounts;
 mod writes;
 
 pub use pushes::BatchAccepted;
+use remote_presence::RemotePresence;
 pub use sched::SchedList;
-use sessions::RemotePresence;
 pub use sessions::SessionGuard;
 use snapshots::{SnapshotFile, SnapshotPolicy, SNAPSHOT_POLICY};
 use writes::{WriteQueue, WriterState};
@@ -82,6 +85,10 @@ pub struct Tenant {
     /// Delivery callbacks to the app's server, when it has a `callback_url`.
     callbacks: Option<Arc<Callbacks>>,
     remote_presence: RemotePresence,
+    /// Held while this node's sessions change and the change is announced, and while they are
+    /// summed up or listed and that is announced: each such announcement then holds for the
+    /// changes announced before it, which is what other nodes compare it with.
+    presence_order: Mutex<()>,
     sync: Mutex<cluster::SyncState>,
     /// What the web console keeps beside the app (history, task facts, its rate window).
     console: Arc<console_reads::ConsoleExtras>,
@@ -224,6 +231,7 @@ impl Tenant {
             events,
             callbacks,
             remote_presence: RemotePresence::default(),
+            presence_order: Mutex::new(()),
             sync: Mutex::default(),
             console: Arc::default(),
             call_rates: Default::default(),
@@ -304,18 +312,28 @@ impl Tenant {
                 self.remote_presence
                     .update(*account, (node, *session), platform, *online);
             }
-            Event::PresenceWanted if !from_here => {
-                for (account, session, platform) in self.delivery.sessions.sessions() {
-                    self.announce(Event::Presence {
-                        account,
-                        session,
-                        platform,
-                        online: true,
+            Event::PresenceWanted { of } if *of == self.node => self.announce_presence_list(),
+            Event::PresenceList {
+                part,
+                parts,
+                sessions,
+            } if !from_here => {
+                self.remote_presence.take_list_part(
+                    &announcement.node,
+                    *part,
+                    *parts,
+                    sessions,
+                    now_ms(),
+                );
+            }
+            Event::NodeAlive { presence } if !from_here => {
+                let node = &announcement.node;
+                if self.remote_presence.heard_alive(node, *presence, now_ms()) {
+                    info!(app = self.sdkappid(), %node, sessions = presence.sessions, "the sessions known of a node are not the ones it has; asking it for its list");
+                    self.announce(Event::PresenceWanted {
+                        of: Arc::clone(node),
                     });
                 }
-            }
-            Event::NodeAlive if !from_here => {
-                self.remote_presence.node_seen(&announcement.node, now_ms());
             }
             Event::DeviceRegistered { account, device } if !from_here => {
                 self.notify.devices.remember(*account, device.clone());
@@ -326,8 +344,9 @@ impl Tenant {
             Event::DirectoryHead { seq } if !from_here => self.catch_up_to(*seq),
             Event::PushRevoked(_)
             | Event::Presence { .. }
-            | Event::PresenceWanted
-            | Event::NodeAlive
+            | Event::PresenceWanted { .. }
+            | Event::PresenceList { .. }
+            | Event::NodeAlive { .. }
             | Event::DeviceRegistered { .. }
             | Event::DeviceUnregistered { .. }
             | Event::DirectoryHead { .. } => {}

@@ -2,17 +2,15 @@
 //! session in and out, what waits for it, acknowledgements, kicks, deletions, online status
 //! and devices. Effects on other sessions are announced on the bus ([`Tenant::handle`]).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use crier_proto::protocol::close;
-use parking_lot::{Mutex, RwLock};
-use roaring::RoaringBitmap;
+use parking_lot::Mutex;
 
 use super::Tenant;
-use crate::bus::{Event, NodeId};
+use crate::bus::Event;
 use crate::delivery::conn::Conn;
 use crate::delivery::presence::{CloseSignal, SessionHandle, SessionLink};
 use crate::directory::DirOp;
@@ -48,6 +46,7 @@ impl SessionGuard {
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         let tenant = &self.tenant;
+        let _order = tenant.presence_order.lock();
         tenant
             .delivery
             .sessions
@@ -94,13 +93,16 @@ impl Tenant {
                 kick_reason: Mutex::new(String::new()),
             }),
         };
-        self.delivery.sessions.register(account, handle.clone());
-        self.announce(Event::Presence {
-            account,
-            session: handle.id,
-            platform: handle.platform.clone(),
-            online: true,
-        });
+        {
+            let _order = self.presence_order.lock();
+            self.delivery.sessions.register(account, handle.clone());
+            self.announce(Event::Presence {
+                account,
+                session: handle.id,
+                platform: handle.platform.clone(),
+                online: true,
+            });
+        }
         Ok(SessionGuard {
             tenant: Arc::clone(self),
             account,
@@ -208,111 +210,5 @@ impl Tenant {
             });
         }
         Ok(())
-    }
-}
-
-/// A session on another node: the node, and the session's id there.
-type RemoteSession = (NodeId, u64);
-
-/// Sessions open on other nodes, as their presence announcements told, and when each node
-/// was last heard of.
-#[derive(Default)]
-pub(super) struct RemotePresence {
-    by_account: RwLock<HashMap<u32, Vec<(RemoteSession, String)>>>,
-    last_seen_ms: RwLock<HashMap<NodeId, u64>>,
-}
-
-impl RemotePresence {
-    pub(super) fn node_seen(&self, node: &NodeId, now_ms: u64) {
-        self.last_seen_ms.write().insert(Arc::clone(node), now_ms);
-    }
-
-    /// Forgets the sessions of nodes not heard of since `silent_since_ms` (stopped, or cut
-    /// off: their clients reconnect elsewhere).
-    pub(super) fn forget_silent_nodes(&self, silent_since_ms: u64) {
-        let mut last_seen = self.last_seen_ms.write();
-        let silent: Vec<NodeId> = last_seen
-            .iter()
-            .filter(|(_, seen)| **seen < silent_since_ms)
-            .map(|(node, _)| Arc::clone(node))
-            .collect();
-        if silent.is_empty() {
-            return;
-        }
-        for node in &silent {
-            last_seen.remove(node);
-            tracing::warn!(%node, "a node went silent; forgetting its sessions");
-        }
-        self.by_account.write().retain(|_, sessions| {
-            sessions.retain(|((node, _), _)| !silent.contains(node));
-            !sessions.is_empty()
-        });
-    }
-
-    /// Accounts with a session on another node.
-    pub(super) fn online(&self) -> RoaringBitmap {
-        self.by_account.read().keys().copied().collect()
-    }
-
-    pub(super) fn update(
-        &self,
-        account: u32,
-        session: RemoteSession,
-        platform: &str,
-        online: bool,
-    ) {
-        self.last_seen_ms
-            .write()
-            .entry(Arc::clone(&session.0))
-            .or_insert_with(crate::clock::now_ms);
-        let mut by_account = self.by_account.write();
-        let sessions = by_account.entry(account).or_default();
-        let known = sessions.iter().position(|(s, _)| *s == session);
-        match (online, known) {
-            (true, None) => sessions.push((session, platform.to_owned())),
-            (false, Some(at)) => {
-                sessions.swap_remove(at);
-            }
-            // A repeat of what is known already.
-            (true, Some(_)) | (false, None) => {}
-        }
-        if sessions.is_empty() {
-            by_account.remove(&account);
-        }
-    }
-
-    fn platforms(&self, account: u32) -> Vec<String> {
-        self.by_account
-            .read()
-            .get(&account)
-            .map(|sessions| sessions.iter().map(|(_, p)| p.clone()).collect())
-            .unwrap_or_default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remote_sessions_come_and_go_per_session_and_repeats_change_nothing() {
-        let presence = RemotePresence::default();
-        let (a, b): (NodeId, NodeId) = ("a".into(), "b".into());
-        let session = |node: &NodeId, id| (Arc::clone(node), id);
-        presence.update(7, session(&a, 1), "iOS", true);
-        presence.update(7, session(&b, 1), "Web", true);
-        presence.update(7, session(&a, 2), "iOS", true);
-        // A repeat (a node that started asked for every session again) adds nothing.
-        presence.update(7, session(&a, 1), "iOS", true);
-        let mut platforms = presence.platforms(7);
-        platforms.sort();
-        assert_eq!(platforms, ["Web", "iOS", "iOS"]);
-        presence.update(7, session(&a, 2), "iOS", false);
-        presence.update(7, session(&a, 2), "iOS", false);
-        presence.update(7, session(&b, 1), "Web", false);
-        assert_eq!(presence.platforms(7), ["iOS"]);
-        presence.update(7, session(&a, 1), "iOS", false);
-        assert!(presence.platforms(7).is_empty());
-        assert!(presence.by_account.read().is_empty());
     }
 }

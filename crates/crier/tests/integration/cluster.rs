@@ -16,7 +16,7 @@ const NATS: &str = "nats://127.0.0.1:4222";
 /// A database and a subject prefix for one test; the database is dropped with it.
 pub struct Cluster {
     database: String,
-    prefix: String,
+    pub prefix: String,
 }
 
 impl Cluster {
@@ -46,7 +46,7 @@ impl Cluster {
         })
     }
 
-    fn config(&self, node: &str, prefix: &str, apps: Vec<crier::config::AppConfig>) -> Config {
+    pub fn config(&self, node: &str, prefix: &str, apps: Vec<crier::config::AppConfig>) -> Config {
         Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: std::env::temp_dir(),
@@ -99,7 +99,7 @@ fn login_options(server: &TestServer, identifier: &str) -> LoginOptions {
     }
 }
 
-async fn login(server: &TestServer, identifier: &str) -> Connection {
+pub async fn login(server: &TestServer, identifier: &str) -> Connection {
     Connection::connect(&login_options(server, identifier))
         .await
         .unwrap()
@@ -355,13 +355,13 @@ async fn a_push_whose_announcement_is_lost_still_reaches_the_other_nodes_within_
 }
 
 /// A NATS server of the test's own, on a port of its own, that the test can stop.
-struct OwnNats {
+pub struct OwnNats {
     port: u16,
     process: std::process::Child,
 }
 
 impl OwnNats {
-    fn start(port: u16) -> Option<OwnNats> {
+    pub fn start(port: u16) -> Option<OwnNats> {
         let process = std::process::Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
@@ -376,11 +376,11 @@ impl OwnNats {
         }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    async fn ready(&self) {
+    pub async fn ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while async_nats::connect(self.url()).await.is_err() {
             assert!(Instant::now() < deadline, "nats-server did not start");
@@ -396,7 +396,7 @@ impl Drop for OwnNats {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -553,7 +553,7 @@ async fn a_node_killed_while_pushes_are_accepted_loses_none_that_were_answered()
 
 /// Logs `identifier` in on `server`, registers a webhook device, waits until the server has
 /// it, and logs out.
-async fn with_webhook_device(base: &str, identifier: &str) {
+pub async fn with_webhook_device(base: &str, identifier: &str) {
     let options = login_options_at(base, identifier);
     let mut connection = Connection::connect(&options).await.unwrap();
     connection

@@ -13,6 +13,7 @@ mod auth;
 mod callbacks;
 mod cli;
 mod cluster;
+mod cluster_presence;
 mod cluster_tls;
 mod concurrent_writes;
 mod crash;

@@ -16,7 +16,7 @@ use crier::store::sched::{
 };
 use crier::store::sqlite::SqliteStore;
 use crier::store::{
-    DeliveryCounts, MarkStage, PushAcceptance, PushCounts, PushMark, PushRecord, PushRules,
+    DeliveryCounts, MarkStage, PushAcceptance, PushCounts, PushId, PushMark, PushRecord, PushRules,
     PushSummary, RevokeOutcome, Store, StoreError, StoredSnapshot,
 };
 use crier_client::{Connection, Event};
@@ -321,6 +321,9 @@ impl Store for FailingDevices {
     }
     fn pushes_since(&self, app: u64, since_ms: u64) -> Result<Vec<PushRecord>, StoreError> {
         self.inner.pushes_since(app, since_ms)
+    }
+    fn push_ids_since(&self, app: u64, since_ms: u64) -> Result<Vec<PushId>, StoreError> {
+        self.inner.push_ids_since(app, since_ms)
     }
     fn revoke_push(
         &self,

@@ -74,6 +74,7 @@ macro_rules! store_conformance_suite {
             racing_nodes_never_accept_more_than_the_quota,
             batches_are_outside_the_quota_and_the_interval_but_retries_hold,
             a_revoked_push_reads_back_revoked_and_its_job_ends,
+            push_ids_since_name_the_recent_pushes_and_their_revokes,
             push_summaries_and_counts,
             a_push_record_is_read_whole_by_any_node,
             acks_and_delivery_counts_merge_per_push,

@@ -2,7 +2,7 @@
 //! what hangs on them.
 
 use super::*;
-use crate::store::{PushCounts, PushSummary, RevokeOutcome};
+use crate::store::{PushCounts, PushId, PushSummary, RevokeOutcome};
 
 pub fn an_accepted_push_is_stored_with_its_job<F: StoreFactory>() {
     let factory = F::create();
@@ -495,6 +495,56 @@ pub fn batches_are_outside_the_quota_and_the_interval_but_retries_hold<F: StoreF
     );
     let stored = store.push_record(APP, "p1").unwrap().unwrap();
     assert_eq!(stored, first);
+}
+
+pub fn push_ids_since_name_the_recent_pushes_and_their_revokes<F: StoreFactory>() {
+    let factory = F::create();
+    let store = factory.open();
+    assert!(store.push_ids_since(APP, 0).unwrap().is_empty());
+    // Accepted in this order, the later one with the earlier time: oldest first means first
+    // accepted, as `pushes_since` reads them.
+    for record in [
+        push(APP, "b", DAY + 9_000, 2),
+        push(APP, "a", DAY + 5_000, 1),
+        push(APP, "c", DAY + 12_000, 3),
+        push(2, "other", DAY + 9_000, 1),
+    ] {
+        assert_eq!(
+            accept(&*store, &record, record.msg_random.into(), &rules()),
+            PushAcceptance::Accepted
+        );
+    }
+    store.revoke_push(APP, "c", DAY + 13_000, None).unwrap();
+    let id = |task_id: &str, revoked| PushId {
+        task_id: task_id.into(),
+        revoked,
+    };
+    assert_eq!(
+        store.push_ids_since(APP, DAY + 5_000).unwrap(),
+        [id("b", false), id("a", false), id("c", true)]
+    );
+    assert_eq!(
+        store.push_ids_since(APP, DAY + 5_001).unwrap(),
+        [id("b", false), id("c", true)]
+    );
+    let since = |at| -> Vec<String> {
+        store
+            .pushes_since(APP, at)
+            .unwrap()
+            .into_iter()
+            .map(|record| record.task_id)
+            .collect()
+    };
+    for at in [0, DAY + 9_000, DAY + 12_001] {
+        let ids: Vec<String> = store
+            .push_ids_since(APP, at)
+            .unwrap()
+            .into_iter()
+            .map(|pushed| pushed.task_id)
+            .collect();
+        assert_eq!(ids, since(at), "the pushes `pushes_since` reads, from {at}");
+    }
+    assert_eq!(store.push_ids_since(2, 0).unwrap(), [id("other", false)]);
 }
 
 pub fn a_revoked_push_reads_back_revoked_and_its_job_ends<F: StoreFactory>() {

@@ -52,8 +52,8 @@ use roaring::RoaringBitmap;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
-    DeliveryCounts, MarkStage, PushAcceptance, PushCounts, PushMark, PushRules, PushSummary, Store,
-    StoreError, StoredSnapshot,
+    DeliveryCounts, MarkStage, PushAcceptance, PushCounts, PushId, PushMark, PushRules,
+    PushSummary, Store, StoreError, StoredSnapshot,
 };
 use crate::directory::DirOp;
 use crate::store::{PushRecord, RevokeOutcome};
@@ -347,6 +347,10 @@ impl Store for PostgresStore {
 
     fn pushes_since(&self, app: u64, since_ms: u64) -> Result<Vec<PushRecord>, StoreError> {
         self.run(|client| pushes::pushes_since(client, app, since_ms))
+    }
+
+    fn push_ids_since(&self, app: u64, since_ms: u64) -> Result<Vec<PushId>, StoreError> {
+        self.run(|client| pushes::push_ids_since(client, app, since_ms))
     }
 
     fn revoke_push(

@@ -9,8 +9,8 @@ use roaring::RoaringBitmap;
 
 use super::{bitmap_bytes, bitmap_from, column, u32_column, Failure};
 use crate::store::{
-    DeliveryCounts, PushAcceptance, PushCounts, PushKind, PushRecord, PushRules, PushSummary,
-    RevokeOutcome,
+    DeliveryCounts, PushAcceptance, PushCounts, PushId, PushKind, PushRecord, PushRules,
+    PushSummary, RevokeOutcome,
 };
 
 const PUSH_COLUMNS: &str =
@@ -199,6 +199,25 @@ pub(super) fn pushes_since(
         &[&(app as i64), &(since_ms as i64)],
     )?;
     rows.iter().map(push_from_row).collect()
+}
+
+pub(super) fn push_ids_since(
+    client: &mut Client,
+    app: u64,
+    since_ms: u64,
+) -> Result<Vec<PushId>, Failure> {
+    let rows = client.query(
+        "SELECT task_id, revoked_ms IS NOT NULL FROM pushes WHERE app = $1 AND created_ms >= $2 ORDER BY seq",
+        &[&(app as i64), &(since_ms as i64)],
+    )?;
+    rows.iter()
+        .map(|row| {
+            Ok(PushId {
+                task_id: column(row, 0)?,
+                revoked: column(row, 1)?,
+            })
+        })
+        .collect()
 }
 
 pub(super) fn revoke_push(

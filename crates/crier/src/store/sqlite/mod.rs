@@ -38,8 +38,8 @@ use roaring::RoaringBitmap;
 use rusqlite::Connection;
 
 use super::{
-    DeliveryCounts, MarkStage, PushAcceptance, PushCounts, PushMark, PushRules, PushSummary, Store,
-    StoreError, StoredSnapshot,
+    DeliveryCounts, MarkStage, PushAcceptance, PushCounts, PushId, PushMark, PushRules,
+    PushSummary, Store, StoreError, StoredSnapshot,
 };
 use crate::directory::DirOp;
 use crate::store::{PushRecord, RevokeOutcome};
@@ -239,6 +239,10 @@ impl Store for SqliteStore {
 
     fn pushes_since(&self, app: u64, since_ms: u64) -> Result<Vec<PushRecord>, StoreError> {
         run(|| pushes::pushes_since(self, app, since_ms))
+    }
+
+    fn push_ids_since(&self, app: u64, since_ms: u64) -> Result<Vec<PushId>, StoreError> {
+        run(|| pushes::push_ids_since(self, app, since_ms))
     }
 
     fn revoke_push(

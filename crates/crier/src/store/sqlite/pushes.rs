@@ -7,7 +7,7 @@ use roaring::RoaringBitmap;
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{bitmap_bytes, bitmap_from, Failure, SqliteStore};
-use crate::store::{DeliveryCounts, PushAcceptance, PushCounts, PushRules, PushSummary};
+use crate::store::{DeliveryCounts, PushAcceptance, PushCounts, PushId, PushRules, PushSummary};
 use crate::store::{PushKind, PushRecord, RevokeOutcome};
 
 fn push_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(PushRecord, Vec<u8>)> {
@@ -206,6 +206,24 @@ pub(super) fn pushes_since(
         pushes.push(with_audience(row?)?);
     }
     Ok(pushes)
+}
+
+pub(super) fn push_ids_since(
+    store: &SqliteStore,
+    app: u64,
+    since_ms: u64,
+) -> Result<Vec<PushId>, Failure> {
+    let connection = store.connection.lock();
+    let mut query = connection.prepare_cached(
+        "SELECT task_id, revoked_ms IS NOT NULL FROM pushes WHERE app = ?1 AND created_ms >= ?2 ORDER BY seq",
+    )?;
+    let rows = query.query_map(params![app as i64, since_ms as i64], |row| {
+        Ok(PushId {
+            task_id: row.get(0)?,
+            revoked: row.get(1)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub(super) fn revoke_push(
