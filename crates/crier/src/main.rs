@@ -52,7 +52,9 @@ enum Command {
         #[arg(long, env = "CRIER_SHUTDOWN_TIMEOUT", value_name = "SECONDS")]
         shutdown_timeout: Option<u64>,
         /// The store: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE for a cluster of nodes
-        /// sharing it [default: the embedded SQLite store under the data directory]. The
+        /// sharing it [default: the embedded SQLite store under the data directory]. TLS as
+        /// libpq: ?sslmode=disable|prefer (default)|require|verify-ca|verify-full, and
+        /// &sslrootcert=CA.pem for the verifying modes [default: the system's roots]. The
         /// password is never printed.
         #[arg(long, env = "CRIER_STORE", value_name = "URL", hide_env_values = true)]
         store: Option<String>,

@@ -325,9 +325,9 @@ impl fmt::Display for BackendUrl {
             return f.write_str(&self.0);
         };
         // The password sits between the first ':' and the last '@' of the authority.
-        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
         let authority = &rest[..authority_end];
-        match authority.rfind('@') {
+        let rest = match authority.rfind('@') {
             Some(at) => {
                 let user = authority[..at].split(':').next().unwrap_or_default();
                 let hidden = if authority[..at].contains(':') {
@@ -335,10 +335,29 @@ impl fmt::Display for BackendUrl {
                 } else {
                     ""
                 };
-                write!(f, "{scheme}://{user}{hidden}@{}", &rest[at + 1..])
+                write!(f, "{scheme}://{user}{hidden}@")?;
+                &rest[at + 1..]
             }
-            None => f.write_str(&self.0),
+            None => {
+                write!(f, "{scheme}://")?;
+                rest
+            }
+        };
+        // libpq takes the password as a parameter too: `?password=...`.
+        let Some((path, query)) = rest.split_once('?') else {
+            return f.write_str(rest);
+        };
+        write!(f, "{path}?")?;
+        for (index, pair) in query.split('&').enumerate() {
+            let separator = if index == 0 { "" } else { "&" };
+            match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                    write!(f, "{separator}{key}=***")?
+                }
+                _ => write!(f, "{separator}{pair}")?,
+            }
         }
+        Ok(())
     }
 }
 
@@ -561,6 +580,21 @@ mod backend_url_tests {
         assert_eq!(
             BackendUrl::new("nats://127.0.0.1:4222").to_string(),
             "nats://127.0.0.1:4222"
+        );
+        assert_eq!(
+            BackendUrl::new(
+                "postgres://crier@db/crier?sslmode=require&PASSWORD=s3cr@t&sslrootcert=/ca.pem"
+            )
+            .to_string(),
+            "postgres://crier@db/crier?sslmode=require&PASSWORD=***&sslrootcert=/ca.pem"
+        );
+        assert_eq!(
+            BackendUrl::new("postgres://crier:s3cr@t@db/crier?password=s3cr@t").to_string(),
+            "postgres://crier:***@db/crier?password=***"
+        );
+        assert_eq!(
+            BackendUrl::new("postgres://db?password=s3cr@t").to_string(),
+            "postgres://db?password=***"
         );
     }
 

@@ -62,6 +62,18 @@ impl Cluster {
     pub async fn node(&self, name: &str) -> TestServer {
         TestServer::start_node(self.config(name, &self.prefix, default_apps())).await
     }
+
+    /// A node whose store URL ends with `params` (say `?sslmode=require`).
+    pub async fn node_with_store_params(&self, name: &str, params: &str) -> TestServer {
+        let mut config = self.config(name, &self.prefix, default_apps());
+        config.store = Some(BackendUrl::new(format!("{}{params}", self.database)));
+        TestServer::start_node(config).await
+    }
+
+    /// The test's database, for the test's own connections to it.
+    pub fn database_url(&self) -> &str {
+        &self.database
+    }
 }
 
 impl Drop for Cluster {

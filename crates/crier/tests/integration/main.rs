@@ -14,6 +14,7 @@ mod callbacks;
 mod cli;
 mod cluster;
 mod cluster_presence;
+mod cluster_tls;
 mod concurrent_writes;
 mod crash;
 mod crier_reads;

@@ -14,6 +14,8 @@
 //! - `notify`: devices and leased notification jobs.
 //! - `sched`: scheduled tasks, claimed like notification jobs.
 //! - `callbacks`: the delivery callback queue, claimed under a lease.
+//! - `tls`: libpq's `sslmode` and `sslrootcert`, read off the URL into the connector every
+//!   connection of the pool is opened with.
 //!
 //! How nodes are kept apart: every rule that needs it holds a row lock of the app, taken in
 //! the transaction that checks and writes (the log's head row, the push gate row, the ack head
@@ -33,15 +35,21 @@ mod sched;
 mod schema;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_tls;
+mod tls;
+#[cfg(test)]
+mod tls_server;
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
 use postgres::error::SqlState;
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, Row};
 use r2d2_postgres::PostgresConnectionManager;
 use roaring::RoaringBitmap;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
     DeliveryCounts, MarkStage, PushAcceptance, PushCounts, PushId, PushMark, PushRules,
@@ -57,8 +65,9 @@ const POOL_SIZE: u32 = 16;
 /// `Unavailable`.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
-type PooledClient = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+/// Every URL gets the TLS connector, whatever its `sslmode`: the manager's type names one.
+type Pool = r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>;
+type PooledClient = r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>;
 
 /// A failure inside this module, before it becomes a [`StoreError`] in
 /// [`PostgresStore::run`]: lets `?` take the client's and the pool's errors without
@@ -193,9 +202,10 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects to the database at `url` (`postgres://user:password@host:port/database`),
-    /// brings its schema up to date and keeps a pool of connections to it. Blocking: call it
-    /// from a blocking thread, never from an async task.
+    /// Connects to the database at `url` (`postgres://user:password@host:port/database`,
+    /// with libpq's `sslmode` and `sslrootcert` if TLS is wanted: see `tls`), brings its
+    /// schema up to date and keeps a pool of connections to it. Blocking: call it from a
+    /// blocking thread, never from an async task.
     pub fn open(url: &str) -> Result<PostgresStore, StoreError> {
         let at = |error: StoreError| match error {
             StoreError::Unavailable(message) => {
@@ -203,13 +213,19 @@ impl PostgresStore {
             }
             other => other,
         };
-        let config: postgres::Config = url.parse().map_err(|e| {
-            StoreError::Unavailable(format!("invalid PostgreSQL URL {}: {e}", redacted(url)))
-        })?;
+        let invalid = |message: String| {
+            StoreError::Unavailable(format!(
+                "invalid PostgreSQL URL {}: {message}",
+                redacted(url)
+            ))
+        };
+        let (rest, tls) = tls::take_tls_params(url).map_err(invalid)?;
+        let mut config: postgres::Config = rest.parse().map_err(|e| invalid(with_causes(&e)))?;
+        let connector = tls.apply(&mut config).map_err(invalid)?;
         // The first connection migrates, and tells at once why the server cannot be reached;
         // the pool would only retry until `POOL_WAIT`.
         let mut first = config
-            .connect(NoTls)
+            .connect(connector.clone())
             .map_err(|e| at(Failure::from(e).into_store_error()))?;
         schema::migrate(&mut first).map_err(|e| at(e.into_store_error()))?;
         drop(first);
@@ -222,7 +238,7 @@ impl PostgresStore {
             // while idle, and replaces them, instead of failing a call on each.
             .test_on_check_out(true)
             .error_handler(Box::new(LogConnectionErrors))
-            .build_unchecked(PostgresConnectionManager::new(config, NoTls));
+            .build_unchecked(PostgresConnectionManager::new(config, connector));
         Ok(PostgresStore { pool: Some(pool) })
     }
 

@@ -9,6 +9,7 @@ use super::directory::CHUNK_BYTES;
 use super::schema::VERSION;
 use super::*;
 use crate::store::conformance::StoreFactory;
+use postgres::NoTls;
 
 const DEFAULT_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -16,7 +17,7 @@ fn server_url() -> String {
     std::env::var("CRIER_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_SERVER.to_owned())
 }
 
-fn connect(url: &str) -> Result<Client, postgres::Error> {
+pub(super) fn connect(url: &str) -> Result<Client, postgres::Error> {
     let mut config: postgres::Config = url.parse()?;
     config.connect_timeout(Duration::from_secs(5));
     config.connect(NoTls)
@@ -56,7 +57,7 @@ fn with_database(url: &str, name: &str) -> String {
 /// this is dropped.
 pub struct PostgresFactory {
     name: String,
-    url: String,
+    pub(super) url: String,
 }
 
 impl StoreFactory for PostgresFactory {
@@ -96,7 +97,7 @@ impl Drop for PostgresFactory {
 crate::store_conformance_suite!(PostgresFactory);
 
 /// Runs `test` unless the server cannot be reached.
-fn with_server(test: impl FnOnce()) {
+pub(super) fn with_server(test: impl FnOnce()) {
     match unreachable() {
         Some(reason) => eprintln!("skipped: {reason}"),
         None => test(),
