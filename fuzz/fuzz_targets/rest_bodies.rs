@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
-use crier::api::{accounts, attrs, fields, tags};
+use crier::api::{accounts, attrs, fields, tags, write_bodies};
 use crier::config::AppConfig;
 use crier::directory::{Condition, DirOp, Directory, UserAttrValues, UserTags};
 use crier::error::{Error, TencentCode};
@@ -35,6 +35,7 @@ fuzz_target!(|data: &[u8]| {
     let world = world();
     check_push(&body, world);
     check_tag_writes(&body);
+    check_write_bodies(data, &body);
     check_attr_names(&body);
     check_account_lists(&body);
 });
@@ -314,6 +315,27 @@ fn check_tag_writes(body: &Value) {
         assert_eq!(d.tag_count(&user.account), d.tags_of(&user.account).len());
     }
     refused(tags::read_user_tags(body, None));
+}
+
+/// The bulk writes read their bytes without the JSON tree when they can: what they read, or
+/// refuse, must be what the general readers make of the tree.
+fn check_write_bodies(data: &[u8], body: &Value) {
+    fn outcome<T: std::fmt::Debug>(read: Result<T, Error>) -> String {
+        match read {
+            Ok(value) => format!("{value:?}"),
+            Err(error) => format!("{:?}", error.to_wire()),
+        }
+    }
+    for limit in [None, Some(tags::MAX_TAGS_PER_CALL)] {
+        assert_eq!(
+            outcome(write_bodies::user_tags(data, limit)),
+            outcome(tags::read_user_tags(body, limit))
+        );
+    }
+    assert_eq!(
+        outcome(write_bodies::set_entries(data)),
+        outcome(attrs::read_set_entries(body, fields::account_name))
+    );
 }
 
 fn check_attr_names(body: &Value) {

@@ -404,7 +404,7 @@ impl Report<'_> {
         let _ = writeln!(w, "#### Directory writes (issue 17)\n");
         let _ = writeln!(
             w,
-            "100 users per request. Crier: through the REST API, {} connections, process CPU (the server and the benchmark's HTTP client share the process). Redis and SQLite: the same users and changes, the first {} requests of each kind, on only the accounts the writes touch; CPU of `redis-server` / of the SQLite process.\n",
+            "100 users per request. Crier: through the REST API, {} connections; CPU of the server's threads, and in brackets of the whole process (the benchmark's HTTP client runs on the process's main thread). Redis and SQLite: the same users and changes, the first {} requests of each kind, on only the accounts the writes touch; CPU of `redis-server` / of the SQLite process.\n",
             self.args.concurrency,
             self.write_peers
                 .and_then(|p| p["requests_per_kind"].as_u64())
@@ -460,9 +460,15 @@ impl Report<'_> {
                     fmt_duration(secs(&r["p50_s"])),
                     fmt_duration(secs(&r["p99_s"])),
                     fmt_duration(secs(&r["max_s"])),
-                    r["cpu_us_per_user"]
-                        .as_f64()
-                        .map_or("—".into(), |us| format!("{us:.1} µs")),
+                    match (
+                        r["server_cpu_us_per_user"].as_f64(),
+                        r["cpu_us_per_user"].as_f64(),
+                    ) {
+                        (Some(server), Some(process)) =>
+                            format!("{server:.1} µs ({process:.1} µs)"),
+                        (None, Some(process)) => format!("{process:.1} µs"),
+                        _ => "—".into(),
+                    },
                 );
             }
         }

@@ -1,6 +1,10 @@
 //! The real server, run in a fresh child process so its memory is measured alone: start-up from
 //! the snapshot (`AppState::open`), then `im_push` and bulk tag/attribute writes over HTTP on
 //! 127.0.0.1 from several concurrent connections.
+//!
+//! The server runs on a multi-thread tokio runtime of its own; the load generator (the HTTP
+//! client) runs on a current-thread runtime on the process's main thread, so the server's CPU
+//! is the process's minus that one thread's, and is reported apart from the client's.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,6 +43,10 @@ pub struct ServerArgs {
     pub remove_requests: usize,
     #[arg(long)]
     pub sync_pushes: usize,
+    /// Pause between two write phases, so that a profiler attached to this process (say
+    /// `callgrind_control --dump`) can cut its counts between them.
+    #[arg(long, default_value_t = 0)]
+    pub phase_gap_ms: u64,
 }
 
 /// Pause between two timed pushes of the idle / during-sync comparison, so each is a push of
@@ -109,13 +117,17 @@ fn write_json(
     latencies: &[Duration],
     requests: usize,
     items: u64,
-    cpu_s: f64,
+    cpu: Cpu,
 ) -> Value {
     let secs = elapsed.as_secs_f64();
     let users = (requests * USERS_PER_REQUEST) as u64;
+    let server_s = cpu.process_s - cpu.client_s;
     json!({
-        "cpu_s": cpu_s,
-        "cpu_us_per_user": cpu_s * 1e6 / users as f64,
+        "cpu_s": cpu.process_s,
+        "cpu_us_per_user": cpu.process_s * 1e6 / users as f64,
+        "server_cpu_s": server_s,
+        "server_cpu_us_per_user": server_s * 1e6 / users as f64,
+        "client_cpu_us_per_user": cpu.client_s * 1e6 / users as f64,
         "requests": requests,
         "users": users,
         "items": items,
@@ -224,6 +236,29 @@ async fn sync_until(
     Ok((next.load(Ordering::Relaxed), started.elapsed()))
 }
 
+/// CPU seconds used by the whole process and by the load generator's thread (the main one).
+#[derive(Clone, Copy)]
+struct Cpu {
+    process_s: f64,
+    client_s: f64,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        Cpu {
+            process_s: process_cpu_secs("self"),
+            client_s: process_cpu_secs(&format!("self/task/{}", std::process::id())),
+        }
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            process_s: self.process_s - before.process_s,
+            client_s: self.client_s - before.client_s,
+        }
+    }
+}
+
 pub fn run(args: &ServerArgs) -> anyhow::Result<Value> {
     let started = Instant::now();
     let data_dir_bytes = disk_usage(&args.data_dir);
@@ -309,16 +344,20 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<Value> {
     log(started, "server: request bodies generated");
 
     let cpu = crate::util::CpuWatch::start();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
-        let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, Arc::new(state), async {
-            let _ = signal.await;
-        }));
+    let client_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let listener = server_runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
+    let server = server_runtime.spawn(serve(listener, Arc::new(state), async {
+        let _ = signal.await;
+    }));
+    let server_handle = server_runtime.handle().clone();
+    let result = client_runtime.block_on(async {
         let sig = usersig::sign(APP, KEY, ADMIN, 86_400, crier::clock::now_secs());
         let client = Arc::new(Client {
             http: reqwest::Client::builder()
@@ -351,25 +390,23 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<Value> {
 
         let mut writes = Map::new();
         for (key, path, bodies, items) in phases {
+            tokio::time::sleep(Duration::from_millis(args.phase_gap_ms)).await;
             let requests = bodies.len();
-            let cpu = process_cpu_secs("self");
+            let cpu = Cpu::now();
             let (elapsed, latencies) = blast(&client, path, bodies, args.concurrency).await?;
-            let result = write_json(
-                elapsed,
-                &latencies,
-                requests,
-                items,
-                process_cpu_secs("self") - cpu,
-            );
+            let result = write_json(elapsed, &latencies, requests, items, Cpu::now().since(cpu));
             log(started, format!("server: {path} {result}"));
             writes.insert(key.to_owned(), result);
         }
+        tokio::time::sleep(Duration::from_millis(args.phase_gap_ms)).await;
 
         // im_push to all users on an idle server, then while an attribute sync runs at full
         // speed on `concurrency` other connections. A snapshot first, so that the one the writes
         // above may have started in the background is not part of "idle".
         let snapshotting = Arc::clone(&tenant);
-        tokio::task::spawn_blocking(move || snapshotting.snapshot()).await??;
+        server_handle
+            .spawn_blocking(move || snapshotting.snapshot())
+            .await??;
         let idle = push_samples(&client, args.sync_pushes, 3_000, None, PUSH_SPACING).await?;
         let idle = samples_json(idle);
         log(started, format!("server: im_push all users, idle {idle}"));

@@ -158,9 +158,28 @@ pub fn attrs_by_name(
 
 /// One `im_set_attr` entry as read before the write lock: the account and, when `Attrs` is an
 /// object, each attribute name with its value if the value is valid (1 to 50 bytes of text).
+#[derive(Debug)]
 pub struct SetEntry {
     pub account: String,
     attrs: Option<Vec<(String, Option<String>)>>,
+}
+
+impl SetEntry {
+    /// An entry whose `Attrs` is an object, its values checked.
+    pub fn new(account: String, attrs: impl IntoIterator<Item = (String, String)>) -> SetEntry {
+        SetEntry {
+            account,
+            attrs: Some(
+                attrs
+                    .into_iter()
+                    .map(|(name, value)| {
+                        let valid = !value.is_empty() && value.len() <= MAX_VALUE_BYTES;
+                        (name, valid.then_some(value))
+                    })
+                    .collect(),
+            ),
+        }
+    }
 }
 
 /// The entries of an `im_set_attr` body, values checked and copied out of the body so that
@@ -270,8 +289,9 @@ fn kind_plural(kind: AccountKind) -> &'static str {
     }
 }
 
-pub async fn set(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
-    let entries = read_set_entries(&body, account_name)?;
+pub async fn set(call: AdminCall, body: Vec<u8>) -> Result<Map<String, Value>, Error> {
+    let entries = super::write_bodies::set_entries(&body)?;
+    drop(body);
     call.tenant
         .write(move |directory| {
             let users = resolve_set_entries(directory, entries)?;

@@ -15,6 +15,7 @@ pub mod timpush;
 pub mod timpush_directory;
 pub mod timpush_reports;
 pub mod timpush_sched;
+pub mod write_bodies;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,11 +39,25 @@ use crate::metrics::refusals::Refusal;
 pub use crate::config::MAX_REQUEST_BODY_BYTES as MAX_BODY_BYTES;
 
 type Answer = Result<Map<String, Value>, Error>;
-type Handler = fn(AdminCall, Value) -> Pin<Box<dyn Future<Output = Answer> + Send>>;
+type Reply = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+/// A command's handler: most take the body as a JSON tree; the bulk writes take its bytes and
+/// read them into their own shape ([`write_bodies`]).
+#[derive(Clone, Copy)]
+enum Handler {
+    Parsed(fn(AdminCall, Value) -> Reply),
+    Bytes(fn(AdminCall, Vec<u8>) -> Reply),
+}
 
 macro_rules! handler {
     ($f:path) => {
-        (|call, body| Box::pin($f(call, body))) as Handler
+        Handler::Parsed(|call, body| Box::pin($f(call, body)))
+    };
+}
+
+macro_rules! bytes_handler {
+    ($f:path) => {
+        Handler::Bytes(|call, body| Box::pin($f(call, body)))
     };
 }
 
@@ -54,11 +69,11 @@ fn command(service: &str, command: &str) -> Option<(Service, Handler)> {
         ("all_member_push", "im_set_attr_name") => (AllMemberPush, handler!(attrs::set_names)),
         ("all_member_push", "im_get_attr_name") => (AllMemberPush, handler!(attrs::get_names)),
         ("all_member_push", "im_get_attr") => (AllMemberPush, handler!(attrs::get)),
-        ("all_member_push", "im_set_attr") => (AllMemberPush, handler!(attrs::set)),
+        ("all_member_push", "im_set_attr") => (AllMemberPush, bytes_handler!(attrs::set)),
         ("all_member_push", "im_remove_attr") => (AllMemberPush, handler!(attrs::remove)),
         ("all_member_push", "im_get_tag") => (AllMemberPush, handler!(tags::get)),
-        ("all_member_push", "im_add_tag") => (AllMemberPush, handler!(tags::add)),
-        ("all_member_push", "im_remove_tag") => (AllMemberPush, handler!(tags::remove)),
+        ("all_member_push", "im_add_tag") => (AllMemberPush, bytes_handler!(tags::add)),
+        ("all_member_push", "im_remove_tag") => (AllMemberPush, bytes_handler!(tags::remove)),
         ("all_member_push", "im_remove_all_tags") => (AllMemberPush, handler!(tags::remove_all)),
         // v4/timpush: attributes and tags (timpush.md §5).
         ("timpush", "set_attr_name") => (AllMemberPush, handler!(timpush_directory::set_attr_name)),
@@ -169,7 +184,7 @@ pub async fn dispatch(
         // Signature first: a body is never read, let alone buffered, for a caller who
         // cannot sign. An unread body also ends the connection after the answer.
         let call = authenticate_admin(&state.tenants, &parse_query(query.as_deref()), service)?;
-        let read = state
+        let mut read = state
             .body_budget
             .read(body, MAX_BODY_BYTES)
             .await
@@ -187,9 +202,12 @@ pub async fn dispatch(
                 ),
             ));
         }
-        let body = parse_body(&read.bytes, service)?;
-        // The budget covers the parsed body too: `read` is released with the answer.
-        let answer = handler(call, body).await;
+        // The budget covers what the body is parsed to as well: `read`'s share of it is held
+        // until the answer.
+        let answer = match handler {
+            Handler::Parsed(handler) => handler(call, parse_body(&read.bytes, service)?).await,
+            Handler::Bytes(handler) => handler(call, std::mem::take(&mut read.bytes)).await,
+        };
         drop(read);
         answer
     }

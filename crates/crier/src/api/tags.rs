@@ -1,13 +1,16 @@
 //! `im_get_tag`, `im_add_tag`, `im_remove_tag`, `im_remove_all_tags`, and the reading of
 //! their bodies that the `v4/timpush` tag commands share ([`super::timpush_directory`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use hashbrown::HashMap;
 
 use crier_proto::codes;
 use crier_proto::echo::echo;
 use serde_json::{json, Map, Value};
 
 use super::fields::{account_list, account_name, user_entries, AccountReader};
+use super::write_bodies;
 use crate::auth::AdminCall;
 use crate::directory::{DirOp, UserTags};
 use crate::error::Error;
@@ -82,8 +85,9 @@ pub fn read_user_tags_with(
         .collect()
 }
 
-pub async fn add(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
-    let users = read_user_tags(&body, Some(MAX_TAGS_PER_CALL))?;
+pub async fn add(call: AdminCall, body: Vec<u8>) -> Result<Map<String, Value>, Error> {
+    let users = write_bodies::user_tags(&body, Some(MAX_TAGS_PER_CALL))?;
+    drop(body);
     let requested = distinct_tag_counts(&users)?;
     let cap = call.tenant.config().max_tags_per_user;
     call.tenant
@@ -169,8 +173,9 @@ pub fn distinct_tag_counts(users: &[UserTags]) -> Result<Vec<(usize, usize)>, Er
         .collect()
 }
 
-pub async fn remove(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
-    let users = read_user_tags(&body, None)?;
+pub async fn remove(call: AdminCall, body: Vec<u8>) -> Result<Map<String, Value>, Error> {
+    let users = write_bodies::user_tags(&body, None)?;
+    drop(body);
     call.tenant
         .write(move |_| Ok(vec![DirOp::RemoveTags { users }]))
         .await?;

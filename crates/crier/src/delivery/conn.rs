@@ -310,6 +310,9 @@ impl Out {
     }
 }
 
+/// Bytes one read of a connection takes at most.
+const READ_CHUNK: usize = 64 << 10;
+
 /// The I/O object hyper and tungstenite get for a connection (see the module comment).
 pub struct ConnIo(pub Arc<Conn>);
 
@@ -328,7 +331,12 @@ impl AsyncRead for ConnIo {
         let tcp = &self.0.tcp;
         loop {
             ready!(tcp.poll_read_ready(cx))?;
-            match tcp.try_read(buf.initialize_unfilled()) {
+            // Safe code can read only into zeroed bytes, and hyper hands over its whole spare
+            // read buffer each time (hundreds of KiB once bulk bodies have grown it): zeroing
+            // all of it cost more than the read. A read takes at most READ_CHUNK, the bytes of
+            // a bulk write's body and then some.
+            let room = buf.remaining().min(READ_CHUNK);
+            match tcp.try_read(buf.initialize_unfilled_to(room)) {
                 Ok(n) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));

@@ -14,7 +14,7 @@
 //! costs at most that width plus an eighth per account; an unused slot costs nothing. It is
 //! rebuilt from the bitmaps when a snapshot loads, so the snapshot format does not carry it.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use roaring::RoaringBitmap;
 

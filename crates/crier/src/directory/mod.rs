@@ -62,15 +62,26 @@ pub struct Directory {
 }
 
 /// Buffers the tag writes reuse, so a warm write path allocates only where the data grows.
+///
+/// The pairs are packed into one `u64` each ([`pack`]), the first number high: sorted as
+/// numbers they come out in the order of the pair, and a comparison is one instruction.
 #[derive(Default)]
 struct Scratch {
     /// (account number, tag number) a write names, sorted so each account's list is read and
     /// rewritten once.
-    pairs: Vec<(u32, u32)>,
+    pairs: Vec<u64>,
     /// (tag number, account number) to insert or remove, sorted so the bitmaps are entered in
     /// order.
-    changed: Vec<(u32, u32)>,
+    changed: Vec<u64>,
     list: Vec<u32>,
+}
+
+fn pack(high: u32, low: u32) -> u64 {
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+fn unpack(pair: u64) -> (u32, u32) {
+    ((pair >> 32) as u32, pair as u32)
 }
 
 /// A copy of the directory (a snapshot's) starts with empty buffers.
@@ -207,7 +218,7 @@ impl Directory {
         for user in users {
             let id = self.number(&user.account);
             for tag in &user.tags {
-                requested.push((id, self.tag_number(tag)));
+                requested.push(pack(id, self.tag_number(tag)));
             }
         }
         requested.sort_unstable();
@@ -215,23 +226,23 @@ impl Directory {
         let mut inserts = std::mem::take(&mut self.scratch.changed);
         inserts.clear();
         let mut list = std::mem::take(&mut self.scratch.list);
-        for wanted in requested.chunk_by(|a, b| a.0 == b.0) {
-            let id = wanted[0].0;
+        for wanted in requested.chunk_by(|&a, &b| a >> 32 == b >> 32) {
+            let id = unpack(wanted[0]).0;
             let before = inserts.len();
             list.clear();
             // Both ascending: merge the held tags with the wanted ones.
-            let mut wanted = wanted.iter().map(|&(_, tag_number)| tag_number).peekable();
+            let mut wanted = wanted.iter().map(|&pair| unpack(pair).1).peekable();
             for held in self.tag_lists.tags(id) {
                 while let Some(new) = wanted.next_if(|&w| w < held) {
                     list.push(new);
-                    inserts.push((new, id));
+                    inserts.push(pack(new, id));
                 }
                 wanted.next_if_eq(&held);
                 list.push(held);
             }
             for new in wanted {
                 list.push(new);
-                inserts.push((new, id));
+                inserts.push(pack(new, id));
             }
             if inserts.len() > before {
                 self.tag_lists.set(id, &list);
@@ -241,7 +252,8 @@ impl Directory {
         // Bitmap by bitmap, accounts ascending within each.
         inserts.sort_unstable();
         warm(&self.tags, &inserts);
-        for &(tag_number, id) in &inserts {
+        for &pair in &inserts {
+            let (tag_number, id) = unpack(pair);
             // The lists and the bitmaps agree, so a tag missing from the list is new here.
             let inserted = self.tags[tag_number as usize].1.insert(id);
             debug_assert!(
@@ -267,7 +279,7 @@ impl Directory {
             };
             for tag in &user.tags {
                 if let Some(&tag_number) = self.tag_numbers.get(tag.as_str()) {
-                    requested.push((id, tag_number));
+                    requested.push(pack(id, tag_number));
                 }
             }
         }
@@ -276,18 +288,15 @@ impl Directory {
         let mut removals = std::mem::take(&mut self.scratch.changed);
         removals.clear();
         let mut list = std::mem::take(&mut self.scratch.list);
-        for unwanted in requested.chunk_by(|a, b| a.0 == b.0) {
-            let id = unwanted[0].0;
+        for unwanted in requested.chunk_by(|&a, &b| a >> 32 == b >> 32) {
+            let id = unpack(unwanted[0]).0;
             let before = removals.len();
             list.clear();
-            let mut unwanted = unwanted
-                .iter()
-                .map(|&(_, tag_number)| tag_number)
-                .peekable();
+            let mut unwanted = unwanted.iter().map(|&pair| unpack(pair).1).peekable();
             for held in self.tag_lists.tags(id) {
                 while unwanted.next_if(|&u| u < held).is_some() {}
                 if unwanted.next_if_eq(&held).is_some() {
-                    removals.push((held, id));
+                    removals.push(pack(held, id));
                 } else {
                     list.push(held);
                 }
@@ -298,7 +307,8 @@ impl Directory {
         }
         removals.sort_unstable();
         warm(&self.tags, &removals);
-        for &(tag_number, id) in &removals {
+        for &pair in &removals {
+            let (tag_number, id) = unpack(pair);
             let removed = self.tags[tag_number as usize].1.remove(id);
             debug_assert!(
                 removed,
@@ -511,9 +521,10 @@ fn users_of(op: &DirOp) -> &[UserTags] {
 /// million accounts each lookup is a chain of dependent cache misses; lookups whose answers
 /// nothing waits for let the processor follow several chains at once, which the inserts, busy
 /// moving array elements, do not.
-fn warm(tags: &[(Box<str>, RoaringBitmap)], pairs: &[(u32, u32)]) {
+fn warm(tags: &[(Box<str>, RoaringBitmap)], pairs: &[u64]) {
     let mut any = false;
-    for &(tag_number, id) in pairs {
+    for &pair in pairs {
+        let (tag_number, id) = unpack(pair);
         any |= tags[tag_number as usize].1.contains(id);
     }
     std::hint::black_box(any);
