@@ -526,14 +526,25 @@ async fn metrics_count_what_happened() {
     let mut ann = login(&server, "ann").await;
     push(&server, text_push(1, "m")).await;
     next_push(&mut ann).await;
-    let text = server.metrics().await;
-    for line in [
+    let wanted = [
         "crier_sessions_open 1",
         "crier_pushes_accepted_total 1",
         "crier_deliveries_online_total 1",
         "crier_logins_total 1",
-    ] {
-        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    ];
+    // The fan-out counts its deliveries once its writes are done, which can be just after the
+    // client has read the frame: the counters are read until they settle, within 5 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = server.metrics().await;
+        let missing = wanted
+            .iter()
+            .find(|line| !text.lines().any(|l| l == **line));
+        match missing {
+            None => break,
+            Some(line) => assert!(tokio::time::Instant::now() < deadline, "{line} in\n{text}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
