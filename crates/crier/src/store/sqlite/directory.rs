@@ -81,12 +81,14 @@ pub(super) fn append_dir_ops(
         .into());
     }
     let mut seq = head;
+    let mut written = 0;
     {
         let mut insert =
             tx.prepare_cached("INSERT INTO dir_log (app, seq, op) VALUES (?1, ?2, ?3)")?;
         for op in ops {
             let text = serde_json::to_string(op).map_err(corrupt)?;
             seq += 1;
+            written += text.len();
             insert.execute(params![app as i64, seq as i64, text])?;
         }
     }
@@ -96,6 +98,8 @@ pub(super) fn append_dir_ops(
     )?
     .execute(params![app as i64, seq as i64])?;
     tx.commit()?;
+    drop(connection);
+    store.wrote(written);
     Ok(seq)
 }
 
@@ -153,26 +157,47 @@ pub(super) fn save_dir_snapshot(
     File::open(&store.snapshot_dir)?.sync_all()?;
     // Only once the snapshot is durable may the log behind it be cut, and then only up
     // to the snapshot before: a reader that loaded that one can still catch up.
-    let mut connection = store.connection.lock();
-    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let before = dir_head_of(&tx, app)?;
-    let forgotten = before
-        .snapshot_seq
-        .unwrap_or(0)
-        .max(before.forgotten_through);
-    tx.execute(
-        "DELETE FROM dir_log WHERE app = ?1 AND seq <= ?2",
-        params![app as i64, forgotten as i64],
-    )?;
-    tx.execute(
+    let forgotten = {
+        let mut connection = store.connection.lock();
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let before = dir_head_of(&tx, app)?;
+        let forgotten = before
+            .snapshot_seq
+            .unwrap_or(0)
+            .max(before.forgotten_through);
+        tx.execute(
         "INSERT INTO dir_heads (app, head, snapshot_seq, forgotten_through) VALUES (?1, ?2, ?2, ?3)
          ON CONFLICT (app) DO UPDATE
          SET head = MAX(head, excluded.head), snapshot_seq = MAX(IFNULL(snapshot_seq, 0), excluded.snapshot_seq),
              forgotten_through = excluded.forgotten_through",
-        params![app as i64, seq as i64, forgotten as i64],
-    )?;
-    tx.commit()?;
-    Ok(())
+            params![app as i64, seq as i64, forgotten as i64],
+        )?;
+        tx.commit()?;
+        forgotten
+    };
+    forget_log_through(store, app, forgotten)
+}
+
+/// Log rows cut per transaction when a snapshot makes them useless.
+const LOG_ROWS_CUT_AT_ONCE: i64 = 16;
+
+/// Deletes the log rows up to `forgotten`, a few at a time, letting other commits in between.
+///
+/// A row of a bulk write holds ~10 KB of overflow pages, which SQLite reads to free; one
+/// snapshot interval's rows cut at once held the store for a second at ten million accounts,
+/// and every push waited behind it. The horizon (`forgotten_through`) is moved first, so no
+/// reader asks for these rows any more, and rows a crash leaves behind go with the next cut.
+fn forget_log_through(store: &SqliteStore, app: u64, forgotten: u64) -> Result<(), Failure> {
+    loop {
+        let cut = store.connection.lock().execute(
+            "DELETE FROM dir_log WHERE app = ?1 AND seq <= ?2 AND seq < (
+                 SELECT MIN(seq) FROM dir_log WHERE app = ?1) + ?3",
+            params![app as i64, forgotten as i64, LOG_ROWS_CUT_AT_ONCE],
+        )?;
+        if cut == 0 {
+            return Ok(());
+        }
+    }
 }
 
 pub(super) fn load_dir_snapshot(

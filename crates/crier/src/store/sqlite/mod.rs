@@ -30,6 +30,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -48,11 +49,17 @@ use crate::store::{PushRecord, RevokeOutcome};
 /// checkpoint costs a few milliseconds of CPU and an fsync whatever it copies: every second,
 /// that was a tenth of the server's CPU while it pushed to 1,000 clients twice a second.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
-/// A commit checkpoints on its own thread only past this many log pages (40 MiB): a safety
+/// Large writes (push audiences, directory log records) wake the background checkpointer early
+/// once they add up to this, so that the log never reaches the inline checkpoint below while
+/// it keeps up. Pushes to ten million accounts (1.25 MB each) ten times a second filled 40 MiB
+/// in 3 s, and every 32nd push ran the checkpoint itself (100 ms, a second when a directory
+/// snapshot was being synced to disk at the same time).
+const CHECKPOINT_AFTER_BYTES: u64 = 8 << 20;
+/// A commit checkpoints on its own thread only past this many log pages (200 MiB): a safety
 /// net for when the background checkpointer cannot keep up with a bulk load. SQLite's default
 /// is 1,000 pages, which put a checkpoint (two fsyncs, 5-20 ms) on the path of one `im_push` in
 /// about two hundred.
-const WAL_PAGES_BEFORE_INLINE_CHECKPOINT: u32 = 10_000;
+const WAL_PAGES_BEFORE_INLINE_CHECKPOINT: u32 = 50_000;
 
 /// A failure inside this module, before it becomes a [`StoreError`] in [`run`]: lets `?`
 /// take SQLite's and the file system's errors without `StoreError` naming either.
@@ -108,11 +115,33 @@ fn corrupt(what: impl std::fmt::Display) -> Failure {
 
 pub struct SqliteStore {
     connection: Mutex<Connection>,
+    /// A second connection for reads of whole push records: in WAL mode it reads beside the
+    /// writer's commits, so that reading a hundred pushes to ten million accounts (125 MB of
+    /// audiences, a second) for the console does not hold up the next push.
+    reader: Mutex<Connection>,
     snapshot_dir: PathBuf,
     /// Held while a snapshot is written, so an older one never replaces a newer one.
     writing_snapshot: Mutex<()>,
-    /// Dropping it stops the checkpointer.
-    _checkpointer: mpsc::Sender<()>,
+    checkpointer: Checkpointer,
+}
+
+/// The handle of the background checkpointer; dropping it stops the thread.
+struct Checkpointer {
+    /// Wakes the thread before its period is out; holds one wake-up at most.
+    wake: mpsc::SyncSender<()>,
+    /// Bytes of large writes since the last wake-up.
+    written: AtomicU64,
+}
+
+impl Checkpointer {
+    fn wrote(&self, bytes: usize) {
+        let before = self.written.fetch_add(bytes as u64, Ordering::Relaxed);
+        if before + bytes as u64 >= CHECKPOINT_AFTER_BYTES {
+            self.written.store(0, Ordering::Relaxed);
+            // Full: a wake-up is already waiting, which this one would only repeat.
+            let _ = self.wake.try_send(());
+        }
+    }
 }
 
 impl SqliteStore {
@@ -138,13 +167,23 @@ impl SqliteStore {
             schema::migrate(&mut connection, &snapshot_dir)?;
             let checkpointer =
                 start_checkpointer(Connection::open(data_dir.join("crier.db"))?, every)?;
+            let reader = Connection::open(data_dir.join("crier.db"))?;
+            reader.pragma_update(None, "query_only", true)?;
+            reader.busy_timeout(Duration::from_secs(5))?;
             Ok(SqliteStore {
                 connection: Mutex::new(connection),
+                reader: Mutex::new(reader),
                 snapshot_dir,
                 writing_snapshot: Mutex::new(()),
-                _checkpointer: checkpointer,
+                checkpointer,
             })
         })
+    }
+
+    /// Counts a large write (a push's audience, a directory log record) towards the next
+    /// background checkpoint.
+    fn wrote(&self, bytes: usize) {
+        self.checkpointer.wrote(bytes);
     }
 
     fn snapshot_path(&self, app: u64) -> PathBuf {
@@ -153,16 +192,14 @@ impl SqliteStore {
 }
 
 /// Checkpoints from a connection of its own, so that writers never wait for the fsyncs: in WAL
-/// mode a passive checkpoint runs beside commits and blocks none of them.
-fn start_checkpointer(
-    connection: Connection,
-    every: Duration,
-) -> Result<mpsc::Sender<()>, Failure> {
-    let (stop, stopped) = mpsc::channel::<()>();
+/// mode a passive checkpoint runs beside commits and blocks none of them. Runs every `every`,
+/// and when woken by [`Checkpointer::wrote`].
+fn start_checkpointer(connection: Connection, every: Duration) -> Result<Checkpointer, Failure> {
+    let (wake, woken) = mpsc::sync_channel::<()>(1);
     std::thread::Builder::new()
         .name("crier-checkpoint".into())
         .spawn(move || {
-            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+            while let Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) = woken.recv_timeout(every) {
                 let checkpointed =
                     connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
                 if let Err(error) = checkpointed {
@@ -170,7 +207,10 @@ fn start_checkpointer(
                 }
             }
         })?;
-    Ok(stop)
+    Ok(Checkpointer {
+        wake,
+        written: AtomicU64::new(0),
+    })
 }
 
 fn bitmap_from(bytes: &[u8], what: impl std::fmt::Display) -> Result<RoaringBitmap, Failure> {

@@ -138,6 +138,8 @@ pub(super) fn try_accept_push(
         )?;
     }
     tx.commit()?;
+    drop(connection);
+    store.wrote(audience.len());
     Ok(PushAcceptance::Accepted)
 }
 
@@ -147,7 +149,7 @@ pub(super) fn push_summary(
     task_id: &str,
 ) -> Result<Option<PushSummary>, Failure> {
     let summary = store
-        .connection
+        .reader
         .lock()
         .query_row(
             "SELECT created_ms, lifetime_secs, audience_size FROM pushes WHERE app = ?1 AND task_id = ?2",
@@ -180,7 +182,7 @@ pub(super) fn push_record(
     app: u64,
     task_id: &str,
 ) -> Result<Option<PushRecord>, Failure> {
-    let connection = store.connection.lock();
+    let connection = store.reader.lock();
     let row = connection
         .query_row(
             &format!("SELECT {PUSH_COLUMNS} FROM pushes WHERE app = ?1 AND task_id = ?2"),
@@ -196,7 +198,7 @@ pub(super) fn pushes_since(
     app: u64,
     since_ms: u64,
 ) -> Result<Vec<PushRecord>, Failure> {
-    let connection = store.connection.lock();
+    let connection = store.reader.lock();
     let mut query = connection.prepare(&format!(
         "SELECT {PUSH_COLUMNS} FROM pushes WHERE app = ?1 AND created_ms >= ?2 ORDER BY seq"
     ))?;
@@ -213,7 +215,7 @@ pub(super) fn push_ids_since(
     app: u64,
     since_ms: u64,
 ) -> Result<Vec<PushId>, Failure> {
-    let connection = store.connection.lock();
+    let connection = store.reader.lock();
     let mut query = connection.prepare_cached(
         "SELECT task_id, revoked_ms IS NOT NULL FROM pushes WHERE app = ?1 AND created_ms >= ?2 ORDER BY seq",
     )?;
