@@ -703,3 +703,50 @@ fn tags_in_use_leave_out_tags_nobody_holds_any_more() {
     assert_eq!(d.tags_in_use(), 1);
     assert_eq!(d.tag_holders("x"), 0);
 }
+
+/// Bulk writes as the group writer applies them: hundreds of users per request, runs of
+/// requests of one kind applied together.
+fn arb_bulk_op() -> impl Strategy<Value = DirOp> {
+    let account = "u[0-9]{1,3}";
+    let user_tags = (account, prop::collection::vec("t[0-9]{1,2}", 1..8))
+        .prop_map(|(account, tags)| UserTags { account, tags });
+    let user_values = (
+        account,
+        prop::collection::vec((0u8..10, "v[0-9]{1,2}"), 1..4),
+    )
+        .prop_map(|(account, values)| UserAttrValues { account, values });
+    let user_slots = (account, prop::collection::vec(0u8..10, 1..4))
+        .prop_map(|(account, slots)| UserAttrSlots { account, slots });
+    prop_oneof![
+        1 => prop::collection::vec(account, 1..200).prop_map(|accounts| DirOp::Import { accounts }),
+        4 => prop::collection::vec(user_tags.clone(), 50..400).prop_map(|users| DirOp::AddTags { users }),
+        2 => prop::collection::vec(user_tags, 50..400).prop_map(|users| DirOp::RemoveTags { users }),
+        4 => prop::collection::vec(user_values, 50..400).prop_map(|users| DirOp::SetAttrs { users }),
+        2 => prop::collection::vec(user_slots, 50..400).prop_map(|users| DirOp::RemoveAttrs { users }),
+        1 => prop::collection::vec(account, 1..20).prop_map(|accounts| DirOp::Delete { accounts }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn bulk_writes_applied_together_match_the_plain_model(
+        ops in prop::collection::vec(arb_bulk_op(), 1..12),
+        conditions in prop::collection::vec(arb_condition(), 1..4),
+    ) {
+        let mut directory = Directory::default();
+        directory.apply_all(&ops);
+        let mut plain = BTreeMap::new();
+        for op in &ops {
+            apply_plain(&mut plain, op);
+            if let DirOp::Delete { accounts } = op {
+                for account in accounts {
+                    plain.remove(account);
+                }
+            }
+        }
+        check_against_plain(&directory, &plain, &conditions)?;
+        check_against_plain(&reload(&directory), &plain, &conditions)?;
+    }
+}

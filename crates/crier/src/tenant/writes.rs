@@ -78,9 +78,15 @@ enum Build {
     Settled(SettledBuild),
 }
 
+/// A write's answer: its ops once durable and visible, handed back so that the caller frees
+/// them on its own thread (the one that allocated them), not on the group writer's, which
+/// every write of the app waits for. Freeing a bulk write's names and tags was about 1.4k of
+/// its 17.5k instructions per user.
+type Answer = Result<Vec<DirOp>, Error>;
+
 struct Queued {
     build: Build,
-    done: oneshot::Sender<Result<(), Error>>,
+    done: oneshot::Sender<Answer>,
 }
 
 /// The writes waiting for the next group, and whether a group writer is running.
@@ -154,6 +160,7 @@ impl Tenant {
         answer
             .blocking_recv()
             .unwrap_or_else(|_| Err(writer_gone()))
+            .map(drop)
     }
 
     /// Async form of [`Self::write_directory`]: the group writer runs on a blocking thread
@@ -180,7 +187,10 @@ impl Tenant {
             let tenant = Arc::clone(self);
             tokio::task::spawn_blocking(move || tenant.write_groups());
         }
-        answer.await.unwrap_or_else(|_| Err(writer_gone()))
+        answer
+            .await
+            .unwrap_or_else(|_| Err(writer_gone()))
+            .map(drop)
     }
 
     /// Commits groups until nothing waits.
@@ -208,8 +218,8 @@ impl Tenant {
                 }));
                 match validated {
                     Ok(Ok(ops)) => {
+                        accepted.push((done, ops.len()));
                         pending.push(&directory, ops);
-                        accepted.push(done);
                     }
                     Ok(Err(error)) => {
                         let _ = done.send(Err(error));
@@ -228,12 +238,13 @@ impl Tenant {
         }
         // Writes that log nothing (an import of a live account) were validated against the
         // group's earlier writes: they are answered with those, once those are visible.
+        let mut ops = Vec::new();
         if !pending.is_empty() {
-            let ops = pending.into_ops();
+            ops = pending.into_ops();
             let seq = match self.append(&mut writer, &ops) {
                 Ok(seq) => seq,
                 Err(error) => {
-                    for done in accepted {
+                    for (done, _) in accepted {
                         let _ = done.send(Err(Error::Store(error.clone())));
                     }
                     return;
@@ -253,8 +264,9 @@ impl Tenant {
             Metrics::add(&self.metrics.directory_write_groups, 1);
             Metrics::add(&self.metrics.directory_writes, accepted.len() as u64);
         }
-        for done in accepted {
-            let _ = done.send(Ok(()));
+        let mut ops = ops.into_iter();
+        for (done, count) in accepted {
+            let _ = done.send(Ok(ops.by_ref().take(count).collect()));
         }
     }
 
@@ -621,7 +633,7 @@ mod group_tests {
             self.write_groups();
             answers
                 .into_iter()
-                .map(|answer| answer.blocking_recv().unwrap())
+                .map(|answer| answer.blocking_recv().unwrap().map(drop))
                 .collect()
         }
     }
