@@ -55,6 +55,93 @@ fn commits_reach_the_database_file_by_the_background_checkpoint() {
     }
 }
 
+/// Rows of app `app`'s log in the database file alone, without the write-ahead log (0 before
+/// the first checkpoint).
+fn log_rows_in_database_file(dir: &std::path::Path) -> i64 {
+    let uri = format!("file:{}?immutable=1", dir.join("crier.db").display());
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+    let file = Connection::open_with_flags(&uri, flags).unwrap();
+    file.query_row("SELECT count(*) FROM dir_log", [], |row| row.get(0))
+        .unwrap_or(0)
+}
+
+fn bulk_op(n: usize) -> DirOp {
+    DirOp::Import {
+        accounts: (0..100).map(|k| format!("account-{n}-{k:0>80}")).collect(),
+    }
+}
+
+#[test]
+fn megabytes_of_writes_wake_the_checkpointer_before_its_period() {
+    let dir = tempfile::tempdir().unwrap();
+    // A period no test waits for: only the writes can bring the checkpoint.
+    let store =
+        SqliteStore::open_checkpointing_every(dir.path(), Duration::from_secs(3600)).unwrap();
+    // About 9 KB a record: 1,000 of them pass CHECKPOINT_AFTER_BYTES (8 MiB) once.
+    for n in 0..1_000 {
+        store.append_dir_ops(1, n, &[bulk_op(n as usize)]).unwrap();
+    }
+    let waited = std::time::Instant::now();
+    while log_rows_in_database_file(dir.path()) == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "9 MB of writes left the write-ahead log unchecked"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_snapshot_cuts_the_log_behind_the_previous_one_whatever_its_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let log_rows = || {
+        store
+            .connection
+            .lock()
+            .query_row(
+                "SELECT count(*), min(seq) FROM dir_log WHERE app = 1",
+                [],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?)),
+            )
+            .unwrap()
+    };
+    let empty = Directory::default();
+    let save = |seq: u64| {
+        store
+            .save_dir_snapshot(1, seq, &mut |out| snapshot::write(&empty, out))
+            .unwrap()
+    };
+    // Many more rows than one cut's transaction takes.
+    for n in 0..100 {
+        store.append_dir_ops(1, n, &[bulk_op(n as usize)]).unwrap();
+    }
+    save(60);
+    assert_eq!(
+        log_rows(),
+        (100, Some(1)),
+        "the first snapshot keeps the log"
+    );
+    for n in 100..150 {
+        store.append_dir_ops(1, n, &[bulk_op(n as usize)]).unwrap();
+    }
+    save(130);
+    assert_eq!(
+        log_rows(),
+        (90, Some(61)),
+        "only what the first snapshot holds goes"
+    );
+    let mut read = Vec::new();
+    store
+        .read_dir_ops(1, 60, &mut |seq, _| read.push(seq))
+        .unwrap();
+    assert_eq!(read, (61..=150).collect::<Vec<u64>>());
+    assert!(matches!(
+        store.read_dir_ops(1, 59, &mut |_, _| {}),
+        Err(StoreError::Conflict(_))
+    ));
+}
+
 #[test]
 fn a_file_that_is_not_a_database_is_reported_corrupt() {
     let dir = tempfile::tempdir().unwrap();
