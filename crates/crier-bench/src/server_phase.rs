@@ -268,6 +268,7 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<Value> {
     let startup = t.elapsed();
     let rss_after = proc_status_bytes("VmRSS");
     let tenant = Arc::clone(state.tenants.get(&APP).context("the app is loaded")?);
+    let metrics = Arc::clone(&state.metrics);
     let stats = tenant.read(|directory| directory.stats());
     log(
         started,
@@ -393,8 +394,14 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<Value> {
             tokio::time::sleep(Duration::from_millis(args.phase_gap_ms)).await;
             let requests = bodies.len();
             let cpu = Cpu::now();
+            let writer_busy = || metrics.directory_writer_busy_us.load(Ordering::Relaxed);
+            let busy_before = writer_busy();
             let (elapsed, latencies) = blast(&client, path, bodies, args.concurrency).await?;
-            let result = write_json(elapsed, &latencies, requests, items, Cpu::now().since(cpu));
+            let mut result =
+                write_json(elapsed, &latencies, requests, items, Cpu::now().since(cpu));
+            // Near 1: every write waited for the one writer; well below: for something else.
+            result["writer_busy_fraction"] =
+                json!((writer_busy() - busy_before) as f64 / 1e6 / elapsed.as_secs_f64());
             log(started, format!("server: {path} {result}"));
             writes.insert(key.to_owned(), result);
         }

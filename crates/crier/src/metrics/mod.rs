@@ -60,6 +60,9 @@ pub struct Metrics {
     /// they were committed in: one log append and one apply pass each.
     pub directory_writes: AtomicU64,
     pub directory_write_groups: AtomicU64,
+    /// Microseconds the directory writers (one per app at a time) spent committing groups: its
+    /// rate is how busy the serial part of every directory write is.
+    pub directory_writer_busy_us: AtomicU64,
     background_restarts: [AtomicU64; BackgroundTask::ALL.len()],
     /// Offline notifications by provider (`Provider::ALL` order) and by how they ended.
     pub notifications: [[AtomicU64; NotificationEnd::ALL.len()]; 3],
@@ -180,6 +183,13 @@ impl Metrics {
                 counter.load(Ordering::Relaxed)
             );
         }
+        let busy_us = self.directory_writer_busy_us.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP crier_directory_writer_busy_seconds_total Time the directory writers spent committing groups (validating, logging, applying); near 1 per second and app, writes wait for the writer.\n# TYPE crier_directory_writer_busy_seconds_total counter\ncrier_directory_writer_busy_seconds_total {}.{:06}",
+            busy_us / 1_000_000,
+            busy_us % 1_000_000
+        );
         let connections = self.connections_open.load(Ordering::Relaxed);
         let _ = writeln!(out, "# HELP crier_connections_open Client connections open now, WebSocket sessions included.\n# TYPE crier_connections_open gauge\ncrier_connections_open {connections}");
         let _ = writeln!(out, "# HELP crier_refusals_total Connections and requests cut short by the server's limits, by kind.\n# TYPE crier_refusals_total counter");

@@ -197,7 +197,12 @@ impl Tenant {
     fn write_groups(&self) {
         let _running = WriterRunning(&self.queue);
         while let Some(group) = self.queue.next_group() {
+            let started = std::time::Instant::now();
             self.write_group(group);
+            Metrics::add(
+                &self.metrics.directory_writer_busy_us,
+                started.elapsed().as_micros() as u64,
+            );
         }
     }
 

@@ -108,6 +108,18 @@ async fn many_concurrent_writers_all_get_ok_and_everything_reads_back() {
     // write, and a tag removal every other round.
     assert_eq!(writes as usize, 1 + WRITERS * (ROUNDS * 3 + ROUNDS / 2));
     assert!(groups < writes, "{writes} writes in {groups} groups");
+    let busy: f64 = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("crier_directory_writer_busy_seconds_total ")?
+                .parse()
+                .ok()
+        })
+        .expect("the writer's busy time in /metrics");
+    assert!(
+        busy > 0.0 && busy < 60.0,
+        "{writes} writes committed in {busy} s"
+    );
 
     // And all of it survives a restart (the log, replayed).
     let data = server.stop().await;
