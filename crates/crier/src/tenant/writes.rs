@@ -243,9 +243,8 @@ impl Tenant {
         }
         // Writes that log nothing (an import of a live account) were validated against the
         // group's earlier writes: they are answered with those, once those are visible.
-        let mut ops = Vec::new();
-        if !pending.is_empty() {
-            ops = pending.into_ops();
+        let ops = pending.into_ops();
+        if !ops.is_empty() {
             let seq = match self.append(&mut writer, &ops) {
                 Ok(seq) => seq,
                 Err(error) => {

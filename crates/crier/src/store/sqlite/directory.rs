@@ -99,7 +99,7 @@ pub(super) fn append_dir_ops(
     .execute(params![app as i64, seq as i64])?;
     tx.commit()?;
     drop(connection);
-    store.wrote(written);
+    store.checkpointer.wrote(written);
     Ok(seq)
 }
 

@@ -134,6 +134,8 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
+    /// Counts a large write (a push's audience, a directory log record) towards the next
+    /// wake-up.
     fn wrote(&self, bytes: usize) {
         let before = self.written.fetch_add(bytes as u64, Ordering::Relaxed);
         if before + bytes as u64 >= CHECKPOINT_AFTER_BYTES {
@@ -178,12 +180,6 @@ impl SqliteStore {
                 checkpointer,
             })
         })
-    }
-
-    /// Counts a large write (a push's audience, a directory log record) towards the next
-    /// background checkpoint.
-    fn wrote(&self, bytes: usize) {
-        self.checkpointer.wrote(bytes);
     }
 
     fn snapshot_path(&self, app: u64) -> PathBuf {

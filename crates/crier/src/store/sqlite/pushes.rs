@@ -139,7 +139,7 @@ pub(super) fn try_accept_push(
     }
     tx.commit()?;
     drop(connection);
-    store.wrote(audience.len());
+    store.checkpointer.wrote(audience.len());
     Ok(PushAcceptance::Accepted)
 }
 

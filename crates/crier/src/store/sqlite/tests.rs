@@ -33,20 +33,8 @@ fn commits_reach_the_database_file_by_the_background_checkpoint() {
             }],
         )
         .unwrap();
-    // `immutable` reads the database file alone, without the write-ahead log.
-    let uri = format!("file:{}?immutable=1", dir.path().join("crier.db").display());
-    let in_file = || {
-        let flags =
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
-        let file = Connection::open_with_flags(&uri, flags).unwrap();
-        // Before the first checkpoint the file does not even hold the tables.
-        file.query_row("SELECT count(*) FROM dir_log", [], |row| {
-            row.get::<_, i64>(0)
-        })
-        .unwrap_or(0)
-    };
     let waited = std::time::Instant::now();
-    while in_file() == 0 {
+    while log_rows_in_database_file(dir.path()) == 0 {
         assert!(
             waited.elapsed() < every * 50,
             "the commit never left the write-ahead log"
@@ -55,8 +43,9 @@ fn commits_reach_the_database_file_by_the_background_checkpoint() {
     }
 }
 
-/// Rows of app `app`'s log in the database file alone, without the write-ahead log (0 before
-/// the first checkpoint).
+/// Rows of the directory log in the database file alone, without the write-ahead log
+/// (`immutable` reads only the file): 0 before the first checkpoint, when the file does not
+/// even hold the tables.
 fn log_rows_in_database_file(dir: &std::path::Path) -> i64 {
     let uri = format!("file:{}?immutable=1", dir.join("crier.db").display());
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
@@ -65,9 +54,15 @@ fn log_rows_in_database_file(dir: &std::path::Path) -> i64 {
         .unwrap_or(0)
 }
 
-fn bulk_op(n: usize) -> DirOp {
-    DirOp::Import {
-        accounts: (0..100).map(|k| format!("account-{n}-{k:0>80}")).collect(),
+/// Appends log records `seqs` to app 1, one import of 100 long names (~9 KB) each.
+fn append_bulk_records(store: &SqliteStore, seqs: std::ops::Range<u64>) {
+    for seq in seqs {
+        let accounts = (0..100)
+            .map(|k| format!("account-{seq}-{k:0>80}"))
+            .collect();
+        store
+            .append_dir_ops(1, seq, &[DirOp::Import { accounts }])
+            .unwrap();
     }
 }
 
@@ -78,9 +73,7 @@ fn megabytes_of_writes_wake_the_checkpointer_before_its_period() {
     let store =
         SqliteStore::open_checkpointing_every(dir.path(), Duration::from_secs(3600)).unwrap();
     // About 9 KB a record: 1,000 of them pass CHECKPOINT_AFTER_BYTES (8 MiB) once.
-    for n in 0..1_000 {
-        store.append_dir_ops(1, n, &[bulk_op(n as usize)]).unwrap();
-    }
+    append_bulk_records(&store, 0..1_000);
     let waited = std::time::Instant::now();
     while log_rows_in_database_file(dir.path()) == 0 {
         assert!(
@@ -113,18 +106,14 @@ fn a_snapshot_cuts_the_log_behind_the_previous_one_whatever_its_length() {
             .unwrap()
     };
     // Many more rows than one cut's transaction takes.
-    for n in 0..100 {
-        store.append_dir_ops(1, n, &[bulk_op(n as usize)]).unwrap();
-    }
+    append_bulk_records(&store, 0..100);
     save(60);
     assert_eq!(
         log_rows(),
         (100, Some(1)),
         "the first snapshot keeps the log"
     );
-    for n in 100..150 {
-        store.append_dir_ops(1, n, &[bulk_op(n as usize)]).unwrap();
-    }
+    append_bulk_records(&store, 100..150);
     save(130);
     assert_eq!(
         log_rows(),
