@@ -8,6 +8,10 @@
 //! validated. [`Ahead`] answers the questions a validation asks from the directory and the
 //! group's earlier writes ([`Pending`]), as if those were applied.
 //!
+//! The group writer also validates a group while the group before it, logged, is not applied
+//! yet (it is applied while this one is logged): that group's writes come first in the view
+//! ([`Pending::after`]), borrowed, not copied.
+//!
 //! The writes of a group are kept as they will be logged; what is indexed is only which names
 //! they touch (by hash, so indexing a write allocates nothing per name) and how many tags they
 //! may add to one account. A question about a name no earlier write touches is the directory's
@@ -24,7 +28,9 @@ use super::{AccountKind, DirOp, Directory, ATTR_SLOTS};
 
 /// The writes of a group accepted so far, in the order they will be logged and applied.
 #[derive(Default)]
-pub struct Pending {
+pub struct Pending<'e> {
+    /// The writes of the group before, logged and not applied yet: they apply first.
+    earlier: &'e [DirOp],
     ops: Vec<DirOp>,
     /// Hashes of the names imported or deleted.
     live_touched: HashSet<u64>,
@@ -40,7 +46,19 @@ pub struct Pending {
     hasher: DefaultHashBuilder,
 }
 
-impl Pending {
+impl<'e> Pending<'e> {
+    /// Nothing accepted yet, after `earlier` (logged, not applied to `directory`).
+    pub fn after(directory: &Directory, earlier: &'e [DirOp]) -> Pending<'e> {
+        let mut pending = Pending {
+            earlier,
+            ..Pending::default()
+        };
+        for op in earlier {
+            pending.index(directory, op);
+        }
+        pending
+    }
+
     /// Accepts the writes of one more request, after those accepted before.
     pub fn push(&mut self, directory: &Directory, ops: Vec<DirOp>) {
         for op in &ops {
@@ -49,16 +67,24 @@ impl Pending {
         self.ops.extend(ops);
     }
 
+    /// The writes accepted, not counting the earlier group's.
     pub fn ops(&self) -> &[DirOp] {
         &self.ops
     }
 
+    /// Whether the view is the directory itself: nothing accepted, and no earlier group.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.is_empty() && self.earlier.is_empty()
     }
 
+    /// The writes accepted, not counting the earlier group's.
     pub fn into_ops(self) -> Vec<DirOp> {
         self.ops
+    }
+
+    /// Every write the view applies, in order: the earlier group's, then those accepted.
+    fn all_ops(&self) -> impl DoubleEndedIterator<Item = &DirOp> {
+        self.earlier.iter().chain(&self.ops)
     }
 
     fn hash(&self, name: &str) -> u64 {
@@ -122,14 +148,14 @@ impl Pending {
 /// The directory as the pending writes will leave it, for validating the next request.
 pub struct Ahead<'a> {
     directory: &'a Directory,
-    pending: &'a Pending,
+    pending: &'a Pending<'a>,
 }
 
 /// No write pending.
-static NOTHING: LazyLock<Pending> = LazyLock::new(Pending::default);
+static NOTHING: LazyLock<Pending<'static>> = LazyLock::new(Pending::default);
 
 impl<'a> Ahead<'a> {
-    pub fn new(directory: &'a Directory, pending: &'a Pending) -> Ahead<'a> {
+    pub fn new(directory: &'a Directory, pending: &'a Pending<'a>) -> Ahead<'a> {
         Ahead { directory, pending }
     }
 
@@ -142,7 +168,7 @@ impl<'a> Ahead<'a> {
     pub fn is_live(&self, name: &str) -> bool {
         if self.pending.live_touched.contains(&self.pending.hash(name)) {
             // The last import or deletion of the name decides.
-            for op in self.pending.ops.iter().rev() {
+            for op in self.pending.all_ops().rev() {
                 match op {
                     DirOp::Import { accounts } if accounts.iter().any(|a| a == name) => {
                         return true
@@ -214,7 +240,7 @@ impl<'a> Ahead<'a> {
             return None;
         }
         let mut tags: BTreeSet<String> = self.directory.tags_of(name).into_iter().collect();
-        for op in &self.pending.ops {
+        for op in self.pending.all_ops() {
             match op {
                 DirOp::AddTags { users } => users
                     .iter()
@@ -279,10 +305,12 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(300))]
 
         /// Every answer of the view is the answer of the directory once the pending writes are
-        /// applied, for the names they touch and the ones they do not.
+        /// applied, for the names they touch and the ones they do not; with or without an
+        /// earlier group logged ahead of them and not applied.
         #[test]
         fn the_view_answers_as_the_directory_will(
             applied in prop::collection::vec(arb_op(), 0..20),
+            earlier in prop::collection::vec(arb_op(), 0..8),
             pending_requests in prop::collection::vec(prop::collection::vec(arb_op(), 0..3), 0..6),
         ) {
             let mut directory = Directory::default();
@@ -290,7 +318,10 @@ mod tests {
                 directory.apply(op);
             }
             let mut after = directory.clone();
-            let mut pending = Pending::default();
+            for op in &earlier {
+                after.apply(op);
+            }
+            let mut pending = Pending::after(&directory, &earlier);
             for request in &pending_requests {
                 pending.push(&directory, request.clone());
                 for op in request {

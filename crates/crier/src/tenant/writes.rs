@@ -14,6 +14,9 @@
 //!    waiting reader between two, so a push waits for at most one slice;
 //! 4. every write of the group is answered: its ops are durable and visible to every reader.
 //!
+//! On a node alone, step 2 of a group runs beside step 3 of the group before (on a thread of
+//! its own), step 1 having validated it after that group's writes as well.
+//!
 //! A group costs one commit and one hand-over whatever its size, where writes one at a time
 //! under a mutex paid a commit each and sat idle between holders. Writes logged by another
 //! node are applied when its announcement of the new head arrives ([`Tenant::catch_up_to`]).
@@ -22,7 +25,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLockWriteGuard};
+use parking_lot::{Mutex, MutexGuard, RwLockWriteGuard};
 use tokio::sync::oneshot;
 use tracing::warn;
 
@@ -89,10 +92,46 @@ struct Queued {
     done: oneshot::Sender<Answer>,
 }
 
+/// A group's writes that passed validation: the ops to log, and each write's answer with how
+/// many of the ops are its (writes that log nothing have none).
+struct Validated {
+    ops: Vec<DirOp>,
+    accepted: Vec<(oneshot::Sender<Answer>, usize)>,
+}
+
+/// A validated group once logged, to apply and answer.
+struct Logged {
+    /// The log's head after it; `None` if it logged nothing (its writes are answered once the
+    /// groups before are visible).
+    seq: Option<u64>,
+    ops: Vec<DirOp>,
+    accepted: Vec<(oneshot::Sender<Answer>, usize)>,
+}
+
+impl Logged {
+    fn nothing(group: Validated) -> Logged {
+        Logged {
+            seq: None,
+            ops: group.ops,
+            accepted: group.accepted,
+        }
+    }
+}
+
 /// The writes waiting for the next group, and whether a group writer is running.
-#[derive(Default)]
 pub(super) struct WriteQueue {
     state: Mutex<QueueState>,
+    /// Writes taken into one group at most.
+    max_group: usize,
+}
+
+impl Default for WriteQueue {
+    fn default() -> WriteQueue {
+        WriteQueue {
+            state: Mutex::default(),
+            max_group: MAX_GROUP_WRITES,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -109,17 +148,20 @@ impl WriteQueue {
         !std::mem::replace(&mut state.writing, true)
     }
 
-    /// The next group, or `None` (and the writer stops) when nothing waits.
-    fn next_group(&self) -> Option<Vec<Queued>> {
+    /// The next group, or `None` when nothing waits; then the writer stops if `stop` (it
+    /// has nothing in flight), and the next write starts one.
+    fn next_group(&self, stop: bool) -> Option<Vec<Queued>> {
         let mut state = self.state.lock();
         if state.waiting.is_empty() {
-            state.writing = false;
+            if stop {
+                state.writing = false;
+            }
             return None;
         }
         // A write validated against the directory itself starts a group of its own.
         let take = 1 + state.waiting[1..]
             .iter()
-            .take(MAX_GROUP_WRITES - 1)
+            .take(self.max_group - 1)
             .take_while(|write| matches!(write.build, Build::Ahead(_)))
             .count();
         Some(state.waiting.drain(..take).collect())
@@ -194,11 +236,52 @@ impl Tenant {
     }
 
     /// Commits groups until nothing waits.
+    ///
+    /// On a node alone, nothing but this writer applies writes, so a group is logged while the
+    /// group before it is applied: the log record and its commit no longer add to the wall
+    /// time of the writer, which every write of the app waits for. The writer state stays
+    /// locked while a group is logged and not applied (nothing may apply writes between).
+    /// Where several nodes share the log, catching up with the others takes the writer state
+    /// between two groups, so each group is applied before the next is taken.
     fn write_groups(&self) {
         let _running = WriterRunning(&self.queue);
-        while let Some(group) = self.queue.next_group() {
+        let overlap = !self.bus.spans_nodes();
+        let mut writer: Option<MutexGuard<'_, WriterState>> = None;
+        let mut logged: Option<Logged> = None;
+        loop {
             let started = std::time::Instant::now();
-            self.write_group(group);
+            match self.queue.next_group(logged.is_none()) {
+                Some(group) => {
+                    let state = writer.get_or_insert_with(|| self.writer.lock());
+                    if matches!(group[0].build, Build::Settled(_)) {
+                        // Validated against the directory itself: the group before is applied
+                        // first.
+                        if let Some(before) = logged.take() {
+                            self.apply_logged(state, before);
+                        }
+                    }
+                    let earlier = logged.as_ref().map_or(&[][..], |before| &before.ops);
+                    let validated = self.validate(group, earlier);
+                    logged = match logged.take() {
+                        None => self.log(state, validated),
+                        Some(before) => self.log_while_applying(state, before, validated),
+                    };
+                    if !overlap {
+                        if let Some(group) = logged.take() {
+                            self.apply_logged(state, group);
+                        }
+                        writer = None;
+                    }
+                }
+                None => match logged.take() {
+                    Some(last) => {
+                        let state = writer.as_mut().expect("a logged group holds the writer");
+                        self.apply_logged(state, last);
+                        writer = None;
+                    }
+                    None => return,
+                },
+            }
             Metrics::add(
                 &self.metrics.directory_writer_busy_us,
                 started.elapsed().as_micros() as u64,
@@ -206,64 +289,123 @@ impl Tenant {
         }
     }
 
-    fn write_group(&self, group: Vec<Queued>) {
-        let mut writer = self.writer.lock();
-        let mut pending = Pending::default();
+    /// Validates each write of `group` in arrival order, after `earlier` (logged, not applied)
+    /// and the group's writes before it. One that fails is answered at once.
+    fn validate(&self, group: Vec<Queued>, earlier: &[DirOp]) -> Validated {
+        let directory = self.directory.read();
+        let mut pending = Pending::after(&directory, earlier);
         let mut accepted = Vec::with_capacity(group.len());
-        {
-            let directory = self.directory.read();
-            for Queued { build, done } in group {
-                let ahead = Ahead::new(&directory, &pending);
-                let validated = catch_unwind(AssertUnwindSafe(|| match build {
-                    Build::Ahead(build) => build(&ahead),
-                    Build::Settled(build) => {
-                        debug_assert!(pending.is_empty(), "a settled write is first of its group");
-                        build(&directory)
-                    }
-                }));
-                match validated {
-                    Ok(Ok(ops)) => {
-                        accepted.push((done, ops.len()));
-                        pending.push(&directory, ops);
-                    }
-                    Ok(Err(error)) => {
-                        let _ = done.send(Err(error));
-                    }
-                    Err(_) => {
-                        warn!(
-                            app = self.sdkappid(),
-                            "a directory write panicked while validated"
-                        );
-                        let _ = done.send(Err(Error::Internal(
-                            "the write's validation failed inside the server".into(),
-                        )));
-                    }
+        for Queued { build, done } in group {
+            let ahead = Ahead::new(&directory, &pending);
+            let validated = catch_unwind(AssertUnwindSafe(|| match build {
+                Build::Ahead(build) => build(&ahead),
+                Build::Settled(build) => {
+                    debug_assert!(pending.is_empty(), "a settled write is first of its group");
+                    build(&directory)
+                }
+            }));
+            match validated {
+                Ok(Ok(ops)) => {
+                    accepted.push((done, ops.len()));
+                    pending.push(&directory, ops);
+                }
+                Ok(Err(error)) => {
+                    let _ = done.send(Err(error));
+                }
+                Err(_) => {
+                    warn!(
+                        app = self.sdkappid(),
+                        "a directory write panicked while validated"
+                    );
+                    let _ = done.send(Err(Error::Internal(
+                        "the write's validation failed inside the server".into(),
+                    )));
                 }
             }
         }
-        // Writes that log nothing (an import of a live account) were validated against the
-        // group's earlier writes: they are answered with those, once those are visible.
-        let ops = pending.into_ops();
-        if !ops.is_empty() {
-            let seq = match self.append(&mut writer, &ops) {
-                Ok(seq) => seq,
-                Err(error) => {
-                    for (done, _) in accepted {
-                        let _ = done.send(Err(Error::Store(error.clone())));
-                    }
-                    return;
+        Validated {
+            ops: pending.into_ops(),
+            accepted,
+        }
+    }
+
+    /// Logs a validated group after everything applied here. Answers it logged (to apply and
+    /// answer), or `None` once its writes are answered with the store's refusal.
+    fn log(&self, writer: &mut WriterState, group: Validated) -> Option<Logged> {
+        if group.ops.is_empty() {
+            return Some(Logged::nothing(group));
+        }
+        let appended = self.append(writer, &group.ops);
+        self.logged(group, appended)
+    }
+
+    /// Applies `before` while logging `group` after it, on a second thread.
+    fn log_while_applying(
+        &self,
+        writer: &mut WriterState,
+        before: Logged,
+        group: Validated,
+    ) -> Option<Logged> {
+        if group.ops.is_empty() {
+            self.apply_logged(writer, before);
+            return Some(Logged::nothing(group));
+        }
+        let head = before.seq.unwrap_or(writer.last_seq);
+        let (app, ops) = (self.sdkappid(), &group.ops);
+        let appended = std::thread::scope(|scope| {
+            let appending = std::thread::Builder::new()
+                .name("crier-dir-log".into())
+                .spawn_scoped(scope, || self.store.append_dir_ops(app, head, ops));
+            self.apply_logged(writer, before);
+            match appending {
+                Ok(appending) => appending
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                // No thread to be had: logged here, now that nothing is in flight.
+                Err(_) => self.append(writer, ops),
+            }
+        });
+        let appended = match appended {
+            // Another node logged first: the group before is applied now, so catch up and log
+            // after them as a group alone does.
+            Err(StoreError::Conflict(_)) => self.append(writer, &group.ops),
+            appended => appended,
+        };
+        self.logged(group, appended)
+    }
+
+    fn logged(&self, group: Validated, appended: Result<u64, StoreError>) -> Option<Logged> {
+        match appended {
+            Ok(seq) => {
+                // Everything up to `seq` is applied here or is in flight, answered only once
+                // applied: a push need not wait for these groups to read what was
+                // acknowledged.
+                self.covered_seq.store(seq, Ordering::Release);
+                Some(Logged {
+                    seq: Some(seq),
+                    ops: group.ops,
+                    accepted: group.accepted,
+                })
+            }
+            Err(error) => {
+                for (done, _) in group.accepted {
+                    let _ = done.send(Err(Error::Store(error.clone())));
                 }
-            };
-            // Everything up to `seq` is applied here or is this group, answered only once
-            // applied: a push need not wait for this group to read what was acknowledged.
-            self.covered_seq.store(seq, Ordering::Release);
+                None
+            }
+        }
+    }
+
+    /// Applies a logged group and answers its writes: their ops are durable and visible.
+    fn apply_logged(&self, writer: &mut WriterState, group: Logged) {
+        let Logged { seq, ops, accepted } = group;
+        if let Some(seq) = seq {
             let live = self.apply_in_slices(&ops);
             writer.last_seq = seq;
             writer.log_since_snapshot += ops.iter().map(log_weight).sum::<u64>();
             if self.snapshot_policy.due(writer.log_since_snapshot, live) {
-                self.snapshot_in_background(&mut writer);
+                self.snapshot_in_background(writer);
             }
-            drop(writer);
             self.announce(Event::DirectoryHead { seq });
             Metrics::add(&self.metrics.directory_write_groups, 1);
             Metrics::add(&self.metrics.directory_writes, accepted.len() as u64);
@@ -714,6 +856,19 @@ mod group_tests {
             // What was logged replays to the same directory.
             drop(grouped);
             prop_assert_eq!(state(&open(grouped_dir.path())), state(&one));
+
+            // All queued at once, taken `cuts[0]` at a time: each group is validated and
+            // logged while the one before it is applied.
+            let overlapped_dir = tempfile::tempdir().unwrap();
+            let mut overlapped = open(overlapped_dir.path());
+            overlapped.queue.max_group = cuts[0];
+            let builds = requests.iter().cloned().map(build).collect();
+            let answers: Vec<String> =
+                overlapped.write_together(builds).iter().map(outcome).collect();
+            prop_assert_eq!(&answers, &alone);
+            prop_assert_eq!(state(&overlapped), state(&one));
+            drop(overlapped);
+            prop_assert_eq!(state(&open(overlapped_dir.path())), state(&one));
         }
     }
 
