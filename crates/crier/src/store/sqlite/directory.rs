@@ -71,6 +71,13 @@ pub(super) fn append_dir_ops(
     expected_head: u64,
     ops: &[DirOp],
 ) -> Result<u64, Failure> {
+    // Encoded before the connection is taken: a group's records are milliseconds of JSON,
+    // which a push waiting for the connection would otherwise wait for too.
+    let records = ops
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(corrupt)?;
     let mut connection = store.connection.lock();
     let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let head = dir_head_of(&tx, app)?.head;
@@ -85,11 +92,10 @@ pub(super) fn append_dir_ops(
     {
         let mut insert =
             tx.prepare_cached("INSERT INTO dir_log (app, seq, op) VALUES (?1, ?2, ?3)")?;
-        for op in ops {
-            let text = serde_json::to_string(op).map_err(corrupt)?;
+        for record in &records {
             seq += 1;
-            written += text.len();
-            insert.execute(params![app as i64, seq as i64, text])?;
+            written += record.len();
+            insert.execute(params![app as i64, seq as i64, record])?;
         }
     }
     tx.prepare_cached(

@@ -31,7 +31,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -60,6 +60,9 @@ const CHECKPOINT_AFTER_BYTES: u64 = 8 << 20;
 /// is 1,000 pages, which put a checkpoint (two fsyncs, 5-20 ms) on the path of one `im_push` in
 /// about two hundred.
 const WAL_PAGES_BEFORE_INLINE_CHECKPOINT: u32 = 50_000;
+/// Log pages (64 MiB, the size the log file is cut back to) past which the background
+/// checkpointer makes the log restart ([`start_checkpointer`]).
+const WAL_PAGES_BEFORE_RESTART: i64 = 16_384;
 
 /// A failure inside this module, before it becomes a [`StoreError`] in [`run`]: lets `?`
 /// take SQLite's and the file system's errors without `StoreError` naming either.
@@ -114,7 +117,7 @@ fn corrupt(what: impl std::fmt::Display) -> Failure {
 }
 
 pub struct SqliteStore {
-    connection: Mutex<Connection>,
+    connection: Arc<Mutex<Connection>>,
     /// A second connection for reads of whole push records: in WAL mode it reads beside the
     /// writer's commits, so that reading a hundred pushes to ten million accounts (125 MB of
     /// audiences, a second) for the console does not hold up the next push.
@@ -167,13 +170,17 @@ impl SqliteStore {
             )?;
             connection.busy_timeout(Duration::from_secs(5))?;
             schema::migrate(&mut connection, &snapshot_dir)?;
-            let checkpointer =
-                start_checkpointer(Connection::open(data_dir.join("crier.db"))?, every)?;
+            let connection = Arc::new(Mutex::new(connection));
+            let checkpointer = start_checkpointer(
+                Connection::open(data_dir.join("crier.db"))?,
+                Arc::clone(&connection),
+                every,
+            )?;
             let reader = Connection::open(data_dir.join("crier.db"))?;
             reader.pragma_update(None, "query_only", true)?;
             reader.busy_timeout(Duration::from_secs(5))?;
             Ok(SqliteStore {
-                connection: Mutex::new(connection),
+                connection,
                 reader: Mutex::new(reader),
                 snapshot_dir,
                 writing_snapshot: Mutex::new(()),
@@ -190,14 +197,35 @@ impl SqliteStore {
 /// Checkpoints from a connection of its own, so that writers never wait for the fsyncs: in WAL
 /// mode a passive checkpoint runs beside commits and blocks none of them. Runs every `every`,
 /// and when woken by [`Checkpointer::wrote`].
-fn start_checkpointer(connection: Connection, every: Duration) -> Result<Checkpointer, Failure> {
+///
+/// A passive checkpoint beside steady commits never catches up with the last of them, and the
+/// log restarts from its beginning only once it has: under a sync and pushes the log grew until
+/// a commit ran the inline checkpoint, a 100 ms stall for every write of the store every 5 s.
+/// So once the log is long, a second checkpoint follows the first with the store's commits
+/// held (`writes`): it copies only what was committed during the first, and the next commit
+/// restarts the log.
+fn start_checkpointer(
+    connection: Connection,
+    writes: Arc<Mutex<Connection>>,
+    every: Duration,
+) -> Result<Checkpointer, Failure> {
     let (wake, woken) = mpsc::sync_channel::<()>(1);
     std::thread::Builder::new()
         .name("crier-checkpoint".into())
         .spawn(move || {
+            let checkpoint = || {
+                connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                    row.get::<_, i64>(1)
+                })
+            };
             while let Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) = woken.recv_timeout(every) {
-                let checkpointed =
-                    connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                let checkpointed = match checkpoint() {
+                    Ok(pages) if pages >= WAL_PAGES_BEFORE_RESTART => {
+                        let _no_commits = writes.lock();
+                        checkpoint()
+                    }
+                    checkpointed => checkpointed,
+                };
                 if let Err(error) = checkpointed {
                     tracing::warn!(%error, "background checkpoint failed; commits will checkpoint");
                 }

@@ -85,6 +85,27 @@ fn megabytes_of_writes_wake_the_checkpointer_before_its_period() {
 }
 
 #[test]
+fn under_steady_commits_the_log_restarts_before_it_reaches_the_inline_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    // The checkpointer runs all the time; commits follow each other without a pause, so a
+    // passive checkpoint alone seldom catches up with the last of them.
+    let store =
+        SqliteStore::open_checkpointing_every(dir.path(), Duration::from_millis(1)).unwrap();
+    let wal = dir.path().join("crier.db-wal");
+    let mut largest = 0;
+    // About 110 MB of records, past the restart point (64 MiB), short of the inline
+    // checkpoint (200 MiB).
+    for seq in (0..12_000).step_by(100) {
+        append_bulk_records(&store, seq..seq + 100);
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    assert!(
+        largest < 96 << 20,
+        "the write-ahead log grew to {largest} bytes without restarting"
+    );
+}
+
+#[test]
 fn a_snapshot_cuts_the_log_behind_the_previous_one_whatever_its_length() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
