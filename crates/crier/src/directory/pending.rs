@@ -67,11 +67,6 @@ impl<'e> Pending<'e> {
         self.ops.extend(ops);
     }
 
-    /// The writes accepted, not counting the earlier group's.
-    pub fn ops(&self) -> &[DirOp] {
-        &self.ops
-    }
-
     /// Whether the view is the directory itself: nothing accepted, and no earlier group.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty() && self.earlier.is_empty()

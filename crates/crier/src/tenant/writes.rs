@@ -104,18 +104,7 @@ struct Logged {
     /// The log's head after it; `None` if it logged nothing (its writes are answered once the
     /// groups before are visible).
     seq: Option<u64>,
-    ops: Vec<DirOp>,
-    accepted: Vec<(oneshot::Sender<Answer>, usize)>,
-}
-
-impl Logged {
-    fn nothing(group: Validated) -> Logged {
-        Logged {
-            seq: None,
-            ops: group.ops,
-            accepted: group.accepted,
-        }
-    }
+    group: Validated,
 }
 
 /// The writes waiting for the next group, and whether a group writer is running.
@@ -260,7 +249,7 @@ impl Tenant {
                             self.apply_logged(state, before);
                         }
                     }
-                    let earlier = logged.as_ref().map_or(&[][..], |before| &before.ops);
+                    let earlier = logged.as_ref().map_or(&[][..], |before| &before.group.ops);
                     let validated = self.validate(group, earlier);
                     logged = match logged.take() {
                         None => self.log(state, validated),
@@ -333,7 +322,7 @@ impl Tenant {
     /// answer), or `None` once its writes are answered with the store's refusal.
     fn log(&self, writer: &mut WriterState, group: Validated) -> Option<Logged> {
         if group.ops.is_empty() {
-            return Some(Logged::nothing(group));
+            return Some(Logged { seq: None, group });
         }
         let appended = self.append(writer, &group.ops);
         self.logged(group, appended)
@@ -348,28 +337,27 @@ impl Tenant {
     ) -> Option<Logged> {
         if group.ops.is_empty() {
             self.apply_logged(writer, before);
-            return Some(Logged::nothing(group));
+            return Some(Logged { seq: None, group });
         }
         let head = before.seq.unwrap_or(writer.last_seq);
         let (app, ops) = (self.sdkappid(), &group.ops);
         let appended = std::thread::scope(|scope| {
             let appending = std::thread::Builder::new()
                 .name("crier-dir-log".into())
-                .spawn_scoped(scope, || self.store.append_dir_ops(app, head, ops));
+                .spawn_scoped(scope, || self.store.append_dir_ops(app, head, ops))
+                .ok();
             self.apply_logged(writer, before);
-            match appending {
-                Ok(appending) => appending
+            appending.map(|appending| {
+                appending
                     .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                // No thread to be had: logged here, now that nothing is in flight.
-                Err(_) => self.append(writer, ops),
-            }
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
         });
         let appended = match appended {
-            // Another node logged first: the group before is applied now, so catch up and log
-            // after them as a group alone does.
-            Err(StoreError::Conflict(_)) => self.append(writer, &group.ops),
-            appended => appended,
+            // Another node logged first, or no thread was to be had: the group before is
+            // applied now, so this one is logged as a group alone is (catching up first).
+            Some(Err(StoreError::Conflict(_))) | None => self.append(writer, &group.ops),
+            Some(appended) => appended,
         };
         self.logged(group, appended)
     }
@@ -383,8 +371,7 @@ impl Tenant {
                 self.covered_seq.store(seq, Ordering::Release);
                 Some(Logged {
                     seq: Some(seq),
-                    ops: group.ops,
-                    accepted: group.accepted,
+                    group,
                 })
             }
             Err(error) => {
@@ -398,7 +385,10 @@ impl Tenant {
 
     /// Applies a logged group and answers its writes: their ops are durable and visible.
     fn apply_logged(&self, writer: &mut WriterState, group: Logged) {
-        let Logged { seq, ops, accepted } = group;
+        let Logged {
+            seq,
+            group: Validated { ops, accepted },
+        } = group;
         if let Some(seq) = seq {
             let live = self.apply_in_slices(&ops);
             writer.last_seq = seq;
