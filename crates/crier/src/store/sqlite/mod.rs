@@ -7,6 +7,7 @@
 //! last commits.
 //!
 //! - `schema`: the versioned schema and its migrations, run at open.
+//! - `checkpointer`: copies the write-ahead log into the database in the background.
 //! - `directory`: the per-app log with compare-and-append, and the snapshot files.
 //! - `pushes`: push records under the rate limits, acknowledgements, delivery counts.
 //! - `notify`: devices and leased notification jobs.
@@ -17,6 +18,7 @@
 //! into [`StoreError`]s: they become backend-neutral here and nowhere else.
 
 mod callbacks;
+mod checkpointer;
 mod directory;
 mod marks;
 mod notify;
@@ -26,12 +28,12 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
+use checkpointer::{Checkpointer, CHECKPOINT_EVERY};
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -45,25 +47,11 @@ use super::{
 use crate::directory::DirOp;
 use crate::store::{PushRecord, RevokeOutcome};
 
-/// How often the background checkpointer copies the write-ahead log into the database. Each
-/// checkpoint costs a few milliseconds of CPU and an fsync whatever it copies: every second,
-/// that was a tenth of the server's CPU while it pushed to 1,000 clients twice a second.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
-/// Large writes (push audiences, directory log records) wake the background checkpointer early
-/// once they add up to this, so that the log never reaches the inline checkpoint below while
-/// it keeps up. Pushes to ten million accounts (1.25 MB each) ten times a second filled 40 MiB
-/// in 3 s, and every 32nd push ran the checkpoint itself (100 ms, a second when a directory
-/// snapshot was being synced to disk at the same time).
-const CHECKPOINT_AFTER_BYTES: u64 = 8 << 20;
 /// A commit checkpoints on its own thread only past this many log pages (200 MiB): a safety
 /// net for when the background checkpointer cannot keep up with a bulk load. SQLite's default
 /// is 1,000 pages, which put a checkpoint (two fsyncs, 5-20 ms) on the path of one `im_push` in
 /// about two hundred.
 const WAL_PAGES_BEFORE_INLINE_CHECKPOINT: u32 = 50_000;
-/// Log pages (64 MiB, the size the log file is cut back to) past which the background
-/// checkpointer makes the log restart ([`start_checkpointer`]).
-const WAL_PAGES_BEFORE_RESTART: i64 = 16_384;
-
 /// A failure inside this module, before it becomes a [`StoreError`] in [`run`]: lets `?`
 /// take SQLite's and the file system's errors without `StoreError` naming either.
 enum Failure {
@@ -128,27 +116,6 @@ pub struct SqliteStore {
     checkpointer: Checkpointer,
 }
 
-/// The handle of the background checkpointer; dropping it stops the thread.
-struct Checkpointer {
-    /// Wakes the thread before its period is out; holds one wake-up at most.
-    wake: mpsc::SyncSender<()>,
-    /// Bytes of large writes since the last wake-up.
-    written: AtomicU64,
-}
-
-impl Checkpointer {
-    /// Counts a large write (a push's audience, a directory log record) towards the next
-    /// wake-up.
-    fn wrote(&self, bytes: usize) {
-        let before = self.written.fetch_add(bytes as u64, Ordering::Relaxed);
-        if before + bytes as u64 >= CHECKPOINT_AFTER_BYTES {
-            self.written.store(0, Ordering::Relaxed);
-            // Full: a wake-up is already waiting, which this one would only repeat.
-            let _ = self.wake.try_send(());
-        }
-    }
-}
-
 impl SqliteStore {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         Self::open_checkpointing_every(data_dir, CHECKPOINT_EVERY)
@@ -171,11 +138,8 @@ impl SqliteStore {
             connection.busy_timeout(Duration::from_secs(5))?;
             schema::migrate(&mut connection, &snapshot_dir)?;
             let connection = Arc::new(Mutex::new(connection));
-            let checkpointer = start_checkpointer(
-                Connection::open(data_dir.join("crier.db"))?,
-                Arc::clone(&connection),
-                every,
-            )?;
+            let checkpointer =
+                Checkpointer::start(&data_dir.join("crier.db"), Arc::clone(&connection), every)?;
             let reader = Connection::open(data_dir.join("crier.db"))?;
             reader.pragma_update(None, "query_only", true)?;
             reader.busy_timeout(Duration::from_secs(5))?;
@@ -192,49 +156,6 @@ impl SqliteStore {
     fn snapshot_path(&self, app: u64) -> PathBuf {
         self.snapshot_dir.join(format!("app-{app}.snap"))
     }
-}
-
-/// Checkpoints from a connection of its own, so that writers never wait for the fsyncs: in WAL
-/// mode a passive checkpoint runs beside commits and blocks none of them. Runs every `every`,
-/// and when woken by [`Checkpointer::wrote`].
-///
-/// A passive checkpoint beside steady commits never catches up with the last of them, and the
-/// log restarts from its beginning only once it has: under a sync and pushes the log grew until
-/// a commit ran the inline checkpoint, a 100 ms stall for every write of the store every 5 s.
-/// So once the log is long, a second checkpoint follows the first with the store's commits
-/// held (`writes`): it copies only what was committed during the first, and the next commit
-/// restarts the log.
-fn start_checkpointer(
-    connection: Connection,
-    writes: Arc<Mutex<Connection>>,
-    every: Duration,
-) -> Result<Checkpointer, Failure> {
-    let (wake, woken) = mpsc::sync_channel::<()>(1);
-    std::thread::Builder::new()
-        .name("crier-checkpoint".into())
-        .spawn(move || {
-            let checkpoint = || {
-                connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-                    row.get::<_, i64>(1)
-                })
-            };
-            while let Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) = woken.recv_timeout(every) {
-                let checkpointed = match checkpoint() {
-                    Ok(pages) if pages >= WAL_PAGES_BEFORE_RESTART => {
-                        let _no_commits = writes.lock();
-                        checkpoint()
-                    }
-                    checkpointed => checkpointed,
-                };
-                if let Err(error) = checkpointed {
-                    tracing::warn!(%error, "background checkpoint failed; commits will checkpoint");
-                }
-            }
-        })?;
-    Ok(Checkpointer {
-        wake,
-        written: AtomicU64::new(0),
-    })
 }
 
 fn bitmap_from(bytes: &[u8], what: impl std::fmt::Display) -> Result<RoaringBitmap, Failure> {
