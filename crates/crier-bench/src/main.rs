@@ -148,6 +148,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.phase {
         Some(Phase::Server(args)) => {
+            // As `crier serve` does by default, so the server measured is the one users run.
+            let heap = crier::huge_pages::restart_on_huge_pages(true);
+            eprintln!("server: {}", heap.describe());
             let result = server_phase::run(&args)?;
             println!("RESULT {result}");
             Ok(())

@@ -17,7 +17,8 @@
 //!   embedded default), [`supervise`] (background threads that restart after a panic);
 //! - below everything: [`error`] (one place errors become wire answers), [`metrics`] (and
 //!   [`metrics_history`], the per-minute history the console charts),
-//!   [`config`] (imports nothing from the crate), [`clock`].
+//!   [`config`] (imports nothing from the crate), [`clock`], [`huge_pages`] (the heap's page
+//!   size, asked for when `serve` starts).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -34,6 +35,7 @@ pub mod error;
 pub mod events;
 pub mod gateway;
 pub mod http;
+pub mod huge_pages;
 pub mod metrics;
 pub mod metrics_history;
 pub mod notify;

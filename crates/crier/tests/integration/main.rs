@@ -23,6 +23,7 @@ mod failover;
 mod fakes;
 mod gateway;
 mod gateway_limits;
+mod heap;
 mod notify;
 mod providers;
 mod push;
