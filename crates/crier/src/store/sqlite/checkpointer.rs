@@ -31,7 +31,7 @@ pub(super) const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
 const CHECKPOINT_AFTER_BYTES: u64 = 8 << 20;
 /// Log pages (64 MiB, the size the log file is cut back to) past which the checkpointer makes
 /// the log restart.
-pub(super) const WAL_PAGES_BEFORE_RESTART: i64 = 16_384;
+const WAL_PAGES_BEFORE_RESTART: i64 = 16_384;
 
 /// The handle of the background checkpointer; dropping it stops the thread.
 pub(super) struct Checkpointer {

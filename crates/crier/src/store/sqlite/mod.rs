@@ -28,7 +28,6 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
-use checkpointer::{Checkpointer, CHECKPOINT_EVERY};
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
@@ -46,12 +45,14 @@ use super::{
 };
 use crate::directory::DirOp;
 use crate::store::{PushRecord, RevokeOutcome};
+use checkpointer::{Checkpointer, CHECKPOINT_EVERY};
 
 /// A commit checkpoints on its own thread only past this many log pages (200 MiB): a safety
 /// net for when the background checkpointer cannot keep up with a bulk load. SQLite's default
 /// is 1,000 pages, which put a checkpoint (two fsyncs, 5-20 ms) on the path of one `im_push` in
 /// about two hundred.
 const WAL_PAGES_BEFORE_INLINE_CHECKPOINT: u32 = 50_000;
+
 /// A failure inside this module, before it becomes a [`StoreError`] in [`run`]: lets `?`
 /// take SQLite's and the file system's errors without `StoreError` naming either.
 enum Failure {
