@@ -83,6 +83,11 @@ impl SlotValues {
     }
 
     /// Every value with its holders, in number order (the order the snapshot stores them in).
+    /// Each value ever set, in number order, with its holders.
+    pub fn values(&self) -> &[(Box<str>, RoaringBitmap)] {
+        &self.values
+    }
+
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &RoaringBitmap)> + '_ {
         self.values
             .iter()

@@ -213,6 +213,26 @@ fn tag_counts_track_adds_and_removes() {
 }
 
 #[test]
+fn a_copy_for_a_snapshot_counts_tags_past_255_and_past_one_container() {
+    let names: Vec<String> = (0..70_000).map(|n| format!("u{n}")).collect();
+    let mut d = Directory::default();
+    d.apply(&import(
+        &names.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    let many: Vec<String> = (0..300).map(|n| format!("t{n}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    d.apply(&DirOp::AddTags {
+        users: vec![
+            tags("u0", &many),
+            tags("u65535", &many[..3]),
+            tags("u65536", &many[..4]),
+            tags("u69999", &many[..1]),
+        ],
+    });
+    assert!(a_copy_writes_the_same_snapshot(&d));
+}
+
+#[test]
 fn an_accounts_tags_are_read_from_its_own_list_not_from_every_tag() {
     let mut d = Directory::default();
     d.apply(&import(&["a", "b"]));
@@ -477,6 +497,7 @@ proptest! {
             prop_assert_eq!(loaded.tag_count(name), directory.tag_count(name));
             prop_assert_eq!(loaded.attrs_of(name), directory.attrs_of(name));
         }
+        prop_assert!(a_copy_writes_the_same_snapshot(&directory));
     }
 }
 
@@ -603,7 +624,18 @@ proptest! {
         }
         check_against_plain(&directory, &plain, &conditions)?;
         check_against_plain(&reload(&directory), &plain, &conditions)?;
+        prop_assert!(a_copy_writes_the_same_snapshot(&directory));
     }
+}
+
+/// Whether the copy a background snapshot writes ([`snapshot::Contents`]) writes the same
+/// bytes as the directory it was copied from, tag counts (from the bitmaps, not the lists)
+/// included.
+fn a_copy_writes_the_same_snapshot(directory: &Directory) -> bool {
+    let (mut direct, mut copied) = (Vec::new(), Vec::new());
+    snapshot::write(directory, &mut direct).unwrap();
+    snapshot::write_contents(&snapshot::Contents::copy(directory), &mut copied).unwrap();
+    direct == copied
 }
 
 #[test]
@@ -748,5 +780,6 @@ proptest! {
         }
         check_against_plain(&directory, &plain, &conditions)?;
         check_against_plain(&reload(&directory), &plain, &conditions)?;
+        prop_assert!(a_copy_writes_the_same_snapshot(&directory));
     }
 }
