@@ -31,7 +31,12 @@ pub struct Names {
     chunks: Vec<Arc<Chunk>>,
 }
 
-const CHUNK_BITS: u32 = 16;
+/// A million accounts: a chunk's arrays are megabytes, each its own mapping, which the
+/// allocator puts on huge pages where it can. Small in tests, so they cross chunks.
+#[cfg(not(test))]
+const CHUNK_BITS: u32 = 20;
+#[cfg(test)]
+const CHUNK_BITS: u32 = 8;
 const CHUNK_ACCOUNTS: usize = 1 << CHUNK_BITS;
 
 #[derive(Default, Clone)]
@@ -82,7 +87,12 @@ impl Names {
             .last()
             .is_none_or(|last| last.starts.len() == CHUNK_ACCOUNTS)
         {
-            self.chunks.push(Arc::default());
+            // Sized at once, as the chunk before ended up, rather than grown by doubling.
+            let text = self.chunks.last().map_or(0, |last| last.text.len());
+            self.chunks.push(Arc::new(Chunk {
+                text: String::with_capacity(text),
+                starts: Vec::with_capacity(CHUNK_ACCOUNTS),
+            }));
         }
         let last = Arc::make_mut(self.chunks.last_mut().expect("a chunk was pushed"));
         let start = u32::try_from(last.text.len()).expect("a chunk's names exceed 4 GiB");
