@@ -84,7 +84,7 @@ fn unpack(pair: u64) -> (u32, u32) {
     ((pair >> 32) as u32, pair as u32)
 }
 
-/// A copy of the directory (a snapshot's) starts with empty buffers.
+/// A copy of the directory starts with empty buffers.
 impl Clone for Scratch {
     fn clone(&self) -> Self {
         Scratch::default()
