@@ -77,6 +77,7 @@ macro_rules! store_conformance_suite {
             push_ids_since_name_the_recent_pushes_and_their_revokes,
             push_summaries_and_counts,
             a_push_record_is_read_whole_by_any_node,
+            an_audience_kept_as_runs_reads_back_whole,
             acks_and_delivery_counts_merge_per_push,
             acks_since_a_cursor_are_the_later_batches_in_order,
             a_poller_of_acks_since_misses_no_batch_of_racing_nodes,

@@ -247,6 +247,35 @@ pub fn a_push_record_is_read_whole_by_any_node<F: StoreFactory>() {
     );
 }
 
+/// Acceptance keeps dense audiences as runs (`RoaringBitmap::optimize`): a store must give
+/// back every kind of container, runs included, after a restart and on another node.
+pub fn an_audience_kept_as_runs_reads_back_whole<F: StoreFactory>() {
+    let factory = F::create();
+    let mut record = push(APP, "runs", DAY + 1_000, 5);
+    // Runs, an array container and a bitmap container.
+    record.audience = (0..300_000)
+        .chain([400_000, 400_002])
+        .chain((500_000..600_000).step_by(3))
+        .collect();
+    let plain = record.audience.serialized_size();
+    assert!(record.audience.optimize());
+    assert!(record.audience.serialized_size() < plain / 2);
+    {
+        let node_a = factory.open();
+        assert_eq!(
+            accept(&*node_a, &record, 1, &rules()),
+            PushAcceptance::Accepted
+        );
+    }
+    let node_b = factory.open();
+    let stored = node_b.push_record(APP, "runs").unwrap().unwrap();
+    assert_eq!(stored.audience.len(), record.audience.len());
+    assert!(stored.audience.iter().eq(record.audience.iter()));
+    let since = node_b.pushes_since(APP, 0).unwrap();
+    assert!(since[0].audience.iter().eq(record.audience.iter()));
+    assert!(stored.audience.contains(299_999) && !stored.audience.contains(300_000));
+}
+
 pub fn acks_since_a_cursor_are_the_later_batches_in_order<F: StoreFactory>() {
     let factory = F::create();
     let (node_a, node_b) = (factory.open(), factory.open());
