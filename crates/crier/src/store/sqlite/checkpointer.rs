@@ -26,9 +26,9 @@ pub(super) const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
 /// Large writes (push audiences, directory log records) wake the background checkpointer early
 /// once they add up to this, so that the log never reaches the inline checkpoint while it
 /// keeps up. Pushes to ten million scattered accounts (1.25 MB each; a dense audience is kept
-/// as runs, a few KB) ten times a second filled 40 MiB
-/// in 3 s, and every 32nd push ran the checkpoint itself (100 ms, a second when a directory
-/// snapshot was being synced to disk at the same time).
+/// as runs, a few KB) ten times a second filled 40 MiB in 3 s, and every 32nd push ran the
+/// checkpoint itself (100 ms, a second when a directory snapshot was being synced to disk at
+/// the same time).
 const CHECKPOINT_AFTER_BYTES: u64 = 8 << 20;
 /// Log pages (64 MiB, the size the log file is cut back to) past which the checkpointer makes
 /// the log restart.
