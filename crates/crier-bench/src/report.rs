@@ -191,7 +191,7 @@ impl Report<'_> {
             if self.crier_cpu_others > 0.2 { " (**the numbers above shared the 2 cores**)" } else { "" }
         );
         let _ = writeln!(w);
-        let _ = writeln!(w, "Reference, bare roaring 0.10 on copies of the tag bitmaps (no live cut, no Crier code):\n");
+        let _ = writeln!(w, "Reference, bare roaring 0.12 on copies of the tag bitmaps (no live cut, no Crier code):\n");
         let _ = writeln!(
             w,
             "| Operation | Result size | Median of {} |",

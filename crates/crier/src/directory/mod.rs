@@ -289,15 +289,17 @@ impl Directory {
         }
         // Bitmap by bitmap, accounts ascending within each.
         inserts.sort_unstable();
-        warm(&self.tags, &inserts);
-        for &pair in &inserts {
-            let (tag_number, id) = unpack(pair);
-            // The lists and the bitmaps agree, so a tag missing from the list is new here.
-            let inserted = self.tags[tag_number as usize].1.insert(id);
-            debug_assert!(
-                inserted,
-                "tag {tag_number} of account {id} was in its bitmap only"
-            );
+        for ahead in inserts.chunks(WARM_AHEAD) {
+            warm(&self.tags, ahead);
+            for &pair in ahead {
+                let (tag_number, id) = unpack(pair);
+                // The lists and the bitmaps agree, so a tag missing from the list is new here.
+                let inserted = self.tags[tag_number as usize].1.insert(id);
+                debug_assert!(
+                    inserted,
+                    "tag {tag_number} of account {id} was in its bitmap only"
+                );
+            }
         }
         self.scratch = Scratch {
             pairs: requested,
@@ -344,14 +346,16 @@ impl Directory {
             }
         }
         removals.sort_unstable();
-        warm(&self.tags, &removals);
-        for &pair in &removals {
-            let (tag_number, id) = unpack(pair);
-            let removed = self.tags[tag_number as usize].1.remove(id);
-            debug_assert!(
-                removed,
-                "tag {tag_number} of account {id} was in its list only"
-            );
+        for ahead in removals.chunks(WARM_AHEAD) {
+            warm(&self.tags, ahead);
+            for &pair in ahead {
+                let (tag_number, id) = unpack(pair);
+                let removed = self.tags[tag_number as usize].1.remove(id);
+                debug_assert!(
+                    removed,
+                    "tag {tag_number} of account {id} was in its list only"
+                );
+            }
         }
         self.scratch = Scratch {
             pairs: requested,
@@ -553,6 +557,14 @@ fn users_of(op: &DirOp) -> &[UserTags] {
         _ => &[],
     }
 }
+
+/// How many (tag, account) pairs [`warm`] reads ahead of their inserts or removals. The lines
+/// a pair's lookup loads (a few from the bitmap's container list, a few from the container)
+/// must still be in the core's own caches when the pair is applied: a whole slice of writes,
+/// several hundred pairs, loads more than they hold. Timed at 10M accounts, alternating
+/// per slice within one run of `im_add_tag`: 13-16 % less time per insert than warming the
+/// whole slice at once (128 and 64 alike, 16 and 32 less clearly).
+const WARM_AHEAD: usize = 128;
 
 /// Reads, without acting on the answers, where each (tag, account) of `pairs` sits in its
 /// bitmap, so that the inserts or removals that follow find those cache lines loaded. At ten
