@@ -6,6 +6,8 @@
 //! for (attribute slot, value) bitmaps; `TagsNot` subtracts the union of its tags last. The
 //! result is always cut to live accounts.
 
+use std::borrow::Cow;
+
 use roaring::{MultiOps, RoaringBitmap};
 
 /// A push condition after names were checked and attribute names turned into slots.
@@ -41,6 +43,25 @@ fn per_container(set: &RoaringBitmap) -> u64 {
     set.len() / containers
 }
 
+/// The members of a tag or an attribute value, as a bitmap and, for a tag with additions not
+/// merged into it yet ([`super::tag_members`]), a small bitmap of those, disjoint from it.
+pub(crate) struct Members<'a> {
+    pub bulk: &'a RoaringBitmap,
+    pub recent: Option<RoaringBitmap>,
+}
+
+impl<'a> From<&'a RoaringBitmap> for Members<'a> {
+    fn from(bulk: &'a RoaringBitmap) -> Self {
+        Members { bulk, recent: None }
+    }
+}
+
+impl Members<'_> {
+    fn len(&self) -> u64 {
+        self.bulk.len() + self.recent.as_ref().map_or(0, RoaringBitmap::len)
+    }
+}
+
 /// Intersection of `sets`, where `None` stands for a tag or value nobody holds, exact within
 /// `live`: the result may also hold members of the first set that are not live, which
 /// [`combine`] cuts away.
@@ -51,27 +72,42 @@ fn per_container(set: &RoaringBitmap) -> u64 {
 /// bitmap containers, and `a` against a bitmap is a bit test per member, together several times
 /// faster. Within `live` it is the same set: a live member of `a` is missing from `live − b`
 /// exactly when it is in `b`.
-pub(crate) fn intersect_all(
-    sets: Vec<Option<&RoaringBitmap>>,
-    live: &RoaringBitmap,
-) -> RoaringBitmap {
+///
+/// The running result is kept as two parts too, the intersection of the bulks and the rest,
+/// so a set's recent additions cost intersections with a small bitmap, never a copy of its
+/// bulk: (B ∪ s) ∩ (B' ∪ r') = (B ∩ B') ∪ (B ∩ r') ∪ (s ∩ (B' ∪ r')).
+pub(crate) fn intersect_all(sets: Vec<Option<Members<'_>>>, live: &RoaringBitmap) -> RoaringBitmap {
     if sets.iter().any(Option::is_none) {
         return RoaringBitmap::new();
     }
-    let mut sets: Vec<&RoaringBitmap> = sets.into_iter().flatten().collect();
-    sets.sort_by_key(|set| set.len());
-    let Some((&first, rest)) = sets.split_first() else {
+    let mut sets: Vec<Members<'_>> = sets.into_iter().flatten().collect();
+    sets.sort_by_key(Members::len);
+    let mut sets = sets.into_iter();
+    let Some(first) = sets.next() else {
         return RoaringBitmap::new();
     };
-    let mut result: Option<RoaringBitmap> = None;
-    for &set in rest {
-        let current = result.as_ref().unwrap_or(first);
-        if current.is_empty() {
+    let mut bulk: Cow<'_, RoaringBitmap> = Cow::Borrowed(first.bulk);
+    let mut rest = first.recent;
+    for set in sets {
+        if bulk.is_empty() && rest.as_ref().is_none_or(RoaringBitmap::is_empty) {
             break;
         }
-        result = Some(intersect_two(current, set, live));
+        let mut next_rest = set.recent.as_ref().map(|recent| bulk.as_ref() & recent);
+        if let Some(rest) = &rest {
+            let mut kept = rest & set.bulk;
+            if let Some(recent) = &set.recent {
+                kept |= rest & recent;
+            }
+            *next_rest.get_or_insert_default() |= kept;
+        }
+        bulk = Cow::Owned(intersect_two(&bulk, set.bulk, live));
+        rest = next_rest;
     }
-    result.unwrap_or_else(|| first.clone())
+    let mut result = bulk.into_owned();
+    if let Some(rest) = rest {
+        result |= rest;
+    }
+    result
 }
 
 fn intersect_two(a: &RoaringBitmap, b: &RoaringBitmap, live: &RoaringBitmap) -> RoaringBitmap {
@@ -86,8 +122,13 @@ fn intersect_two(a: &RoaringBitmap, b: &RoaringBitmap, live: &RoaringBitmap) -> 
     }
 }
 
-pub(crate) fn union_all(sets: Vec<Option<&RoaringBitmap>>) -> RoaringBitmap {
-    sets.into_iter().flatten().union()
+pub(crate) fn union_all(sets: Vec<Option<Members<'_>>>) -> RoaringBitmap {
+    let sets: Vec<Members<'_>> = sets.into_iter().flatten().collect();
+    let mut result = sets.iter().map(|set| set.bulk).union();
+    for recent in sets.into_iter().filter_map(|set| set.recent) {
+        result |= recent;
+    }
+    result
 }
 
 /// `and` and `or` each constrain only when non-empty; with neither, everyone in `live`.
@@ -121,6 +162,10 @@ mod tests {
 
     use super::*;
 
+    fn whole(set: &RoaringBitmap) -> Option<Members<'_>> {
+        Some(set.into())
+    }
+
     /// Members of `0..n` drawn with probability `p`, over several containers.
     fn random_set(rng: &mut StdRng, n: u32, p: f64) -> RoaringBitmap {
         (0..n).filter(|_| rng.gen_bool(p)).collect()
@@ -148,13 +193,13 @@ mod tests {
             );
             let within = |set: RoaringBitmap, live: &RoaringBitmap| &set & live;
             assert_eq!(
-                within(intersect_all(vec![Some(&a), Some(&b)], &live), &live),
+                within(intersect_all(vec![whole(&a), whole(&b)], &live), &live),
                 within(&a & &b, &live),
                 "{pa} ∩ {pb}"
             );
             assert_eq!(
                 within(
-                    intersect_all(vec![Some(&a), Some(&b), Some(&c)], &live),
+                    intersect_all(vec![whole(&a), whole(&b), whole(&c)], &live),
                     &live
                 ),
                 within(&(&a & &b) & &c, &live),
@@ -163,17 +208,17 @@ mod tests {
             // Sets of live members only: exact, no cut needed.
             let (a_live, b_live) = (&a & &live, &b & &live);
             assert_eq!(
-                intersect_all(vec![Some(&a_live), Some(&b_live)], &live),
+                intersect_all(vec![whole(&a_live), whole(&b_live)], &live),
                 &a_live & &b_live,
                 "{pa} ∩ {pb} within live"
             );
-            let no_live = intersect_all(vec![Some(&a), Some(&b)], &RoaringBitmap::new());
+            let no_live = intersect_all(vec![whole(&a), whole(&b)], &RoaringBitmap::new());
             assert!((&a & &b).is_subset(&no_live) && no_live.is_subset(&(&a | &b)));
             // Through `combine`, as `Directory::audience` uses it: cut when some members may
             // not be live, uncut when every member is.
             assert_eq!(
                 combine(
-                    Some(intersect_all(vec![Some(&a), Some(&b)], &live)),
+                    Some(intersect_all(vec![whole(&a), whole(&b)], &live)),
                     None,
                     &live,
                     false
@@ -182,14 +227,14 @@ mod tests {
             );
             assert_eq!(
                 combine(
-                    Some(intersect_all(vec![Some(&a_live), Some(&b_live)], &live)),
+                    Some(intersect_all(vec![whole(&a_live), whole(&b_live)], &live)),
                     Some(&a_live | &c),
                     &live,
                     true
                 ),
                 &(&a_live & &b_live) & &(&a_live | &c)
             );
-            assert!(intersect_all(vec![Some(&a), None], &live).is_empty());
+            assert!(intersect_all(vec![whole(&a), None], &live).is_empty());
         }
     }
 
@@ -200,5 +245,58 @@ mod tests {
         assert!((MERGE_CHEAP_BELOW..=ARRAY_MAX).contains(&per_container(&a)));
         let sparse = random_set(&mut rng, 4 * CONTAINER_SPAN as u32, 0.001);
         assert!(per_container(&sparse) < MERGE_CHEAP_BELOW);
+    }
+
+    /// Sets given as a bulk and recent additions give what the same sets whole give.
+    #[test]
+    fn sets_in_two_parts_combine_as_the_sets_whole() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let n = 4 * CONTAINER_SPAN as u32;
+        let live = random_set(&mut rng, n, 0.95);
+        for densities in [
+            vec![0.03, 0.03],
+            vec![0.5, 0.02, 0.03],
+            vec![0.001, 0.3, 0.03, 0.9],
+            vec![0.02],
+        ] {
+            let sets: Vec<RoaringBitmap> = densities
+                .iter()
+                .map(|&p| random_set(&mut rng, n, p))
+                .collect();
+            // Some members of each (none of some sets) moved to the recent part.
+            let split: Vec<(RoaringBitmap, Option<RoaringBitmap>)> = sets
+                .iter()
+                .enumerate()
+                .map(|(k, set)| {
+                    if k % 3 == 2 {
+                        return (set.clone(), None);
+                    }
+                    let recent: RoaringBitmap = set.iter().filter(|_| rng.gen_bool(0.05)).collect();
+                    (set - &recent, Some(recent))
+                })
+                .collect();
+            let parts = || -> Vec<Option<Members<'_>>> {
+                split
+                    .iter()
+                    .map(|(bulk, recent)| {
+                        Some(Members {
+                            bulk,
+                            recent: recent.clone(),
+                        })
+                    })
+                    .collect()
+            };
+            let plain_and = sets
+                .iter()
+                .skip(1)
+                .fold(sets[0].clone(), |acc, set| acc & set);
+            assert_eq!(
+                &intersect_all(parts(), &live) & &live,
+                &plain_and & &live,
+                "∩ {densities:?}"
+            );
+            let plain_or = sets.iter().fold(RoaringBitmap::new(), |acc, set| acc | set);
+            assert_eq!(union_all(parts()), plain_or, "∪ {densities:?}");
+        }
     }
 }

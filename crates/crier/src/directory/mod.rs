@@ -22,6 +22,7 @@ pub mod pending;
 pub mod snapshot;
 pub mod stats;
 pub mod tag_lists;
+pub mod tag_members;
 
 use std::collections::BTreeMap;
 
@@ -34,6 +35,7 @@ pub use condition::Condition;
 pub use ops::{AccountKind, DirOp, UserAttrSlots, UserAttrValues, UserTags};
 pub use pending::{Ahead, Pending};
 pub use tag_lists::TagLists;
+pub use tag_members::TagMembers;
 
 /// Attribute slots `"0"`..`"9"`.
 pub const ATTR_SLOTS: usize = 10;
@@ -45,7 +47,7 @@ pub struct Directory {
     /// Numbers of deleted accounts, never handed out again (see `accounts`).
     retired: RoaringBitmap,
     tag_numbers: HashMap<Box<str>, u32>,
-    tags: Vec<(Box<str>, RoaringBitmap)>,
+    tags: Vec<(Box<str>, TagMembers)>,
     /// The tags each account holds (the transpose of `tags`), so reading, counting and clearing
     /// an account's tags costs its own tags, not every tag of the app.
     tag_lists: TagLists,
@@ -70,8 +72,8 @@ struct Scratch {
     /// (account number, tag number) a write names, sorted so each account's list is read and
     /// rewritten once.
     pairs: Vec<u64>,
-    /// (tag number, account number) to insert or remove, sorted so the bitmaps are entered in
-    /// order.
+    /// (tag number, account number) to add or remove; removals sorted so the bitmaps are
+    /// entered in order.
     changed: Vec<u64>,
     list: Vec<u32>,
 }
@@ -238,15 +240,16 @@ impl Directory {
             return number;
         }
         let number = self.tags.len() as u32;
-        self.tags.push((tag.into(), RoaringBitmap::new()));
+        self.tags.push((tag.into(), TagMembers::default()));
         self.tag_numbers.insert(tag.into(), number);
         number
     }
 
     /// Each account's name is looked up once, and its own tag list is read first: the tags it
     /// holds already cost no bitmap probe (at ten million accounts a probe is a dozen cache
-    /// misses, most of a write's time). The tags it lacks are then inserted bitmap by bitmap,
-    /// in account order within each, and its list is rewritten once.
+    /// misses, most of a write's time). The tags it lacks are then added to their members
+    /// ([`TagMembers::add`]: an append, the bitmap merged now and then), and its list is
+    /// rewritten once.
     ///
     /// Account and tag numbers are handed out in the order `users` names them, so several
     /// writes' users chained are applied as the writes one after the other would be.
@@ -287,16 +290,11 @@ impl Directory {
                 self.most_tags_held = self.most_tags_held.max(list.len());
             }
         }
-        // Bitmap by bitmap, accounts ascending within each.
-        inserts.sort_unstable();
-        apply_warmed(&mut self.tags, &inserts, |bitmap, tag_number, id| {
-            // The lists and the bitmaps agree, so a tag missing from the list is new here.
-            let inserted = bitmap.insert(id);
-            debug_assert!(
-                inserted,
-                "tag {tag_number} of account {id} was in its bitmap only"
-            );
-        });
+        // The lists and the bitmaps agree, so a tag missing from the list is new here.
+        for &pair in &inserts {
+            let (tag_number, id) = unpack(pair);
+            self.tags[tag_number as usize].1.add(id);
+        }
         self.scratch = Scratch {
             pairs: requested,
             changed: inserts,
@@ -342,13 +340,7 @@ impl Directory {
             }
         }
         removals.sort_unstable();
-        apply_warmed(&mut self.tags, &removals, |bitmap, tag_number, id| {
-            let removed = bitmap.remove(id);
-            debug_assert!(
-                removed,
-                "tag {tag_number} of account {id} was in its list only"
-            );
-        });
+        remove_warmed(&mut self.tags, &removals);
         self.scratch = Scratch {
             pairs: requested,
             changed: removals,
@@ -397,7 +389,7 @@ impl Directory {
 
     pub fn holds_tag(&self, name: &str, tag: &str) -> bool {
         match (self.accounts.get(name), self.tag_numbers.get(tag)) {
-            (Some(id), Some(&tag_number)) => self.tags[tag_number as usize].1.contains(id),
+            (Some(id), Some(&tag_number)) => self.tag_lists.tags(id).any(|held| held == tag_number),
             _ => false,
         }
     }
@@ -483,9 +475,10 @@ impl Directory {
             Condition::All => self.live.clone(),
             Condition::Tags { and, or, not } => {
                 let tag = |t: &String| {
-                    self.tag_numbers
-                        .get(t.as_str())
-                        .map(|&n| &self.tags[n as usize].1)
+                    self.tag_numbers.get(t.as_str()).map(|&n| {
+                        let (bulk, recent) = self.tags[n as usize].1.parts();
+                        condition::Members { bulk, recent }
+                    })
                 };
                 let and = (!and.is_empty())
                     .then(|| condition::intersect_all(and.iter().map(tag).collect(), &self.live));
@@ -499,7 +492,9 @@ impl Directory {
             }
             Condition::Attrs { and, or } => {
                 let value = |(slot, v): &(u8, String)| {
-                    self.attr_values[*slot as usize % ATTR_SLOTS].members(v)
+                    self.attr_values[*slot as usize % ATTR_SLOTS]
+                        .members(v)
+                        .map(condition::Members::from)
                 };
                 let and = (!and.is_empty())
                     .then(|| condition::intersect_all(and.iter().map(value).collect(), &self.live));
@@ -518,11 +513,7 @@ impl Directory {
     }
 
     pub fn stats(&self) -> DirectoryStats {
-        let tag_bytes: u64 = self
-            .tags
-            .iter()
-            .map(|(_, m)| m.serialized_size() as u64)
-            .sum();
+        let tag_bytes: u64 = self.tags.iter().map(|(_, m)| m.bytes() as u64).sum();
         let attr_bytes: u64 = self.attr_values.iter().map(SlotValues::bitmap_bytes).sum();
         DirectoryStats {
             accounts: self.accounts.len() as u64,
@@ -550,40 +541,45 @@ fn users_of(op: &DirOp) -> &[UserTags] {
     }
 }
 
-/// How many (tag, account) pairs [`warm`] reads ahead of their inserts or removals. The lines
-/// a pair's lookup loads (a few from the bitmap's container list, a few from the container)
-/// must still be in the core's own caches when the pair is applied: a whole slice of writes,
-/// several hundred pairs, loads more than they hold. Timed at 10M accounts, alternating
-/// per slice within one run of `im_add_tag`: 13-16 % less time per insert than warming the
-/// whole slice at once (128 and 64 alike, 16 and 32 less clearly).
+/// How many (tag, account) pairs [`remove_warmed`] reads ahead of their removals. The lines a
+/// pair's lookup loads (a few from the bitmap's container list, a few from the container)
+/// must still be in the core's own caches when the pair is removed: a whole slice of writes,
+/// several hundred pairs, loads more than they hold. Timed at 10M accounts, alternating per
+/// slice within one run of `im_add_tag` (when additions went to the bitmaps directly too):
+/// 13-16 % less time per insert than warming the whole slice at once (128 and 64 alike, 16
+/// and 32 less clearly).
 const WARM_AHEAD: usize = 128;
 
-/// Calls `apply` with each (tag, account) of `pairs` and that tag's bitmap, in order, the pairs
-/// [`warm`]ed [`WARM_AHEAD`] at a time.
-fn apply_warmed(
-    tags: &mut [(Box<str>, RoaringBitmap)],
-    pairs: &[u64],
-    mut apply: impl FnMut(&mut RoaringBitmap, u32, u32),
-) {
+/// Removes each (tag, account) of `pairs` (sorted) from its tag's members, [`WARM_AHEAD`] pairs
+/// looked up in the bitmaps before they are removed.
+fn remove_warmed(tags: &mut [(Box<str>, TagMembers)], pairs: &[u64]) {
     for ahead in pairs.chunks(WARM_AHEAD) {
         warm(tags, ahead);
         for &pair in ahead {
             let (tag_number, id) = unpack(pair);
-            apply(&mut tags[tag_number as usize].1, tag_number, id);
+            let removed = tags[tag_number as usize].1.remove(id);
+            debug_assert!(
+                removed,
+                "tag {tag_number} of account {id} was in its list only"
+            );
         }
     }
 }
 
 /// Reads, without acting on the answers, where each (tag, account) of `pairs` sits in its
-/// bitmap, so that the inserts or removals that follow find those cache lines loaded. At ten
-/// million accounts each lookup is a chain of dependent cache misses; lookups whose answers
-/// nothing waits for let the processor follow several chains at once, which the inserts, busy
-/// moving array elements, do not.
-fn warm(tags: &[(Box<str>, RoaringBitmap)], pairs: &[u64]) {
+/// bitmap, so that the removals that follow find those cache lines loaded. At ten million
+/// accounts each lookup is a chain of dependent cache misses; lookups whose answers nothing
+/// waits for let the processor follow several chains at once, which the removals, busy moving
+/// array elements, do not.
+fn warm(tags: &[(Box<str>, TagMembers)], pairs: &[u64]) {
     let mut any = false;
     for &pair in pairs {
         let (tag_number, id) = unpack(pair);
-        any |= tags[tag_number as usize].1.contains(id);
+        any |= tags[tag_number as usize]
+            .1
+            .bitmap_and_added()
+            .0
+            .contains(id);
     }
     std::hint::black_box(any);
 }

@@ -24,7 +24,7 @@ use std::io::{self, Read, Write};
 use roaring::RoaringBitmap;
 
 use super::accounts::Names;
-use super::{AccountKind, Directory, SlotValues, TagLists, ATTR_SLOTS};
+use super::{AccountKind, Directory, SlotValues, TagLists, TagMembers, ATTR_SLOTS};
 
 const MAGIC: &[u8; 8] = b"CRIERDIR";
 pub const VERSION: u32 = 3;
@@ -41,7 +41,7 @@ pub struct Contents {
     retired: RoaringBitmap,
     names: Names,
     live: RoaringBitmap,
-    tags: Vec<(Box<str>, RoaringBitmap)>,
+    tags: Vec<(Box<str>, TagMembers)>,
     attr_names: [Option<String>; ATTR_SLOTS],
     attr_values: [Vec<(Box<str>, RoaringBitmap)>; ATTR_SLOTS],
     attr_kinds: [AccountKind; ATTR_SLOTS],
@@ -56,7 +56,12 @@ impl Contents {
         let slots = &directory.attr_values;
         let bitmaps: Vec<&RoaringBitmap> = [&directory.retired, &directory.live]
             .into_iter()
-            .chain(directory.tags.iter().map(|(_, members)| members))
+            .chain(
+                directory
+                    .tags
+                    .iter()
+                    .map(|(_, members)| members.bitmap_and_added().0),
+            )
             .chain(
                 slots
                     .iter()
@@ -69,7 +74,15 @@ impl Contents {
         let tags = directory
             .tags
             .iter()
-            .map(|(tag, _)| (tag.clone(), next()))
+            .map(|(tag, members)| {
+                // The additions not merged yet are copied as they are (a few thousand at most
+                // per tag) and merged by the thread writing the file, not while writes wait.
+                let added = members.bitmap_and_added().1.to_vec();
+                (
+                    tag.clone(),
+                    TagMembers::from_bitmap_and_added(next(), added),
+                )
+            })
             .collect();
         let attr_values = std::array::from_fn(|slot| {
             slots[slot]
@@ -142,7 +155,7 @@ struct Parts<'a> {
     retired: &'a RoaringBitmap,
     names: &'a Names,
     live: &'a RoaringBitmap,
-    tags: &'a [(Box<str>, RoaringBitmap)],
+    tags: &'a [(Box<str>, TagMembers)],
     /// Per account number, how many tags it holds, saturating at 255.
     tag_counts: Vec<u8>,
     attr_names: &'a [Option<String>; ATTR_SLOTS],
@@ -200,7 +213,7 @@ fn write_parts(parts: Parts<'_>, out: &mut (impl Write + ?Sized)) -> io::Result<
     out.write_all(&(parts.tags.len() as u32).to_le_bytes())?;
     for (tag, members) in parts.tags {
         write_short_text(out, tag)?;
-        write_bitmap(out, members)?;
+        write_bitmap(out, &members.to_bitmap())?;
     }
     for name in parts.attr_names {
         out.write_all(&[name.is_some() as u8])?;
@@ -221,17 +234,27 @@ fn write_parts(parts: Parts<'_>, out: &mut (impl Write + ?Sized)) -> io::Result<
 /// Per account number below `accounts`, how many of the bitmaps hold it, saturating at 255.
 /// Counted a roaring container's range of accounts at a time, so the counts being added to
 /// stay in cache while every bitmap is visited.
-fn saturated_counts(bitmaps: &[(Box<str>, RoaringBitmap)], accounts: u32) -> Vec<u8> {
+fn saturated_counts(tags: &[(Box<str>, TagMembers)], accounts: u32) -> Vec<u8> {
     const CHUNK_BITS: u32 = 16;
     let mut counts = vec![0u8; accounts as usize];
     for (chunk, counts) in counts.chunks_mut(1 << CHUNK_BITS).enumerate() {
         let first = (chunk as u32) << CHUNK_BITS;
         let last = first + (counts.len() as u32 - 1);
-        for (_, members) in bitmaps {
-            members.range(first..=last).for_each(|account| {
-                let count = &mut counts[(account - first) as usize];
-                *count = count.saturating_add(1);
-            });
+        for (_, members) in tags {
+            members
+                .bitmap_and_added()
+                .0
+                .range(first..=last)
+                .for_each(|account| {
+                    let count = &mut counts[(account - first) as usize];
+                    *count = count.saturating_add(1);
+                });
+        }
+    }
+    for (_, members) in tags {
+        for &account in members.bitmap_and_added().1 {
+            let count = &mut counts[account as usize];
+            *count = count.saturating_add(1);
         }
     }
     counts
@@ -279,11 +302,15 @@ pub fn read(input: &mut impl Read, mut progress: impl FnMut(u32, u32)) -> io::Re
         directory
             .tag_numbers
             .insert(tag.clone(), directory.tags.len() as u32);
-        directory.tags.push((tag, members));
+        directory.tags.push((tag, TagMembers::from_bitmap(members)));
     }
     // The transpose of the tag bitmaps. Rebuilt rather than stored, so the format stays as it
     // was and cannot disagree with the bitmaps.
-    let bitmaps: Vec<&RoaringBitmap> = directory.tags.iter().map(|(_, members)| members).collect();
+    let bitmaps: Vec<&RoaringBitmap> = directory
+        .tags
+        .iter()
+        .map(|(_, members)| members.bitmap_and_added().0)
+        .collect();
     directory.tag_lists = TagLists::from_bitmaps(&bitmaps);
     directory.most_tags_held = (0..accounts)
         .map(|id| directory.tag_lists.count(id))
