@@ -300,5 +300,6 @@ pub fn stats_json(stats: &DirectoryStats) -> serde_json::Value {
         "tag_count_bytes": stats.tag_count_bytes,
         "attr_index_bytes": stats.attr_index_bytes,
         "attr_slots_in_use": stats.attr_slots_in_use,
+        "unmerged_bytes": stats.unmerged_bytes,
     })
 }

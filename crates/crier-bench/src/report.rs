@@ -528,6 +528,11 @@ impl Report<'_> {
         );
         let _ = writeln!(
             w,
+            "| Additions not merged into the bitmaps yet (a list per tag and value) | {:.1} | — |",
+            per_account("unmerged_bytes")
+        );
+        let _ = writeln!(
+            w,
             "| Per-account tag lists | {:.1} | — |",
             per_account("tag_count_bytes")
         );
@@ -536,6 +541,37 @@ impl Report<'_> {
             "| Identifier map | {:.1} | — |",
             per_account("account_map_bytes")
         );
+        let _ = writeln!(w);
+        self.audiences_at_end(w, &server["audiences_at_end"]);
+    }
+
+    /// The audience conditions timed again after the writes, which leave additions waiting
+    /// in lists beside the bitmaps, beside their times on the directory as built.
+    fn audiences_at_end(&self, w: &mut String, at_end: &Value) {
+        let Some(at_end) = at_end.as_array().filter(|a| !a.is_empty()) else {
+            return;
+        };
+        let _ = writeln!(
+            w,
+            "| Condition, after the writes (additions not merged yet) | Audience | Median | Median on the directory as built |"
+        );
+        let _ = writeln!(w, "|---|--:|--:|--:|");
+        for (query, crier) in self.queries.iter().zip(self.crier) {
+            let Some(end) = at_end
+                .iter()
+                .find(|e| e["condition"] == query.name.as_str())
+            else {
+                continue;
+            };
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} |",
+                query.name,
+                fmt_count(end["cardinality"].as_u64().unwrap_or(0)),
+                fmt_duration(Timing::from_json(&end["timing"]).median),
+                fmt_duration(crier.timing.median)
+            );
+        }
         let _ = writeln!(w);
     }
 

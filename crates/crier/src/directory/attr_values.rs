@@ -18,10 +18,12 @@ use hashbrown::HashMap;
 
 use roaring::RoaringBitmap;
 
+use super::MemberSet;
+
 #[derive(Default, Clone)]
 pub struct SlotValues {
     numbers: HashMap<Box<str>, u32>,
-    values: Vec<(Box<str>, RoaringBitmap)>,
+    values: Vec<(Box<str>, MemberSet)>,
     holders: ValueColumn,
 }
 
@@ -36,7 +38,7 @@ impl SlotValues {
     }
 
     /// The holders of `value`, if it was ever set.
-    pub fn members(&self, value: &str) -> Option<&RoaringBitmap> {
+    pub fn members(&self, value: &str) -> Option<&MemberSet> {
         let &number = self.numbers.get(value)?;
         Some(&self.values[number as usize].1)
     }
@@ -53,7 +55,7 @@ impl SlotValues {
             return number;
         }
         let number = u32::try_from(self.values.len()).expect("over 4 billion values in a slot");
-        self.values.push((value.into(), RoaringBitmap::new()));
+        self.values.push((value.into(), MemberSet::default()));
         self.numbers.insert(value.into(), number);
         self.holders.make_room_for(number);
         number
@@ -69,7 +71,7 @@ impl SlotValues {
         if let Some(before) = before {
             self.values[before as usize].1.remove(account);
         }
-        self.values[number as usize].1.insert(account);
+        self.values[number as usize].1.add(account);
         self.holders.set(account, Some(number));
         true
     }
@@ -84,11 +86,11 @@ impl SlotValues {
 
     /// Every value with its holders, in number order (the order the snapshot stores them in).
     /// Each value ever set, in number order, with its holders.
-    pub fn values(&self) -> &[(Box<str>, RoaringBitmap)] {
+    pub fn values(&self) -> &[(Box<str>, MemberSet)] {
         &self.values
     }
 
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &RoaringBitmap)> + '_ {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &MemberSet)> + '_ {
         self.values
             .iter()
             .map(|(value, members)| (&**value, members))
@@ -102,16 +104,20 @@ impl SlotValues {
             holders: ValueColumn::default(),
         };
         let highest = values.iter().filter_map(|(_, members)| members.max()).max();
+        let mut loaded: Vec<RoaringBitmap> = Vec::with_capacity(values.len());
         for (value, members) in values {
-            let number = slot.number(&value);
+            let number = slot.number(&value) as usize;
             // A value named twice in a file keeps its first number; its holders join.
-            slot.values[number as usize].1 |= members;
+            match loaded.get_mut(number) {
+                Some(first) => *first |= members,
+                None => loaded.push(members),
+            }
         }
         if let Some(highest) = highest {
             slot.holders.grow_to(highest as usize + 1);
         }
         let mut shadowed = false;
-        for (number, (_, members)) in slot.values.iter().enumerate() {
+        for (number, members) in loaded.iter().enumerate() {
             // `for_each` drives roaring's container iterators directly, faster than `next`.
             members.iter().for_each(|account| {
                 shadowed |= slot.holders.get(account).is_some();
@@ -119,15 +125,18 @@ impl SlotValues {
             });
         }
         if shadowed {
-            slot.remove_shadowed_holders();
+            slot.remove_shadowed_holders(&mut loaded);
+        }
+        for ((_, members), loaded) in slot.values.iter_mut().zip(loaded) {
+            *members = MemberSet::from_bitmap(loaded);
         }
         slot
     }
 
     /// An account may hold one value per slot. A file where some account appears under two
     /// values (none written by Crier does) keeps the last, as the column already says.
-    fn remove_shadowed_holders(&mut self) {
-        for (number, (_, members)) in self.values.iter_mut().enumerate() {
+    fn remove_shadowed_holders(&self, loaded: &mut [RoaringBitmap]) {
+        for (number, members) in loaded.iter_mut().enumerate() {
             let shadowed: Vec<u32> = members
                 .iter()
                 .filter(|&account| self.holders.get(account) != Some(number as u32))
@@ -142,7 +151,15 @@ impl SlotValues {
     pub fn bitmap_bytes(&self) -> u64 {
         self.values
             .iter()
-            .map(|(_, members)| members.serialized_size() as u64)
+            .map(|(_, members)| members.bitmap_bytes() as u64)
+            .sum()
+    }
+
+    /// Bytes of the values' lists of additions not merged yet.
+    pub fn list_bytes(&self) -> u64 {
+        self.values
+            .iter()
+            .map(|(_, members)| members.list_bytes() as u64)
             .sum()
     }
 
@@ -329,9 +346,9 @@ mod tests {
             }
             for (value, members) in slot.iter() {
                 let expected: Vec<u32> = plain.iter().filter(|(_, v)| *v == value).map(|(a, _)| *a).collect();
-                prop_assert_eq!(members.iter().collect::<Vec<_>>(), expected);
+                prop_assert_eq!(members.to_bitmap().iter().collect::<Vec<_>>(), expected);
             }
-            let loaded = SlotValues::from_loaded(slot.iter().map(|(v, m)| (v.into(), m.clone())).collect());
+            let loaded = SlotValues::from_loaded(slot.iter().map(|(v, m)| (v.into(), m.to_bitmap().into_owned())).collect());
             for account in 0..300 * 7 {
                 prop_assert_eq!(loaded.value_of(account), slot.value_of(account));
             }

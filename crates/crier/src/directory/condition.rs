@@ -44,16 +44,10 @@ fn per_container(set: &RoaringBitmap) -> u64 {
 }
 
 /// The members of a tag or an attribute value, as a bitmap and, for a tag with additions not
-/// merged into it yet ([`super::tag_members`]), a small bitmap of those, disjoint from it.
+/// merged into it yet ([`super::member_set`]), a small bitmap of those, disjoint from it.
 pub(crate) struct Members<'a> {
     pub bulk: &'a RoaringBitmap,
     pub recent: Option<RoaringBitmap>,
-}
-
-impl<'a> From<&'a RoaringBitmap> for Members<'a> {
-    fn from(bulk: &'a RoaringBitmap) -> Self {
-        Members { bulk, recent: None }
-    }
 }
 
 impl Members<'_> {
@@ -162,8 +156,8 @@ mod tests {
 
     use super::*;
 
-    fn whole(set: &RoaringBitmap) -> Option<Members<'_>> {
-        Some(set.into())
+    fn whole(bulk: &RoaringBitmap) -> Option<Members<'_>> {
+        Some(Members { bulk, recent: None })
     }
 
     /// Members of `0..n` drawn with probability `p`, over several containers.

@@ -17,12 +17,12 @@
 pub mod accounts;
 pub mod attr_values;
 pub mod condition;
+pub mod member_set;
 pub mod ops;
 pub mod pending;
 pub mod snapshot;
 pub mod stats;
 pub mod tag_lists;
-pub mod tag_members;
 
 use std::collections::BTreeMap;
 
@@ -32,10 +32,10 @@ use roaring::RoaringBitmap;
 pub use accounts::AccountIds;
 pub use attr_values::SlotValues;
 pub use condition::Condition;
+pub use member_set::MemberSet;
 pub use ops::{AccountKind, DirOp, UserAttrSlots, UserAttrValues, UserTags};
 pub use pending::{Ahead, Pending};
 pub use tag_lists::TagLists;
-pub use tag_members::TagMembers;
 
 /// Attribute slots `"0"`..`"9"`.
 pub const ATTR_SLOTS: usize = 10;
@@ -47,7 +47,7 @@ pub struct Directory {
     /// Numbers of deleted accounts, never handed out again (see `accounts`).
     retired: RoaringBitmap,
     tag_numbers: HashMap<Box<str>, u32>,
-    tags: Vec<(Box<str>, TagMembers)>,
+    tags: Vec<(Box<str>, MemberSet)>,
     /// The tags each account holds (the transpose of `tags`), so reading, counting and clearing
     /// an account's tags costs its own tags, not every tag of the app.
     tag_lists: TagLists,
@@ -109,6 +109,8 @@ pub struct DirectoryStats {
     /// Attribute slots some value was ever set in: the index's budget is 4 bytes per account
     /// for each.
     pub attr_slots_in_use: u64,
+    /// The lists of additions not merged into their bitmaps yet ([`MemberSet`]).
+    pub unmerged_bytes: u64,
 }
 
 impl Directory {
@@ -240,7 +242,7 @@ impl Directory {
             return number;
         }
         let number = self.tags.len() as u32;
-        self.tags.push((tag.into(), TagMembers::default()));
+        self.tags.push((tag.into(), MemberSet::default()));
         self.tag_numbers.insert(tag.into(), number);
         number
     }
@@ -248,7 +250,7 @@ impl Directory {
     /// Each account's name is looked up once, and its own tag list is read first: the tags it
     /// holds already cost no bitmap probe (at ten million accounts a probe is a dozen cache
     /// misses, most of a write's time). The tags it lacks are then added to their members
-    /// ([`TagMembers::add`]: an append, the bitmap merged now and then), and its list is
+    /// ([`MemberSet::add`]: an append, the bitmap merged now and then), and its list is
     /// rewritten once.
     ///
     /// Account and tag numbers are handed out in the order `users` names them, so several
@@ -475,10 +477,9 @@ impl Directory {
             Condition::All => self.live.clone(),
             Condition::Tags { and, or, not } => {
                 let tag = |t: &String| {
-                    self.tag_numbers.get(t.as_str()).map(|&n| {
-                        let (bulk, recent) = self.tags[n as usize].1.parts();
-                        condition::Members { bulk, recent }
-                    })
+                    self.tag_numbers
+                        .get(t.as_str())
+                        .map(|&n| condition::Members::from(&self.tags[n as usize].1))
                 };
                 let and = (!and.is_empty())
                     .then(|| condition::intersect_all(and.iter().map(tag).collect(), &self.live));
@@ -513,8 +514,14 @@ impl Directory {
     }
 
     pub fn stats(&self) -> DirectoryStats {
-        let tag_bytes: u64 = self.tags.iter().map(|(_, m)| m.bytes() as u64).sum();
+        let tag_bytes: u64 = self.tags.iter().map(|(_, m)| m.bitmap_bytes() as u64).sum();
         let attr_bytes: u64 = self.attr_values.iter().map(SlotValues::bitmap_bytes).sum();
+        let unmerged_bytes = self
+            .tags
+            .iter()
+            .map(|(_, m)| m.list_bytes() as u64)
+            .chain(self.attr_values.iter().map(SlotValues::list_bytes))
+            .sum();
         DirectoryStats {
             accounts: self.accounts.len() as u64,
             live: self.live.len(),
@@ -529,6 +536,7 @@ impl Directory {
                 .map(|slot| slot.index_bytes() as u64)
                 .sum(),
             attr_slots_in_use: self.attr_values.iter().filter(|s| !s.is_empty()).count() as u64,
+            unmerged_bytes,
         }
     }
 }
@@ -552,7 +560,7 @@ const WARM_AHEAD: usize = 128;
 
 /// Removes each (tag, account) of `pairs` (sorted) from its tag's members, [`WARM_AHEAD`] pairs
 /// looked up in the bitmaps before they are removed.
-fn remove_warmed(tags: &mut [(Box<str>, TagMembers)], pairs: &[u64]) {
+fn remove_warmed(tags: &mut [(Box<str>, MemberSet)], pairs: &[u64]) {
     for ahead in pairs.chunks(WARM_AHEAD) {
         warm(tags, ahead);
         for &pair in ahead {
@@ -571,7 +579,7 @@ fn remove_warmed(tags: &mut [(Box<str>, TagMembers)], pairs: &[u64]) {
 /// accounts each lookup is a chain of dependent cache misses; lookups whose answers nothing
 /// waits for let the processor follow several chains at once, which the removals, busy moving
 /// array elements, do not.
-fn warm(tags: &[(Box<str>, TagMembers)], pairs: &[u64]) {
+fn warm(tags: &[(Box<str>, MemberSet)], pairs: &[u64]) {
     let mut any = false;
     for &pair in pairs {
         let (tag_number, id) = unpack(pair);

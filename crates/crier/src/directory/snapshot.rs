@@ -24,7 +24,7 @@ use std::io::{self, Read, Write};
 use roaring::RoaringBitmap;
 
 use super::accounts::Names;
-use super::{AccountKind, Directory, SlotValues, TagLists, TagMembers, ATTR_SLOTS};
+use super::{AccountKind, Directory, MemberSet, SlotValues, TagLists, ATTR_SLOTS};
 
 const MAGIC: &[u8; 8] = b"CRIERDIR";
 pub const VERSION: u32 = 3;
@@ -41,9 +41,9 @@ pub struct Contents {
     retired: RoaringBitmap,
     names: Names,
     live: RoaringBitmap,
-    tags: Vec<(Box<str>, TagMembers)>,
+    tags: Vec<(Box<str>, MemberSet)>,
     attr_names: [Option<String>; ATTR_SLOTS],
-    attr_values: [Vec<(Box<str>, RoaringBitmap)>; ATTR_SLOTS],
+    attr_values: [Vec<(Box<str>, MemberSet)>; ATTR_SLOTS],
     attr_kinds: [AccountKind; ATTR_SLOTS],
 }
 
@@ -62,11 +62,11 @@ impl Contents {
                     .iter()
                     .map(|(_, members)| members.bitmap_and_added().0),
             )
-            .chain(
-                slots
+            .chain(slots.iter().flat_map(|slot| {
+                slot.values()
                     .iter()
-                    .flat_map(|slot| slot.values().iter().map(|(_, members)| members)),
-            )
+                    .map(|(_, members)| members.bitmap_and_added().0)
+            }))
             .collect();
         let mut copies = copy_in_parallel(&bitmaps).into_iter();
         let mut next = || copies.next().expect("a copy for every bitmap");
@@ -74,21 +74,13 @@ impl Contents {
         let tags = directory
             .tags
             .iter()
-            .map(|(tag, members)| {
-                // The additions not merged yet are copied as they are (a few thousand at most
-                // per tag) and merged by the thread writing the file, not while writes wait.
-                let added = members.bitmap_and_added().1.to_vec();
-                (
-                    tag.clone(),
-                    TagMembers::from_bitmap_and_added(next(), added),
-                )
-            })
+            .map(|(tag, members)| (tag.clone(), copy_of(members, next())))
             .collect();
         let attr_values = std::array::from_fn(|slot| {
             slots[slot]
                 .values()
                 .iter()
-                .map(|(value, _)| (value.clone(), next()))
+                .map(|(value, members)| (value.clone(), copy_of(members, next())))
                 .collect()
         });
         Contents {
@@ -100,6 +92,29 @@ impl Contents {
             attr_values,
             attr_kinds: directory.attr_kinds,
         }
+    }
+}
+
+/// A copy of `members` given the copy of its bitmap. The additions not merged yet are copied
+/// as they are (a few thousand at most per set) and merged by the thread writing the file
+/// ([`Contents::merge_lists`]), not while writes wait for the copy.
+fn copy_of(members: &MemberSet, bitmap: RoaringBitmap) -> MemberSet {
+    MemberSet::from_bitmap_and_added(bitmap, members.bitmap_and_added().1.to_vec())
+}
+
+impl Contents {
+    /// Merges the copied lists of additions into the copied bitmaps, so that the file is
+    /// written from the bitmaps as they are rather than from a merged copy of each: in place,
+    /// a merge rebuilds the containers the list touches; a merged copy would also copy the
+    /// others.
+    pub fn merge_lists(&mut self) {
+        let tags = self.tags.iter_mut().map(|(_, members)| members);
+        let values = self
+            .attr_values
+            .iter_mut()
+            .flatten()
+            .map(|(_, members)| members);
+        tags.chain(values).for_each(MemberSet::merge_list);
     }
 }
 
@@ -155,11 +170,11 @@ struct Parts<'a> {
     retired: &'a RoaringBitmap,
     names: &'a Names,
     live: &'a RoaringBitmap,
-    tags: &'a [(Box<str>, TagMembers)],
+    tags: &'a [(Box<str>, MemberSet)],
     /// Per account number, how many tags it holds, saturating at 255.
     tag_counts: Vec<u8>,
     attr_names: &'a [Option<String>; ATTR_SLOTS],
-    attr_values: [&'a [(Box<str>, RoaringBitmap)]; ATTR_SLOTS],
+    attr_values: [&'a [(Box<str>, MemberSet)]; ATTR_SLOTS],
     attr_kinds: &'a [AccountKind; ATTR_SLOTS],
 }
 
@@ -223,7 +238,7 @@ fn write_parts(parts: Parts<'_>, out: &mut (impl Write + ?Sized)) -> io::Result<
         out.write_all(&(values.len() as u32).to_le_bytes())?;
         for (value, members) in values {
             write_short_text(out, value)?;
-            write_bitmap(out, members)?;
+            write_bitmap(out, &members.to_bitmap())?;
         }
     }
     let kinds: Vec<u8> = parts.attr_kinds.iter().map(|kind| kind.code()).collect();
@@ -234,7 +249,7 @@ fn write_parts(parts: Parts<'_>, out: &mut (impl Write + ?Sized)) -> io::Result<
 /// Per account number below `accounts`, how many of the bitmaps hold it, saturating at 255.
 /// Counted a roaring container's range of accounts at a time, so the counts being added to
 /// stay in cache while every bitmap is visited.
-fn saturated_counts(tags: &[(Box<str>, TagMembers)], accounts: u32) -> Vec<u8> {
+fn saturated_counts(tags: &[(Box<str>, MemberSet)], accounts: u32) -> Vec<u8> {
     const CHUNK_BITS: u32 = 16;
     let mut counts = vec![0u8; accounts as usize];
     for (chunk, counts) in counts.chunks_mut(1 << CHUNK_BITS).enumerate() {
@@ -302,7 +317,7 @@ pub fn read(input: &mut impl Read, mut progress: impl FnMut(u32, u32)) -> io::Re
         directory
             .tag_numbers
             .insert(tag.clone(), directory.tags.len() as u32);
-        directory.tags.push((tag, TagMembers::from_bitmap(members)));
+        directory.tags.push((tag, MemberSet::from_bitmap(members)));
     }
     // The transpose of the tag bitmaps. Rebuilt rather than stored, so the format stays as it
     // was and cannot disagree with the bitmaps.

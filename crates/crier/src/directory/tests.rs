@@ -248,9 +248,9 @@ fn an_accounts_tags_are_read_from_its_own_list_not_from_every_tag() {
         }
     }
     // Empty every bitmap behind the directory's back: what is left to answer is a's list.
-    let bitmaps: Vec<TagMembers> = d.tags.iter().map(|(_, m)| m.clone()).collect();
+    let bitmaps: Vec<MemberSet> = d.tags.iter().map(|(_, m)| m.clone()).collect();
     for (_, members) in &mut d.tags {
-        *members = TagMembers::default();
+        *members = MemberSet::default();
     }
     assert_eq!(d.tags_of("a"), ["y", "x"], "tags in order of first use");
     assert_eq!(d.tag_count("a"), 2);
@@ -589,7 +589,7 @@ fn check_against_plain(
                 .map(|(n, _)| n.clone())
                 .collect();
             prop_assert_eq!(
-                names(directory, members),
+                names(directory, &members.to_bitmap()),
                 holders,
                 "slot {} value {}",
                 slot,

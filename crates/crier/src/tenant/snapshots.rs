@@ -139,6 +139,8 @@ impl Tenant {
         let spawned = std::thread::Builder::new()
             .name("crier-snapshot".into())
             .spawn(move || {
+                let mut copy = copy;
+                copy.merge_lists();
                 let write = |out: &mut dyn Write| snapshot::write_contents(&copy, out);
                 if let Err(error) = save_snapshot(&*store, &snapshot_file, app, seq, copy_ms, write)
                 {

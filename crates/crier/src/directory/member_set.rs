@@ -1,10 +1,10 @@
-//! The accounts holding one tag: a roaring bitmap, and the accounts added since it was last
-//! merged, kept apart in a plain list.
+//! The accounts holding one tag or one attribute value: a roaring bitmap, and the accounts
+//! added since it was last merged, kept apart in a plain list.
 //!
-//! At ten million accounts an insert into a tag's bitmap is a chain of cache misses (its
-//! container, then a binary search in an array of a few thousand members, then a move of half
-//! of it): about 1 µs on the benchmark machine, most of a bulk `im_add_tag`. Appending to a
-//! list costs a few nanoseconds. When the list reaches a 128th of the bitmap (at least
+//! At ten million accounts an insert into a bitmap is a chain of cache misses (its container,
+//! then a binary search in an array of a few thousand members, then a move of half of it):
+//! about 1 µs on the benchmark machine, most of a bulk `im_add_tag`. Appending to a list costs
+//! a few nanoseconds. When the list reaches a 128th of the bitmap (at least
 //! [`MERGE_AT_LEAST`], at most [`MERGE_AT_MOST`]), it is sorted and merged in, one pass per
 //! container it touches, each container rebuilt once for a few dozen new members instead of
 //! moved once per member. Timed apart (the benchmark's Zipf tags at 10M accounts, groups of
@@ -12,12 +12,16 @@
 //! against 1,100.
 //!
 //! Reads pay for the list when it is not empty: an audience sorts a copy of it into a small
-//! bitmap ([`TagMembers::parts`]) and [`super::condition`] combines the two parts without
-//! materialising their union. A removal looks in the bitmap first, then in the list.
+//! bitmap ([`MemberSet::parts`]) and [`super::condition`] combines the two parts without
+//! materialising their union. A removal looks in the bitmap first, then in the list. After a
+//! merge the list's allocation is given back, so the lists hold memory only for additions
+//! not merged yet (reported apart from the bitmaps, [`MemberSet::list_bytes`]).
 
 use std::borrow::Cow;
 
 use roaring::RoaringBitmap;
+
+use super::condition::Members;
 
 /// Lists shorter than this are not merged, however small the bitmap: merging a small bitmap
 /// is cheap, but doing it every few additions is not.
@@ -29,7 +33,7 @@ const MERGE_AT_MOST: usize = 4096;
 const MERGE_FRACTION: u64 = 128;
 
 #[derive(Clone, Default)]
-pub struct TagMembers {
+pub struct MemberSet {
     merged: RoaringBitmap,
     /// Accounts added since the last merge: distinct, none in `merged`, in no order.
     added: Vec<u32>,
@@ -37,10 +41,10 @@ pub struct TagMembers {
     merge_at: usize,
 }
 
-impl TagMembers {
-    pub fn from_bitmap(merged: RoaringBitmap) -> TagMembers {
+impl MemberSet {
+    pub fn from_bitmap(merged: RoaringBitmap) -> MemberSet {
         let merge_at = merge_at(&merged);
-        TagMembers {
+        MemberSet {
             merged,
             added: Vec::new(),
             merge_at,
@@ -53,7 +57,7 @@ impl TagMembers {
         debug_assert!(!self.contains(id), "account {id} already holds the tag");
         self.added.push(id);
         if self.added.len() >= self.merge_at {
-            self.merge();
+            self.merge_list();
         }
     }
 
@@ -110,9 +114,14 @@ impl TagMembers {
         self.merged.iter().chain(self.added.iter().copied())
     }
 
-    /// The bitmap's serialized size plus the list's allocation.
-    pub fn bytes(&self) -> usize {
-        self.merged.serialized_size() + self.added.capacity() * size_of::<u32>()
+    /// The bitmap's serialized size (the directory's measure of bitmap memory).
+    pub fn bitmap_bytes(&self) -> usize {
+        self.merged.serialized_size()
+    }
+
+    /// The list's allocation.
+    pub fn list_bytes(&self) -> usize {
+        self.added.capacity() * size_of::<u32>()
     }
 
     /// For copying the members apart (a snapshot copies the bitmaps on several threads).
@@ -121,9 +130,9 @@ impl TagMembers {
     }
 
     /// Members made of a bitmap and a list, as [`Self::bitmap_and_added`] gave them.
-    pub fn from_bitmap_and_added(merged: RoaringBitmap, added: Vec<u32>) -> TagMembers {
+    pub fn from_bitmap_and_added(merged: RoaringBitmap, added: Vec<u32>) -> MemberSet {
         let merge_at = merge_at(&merged);
-        TagMembers {
+        MemberSet {
             merged,
             added,
             merge_at,
@@ -139,15 +148,23 @@ impl TagMembers {
         Some(RoaringBitmap::from_sorted_iter(sorted).expect("distinct accounts, sorted"))
     }
 
-    fn merge(&mut self) {
+    /// Merges the additions waiting in the list into the bitmap.
+    pub fn merge_list(&mut self) {
         if self.added.is_empty() {
             return;
         }
-        self.added.sort_unstable();
-        let added = RoaringBitmap::from_sorted_iter(self.added.drain(..))
-            .expect("distinct accounts, sorted");
+        let mut added = std::mem::take(&mut self.added);
+        added.sort_unstable();
+        let added = RoaringBitmap::from_sorted_iter(added).expect("distinct accounts, sorted");
         self.merged |= added;
         self.merge_at = merge_at(&self.merged);
+    }
+}
+
+impl<'a> From<&'a MemberSet> for Members<'a> {
+    fn from(set: &'a MemberSet) -> Self {
+        let (bulk, recent) = set.parts();
+        Members { bulk, recent }
     }
 }
 
@@ -172,7 +189,7 @@ mod tests {
             writes in proptest::collection::vec((any::<bool>(), 0u32..300_000), 0..3_000),
         ) {
             let mut plain: RoaringBitmap = start.iter().copied().collect();
-            let mut members = TagMembers::from_bitmap(plain.clone());
+            let mut members = MemberSet::from_bitmap(plain.clone());
             for (add, id) in writes {
                 if add {
                     if plain.insert(id) {
@@ -200,7 +217,7 @@ mod tests {
 
     #[test]
     fn additions_wait_in_the_list_until_a_128th_of_the_bitmap() {
-        let mut members = TagMembers::from_bitmap((0..1_000_000).step_by(2).collect());
+        let mut members = MemberSet::from_bitmap((0..1_000_000).step_by(2).collect());
         let merge_at = 500_000 / 128;
         for n in 0..merge_at - 1 {
             members.add(2 * n as u32 + 1);
