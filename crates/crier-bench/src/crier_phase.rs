@@ -15,6 +15,7 @@ use crier::store::Store;
 use crate::dataset::{account_name, attr_value, Dataset, ATTRS};
 use crate::queries::Query;
 use crate::util::{log, measure, Timing};
+use crate::workload;
 
 pub const APP: u64 = 1_400_000_001;
 pub const KEY: &str = "crier-bench-secret-key-0123456789abcdef";
@@ -166,6 +167,71 @@ pub fn time_audiences(
             })
         })
         .collect()
+}
+
+/// The conditions timed while the changes of some tag and attribute writes wait beside the
+/// bitmaps, then on the same directory once they are merged: what reads pay for them.
+pub struct PendingReads {
+    /// `im_add_tag` and `im_set_attr` requests applied (the server phase's first ones).
+    pub requests: usize,
+    /// `Directory::stats().unmerged_bytes` with the changes waiting.
+    pub unmerged_bytes: u64,
+    pub with_changes: Vec<AudienceResult>,
+    pub merged: Vec<AudienceResult>,
+}
+
+pub fn time_audiences_with_changes(
+    mut directory: Directory,
+    dataset: &Dataset,
+    queries: &[Query],
+    reps: usize,
+    requests: usize,
+) -> anyhow::Result<PendingReads> {
+    for request in 0..requests {
+        directory.apply_all(&[tag_op(dataset, request), attr_op(dataset, request)]);
+    }
+    let unmerged_bytes = directory.stats().unmerged_bytes;
+    let with_changes = time_audiences(&directory, queries, reps)?;
+    directory.merge_changes();
+    let merged = time_audiences(&directory, queries, reps)?;
+    Ok(PendingReads {
+        requests,
+        unmerged_bytes,
+        with_changes,
+        merged,
+    })
+}
+
+fn tag_op(dataset: &Dataset, request: usize) -> DirOp {
+    DirOp::AddTags {
+        users: workload::tag_request(dataset, request)
+            .into_iter()
+            .map(|user| UserTags {
+                account: account_name(user.uid),
+                tags: user
+                    .tags
+                    .iter()
+                    .map(|&t| dataset.tag_names[t].clone())
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn attr_op(dataset: &Dataset, request: usize) -> DirOp {
+    DirOp::SetAttrs {
+        users: workload::attr_request(dataset, request, false)
+            .into_iter()
+            .map(|user| UserAttrValues {
+                account: account_name(user.uid),
+                values: user
+                    .attrs
+                    .iter()
+                    .filter_map(|&(slot, value)| Some((slot as u8, attr_value(value?))))
+                    .collect(),
+            })
+            .collect(),
+    }
 }
 
 /// Bare roaring on copies of the tag bitmaps, without Crier around it: how much of the time

@@ -82,6 +82,10 @@ pub struct RunArgs {
     /// those the first `im_add_tag` requests added).
     #[arg(long, default_value_t = 5_000)]
     remove_requests: usize,
+    /// `im_add_tag` and `im_set_attr` requests applied in-process before the conditions are
+    /// timed again with their changes waiting beside the bitmaps, then once merged (0: skip).
+    #[arg(long, default_value_t = 3_000)]
+    pending_requests: usize,
     /// Timed `im_push` calls to all users on the idle server, and as many again while an
     /// `im_set_attr` sync runs at full speed on `--concurrency` other connections.
     #[arg(long, default_value_t = 100)]
@@ -342,7 +346,34 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             data_dir_bytes >> 20
         ),
     );
-    drop(directory);
+    let pending_reads = (args.pending_requests > 0)
+        .then(|| {
+            crier_phase::time_audiences_with_changes(
+                directory,
+                &dataset,
+                &queries,
+                args.reps,
+                args.pending_requests,
+            )
+        })
+        .transpose()?;
+    if let Some(pending) = &pending_reads {
+        for ((query, with), merged) in queries
+            .iter()
+            .zip(&pending.with_changes)
+            .zip(&pending.merged)
+        {
+            log(
+                started,
+                format!(
+                    "crier: {} with changes waiting: median {:.3} ms, once merged {:.3} ms",
+                    query.name,
+                    with.timing.median.as_secs_f64() * 1e3,
+                    merged.timing.median.as_secs_f64() * 1e3
+                ),
+            );
+        }
+    }
 
     // 2-4. The real server in a fresh process.
     let server = if args.skip_server {
@@ -442,6 +473,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         args: &args,
         queries: &queries,
         crier: &crier_results,
+        pending_reads: pending_reads.as_ref(),
         bare: &bare,
         build,
         built_stats,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crier::directory::DirectoryStats;
 use serde_json::{json, Value};
 
-use crate::crier_phase::{AudienceResult, BareResult, BuildReport};
+use crate::crier_phase::{AudienceResult, BareResult, BuildReport, PendingReads};
 use crate::queries::Query;
 use crate::redis_peer::{PeerQuery, RedisResult};
 use crate::sqlite_peer::SqliteResult;
@@ -26,6 +26,8 @@ pub struct Report<'a> {
     pub args: &'a RunArgs,
     pub queries: &'a [Query],
     pub crier: &'a [AudienceResult],
+    /// The conditions again with changes waiting beside the bitmaps (`--pending-requests`).
+    pub pending_reads: Option<&'a PendingReads>,
     pub bare: &'a [BareResult],
     pub build: BuildReport,
     pub built_stats: DirectoryStats,
@@ -542,34 +544,38 @@ impl Report<'_> {
             per_account("account_map_bytes")
         );
         let _ = writeln!(w);
-        self.audiences_at_end(w, &server["audiences_at_end"]);
+        self.pending_reads(w);
     }
 
-    /// The audience conditions timed again after the writes, which leave additions waiting
-    /// in lists beside the bitmaps, beside their times on the directory as built.
-    fn audiences_at_end(&self, w: &mut String, at_end: &Value) {
-        let Some(at_end) = at_end.as_array().filter(|a| !a.is_empty()) else {
+    /// The conditions timed with the changes of some writes waiting beside the bitmaps, then
+    /// once merged, in the benchmark's process.
+    fn pending_reads(&self, w: &mut String) {
+        let Some(pending) = self.pending_reads else {
             return;
         };
+        let accounts = self.built_stats.accounts.max(1) as f64;
         let _ = writeln!(
             w,
-            "| Condition, after the writes (additions not merged yet) | Audience | Median | Median on the directory as built |"
+            "Reads while changes wait to be merged: the first {} `im_add_tag` and `im_set_attr` requests above applied in-process to the directory as built, which leaves {:.2} B/account of changes beside the bitmaps; each condition timed (median of {}), then the changes merged and the condition timed again.\n",
+            fmt_count(pending.requests as u64),
+            pending.unmerged_bytes as f64 / accounts,
+            self.args.reps
         );
+        let _ = writeln!(w, "| Condition | Audience | Changes waiting | Merged |");
         let _ = writeln!(w, "|---|--:|--:|--:|");
-        for (query, crier) in self.queries.iter().zip(self.crier) {
-            let Some(end) = at_end
-                .iter()
-                .find(|e| e["condition"] == query.name.as_str())
-            else {
-                continue;
-            };
+        for ((query, with), merged) in self
+            .queries
+            .iter()
+            .zip(&pending.with_changes)
+            .zip(&pending.merged)
+        {
             let _ = writeln!(
                 w,
                 "| {} | {} | {} | {} |",
                 query.name,
-                fmt_count(end["cardinality"].as_u64().unwrap_or(0)),
-                fmt_duration(Timing::from_json(&end["timing"]).median),
-                fmt_duration(crier.timing.median)
+                fmt_count(with.cardinality),
+                fmt_duration(with.timing.median),
+                fmt_duration(merged.timing.median)
             );
         }
         let _ = writeln!(w);

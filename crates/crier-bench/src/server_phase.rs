@@ -16,7 +16,7 @@ use crier::server::{serve, AppState};
 use crier_proto::usersig;
 use serde_json::{json, Map, Value};
 
-use crate::crier_phase::{app_config, stats_json, time_audiences, ADMIN, APP, KEY};
+use crate::crier_phase::{app_config, stats_json, ADMIN, APP, KEY};
 use crate::dataset::Dataset;
 use crate::util::{disk_usage, log, percentile, proc_status_bytes, process_cpu_secs, Timing};
 use crate::workload::{self, USERS_PER_REQUEST};
@@ -259,10 +259,6 @@ impl Cpu {
     }
 }
 
-/// Timed runs of each condition after the writes (the first report times them `--reps` times on
-/// the directory as built; these are fewer, to keep the server phase short).
-const AUDIENCE_REPS_AT_END: usize = 15;
-
 pub fn run(args: &ServerArgs) -> anyhow::Result<Value> {
     let started = Instant::now();
     let data_dir_bytes = disk_usage(&args.data_dir);
@@ -487,22 +483,6 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<Value> {
         .all(|&size| size as u64 == u64::from(args.accounts));
 
     let stats_at_end = tenant.read(|directory| directory.stats());
-    // The writes leave additions waiting in lists beside the bitmaps, which audiences read
-    // too: the issue 2 conditions again, on the directory as the writes left it.
-    let queries = crate::queries::all();
-    let audiences =
-        tenant.read(|directory| time_audiences(directory, &queries, AUDIENCE_REPS_AT_END))?;
-    let audiences_at_end: Vec<Value> = queries
-        .iter()
-        .zip(audiences)
-        .map(|(query, result)| {
-            json!({
-                "condition": query.name,
-                "timing": result.timing.to_json(),
-                "cardinality": result.cardinality,
-            })
-        })
-        .collect();
     drop(tenant);
     let mut out = result;
     out["cpu_others_cores"] = json!(cpu.others_cores());
@@ -517,6 +497,5 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<Value> {
     out["push_popular_audience_sizes"] = json!(popular_sizes);
     out["push_sync_audiences_all"] = json!(sync_sizes_ok);
     out["stats_at_end"] = stats_json(&stats_at_end);
-    out["audiences_at_end"] = json!(audiences_at_end);
     Ok(out)
 }

@@ -147,6 +147,10 @@ impl SlotValues {
         }
     }
 
+    pub fn member_sets(&mut self) -> impl Iterator<Item = &mut MemberSet> {
+        self.values.iter_mut().map(|(_, members)| members)
+    }
+
     /// Bytes of the value bitmaps as serialized (the directory's bitmap memory measure).
     pub fn bitmap_bytes(&self) -> u64 {
         self.values
@@ -156,10 +160,10 @@ impl SlotValues {
     }
 
     /// Bytes of the values' lists of additions not merged yet.
-    pub fn list_bytes(&self) -> u64 {
+    pub fn pending_bytes(&self) -> u64 {
         self.values
             .iter()
-            .map(|(_, members)| members.list_bytes() as u64)
+            .map(|(_, members)| members.pending_bytes() as u64)
             .sum()
     }
 
@@ -312,11 +316,19 @@ mod tests {
         let slot = SlotValues::from_loaded(vec![("a".into(), first), ("b".into(), second)]);
         assert_eq!(slot.value_of(3), Some("b"));
         assert_eq!(
-            slot.members("a").unwrap().iter().collect::<Vec<_>>(),
+            slot.members("a")
+                .unwrap()
+                .to_bitmap()
+                .iter()
+                .collect::<Vec<_>>(),
             [1, 2]
         );
         assert_eq!(
-            slot.members("b").unwrap().iter().collect::<Vec<_>>(),
+            slot.members("b")
+                .unwrap()
+                .to_bitmap()
+                .iter()
+                .collect::<Vec<_>>(),
             [3, 4]
         );
     }

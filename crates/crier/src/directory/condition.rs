@@ -43,17 +43,42 @@ fn per_container(set: &RoaringBitmap) -> u64 {
     set.len() / containers
 }
 
-/// The members of a tag or an attribute value, as a bitmap and, for a tag with additions not
-/// merged into it yet ([`super::member_set`]), a small bitmap of those, disjoint from it.
+/// The members of a tag or an attribute value: a bitmap, less the accounts removed from it and
+/// plus those added beside it since it was last merged ([`super::member_set`]), each of those
+/// a small bitmap when there are any.
 pub(crate) struct Members<'a> {
     pub bulk: &'a RoaringBitmap,
-    pub recent: Option<RoaringBitmap>,
+    /// Accounts of `bulk` that are not members.
+    pub removed: Option<RoaringBitmap>,
+    /// Members not in `bulk`.
+    pub added: Option<RoaringBitmap>,
 }
 
 impl Members<'_> {
     fn len(&self) -> u64 {
-        self.bulk.len() + self.recent.as_ref().map_or(0, RoaringBitmap::len)
+        let len = |part: &Option<RoaringBitmap>| part.as_ref().map_or(0, RoaringBitmap::len);
+        self.bulk.len() + len(&self.added) - len(&self.removed)
     }
+
+    /// The members among `candidates`, a small set: a few intersections with small bitmaps.
+    fn among(&self, candidates: &RoaringBitmap) -> RoaringBitmap {
+        let mut members = candidates & self.bulk;
+        if let Some(removed) = &self.removed {
+            members -= removed;
+        }
+        if let Some(added) = &self.added {
+            members |= candidates & added;
+        }
+        members
+    }
+}
+
+/// The union of the `removed` (or the `added`) parts of `sets`, if any has one.
+fn union_of_parts<'s>(
+    parts: impl Iterator<Item = &'s Option<RoaringBitmap>>,
+) -> Option<RoaringBitmap> {
+    let parts: Vec<&RoaringBitmap> = parts.flatten().collect();
+    (!parts.is_empty()).then(|| parts.into_iter().union())
 }
 
 /// Intersection of `sets`, where `None` stands for a tag or value nobody holds, exact within
@@ -67,41 +92,35 @@ impl Members<'_> {
 /// faster. Within `live` it is the same set: a live member of `a` is missing from `live − b`
 /// exactly when it is in `b`.
 ///
-/// The running result is kept as two parts too, the intersection of the bulks and the rest,
-/// so a set's recent additions cost intersections with a small bitmap, never a copy of its
-/// bulk: (B ∪ s) ∩ (B' ∪ r') = (B ∩ B') ∪ (B ∩ r') ∪ (s ∩ (B' ∪ r')).
+/// Changes not merged yet cost operations on small bitmaps only: a member of every set is
+/// either in every bulk and removed from none, or added to some set, and then it is among the
+/// union of the added parts, filtered set by set.
 pub(crate) fn intersect_all(sets: Vec<Option<Members<'_>>>, live: &RoaringBitmap) -> RoaringBitmap {
     if sets.iter().any(Option::is_none) {
         return RoaringBitmap::new();
     }
     let mut sets: Vec<Members<'_>> = sets.into_iter().flatten().collect();
     sets.sort_by_key(Members::len);
-    let mut sets = sets.into_iter();
-    let Some(first) = sets.next() else {
+    let Some((first, rest)) = sets.split_first() else {
         return RoaringBitmap::new();
     };
     let mut bulk: Cow<'_, RoaringBitmap> = Cow::Borrowed(first.bulk);
-    let mut rest = first.recent;
-    for set in sets {
-        if bulk.is_empty() && rest.as_ref().is_none_or(RoaringBitmap::is_empty) {
+    for set in rest {
+        if bulk.is_empty() {
             break;
         }
-        let mut next_rest = set.recent.as_ref().map(|recent| bulk.as_ref() & recent);
-        if let Some(rest) = &rest {
-            let mut kept = rest & set.bulk;
-            if let Some(recent) = &set.recent {
-                kept |= rest & recent;
-            }
-            *next_rest.get_or_insert_default() |= kept;
-        }
         bulk = Cow::Owned(intersect_two(&bulk, set.bulk, live));
-        rest = next_rest;
     }
-    let mut result = bulk.into_owned();
-    if let Some(rest) = rest {
-        result |= rest;
+    if let Some(removed) = union_of_parts(sets.iter().map(|set| &set.removed)) {
+        *bulk.to_mut() -= removed;
     }
-    result
+    if let Some(mut added) = union_of_parts(sets.iter().map(|set| &set.added)) {
+        for set in &sets {
+            added = set.among(&added);
+        }
+        *bulk.to_mut() |= added;
+    }
+    bulk.into_owned()
 }
 
 fn intersect_two(a: &RoaringBitmap, b: &RoaringBitmap, live: &RoaringBitmap) -> RoaringBitmap {
@@ -116,11 +135,20 @@ fn intersect_two(a: &RoaringBitmap, b: &RoaringBitmap, live: &RoaringBitmap) -> 
     }
 }
 
+/// Union of `sets`. An account removed from one bulk may still be a member of another set:
+/// those removed are taken out of the bulks' union, then those of them that are members
+/// somewhere put back.
 pub(crate) fn union_all(sets: Vec<Option<Members<'_>>>) -> RoaringBitmap {
     let sets: Vec<Members<'_>> = sets.into_iter().flatten().collect();
     let mut result = sets.iter().map(|set| set.bulk).union();
-    for recent in sets.into_iter().filter_map(|set| set.recent) {
-        result |= recent;
+    if let Some(removed) = union_of_parts(sets.iter().map(|set| &set.removed)) {
+        result -= &removed;
+        for set in &sets {
+            result |= set.among(&removed);
+        }
+    }
+    if let Some(added) = union_of_parts(sets.iter().map(|set| &set.added)) {
+        result |= added;
     }
     result
 }
@@ -157,7 +185,11 @@ mod tests {
     use super::*;
 
     fn whole(bulk: &RoaringBitmap) -> Option<Members<'_>> {
-        Some(Members { bulk, recent: None })
+        Some(Members {
+            bulk,
+            removed: None,
+            added: None,
+        })
     }
 
     /// Members of `0..n` drawn with probability `p`, over several containers.
@@ -241,9 +273,9 @@ mod tests {
         assert!(per_container(&sparse) < MERGE_CHEAP_BELOW);
     }
 
-    /// Sets given as a bulk and recent additions give what the same sets whole give.
+    /// Sets given as a bulk with removals and additions give what the same sets whole give.
     #[test]
-    fn sets_in_two_parts_combine_as_the_sets_whole() {
+    fn sets_in_parts_combine_as_the_sets_whole() {
         let mut rng = StdRng::seed_from_u64(9);
         let n = 4 * CONTAINER_SPAN as u32;
         let live = random_set(&mut rng, n, 0.95);
@@ -252,30 +284,36 @@ mod tests {
             vec![0.5, 0.02, 0.03],
             vec![0.001, 0.3, 0.03, 0.9],
             vec![0.02],
+            vec![0.6, 0.7],
         ] {
             let sets: Vec<RoaringBitmap> = densities
                 .iter()
                 .map(|&p| random_set(&mut rng, n, p))
                 .collect();
-            // Some members of each (none of some sets) moved to the recent part.
-            let split: Vec<(RoaringBitmap, Option<RoaringBitmap>)> = sets
+            // Some members of each moved to the added part; some accounts that are not
+            // members put in the bulk and listed as removed (members of the other sets often,
+            // at these densities). Every third set whole.
+            let split: Vec<(RoaringBitmap, Option<RoaringBitmap>, Option<RoaringBitmap>)> = sets
                 .iter()
                 .enumerate()
                 .map(|(k, set)| {
                     if k % 3 == 2 {
-                        return (set.clone(), None);
+                        return (set.clone(), None, None);
                     }
-                    let recent: RoaringBitmap = set.iter().filter(|_| rng.gen_bool(0.05)).collect();
-                    (set - &recent, Some(recent))
+                    let added: RoaringBitmap = set.iter().filter(|_| rng.gen_bool(0.05)).collect();
+                    let removed = &random_set(&mut rng, n, 0.05) - set;
+                    let bulk = &(set - &added) | &removed;
+                    (bulk, Some(removed), Some(added))
                 })
                 .collect();
             let parts = || -> Vec<Option<Members<'_>>> {
                 split
                     .iter()
-                    .map(|(bulk, recent)| {
+                    .map(|(bulk, removed, added)| {
                         Some(Members {
                             bulk,
-                            recent: recent.clone(),
+                            removed: removed.clone(),
+                            added: added.clone(),
                         })
                     })
                     .collect()

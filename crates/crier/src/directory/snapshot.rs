@@ -56,17 +56,12 @@ impl Contents {
         let slots = &directory.attr_values;
         let bitmaps: Vec<&RoaringBitmap> = [&directory.retired, &directory.live]
             .into_iter()
+            .chain(directory.tags.iter().map(|(_, members)| members.bitmap()))
             .chain(
-                directory
-                    .tags
+                slots
                     .iter()
-                    .map(|(_, members)| members.bitmap_and_added().0),
+                    .flat_map(|slot| slot.values().iter().map(|(_, members)| members.bitmap())),
             )
-            .chain(slots.iter().flat_map(|slot| {
-                slot.values()
-                    .iter()
-                    .map(|(_, members)| members.bitmap_and_added().0)
-            }))
             .collect();
         let mut copies = copy_in_parallel(&bitmaps).into_iter();
         let mut next = || copies.next().expect("a copy for every bitmap");
@@ -95,26 +90,25 @@ impl Contents {
     }
 }
 
-/// A copy of `members` given the copy of its bitmap. The additions not merged yet are copied
-/// as they are (a few thousand at most per set) and merged by the thread writing the file
-/// ([`Contents::merge_lists`]), not while writes wait for the copy.
+/// A copy of `members` given the copy of its bitmap. The changes not merged yet are copied as
+/// they are (a few thousand at most per set) and merged by the thread writing the file
+/// ([`Contents::merge_changes`]), not while writes wait for the copy.
 fn copy_of(members: &MemberSet, bitmap: RoaringBitmap) -> MemberSet {
-    MemberSet::from_bitmap_and_added(bitmap, members.bitmap_and_added().1.to_vec())
+    members.with_bitmap(bitmap)
 }
 
 impl Contents {
-    /// Merges the copied lists of additions into the copied bitmaps, so that the file is
-    /// written from the bitmaps as they are rather than from a merged copy of each: in place,
-    /// a merge rebuilds the containers the list touches; a merged copy would also copy the
-    /// others.
-    pub fn merge_lists(&mut self) {
+    /// Merges the copied changes into the copied bitmaps, so that the file is written from
+    /// the bitmaps as they are rather than from a merged copy of each: in place, a merge
+    /// rebuilds the containers the changes touch; a merged copy would also copy the others.
+    pub fn merge_changes(&mut self) {
         let tags = self.tags.iter_mut().map(|(_, members)| members);
         let values = self
             .attr_values
             .iter_mut()
             .flatten()
             .map(|(_, members)| members);
-        tags.chain(values).for_each(MemberSet::merge_list);
+        tags.chain(values).for_each(MemberSet::merge_changes);
     }
 }
 
@@ -256,20 +250,21 @@ fn saturated_counts(tags: &[(Box<str>, MemberSet)], accounts: u32) -> Vec<u8> {
         let first = (chunk as u32) << CHUNK_BITS;
         let last = first + (counts.len() as u32 - 1);
         for (_, members) in tags {
-            members
-                .bitmap_and_added()
-                .0
-                .range(first..=last)
-                .for_each(|account| {
-                    let count = &mut counts[(account - first) as usize];
-                    *count = count.saturating_add(1);
-                });
+            members.bitmap().range(first..=last).for_each(|account| {
+                let count = &mut counts[(account - first) as usize];
+                *count = count.saturating_add(1);
+            });
         }
     }
     for (_, members) in tags {
-        for &account in members.bitmap_and_added().1 {
+        let (added, removed) = members.changes();
+        for account in added {
             let count = &mut counts[account as usize];
             *count = count.saturating_add(1);
+        }
+        for account in removed {
+            let count = &mut counts[account as usize];
+            *count = count.saturating_sub(1);
         }
     }
     counts
@@ -324,7 +319,7 @@ pub fn read(input: &mut impl Read, mut progress: impl FnMut(u32, u32)) -> io::Re
     let bitmaps: Vec<&RoaringBitmap> = directory
         .tags
         .iter()
-        .map(|(_, members)| members.bitmap_and_added().0)
+        .map(|(_, members)| members.bitmap())
         .collect();
     directory.tag_lists = TagLists::from_bitmaps(&bitmaps);
     directory.most_tags_held = (0..accounts)

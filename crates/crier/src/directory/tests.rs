@@ -472,7 +472,7 @@ proptest! {
         // Every tag's bitmap holds exactly the accounts whose lists name it.
         for (tag, members) in &directory.tags {
             let holders: BTreeSet<String> = plain.iter().filter(|(_, u)| u.tags.contains(&**tag)).map(|(n, _)| n.clone()).collect();
-            let numbered: BTreeSet<String> = members.iter().map(|id| directory.account_name(id).unwrap().to_owned()).collect();
+            let numbered: BTreeSet<String> = members.to_bitmap().iter().map(|id| directory.account_name(id).unwrap().to_owned()).collect();
             prop_assert_eq!(numbered, holders, "tag {}", tag);
         }
     }

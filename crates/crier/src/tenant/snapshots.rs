@@ -11,7 +11,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLockWriteGuard};
 use tracing::{info, warn};
 
 use super::writes::WriterState;
@@ -101,7 +101,11 @@ impl Tenant {
             return Ok(());
         }
         // Writers wait for this one: it is for shutdowns, where a copy would only cost memory.
-        let directory = self.directory.read();
+        // The changes waiting beside the bitmaps are merged first: writing each set whole
+        // would otherwise copy it.
+        let mut directory = self.directory.write();
+        directory.merge_changes();
+        let directory = RwLockWriteGuard::downgrade(directory);
         save_snapshot(
             &*self.store,
             &self.snapshot_file,
@@ -140,7 +144,7 @@ impl Tenant {
             .name("crier-snapshot".into())
             .spawn(move || {
                 let mut copy = copy;
-                copy.merge_lists();
+                copy.merge_changes();
                 let write = |out: &mut dyn Write| snapshot::write_contents(&copy, out);
                 if let Err(error) = save_snapshot(&*store, &snapshot_file, app, seq, copy_ms, write)
                 {
