@@ -530,7 +530,7 @@ impl Report<'_> {
         );
         let _ = writeln!(
             w,
-            "| Additions not merged into the bitmaps yet (a list per tag and value) | {:.1} | — |",
+            "| Changes not merged into the bitmaps yet (accounts added and removed, per tag and value) | {:.1} | — |",
             per_account("unmerged_bytes")
         );
         let _ = writeln!(

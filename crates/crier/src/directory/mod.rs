@@ -2,7 +2,8 @@
 //!
 //! Every account gets a dense `u32` the first time it is named (import, login, or a tag or
 //! attribute written ahead of import). Each tag and each (attribute slot, value) pair owns a
-//! roaring bitmap of account numbers; `live` holds the imported or logged-in accounts that are
+//! roaring bitmap of account numbers, with the changes since its last merge kept beside it
+//! ([`member_set`]); `live` holds the imported or logged-in accounts that are
 //! not deleted. A push condition is then bitmap algebra ([`condition`]) cut to `live`.
 //!
 //! - [`accounts`]: the name ↔ number map.
@@ -108,7 +109,8 @@ pub struct DirectoryStats {
     /// Attribute slots some value was ever set in: the index's budget is 4 bytes per account
     /// for each.
     pub attr_slots_in_use: u64,
-    /// The lists of additions not merged into their bitmaps yet ([`MemberSet`]).
+    /// The changes (accounts added and removed) not merged into their bitmaps yet
+    /// ([`MemberSet`]).
     pub unmerged_bytes: u64,
 }
 
@@ -199,9 +201,9 @@ impl Directory {
     /// its tag list. Applying an account's write waits on a chain of cache misses (the name's
     /// slot, its number, its bytes, then its list) and does enough else between two accounts
     /// that the processor follows one chain at a time; this loop does nothing else, so several
-    /// accounts' chains are in flight together, and applying then finds their lines loaded,
-    /// as [`warm`] does for the bitmap inserts. At 10M accounts: tag writes 17-30 % more
-    /// users/s, attribute writes about 5 %.
+    /// accounts' chains are in flight together, and applying then finds their lines loaded.
+    /// At 10M accounts (session 12, when the bitmaps were written directly): tag writes
+    /// 17-30 % more users/s, attribute writes about 5 %.
     fn warm_accounts(&self, ops: &[DirOp]) {
         let mut any = 0usize;
         for op in ops {
@@ -261,8 +263,8 @@ impl Directory {
     /// Each account's name is looked up once, and its own tag list is read first: the tags it
     /// holds already cost no bitmap probe (at ten million accounts a probe is a dozen cache
     /// misses, most of a write's time). The tags it lacks are then added to their members
-    /// ([`MemberSet::add`]: an append, the bitmap merged now and then), and its list is
-    /// rewritten once.
+    /// ([`MemberSet::add`]: a hash-set insert, the bitmap merged now and then), and its list
+    /// is rewritten once.
     ///
     /// Account and tag numbers are handed out in the order `users` names them, so several
     /// writes' users chained are applied as the writes one after the other would be.
@@ -316,7 +318,7 @@ impl Directory {
     }
 
     /// As [`Self::add_tags`]: one lookup per name, the account's list read first, so only the
-    /// tags it holds are probed for in the bitmaps.
+    /// tags it holds are removed from their members.
     fn remove_tags<'a>(&mut self, users: impl Iterator<Item = &'a UserTags>) {
         let mut requested = std::mem::take(&mut self.scratch.pairs);
         requested.clear();
