@@ -159,7 +159,7 @@ impl SlotValues {
             .sum()
     }
 
-    /// Bytes of the values' lists of additions not merged yet.
+    /// Bytes of the values' changes not merged yet.
     pub fn pending_bytes(&self) -> u64 {
         self.values
             .iter()

@@ -69,13 +69,13 @@ impl Contents {
         let tags = directory
             .tags
             .iter()
-            .map(|(tag, members)| (tag.clone(), copy_of(members, next())))
+            .map(|(tag, members)| (tag.clone(), members.with_bitmap(next())))
             .collect();
         let attr_values = std::array::from_fn(|slot| {
             slots[slot]
                 .values()
                 .iter()
-                .map(|(value, members)| (value.clone(), copy_of(members, next())))
+                .map(|(value, members)| (value.clone(), members.with_bitmap(next())))
                 .collect()
         });
         Contents {
@@ -90,17 +90,13 @@ impl Contents {
     }
 }
 
-/// A copy of `members` given the copy of its bitmap. The changes not merged yet are copied as
-/// they are (a few thousand at most per set) and merged by the thread writing the file
-/// ([`Contents::merge_changes`]), not while writes wait for the copy.
-fn copy_of(members: &MemberSet, bitmap: RoaringBitmap) -> MemberSet {
-    members.with_bitmap(bitmap)
-}
-
 impl Contents {
     /// Merges the copied changes into the copied bitmaps, so that the file is written from
     /// the bitmaps as they are rather than from a merged copy of each: in place, a merge
     /// rebuilds the containers the changes touch; a merged copy would also copy the others.
+    ///
+    /// [`Contents::copy`] copies the changes as they are (a few thousand at most per set), so
+    /// that they are merged here, by the thread writing the file, not while writes wait.
     pub fn merge_changes(&mut self) {
         let tags = self.tags.iter_mut().map(|(_, members)| members);
         let values = self
