@@ -78,7 +78,26 @@ fn union_of_parts<'s>(
     parts: impl Iterator<Item = &'s Option<RoaringBitmap>>,
 ) -> Option<RoaringBitmap> {
     let parts: Vec<&RoaringBitmap> = parts.flatten().collect();
-    (!parts.is_empty()).then(|| parts.into_iter().union())
+    (!parts.is_empty()).then(|| union_of(&parts))
+}
+
+/// The union of `sets`. roaring's multi-way union turns each container it merges into a
+/// 8 KiB bitmap, and back into an array at the end when it holds few members: right when the
+/// result's containers are bitmaps anyway, but for sets of a few hundred members per
+/// container (rare tags, the changes waiting beside a bitmap) the two conversions cost
+/// several times the merges of sorted arrays they replace. Those are united pairwise.
+fn union_of(sets: &[&RoaringBitmap]) -> RoaringBitmap {
+    let members_per_container: u64 = sets.iter().map(|set| per_container(set)).sum();
+    if members_per_container > ARRAY_MAX {
+        return sets.iter().copied().union();
+    }
+    let Some((first, rest)) = sets.split_first() else {
+        return RoaringBitmap::new();
+    };
+    rest.iter().fold((*first).clone(), |mut union, set| {
+        union |= *set;
+        union
+    })
 }
 
 /// Intersection of `sets`, where `None` stands for a tag or value nobody holds, exact within
@@ -140,7 +159,8 @@ fn intersect_two(a: &RoaringBitmap, b: &RoaringBitmap, live: &RoaringBitmap) -> 
 /// somewhere put back.
 pub(crate) fn union_all(sets: Vec<Option<Members<'_>>>) -> RoaringBitmap {
     let sets: Vec<Members<'_>> = sets.into_iter().flatten().collect();
-    let mut result = sets.iter().map(|set| set.bulk).union();
+    let bulks: Vec<&RoaringBitmap> = sets.iter().map(|set| set.bulk).collect();
+    let mut result = union_of(&bulks);
     if let Some(removed) = union_of_parts(sets.iter().map(|set| &set.removed)) {
         result -= &removed;
         for set in &sets {
