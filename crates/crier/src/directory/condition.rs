@@ -33,10 +33,10 @@ const CONTAINER_SPAN: u64 = 1 << 16;
 /// Below this many members per container on average, merging two sorted arrays is cheap.
 const MERGE_CHEAP_BELOW: u64 = 128;
 /// Roaring holds a container of more members than this as a bitmap, intersected word-wise.
-const ARRAY_MAX: u64 = 4096;
+pub(crate) const ARRAY_MAX: u64 = 4096;
 
 /// Average members per container over the span of account numbers `set` reaches.
-fn per_container(set: &RoaringBitmap) -> u64 {
+pub(crate) fn per_container(set: &RoaringBitmap) -> u64 {
     let containers = set
         .max()
         .map_or(1, |max| u64::from(max) / CONTAINER_SPAN + 1);

@@ -27,7 +27,7 @@ use std::borrow::Cow;
 use hashbrown::HashSet;
 use roaring::RoaringBitmap;
 
-use super::condition::Members;
+use super::condition::{per_container, Members, ARRAY_MAX};
 
 /// Changes are not merged while fewer than this, however small the bitmap: merging a small
 /// bitmap is cheap, but doing it every few changes is not.
@@ -37,6 +37,10 @@ const MERGE_AT_MOST: usize = 4096;
 /// The changes are merged at this fraction of the bitmap's size: each container is then
 /// rebuilt for about this many times fewer changes than it holds members.
 const MERGE_FRACTION: u64 = 128;
+/// Where the bitmap's containers are bitmaps rather than arrays, merging costs a bit flipped
+/// per change, a cache miss each however many are merged at once: such sets (the popular tags
+/// and values, the biggest) merge early, so that reads find few changes to combine.
+const MERGE_AT_DENSE: usize = 256;
 
 #[derive(Clone, Default)]
 pub struct MemberSet {
@@ -198,6 +202,9 @@ fn sorted(changes: &HashSet<u32>) -> Option<RoaringBitmap> {
 }
 
 fn merge_at(merged: &RoaringBitmap) -> usize {
+    if per_container(merged) > ARRAY_MAX {
+        return MERGE_AT_DENSE;
+    }
     usize::try_from(merged.len() / MERGE_FRACTION)
         .unwrap_or(MERGE_AT_MOST)
         .clamp(MERGE_AT_LEAST, MERGE_AT_MOST)
