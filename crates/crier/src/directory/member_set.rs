@@ -255,17 +255,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn changes_wait_beside_the_bitmap_until_a_128th_of_it() {
-        let mut members = MemberSet::from_bitmap((0..1_000_000).step_by(2).collect());
-        let merge_at = 500_000 / 128;
-        let mut expected = 500_000;
+    /// Adds and removes alternately until `merge_at` changes wait: none is merged before the
+    /// last; the bitmap then holds every member and the changes' memory is given back.
+    fn merges_after(members: &mut MemberSet, merge_at: usize, outsider: impl Fn(usize) -> u32) {
+        let mut expected = members.len();
+        let insiders: Vec<u32> = members.bitmap().iter().step_by(7).collect();
         for n in 0..merge_at - 1 {
             if n % 2 == 0 {
-                members.add(2 * n as u32 + 1);
+                members.add(outsider(n));
                 expected += 1;
             } else {
-                members.remove(2 * n as u32);
+                members.remove(insiders[n]);
                 expected -= 1;
             }
         }
@@ -275,10 +275,24 @@ mod tests {
             merge_at as u64 - 1
         );
         assert!(members.pending_bytes() > 0);
-        members.add(999_999);
+        members.add(outsider(merge_at));
         let (_, removed, added) = members.parts();
         assert!(removed.is_none() && added.is_none());
         assert_eq!(members.pending_bytes(), 0);
         assert_eq!(members.len(), expected + 1);
+    }
+
+    #[test]
+    fn changes_wait_beside_array_containers_until_a_128th_of_the_bitmap() {
+        // 2,048 members per container: arrays.
+        let mut members = MemberSet::from_bitmap((0..16_000_000).step_by(32).collect());
+        merges_after(&mut members, 500_000 / 128, |n| 32 * n as u32 + 1);
+    }
+
+    #[test]
+    fn changes_wait_beside_bitmap_containers_until_a_few_hundred() {
+        // 32,768 members per container: bitmaps.
+        let mut members = MemberSet::from_bitmap((0..1_000_000).step_by(2).collect());
+        merges_after(&mut members, MERGE_AT_DENSE, |n| 2 * n as u32 + 1);
     }
 }
