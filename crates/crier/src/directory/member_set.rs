@@ -260,12 +260,12 @@ mod tests {
     fn merges_after(members: &mut MemberSet, merge_at: usize, outsider: impl Fn(usize) -> u32) {
         let mut expected = members.len();
         let insiders: Vec<u32> = members.bitmap().iter().step_by(7).collect();
-        for n in 0..merge_at - 1 {
+        for (n, &insider) in insiders.iter().enumerate().take(merge_at - 1) {
             if n % 2 == 0 {
                 members.add(outsider(n));
                 expected += 1;
             } else {
-                members.remove(insiders[n]);
+                members.remove(insider);
                 expected -= 1;
             }
         }
