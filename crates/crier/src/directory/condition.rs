@@ -81,7 +81,7 @@ fn union_of_parts<'s>(
     (!parts.is_empty()).then(|| union_of(&parts))
 }
 
-/// The union of `sets`. roaring's multi-way union turns each container it merges into a
+/// The union of `sets`. roaring's multi-way union turns each container it merges into an
 /// 8 KiB bitmap, and back into an array at the end when it holds few members: right when the
 /// result's containers are bitmaps anyway, but for sets of a few hundred members per
 /// container (rare tags, the changes waiting beside a bitmap) the two conversions cost
