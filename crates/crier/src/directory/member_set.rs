@@ -4,7 +4,7 @@
 //! At ten million accounts an insert into a bitmap or a removal from it is a chain of cache
 //! misses (its container, then a binary search in an array of a few thousand members, then a
 //! move of half of it): about 1 µs on the benchmark machine, most of a bulk write. A hash set
-//! of a few thousand accounts stays in the caches. When the two sets together reach a 128th
+//! of a few thousand accounts stays in the caches. When the two sets together reach a 64th
 //! of the bitmap (at least [`MERGE_AT_LEAST`], at most [`MERGE_AT_MOST`]), they are sorted and
 //! merged in, each container they touch rebuilt once for a few dozen changes instead of moved
 //! once per change. Timed apart at 10M accounts (interleaved groups of 3,000 changes, the
@@ -36,7 +36,7 @@ const MERGE_AT_LEAST: usize = 32;
 const MERGE_AT_MOST: usize = 4096;
 /// The changes are merged at this fraction of the bitmap's size: each container is then
 /// rebuilt for about this many times fewer changes than it holds members.
-const MERGE_FRACTION: u64 = 128;
+const MERGE_FRACTION: u64 = 64;
 /// Where the bitmap's containers are bitmaps rather than arrays, merging costs a bit flipped
 /// per change, a cache miss each however many are merged at once: such sets (the popular tags
 /// and values, the biggest) merge early, so that reads find few changes to combine.
@@ -283,10 +283,12 @@ mod tests {
     }
 
     #[test]
-    fn changes_wait_beside_array_containers_until_a_128th_of_the_bitmap() {
+    fn changes_wait_beside_array_containers_until_a_64th_of_the_bitmap() {
         // 2,048 members per container: arrays.
-        let mut members = MemberSet::from_bitmap((0..16_000_000).step_by(32).collect());
-        merges_after(&mut members, 500_000 / 128, |n| 32 * n as u32 + 1);
+        let mut members = MemberSet::from_bitmap((0..6_400_000).step_by(32).collect());
+        merges_after(&mut members, 200_000 / MERGE_FRACTION as usize, |n| {
+            32 * n as u32 + 1
+        });
     }
 
     #[test]
