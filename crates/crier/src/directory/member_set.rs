@@ -5,9 +5,9 @@
 //! misses (its container, then a binary search in an array of a few thousand members, then a
 //! move of half of it): about 1 µs on the benchmark machine, most of a bulk write. A hash set
 //! of a few thousand accounts stays in the caches. When the two sets together reach a 64th
-//! of the bitmap (at least [`MERGE_AT_LEAST`], at most [`MERGE_AT_MOST`]), they are sorted and
-//! merged in, each container they touch rebuilt once for a few dozen changes instead of moved
-//! once per change. Timed apart at 10M accounts (interleaved groups of 3,000 changes, the
+//! of the bitmap (at least [`MERGE_AT_LEAST`], at most [`MERGE_AT_MOST`]; [`MERGE_AT_DENSE`]
+//! when its containers are bitmaps), they are sorted and merged in, each container they touch
+//! rebuilt once for a few dozen changes instead of moved once per change. Timed apart at 10M accounts (interleaved groups of 3,000 changes, the
 //! benchmark's Zipf tags, then its ten attributes): a tag insert 1,100 ns directly, 190 ns with
 //! its additions in a plain list; an attribute change (a removal and an insert) 1,440 ns
 //! directly, 990 ns with the additions listed, 590 ns with both in hash sets.
