@@ -1,30 +1,33 @@
 //! The accounts holding one tag or one attribute value: a roaring bitmap, and the accounts
-//! added to it and removed from it since it was last merged, kept apart in two small hash sets.
+//! added to it and removed from it since it was last merged, kept beside it as a list.
 //!
 //! At ten million accounts an insert into a bitmap or a removal from it is a chain of cache
 //! misses (its container, then a binary search in an array of a few thousand members, then a
-//! move of half of it): about 1 µs on the benchmark machine, most of a bulk write. A hash set
-//! of a few thousand accounts stays in the caches. When the two sets together reach a 64th
-//! of the bitmap (at least [`MERGE_AT_LEAST`], at most [`MERGE_AT_MOST`]; [`MERGE_AT_DENSE`]
-//! when its containers are bitmaps), they are sorted and merged in, each container they touch
-//! rebuilt once for a few dozen changes instead of moved once per change. Timed apart at 10M accounts (interleaved groups of 3,000 changes, the
-//! benchmark's Zipf tags, then its ten attributes): a tag insert 1,100 ns directly, 190 ns with
-//! its additions in a plain list; an attribute change (a removal and an insert) 1,440 ns
-//! directly, 990 ns with the additions listed, 590 ns with both in hash sets.
+//! move of half of it): about 1 µs on the benchmark machine, most of a bulk write. Appending
+//! to a list touches only its end, which stays in cache. When the list reaches a 64th of the
+//! bitmap (at least [`MERGE_AT_LEAST`], at most [`MERGE_AT_MOST`]; [`MERGE_AT_DENSE`] when its
+//! containers are bitmaps), it is sorted and merged in, each container it touches rebuilt
+//! once for a few dozen changes instead of moved once per change. Timed apart at 10M accounts
+//! (interleaved groups of 3,000 changes, the benchmark's Zipf tags, then its ten attributes):
+//! a tag insert 1,100 ns directly, 190 ns with its additions in a plain list; an attribute
+//! change (a removal and an insert) 1,440 ns directly, 590 ns with both in hash sets. In the
+//! server at 10M, hash sets of the changes were a sixth of the writer's time: a thousand sets
+//! of a few thousand slots each do not stay in cache, a list's end does.
 //!
 //! The caller knows which accounts are members (the per-account tag lists, the value columns):
 //! [`MemberSet::add`] is given non-members and [`MemberSet::remove`] members, so neither looks
-//! at the bitmap.
+//! at the bitmap. An account's changes therefore alternate, and the list needs no lookup to
+//! cancel an addition by a removal: an account listed an even number of times is as the
+//! bitmap has it, one listed an odd number of times changed the way its changes mostly went.
 //!
-//! Reads pay for the sets when they are not empty: an audience sorts copies of them into small
+//! Reads pay for the list when it is not empty: an audience sorts a copy of it into two small
 //! bitmaps ([`MemberSet::parts`]) and [`super::condition`] combines the parts without
-//! materialising each set whole. After a merge the hash sets' memory is given back, so they
-//! hold memory only for changes not merged yet (reported apart from the bitmaps,
+//! materialising each set whole. After a merge the list's memory is given back, so it holds
+//! memory only for changes not merged yet (reported apart from the bitmaps,
 //! [`MemberSet::pending_bytes`]).
 
 use std::borrow::Cow;
 
-use hashbrown::HashSet;
 use roaring::RoaringBitmap;
 
 use super::condition::{per_container, Members, ARRAY_MAX};
@@ -42,75 +45,73 @@ const MERGE_FRACTION: u64 = 64;
 /// and values, the biggest) merge early, so that reads find few changes to combine.
 const MERGE_AT_DENSE: usize = 256;
 
+/// A listed change: the account's number shifted left, the low bit set for a removal.
+type Change = u64;
+const REMOVAL: Change = 1;
+
 #[derive(Clone, Default)]
 pub struct MemberSet {
     merged: RoaringBitmap,
-    /// Members since the last merge that are not in `merged`.
-    added: HashSet<u32>,
-    /// Accounts of `merged` that are no longer members.
-    removed: HashSet<u32>,
+    /// The additions and removals since the last merge, in the order they were made.
+    changes: Vec<Change>,
+    /// Members, counting the changes.
+    len: u64,
     /// The count of changes that triggers a merge, set from `merged`'s size at each merge.
     merge_at: usize,
 }
 
 impl MemberSet {
     pub fn from_bitmap(merged: RoaringBitmap) -> MemberSet {
-        let merge_at = merge_at(&merged);
         MemberSet {
+            merge_at: merge_at(&merged),
+            len: merged.len(),
             merged,
-            merge_at,
-            ..MemberSet::default()
+            changes: Vec::new(),
         }
     }
 
     /// Adds an account that is not a member.
     pub fn add(&mut self, id: u32) {
-        debug_assert!(!self.contains(id), "account {id} is a member already");
-        if !self.removed.remove(&id) {
-            self.added.insert(id);
-        }
-        self.merge_if_due();
+        self.len += 1;
+        self.list(Change::from(id) << 1);
     }
 
     /// Removes an account that is a member.
     pub fn remove(&mut self, id: u32) {
-        debug_assert!(self.contains(id), "account {id} is not a member");
-        if !self.added.remove(&id) {
-            self.removed.insert(id);
-        }
-        self.merge_if_due();
+        self.len -= 1;
+        self.list(Change::from(id) << 1 | REMOVAL);
     }
 
+    /// A scan of the changes: for checks and tests, not for a write path.
     pub fn contains(&self, id: u32) -> bool {
-        self.added.contains(&id) || (self.merged.contains(id) && !self.removed.contains(&id))
+        let listed = self
+            .changes
+            .iter()
+            .filter(|&&change| change >> 1 == Change::from(id))
+            .count();
+        self.merged.contains(id) != (listed % 2 == 1)
     }
 
     pub fn len(&self) -> u64 {
-        self.merged.len() + self.added.len() as u64 - self.removed.len() as u64
+        self.len
     }
 
-    /// Without counting the bitmap's members unless removals wait (`len` walks its
-    /// containers; `Directory::tags_in_use` asks this of every tag).
     pub fn is_empty(&self) -> bool {
-        if !self.added.is_empty() {
-            return false;
-        }
-        if self.removed.is_empty() {
-            return self.merged.is_empty();
-        }
-        self.merged.len() == self.removed.len() as u64
+        self.len == 0
     }
 
     /// Members that are also in `set`.
     pub fn intersection_len(&self, set: &RoaringBitmap) -> u64 {
-        let count = |changes: &HashSet<u32>| changes.iter().filter(|&&id| set.contains(id)).count();
-        self.merged.intersection_len(set) + count(&self.added) as u64 - count(&self.removed) as u64
+        let (removed, added) = net_changes(&self.changes);
+        let count = |ids: &[u32]| ids.iter().filter(|&&id| set.contains(id)).count() as u64;
+        self.merged.intersection_len(set) + count(&added) - count(&removed)
     }
 
     /// The members as the bitmap, what was removed from it and what was added beside it, the
     /// last two as bitmaps of their own (`None` when empty).
     pub fn parts(&self) -> (&RoaringBitmap, Option<RoaringBitmap>, Option<RoaringBitmap>) {
-        (&self.merged, sorted(&self.removed), sorted(&self.added))
+        let (removed, added) = net_changes(&self.changes);
+        (&self.merged, bitmap_of(removed), bitmap_of(added))
     }
 
     /// Every member in one bitmap: borrowed when no change waits to be merged.
@@ -129,14 +130,11 @@ impl MemberSet {
         &self.merged
     }
 
-    /// Members not in [`Self::bitmap`], and accounts of it that are not members.
-    pub fn changes(
-        &self,
-    ) -> (
-        impl Iterator<Item = u32> + '_,
-        impl Iterator<Item = u32> + '_,
-    ) {
-        (self.added.iter().copied(), self.removed.iter().copied())
+    /// Members not in [`Self::bitmap`], and accounts of it that are not members, each
+    /// ascending.
+    pub fn changes(&self) -> (Vec<u32>, Vec<u32>) {
+        let (removed, added) = net_changes(&self.changes);
+        (added, removed)
     }
 
     /// A copy of these members whose bitmap is `merged`, a copy of [`Self::bitmap`] made
@@ -144,8 +142,8 @@ impl MemberSet {
     pub fn with_bitmap(&self, merged: RoaringBitmap) -> MemberSet {
         MemberSet {
             merged,
-            added: self.added.clone(),
-            removed: self.removed.clone(),
+            changes: self.changes.clone(),
+            len: self.len,
             merge_at: self.merge_at,
         }
     }
@@ -157,7 +155,7 @@ impl MemberSet {
 
     /// The memory of the changes not merged yet.
     pub fn pending_bytes(&self) -> usize {
-        self.added.allocation_size() + self.removed.allocation_size()
+        self.changes.capacity() * size_of::<Change>()
     }
 
     /// Merges the changes since the last merge into the bitmap.
@@ -169,13 +167,18 @@ impl MemberSet {
         if let Some(added) = added {
             self.merged |= added;
         }
-        self.added = HashSet::new();
-        self.removed = HashSet::new();
+        self.changes = Vec::new();
         self.merge_at = merge_at(&self.merged);
     }
 
-    fn merge_if_due(&mut self) {
-        if self.added.len() + self.removed.len() >= self.merge_at {
+    /// The list is allocated whole at its first change: grown by doubling instead, its
+    /// reallocations were a twelfth of the writer's time at 10M accounts.
+    fn list(&mut self, change: Change) {
+        if self.changes.capacity() == 0 {
+            self.changes.reserve_exact(self.merge_at);
+        }
+        self.changes.push(change);
+        if self.changes.len() >= self.merge_at {
             self.merge_changes();
         }
     }
@@ -192,13 +195,37 @@ impl<'a> From<&'a MemberSet> for Members<'a> {
     }
 }
 
-fn sorted(changes: &HashSet<u32>) -> Option<RoaringBitmap> {
+/// What the listed changes come to: the accounts removed from the bitmap and those added
+/// beside it, each ascending. An account's changes alternate (see the module doc), so where
+/// it is listed an odd number of times there is one more of one kind than of the other, and
+/// that kind is its change; sorted, its additions come before its removals.
+fn net_changes(changes: &[Change]) -> (Vec<u32>, Vec<u32>) {
+    let (mut removed, mut added) = (Vec::new(), Vec::new());
     if changes.is_empty() {
+        return (removed, added);
+    }
+    let mut sorted = changes.to_vec();
+    sorted.sort_unstable();
+    for same in sorted.chunk_by(|a, b| a >> 1 == b >> 1) {
+        if same.len() % 2 == 0 {
+            continue;
+        }
+        let id = (same[0] >> 1) as u32;
+        let removals = same.iter().filter(|&&change| change & REMOVAL != 0).count();
+        if 2 * removals > same.len() {
+            removed.push(id);
+        } else {
+            added.push(id);
+        }
+    }
+    (removed, added)
+}
+
+fn bitmap_of(ascending: Vec<u32>) -> Option<RoaringBitmap> {
+    if ascending.is_empty() {
         return None;
     }
-    let mut sorted: Vec<u32> = changes.iter().copied().collect();
-    sorted.sort_unstable();
-    Some(RoaringBitmap::from_sorted_iter(sorted).expect("distinct accounts, sorted"))
+    Some(RoaringBitmap::from_sorted_iter(ascending).expect("distinct accounts, ascending"))
 }
 
 fn merge_at(merged: &RoaringBitmap) -> usize {
