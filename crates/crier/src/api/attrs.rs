@@ -292,8 +292,11 @@ fn kind_plural(kind: AccountKind) -> &'static str {
 pub async fn set(call: AdminCall, body: Vec<u8>) -> Result<Map<String, Value>, Error> {
     let entries = super::write_bodies::set_entries(&body)?;
     drop(body);
+    let known = call
+        .tenant
+        .known_accounts(entries.iter().map(|entry| entry.account.as_str()));
     call.tenant
-        .write(move |directory| {
+        .write_known(known, move |directory| {
             let users = resolve_set_entries(directory, entries)?;
             // The classic commands name UserIDs only.
             if let Some(refusal) = users
@@ -348,8 +351,11 @@ pub fn resolve_remove_entries(
 
 pub async fn remove(call: AdminCall, body: Value) -> Result<Map<String, Value>, Error> {
     let entries = read_remove_entries(&body, account_name)?;
+    let known = call
+        .tenant
+        .known_accounts(entries.iter().map(|(account, _)| account.as_str()));
     call.tenant
-        .write(move |directory| {
+        .write_known(known, move |directory| {
             let users = resolve_remove_entries(directory, entries)?;
             Ok(vec![DirOp::RemoveAttrs { users }])
         })

@@ -90,8 +90,11 @@ pub async fn add(call: AdminCall, body: Vec<u8>) -> Result<Map<String, Value>, E
     drop(body);
     let requested = distinct_tag_counts(&users)?;
     let cap = call.tenant.config().max_tags_per_user;
+    let known = call
+        .tenant
+        .known_accounts(users.iter().map(|user| user.account.as_str()));
     call.tenant
-        .write(move |directory| {
+        .write_known(known, move |directory| {
             // No account holds more than `most`: while that is far from the cap, no account
             // needs looking up here (the write looks each up once when it applies).
             let most = directory.most_tags_held();
@@ -176,8 +179,11 @@ pub fn distinct_tag_counts(users: &[UserTags]) -> Result<Vec<(usize, usize)>, Er
 pub async fn remove(call: AdminCall, body: Vec<u8>) -> Result<Map<String, Value>, Error> {
     let users = write_bodies::user_tags(&body, None)?;
     drop(body);
+    let known = call
+        .tenant
+        .known_accounts(users.iter().map(|user| user.account.as_str()));
     call.tenant
-        .write(move |_| Ok(vec![DirOp::RemoveTags { users }]))
+        .write_known(known, move |_| Ok(vec![DirOp::RemoveTags { users }]))
         .await?;
     Ok(Map::new())
 }

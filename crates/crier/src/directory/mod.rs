@@ -18,6 +18,7 @@
 pub mod accounts;
 pub mod attr_values;
 pub mod condition;
+pub mod known;
 pub mod member_set;
 pub mod ops;
 pub mod pending;
@@ -33,10 +34,13 @@ use roaring::RoaringBitmap;
 pub use accounts::AccountIds;
 pub use attr_values::SlotValues;
 pub use condition::Condition;
+pub use known::KnownAccounts;
 pub use member_set::MemberSet;
 pub use ops::{AccountKind, DirOp, UserAttrSlots, UserAttrValues, UserTags};
 pub use pending::{Ahead, Pending};
 pub use tag_lists::TagLists;
+
+use known::UNKNOWN;
 
 /// Attribute slots `"0"`..`"9"`.
 pub const ATTR_SLOTS: usize = 10;
@@ -62,6 +66,8 @@ pub struct Directory {
     attr_values: [SlotValues; ATTR_SLOTS],
     /// Buffers of the write path, kept from one write to the next.
     scratch: Scratch,
+    /// Which numbers the accounts have, for numbers looked up ahead of a write.
+    numbering: known::Numbering,
 }
 
 /// Buffers the tag writes reuse, so a warm write path allocates only where the data grows.
@@ -116,6 +122,13 @@ pub struct DirectoryStats {
 
 impl Directory {
     pub fn apply(&mut self, op: &DirOp) {
+        self.apply_known(op, None);
+    }
+
+    /// As [`Self::apply`], with the numbers of its users' accounts where they were looked up
+    /// ahead ([`KnownAccounts`]).
+    fn apply_known(&mut self, op: &DirOp, known: Option<&[u32]>) {
+        let known = |n: usize| known.map_or(UNKNOWN, |ids| ids[n]);
         match op {
             DirOp::Import { accounts } => {
                 for name in accounts {
@@ -126,6 +139,7 @@ impl Directory {
             DirOp::Delete { accounts } => {
                 for name in accounts {
                     if let Some(id) = self.accounts.retire(name) {
+                        self.numbering.deleted();
                         self.retired.insert(id);
                         self.live.remove(id);
                         self.clear_tags(id);
@@ -135,8 +149,12 @@ impl Directory {
                     }
                 }
             }
-            DirOp::AddTags { users } => self.add_tags(users.iter()),
-            DirOp::RemoveTags { users } => self.remove_tags(users.iter()),
+            DirOp::AddTags { users } => {
+                self.add_tags(users.iter().enumerate().map(|(n, user)| (user, known(n))))
+            }
+            DirOp::RemoveTags { users } => {
+                self.remove_tags(users.iter().enumerate().map(|(n, user)| (user, known(n))))
+            }
             DirOp::RemoveAllTags { accounts } => {
                 for name in accounts {
                     if let Some(id) = self.accounts.get(name) {
@@ -145,8 +163,8 @@ impl Directory {
                 }
             }
             DirOp::SetAttrs { users } => {
-                for user in users {
-                    let id = self.number(&user.account);
+                for (n, user) in users.iter().enumerate() {
+                    let id = self.number_known(known(n), &user.account);
                     for (slot, value) in &user.values {
                         let slot = &mut self.attr_values[*slot as usize % ATTR_SLOTS];
                         let number = slot.number(value);
@@ -155,8 +173,8 @@ impl Directory {
                 }
             }
             DirOp::RemoveAttrs { users } => {
-                for user in users {
-                    let Some(id) = self.accounts.get(&user.account) else {
+                for (n, user) in users.iter().enumerate() {
+                    let Some(id) = self.existing_known(known(n), &user.account) else {
                         continue;
                     };
                     for slot in &user.slots {
@@ -181,7 +199,16 @@ impl Directory {
     /// additions (and consecutive removals) are applied as one: their (tag, account) pairs are
     /// sorted together, so a bitmap is entered once for all of them, in account order.
     pub fn apply_all(&mut self, ops: &[DirOp]) {
-        self.warm_accounts(ops);
+        self.apply_all_known(ops, &[]);
+    }
+
+    /// As [`Self::apply_all`], with the numbers of each op's accounts where they were looked
+    /// up ahead (`known[n]` for `ops[n]`; missing ones, and ones no longer valid, are looked up
+    /// here).
+    pub fn apply_all_known(&mut self, ops: &[DirOp], known: &[Option<KnownAccounts>]) {
+        let known_for = |n: usize| known.get(n).and_then(Option::as_ref);
+        self.warm_accounts(ops, known_for);
+        let mut first = 0;
         for run in ops.chunk_by(|a, b| {
             matches!(
                 (a, b),
@@ -189,10 +216,31 @@ impl Directory {
                     | (DirOp::RemoveTags { .. }, DirOp::RemoveTags { .. })
             )
         }) {
+            let positions = first..first + run.len();
+            first += run.len();
+            // No deletion within a run of tag writes: the numbers valid at its start stay so.
+            let ids: Vec<Option<&[u32]>> = positions
+                .clone()
+                .zip(run)
+                .map(|(n, op)| self.still_known(known_for(n), op))
+                .collect();
+            let users = || {
+                run.iter().zip(&ids).flat_map(|(op, ids)| {
+                    users_of(op)
+                        .iter()
+                        .enumerate()
+                        .map(move |(n, user)| (user, ids.map_or(UNKNOWN, |ids| ids[n])))
+                })
+            };
             match &run[0] {
-                DirOp::AddTags { .. } => self.add_tags(run.iter().flat_map(users_of)),
-                DirOp::RemoveTags { .. } => self.remove_tags(run.iter().flat_map(users_of)),
-                _ => run.iter().for_each(|op| self.apply(op)),
+                DirOp::AddTags { .. } => self.add_tags(users()),
+                DirOp::RemoveTags { .. } => self.remove_tags(users()),
+                _ => {
+                    for (op, n) in run.iter().zip(positions) {
+                        let ids = self.still_known(known_for(n), op);
+                        self.apply_known(op, ids);
+                    }
+                }
             }
         }
     }
@@ -203,14 +251,25 @@ impl Directory {
     /// that the processor follows one chain at a time; this loop does nothing else, so several
     /// accounts' chains are in flight together, and applying then finds their lines loaded.
     /// At 10M accounts (session 12, when the bitmaps were written directly): tag writes
-    /// 17-30 % more users/s, attribute writes about 5 %.
-    fn warm_accounts(&self, ops: &[DirOp]) {
+    /// 17-30 % more users/s, attribute writes about 5 %. Accounts whose numbers were looked up
+    /// ahead need only their tag lists.
+    fn warm_accounts<'k>(
+        &self,
+        ops: &[DirOp],
+        known_for: impl Fn(usize) -> Option<&'k KnownAccounts>,
+    ) {
         let mut any = 0usize;
-        for op in ops {
+        for (n, op) in ops.iter().enumerate() {
+            let ids = self.still_known(known_for(n), op);
+            let id_of = |at: usize, name: &str| match ids {
+                Some(ids) if ids[at] != UNKNOWN => Some(ids[at]),
+                Some(_) => None,
+                None => self.accounts.get(name),
+            };
             match op {
                 DirOp::AddTags { users } | DirOp::RemoveTags { users } => {
-                    for user in users {
-                        if let Some(id) = self.accounts.get(&user.account) {
+                    for (at, user) in users.iter().enumerate() {
+                        if let Some(id) = id_of(at, &user.account) {
                             any += self.tag_lists.count(id);
                         }
                     }
@@ -218,12 +277,12 @@ impl Directory {
                 // Only the account: the value column and the value bitmaps read again here
                 // cost more than their misses do when applying (measured at 10M: 10-17 %
                 // fewer users/s than not warming at all).
-                DirOp::SetAttrs { users } => {
+                DirOp::SetAttrs { users } if ids.is_none() => {
                     for user in users {
                         any += usize::from(self.accounts.get(&user.account).is_some());
                     }
                 }
-                DirOp::RemoveAttrs { users } => {
+                DirOp::RemoveAttrs { users } if ids.is_none() => {
                     for user in users {
                         any += usize::from(self.accounts.get(&user.account).is_some());
                     }
@@ -250,6 +309,24 @@ impl Directory {
         self.accounts.get_or_insert(name)
     }
 
+    /// The number of `name`, `known` unless [`UNKNOWN`].
+    fn number_known(&mut self, known: u32, name: &str) -> u32 {
+        if known == UNKNOWN {
+            self.number(name)
+        } else {
+            known
+        }
+    }
+
+    /// The number of `name` if it has one, `known` unless [`UNKNOWN`].
+    fn existing_known(&self, known: u32, name: &str) -> Option<u32> {
+        if known == UNKNOWN {
+            self.accounts.get(name)
+        } else {
+            Some(known)
+        }
+    }
+
     fn tag_number(&mut self, tag: &str) -> u32 {
         if let Some(&number) = self.tag_numbers.get(tag) {
             return number;
@@ -268,11 +345,11 @@ impl Directory {
     ///
     /// Account and tag numbers are handed out in the order `users` names them, so several
     /// writes' users chained are applied as the writes one after the other would be.
-    fn add_tags<'a>(&mut self, users: impl Iterator<Item = &'a UserTags>) {
+    fn add_tags<'a>(&mut self, users: impl Iterator<Item = (&'a UserTags, u32)>) {
         let mut requested = std::mem::take(&mut self.scratch.pairs);
         requested.clear();
-        for user in users {
-            let id = self.number(&user.account);
+        for (user, known) in users {
+            let id = self.number_known(known, &user.account);
             for tag in &user.tags {
                 requested.push(pack(id, self.tag_number(tag)));
             }
@@ -319,11 +396,11 @@ impl Directory {
 
     /// As [`Self::add_tags`]: one lookup per name, the account's list read first, so only the
     /// tags it holds are removed from their members.
-    fn remove_tags<'a>(&mut self, users: impl Iterator<Item = &'a UserTags>) {
+    fn remove_tags<'a>(&mut self, users: impl Iterator<Item = (&'a UserTags, u32)>) {
         let mut requested = std::mem::take(&mut self.scratch.pairs);
         requested.clear();
-        for user in users {
-            let Some(id) = self.accounts.get(&user.account) else {
+        for (user, known) in users {
+            let Some(id) = self.existing_known(known, &user.account) else {
                 continue;
             };
             for tag in &user.tags {

@@ -32,7 +32,7 @@ use tracing::warn;
 use super::snapshots::log_weight;
 use super::Tenant;
 use crate::bus::Event;
-use crate::directory::{Ahead, DirOp, Directory, Pending};
+use crate::directory::{Ahead, DirOp, Directory, KnownAccounts, Pending};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::store::StoreError;
@@ -89,6 +89,8 @@ type Answer = Result<Vec<DirOp>, Error>;
 
 struct Queued {
     build: Build,
+    /// The numbers of the accounts of the write's last op, looked up by the request.
+    known: Option<KnownAccounts>,
     done: oneshot::Sender<Answer>,
 }
 
@@ -96,6 +98,8 @@ struct Queued {
 /// many of the ops are its (writes that log nothing have none).
 struct Validated {
     ops: Vec<DirOp>,
+    /// Per op, the numbers of its accounts where the request looked them up.
+    known: Vec<Option<KnownAccounts>>,
     accepted: Vec<(oneshot::Sender<Answer>, usize)>,
 }
 
@@ -200,7 +204,8 @@ impl Tenant {
     ) -> Result<(), Error> {
         let (done, answer) = oneshot::channel();
         let build = Build::Ahead(Box::new(build));
-        if self.queue.push(Queued { build, done }) {
+        let known = None;
+        if self.queue.push(Queued { build, known, done }) {
             self.write_groups();
         }
         answer
@@ -215,7 +220,24 @@ impl Tenant {
         self: &Arc<Self>,
         build: impl FnOnce(&Ahead) -> Result<Vec<DirOp>, Error> + Send + 'static,
     ) -> Result<(), Error> {
-        self.queue_write(Build::Ahead(Box::new(build))).await
+        self.queue_write(Build::Ahead(Box::new(build)), None).await
+    }
+
+    /// As [`Self::write`], for a write whose last op names the accounts `known` numbers
+    /// ([`Self::known_accounts`]): the writer need not look them up.
+    pub async fn write_known(
+        self: &Arc<Self>,
+        known: KnownAccounts,
+        build: impl FnOnce(&Ahead) -> Result<Vec<DirOp>, Error> + Send + 'static,
+    ) -> Result<(), Error> {
+        self.queue_write(Build::Ahead(Box::new(build)), Some(known))
+            .await
+    }
+
+    /// Looks up the numbers of `names`, the accounts of a write's last op in their order, on
+    /// the caller's thread ([`crate::directory::known`]).
+    pub fn known_accounts<'a>(&self, names: impl Iterator<Item = &'a str>) -> KnownAccounts {
+        self.directory.read().known_accounts(names)
     }
 
     /// As [`Self::write`], for a validation that reads the directory beyond what [`Ahead`]
@@ -224,12 +246,17 @@ impl Tenant {
         self: &Arc<Self>,
         build: impl FnOnce(&Directory) -> Result<Vec<DirOp>, Error> + Send + 'static,
     ) -> Result<(), Error> {
-        self.queue_write(Build::Settled(Box::new(build))).await
+        self.queue_write(Build::Settled(Box::new(build)), None)
+            .await
     }
 
-    async fn queue_write(self: &Arc<Self>, build: Build) -> Result<(), Error> {
+    async fn queue_write(
+        self: &Arc<Self>,
+        build: Build,
+        known: Option<KnownAccounts>,
+    ) -> Result<(), Error> {
         let (done, answer) = oneshot::channel();
-        if self.queue.push(Queued { build, done }) {
+        if self.queue.push(Queued { build, known, done }) {
             self.start_writer();
         }
         answer
@@ -322,7 +349,8 @@ impl Tenant {
         let directory = self.directory.read();
         let mut pending = Pending::after(&directory, earlier);
         let mut accepted = Vec::with_capacity(group.len());
-        for Queued { build, done } in group {
+        let mut known_accounts = Vec::new();
+        for Queued { build, known, done } in group {
             let ahead = Ahead::new(&directory, &pending);
             let validated = catch_unwind(AssertUnwindSafe(|| match build {
                 Build::Ahead(build) => build(&ahead),
@@ -334,6 +362,10 @@ impl Tenant {
             match validated {
                 Ok(Ok(ops)) => {
                     accepted.push((done, ops.len()));
+                    if !ops.is_empty() {
+                        known_accounts.resize_with(known_accounts.len() + ops.len() - 1, || None);
+                        known_accounts.push(known);
+                    }
                     pending.push(&directory, ops);
                 }
                 Ok(Err(error)) => {
@@ -352,6 +384,7 @@ impl Tenant {
         }
         Validated {
             ops: pending.into_ops(),
+            known: known_accounts,
             accepted,
         }
     }
@@ -425,10 +458,15 @@ impl Tenant {
     fn apply_logged(&self, writer: &mut WriterState, group: Logged) {
         let Logged {
             seq,
-            group: Validated { ops, accepted },
+            group:
+                Validated {
+                    ops,
+                    known,
+                    accepted,
+                },
         } = group;
         if let Some(seq) = seq {
-            let live = self.apply_in_slices(&ops);
+            let live = self.apply_in_slices(&ops, &known);
             writer.last_seq = seq;
             writer.log_since_snapshot += ops.iter().map(log_weight).sum::<u64>();
             if self.snapshot_policy.due(writer.log_since_snapshot, live) {
@@ -447,14 +485,14 @@ impl Tenant {
     /// Applies `ops` in log order, a slice of about [`APPLY_SLICE_ITEMS`] at a time, letting
     /// any reader waiting for the directory (a push evaluating its audience) in between.
     /// Answers the live accounts after them.
-    fn apply_in_slices(&self, ops: &[DirOp]) -> u64 {
+    fn apply_in_slices(&self, ops: &[DirOp], known: &[Option<KnownAccounts>]) -> u64 {
         let mut directory = self.directory.write();
         let mut start = 0;
         let mut items = 0;
         for (n, op) in ops.iter().enumerate() {
             items += op_items(op);
             if items >= APPLY_SLICE_ITEMS || n + 1 == ops.len() {
-                directory.apply_all(&ops[start..=n]);
+                directory.apply_all_known(&ops[start..=n], &known[start..=n]);
                 start = n + 1;
                 items = 0;
                 if start < ops.len() {
@@ -796,7 +834,11 @@ mod group_tests {
                 .map(|build| {
                     let build = Build::Ahead(build);
                     let (done, answer) = oneshot::channel();
-                    self.queue.state.lock().waiting.push(Queued { build, done });
+                    self.queue.state.lock().waiting.push(Queued {
+                        build,
+                        known: None,
+                        done,
+                    });
                     answer
                 })
                 .collect();
