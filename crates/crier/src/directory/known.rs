@@ -83,8 +83,9 @@ impl Directory {
     }
 }
 
-/// The accounts a write's users name, in order (checked against the numbers in tests).
-fn accounts_of(op: &DirOp) -> Vec<&str> {
+/// The accounts a write's users name, in order: what a request looks up
+/// ([`Directory::known_accounts`]), and what the numbers are checked against in tests.
+pub(super) fn accounts_of(op: &DirOp) -> Vec<&str> {
     match op {
         DirOp::AddTags { users } | DirOp::RemoveTags { users } => {
             users.iter().map(|user| user.account.as_str()).collect()

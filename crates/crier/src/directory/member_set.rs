@@ -72,12 +72,14 @@ impl MemberSet {
 
     /// Adds an account that is not a member.
     pub fn add(&mut self, id: u32) {
+        debug_assert!(!self.contains(id), "account {id} is a member already");
         self.len += 1;
         self.list(Change::from(id) << 1);
     }
 
     /// Removes an account that is a member.
     pub fn remove(&mut self, id: u32) {
+        debug_assert!(self.contains(id), "account {id} is not a member");
         self.len -= 1;
         self.list(Change::from(id) << 1 | REMOVAL);
     }

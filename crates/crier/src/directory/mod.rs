@@ -218,29 +218,28 @@ impl Directory {
         }) {
             let positions = first..first + run.len();
             first += run.len();
+            if !matches!(run[0], DirOp::AddTags { .. } | DirOp::RemoveTags { .. }) {
+                for (op, n) in run.iter().zip(positions) {
+                    let ids = self.still_known(known_for(n), op);
+                    self.apply_known(op, ids);
+                }
+                continue;
+            }
             // No deletion within a run of tag writes: the numbers valid at its start stay so.
             let ids: Vec<Option<&[u32]>> = positions
-                .clone()
                 .zip(run)
                 .map(|(n, op)| self.still_known(known_for(n), op))
                 .collect();
-            let users = || {
-                run.iter().zip(&ids).flat_map(|(op, ids)| {
-                    users_of(op)
-                        .iter()
-                        .enumerate()
-                        .map(move |(n, user)| (user, ids.map_or(UNKNOWN, |ids| ids[n])))
-                })
-            };
-            match &run[0] {
-                DirOp::AddTags { .. } => self.add_tags(users()),
-                DirOp::RemoveTags { .. } => self.remove_tags(users()),
-                _ => {
-                    for (op, n) in run.iter().zip(positions) {
-                        let ids = self.still_known(known_for(n), op);
-                        self.apply_known(op, ids);
-                    }
-                }
+            let users = run.iter().zip(&ids).flat_map(|(op, ids)| {
+                users_of(op)
+                    .iter()
+                    .enumerate()
+                    .map(move |(n, user)| (user, ids.map_or(UNKNOWN, |ids| ids[n])))
+            });
+            if matches!(run[0], DirOp::AddTags { .. }) {
+                self.add_tags(users);
+            } else {
+                self.remove_tags(users);
             }
         }
     }

@@ -741,6 +741,21 @@ fn tags_in_use_leave_out_tags_nobody_holds_any_more() {
     assert_eq!(d.tag_holders("x"), 0);
 }
 
+/// The plain model after `ops`.
+fn plain_after(ops: &[DirOp]) -> BTreeMap<String, PlainUser> {
+    let mut plain = BTreeMap::new();
+    for op in ops {
+        apply_plain(&mut plain, op);
+        // Deleted accounts are no account any more: their names may be created anew.
+        if let DirOp::Delete { accounts } = op {
+            for account in accounts {
+                plain.remove(account);
+            }
+        }
+    }
+    plain
+}
+
 /// Bulk writes as the group writer applies them: hundreds of users per request, runs of
 /// requests of one kind applied together.
 fn arb_bulk_op() -> impl Strategy<Value = DirOp> {
@@ -774,30 +789,10 @@ proptest! {
     ) {
         let mut directory = Directory::default();
         directory.apply_all(&ops);
-        let mut plain = BTreeMap::new();
-        for op in &ops {
-            apply_plain(&mut plain, op);
-            if let DirOp::Delete { accounts } = op {
-                for account in accounts {
-                    plain.remove(account);
-                }
-            }
-        }
+        let plain = plain_after(&ops);
         check_against_plain(&directory, &plain, &conditions)?;
         check_against_plain(&reload(&directory), &plain, &conditions)?;
         prop_assert!(a_copy_writes_the_same_snapshot(&directory));
-    }
-}
-
-/// The accounts a write's users name, as a request hands them to [`Directory::known_accounts`].
-fn accounts_named(op: &DirOp) -> Vec<&str> {
-    match op {
-        DirOp::AddTags { users } | DirOp::RemoveTags { users } => {
-            users.iter().map(|u| u.account.as_str()).collect()
-        }
-        DirOp::SetAttrs { users } => users.iter().map(|u| u.account.as_str()).collect(),
-        DirOp::RemoveAttrs { users } => users.iter().map(|u| u.account.as_str()).collect(),
-        _ => Vec::new(),
     }
 }
 
@@ -809,7 +804,7 @@ fn a_number_looked_up_before_a_delete_is_not_used_after_it() {
     let write = DirOp::AddTags {
         users: vec![tags("a", &["x"])],
     };
-    let known = d.known_accounts(accounts_named(&write).into_iter());
+    let known = d.known_accounts(known::accounts_of(&write).into_iter());
     d.apply(&DirOp::Delete {
         accounts: vec!["a".into()],
     });
@@ -840,21 +835,13 @@ proptest! {
         directory.apply_all(before);
         let known: Vec<Option<KnownAccounts>> = after
             .iter()
-            .map(|op| Some(directory.known_accounts(accounts_named(op).into_iter())))
+            .map(|op| Some(directory.known_accounts(known::accounts_of(op).into_iter())))
             .collect();
         if reload_between {
             directory = reload(&directory);
         }
         directory.apply_all_known(after, &known);
-        let mut plain = BTreeMap::new();
-        for op in &ops {
-            apply_plain(&mut plain, op);
-            if let DirOp::Delete { accounts } = op {
-                for account in accounts {
-                    plain.remove(account);
-                }
-            }
-        }
+        let plain = plain_after(&ops);
         check_against_plain(&directory, &plain, &conditions)?;
         check_against_plain(&reload(&directory), &plain, &conditions)?;
     }
