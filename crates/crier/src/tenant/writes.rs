@@ -176,7 +176,12 @@ impl Drop for WriterRunning<'_> {
 }
 
 /// The group writer's nice value: below every answer the server gives, above nothing else.
-const WRITER_NICE: i32 = 10;
+/// Nice 10 (a tenth of a handler's share when both want a core) starved the writer while the
+/// handlers and the load generator kept both cores busy; nice 0 let it delay the push. At 10M
+/// accounts, alternated (nice 10 / 0 / 5, three runs each): `im_add_tag` 99-170k / 193-204k /
+/// 160-239k users/s, `im_set_attr` 129-166k / 167-207k / 217-250k, `im_push` during the sync
+/// p50 2.7-4.0 / 3.4-3.9 / 2.4-3.2 ms.
+const WRITER_NICE: i32 = 5;
 
 /// Lowers the calling thread's priority to [`WRITER_NICE`]; for a thread that ends with the
 /// writer, as an unprivileged process cannot raise it back. Where the system refuses, the
