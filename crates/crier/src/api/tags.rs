@@ -95,8 +95,8 @@ pub async fn add(call: AdminCall, body: Vec<u8>) -> Result<Map<String, Value>, E
         .known_accounts(users.iter().map(|user| user.account.as_str()));
     call.tenant
         .write_known(known, move |directory| {
-            // No account holds more than `most`: while that is far from the cap, no account
-            // needs looking up here (the write looks each up once when it applies).
+            // No account holds more than `most`: while that is far from the cap, no account's
+            // tags need counting here.
             let most = directory.most_tags_held();
             for &(first_entry, count) in &requested {
                 if most + count <= cap {

@@ -274,9 +274,10 @@ impl Tenant {
     /// other threads (nice [`WRITER_NICE`]; the log and snapshot threads it starts inherit it).
     /// A bulk sync keeps the writer busy nearly all the time on a 2-core machine, and a push
     /// accepted meanwhile waited for a core behind it: at 10M accounts the thread that stores
-    /// the push started 2.1 ms late at p90, 0.4 ms once the writer yields to it. Writes lost
-    /// nothing measurable: the writer is the only thread that wants to run for long, so it
-    /// still gets whatever the others leave. A thread is started per burst of writes (the
+    /// the push started 2.1 ms late at p90, 0.4 ms once the writer yields to it. How far it
+    /// yields is a trade: since the handlers look the accounts up for it, they keep the cores
+    /// busy too, and too low a priority starves the writes ([`WRITER_NICE`]). A thread is
+    /// started per burst of writes (the
     /// writer stops when nothing waits), since its priority cannot be raised again to hand
     /// it back to a pool.
     fn start_writer(self: &Arc<Self>) {
