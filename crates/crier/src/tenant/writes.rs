@@ -277,9 +277,8 @@ impl Tenant {
     /// the push started 2.1 ms late at p90, 0.4 ms once the writer yields to it. How far it
     /// yields is a trade: since the handlers look the accounts up for it, they keep the cores
     /// busy too, and too low a priority starves the writes ([`WRITER_NICE`]). A thread is
-    /// started per burst of writes (the
-    /// writer stops when nothing waits), since its priority cannot be raised again to hand
-    /// it back to a pool.
+    /// started per burst of writes (the writer stops when nothing waits), since its priority
+    /// cannot be raised again to hand it back to a pool.
     fn start_writer(self: &Arc<Self>) {
         let tenant = Arc::clone(self);
         let spawned = std::thread::Builder::new()
